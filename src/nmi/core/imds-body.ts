@@ -1,0 +1,51 @@
+// Token and error bodies in the shape IMDS answers and the Azure SDKs accept (upstream-behaviour §3.3, sdk-notes §2).
+
+export interface IssuedToken {
+  readonly accessToken: string;
+  /** Epoch seconds. */
+  readonly expiresOn: number;
+  /** Epoch seconds. */
+  readonly notBefore?: number;
+  readonly tokenType?: string;
+  readonly clientId?: string;
+}
+
+export interface ImdsTokenBody {
+  readonly access_token: string;
+  readonly refresh_token: string;
+  readonly expires_in: string;
+  readonly expires_on: string;
+  readonly not_before: string;
+  readonly resource: string;
+  readonly token_type: string;
+  readonly client_id?: string;
+}
+
+/**
+ * Numbers are strings, as IMDS and the original send them; `resource` echoes the request exactly so MSAL's cache
+ * keys match (sdk-notes §2); `expires_in` is counted from `nowSeconds` and never negative.
+ */
+export function imdsTokenBody(token: IssuedToken, resource: string, nowSeconds: number): ImdsTokenBody {
+  const expiresIn = Math.max(0, Math.floor(token.expiresOn - nowSeconds));
+  return {
+    access_token: token.accessToken,
+    refresh_token: '',
+    expires_in: String(expiresIn),
+    expires_on: String(Math.floor(token.expiresOn)),
+    not_before: String(Math.floor(token.notBefore ?? nowSeconds)),
+    resource,
+    token_type: token.tokenType ?? 'Bearer',
+    ...(token.clientId !== undefined ? { client_id: token.clientId } : {}),
+  };
+}
+
+/** `/host/token` wraps the first token with the identity's client ID, as the original. */
+export function hostTokenBody(token: IssuedToken, resource: string, clientId: string, nowSeconds: number) {
+  return { token: imdsTokenBody(token, resource, nowSeconds), clientid: clientId };
+}
+
+export function imdsErrorBody(error: string, description: string): { error: string; error_description: string } {
+  return { error, error_description: description };
+}
+
+export const METADATA_HEADER_MISSING = imdsErrorBody('invalid_request', 'Required metadata header not specified');
