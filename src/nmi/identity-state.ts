@@ -1,0 +1,128 @@
+// What NMI knows about identities, from its informers: AAIs on this node (standard mode), bindings and identities
+// (managed mode), and exceptions; indexed the way the token handler reads them, with change notification.
+
+import type {
+  AzureAssignedIdentity,
+  AzureIdentity,
+  AzureIdentityBinding,
+  AzurePodIdentityException,
+  PodView,
+} from '../crds/types.js';
+import { ChangeNotifier } from './notify.js';
+import type { IdentityState } from './ports.js';
+
+type Named = { readonly namespace: string; readonly name: string };
+
+class NamespacedMap<T extends Named> {
+  private readonly items = new Map<string, T>();
+  private readonly byNamespace = new Map<string, Map<string, T>>();
+
+  set(item: T): void {
+    this.delete(item.namespace, item.name);
+    this.items.set(`${item.namespace}/${item.name}`, item);
+    let ns = this.byNamespace.get(item.namespace);
+    if (ns === undefined) this.byNamespace.set(item.namespace, (ns = new Map()));
+    ns.set(item.name, item);
+  }
+
+  delete(namespace: string, name: string): boolean {
+    const existed = this.items.delete(`${namespace}/${name}`);
+    this.byNamespace.get(namespace)?.delete(name);
+    return existed;
+  }
+
+  get(namespace: string, name: string): T | undefined {
+    return this.items.get(`${namespace}/${name}`);
+  }
+
+  inNamespace(namespace: string): T[] {
+    return [...(this.byNamespace.get(namespace)?.values() ?? [])];
+  }
+
+  values(): IterableIterator<T> {
+    return this.items.values();
+  }
+
+  clear(): void {
+    this.items.clear();
+    this.byNamespace.clear();
+  }
+}
+
+export class NmiIdentityState implements IdentityState {
+  private readonly assigned = new NamespacedMap<AzureAssignedIdentity>();
+  private readonly assignedByPod = new Map<string, Map<string, AzureAssignedIdentity>>();
+  readonly bindings = new NamespacedMap<AzureIdentityBinding>();
+  readonly identities = new NamespacedMap<AzureIdentity>();
+  readonly exceptions = new NamespacedMap<AzurePodIdentityException>();
+  private readonly changes = new ChangeNotifier();
+
+  upsertAssigned(aai: AzureAssignedIdentity): void {
+    this.removeAssignedIndex(aai.namespace, aai.name);
+    this.assigned.set(aai);
+    const podKey = `${aai.podNamespace}/${aai.pod}`;
+    let forPod = this.assignedByPod.get(podKey);
+    if (forPod === undefined) this.assignedByPod.set(podKey, (forPod = new Map()));
+    forPod.set(`${aai.namespace}/${aai.name}`, aai);
+    this.changes.notify();
+  }
+
+  removeAssigned(namespace: string, name: string): void {
+    this.removeAssignedIndex(namespace, name);
+    if (this.assigned.delete(namespace, name)) this.changes.notify();
+  }
+
+  upsertBinding(b: AzureIdentityBinding): void {
+    this.bindings.set(b);
+    this.changes.notify();
+  }
+
+  removeBinding(namespace: string, name: string): void {
+    if (this.bindings.delete(namespace, name)) this.changes.notify();
+  }
+
+  upsertIdentity(i: AzureIdentity): void {
+    this.identities.set(i);
+    this.changes.notify();
+  }
+
+  removeIdentity(namespace: string, name: string): void {
+    if (this.identities.delete(namespace, name)) this.changes.notify();
+  }
+
+  upsertException(e: AzurePodIdentityException): void {
+    this.exceptions.set(e);
+    this.changes.notify();
+  }
+
+  removeException(namespace: string, name: string): void {
+    if (this.exceptions.delete(namespace, name)) this.changes.notify();
+  }
+
+  /** Every AAI this NMI knows (for prefetch and explain). */
+  allAssigned(): AzureAssignedIdentity[] {
+    return [...this.assigned.values()];
+  }
+
+  selectionFor(pod: PodView) {
+    return {
+      assigned: [...(this.assignedByPod.get(`${pod.namespace}/${pod.name}`)?.values() ?? [])],
+      exceptions: this.exceptions.inNamespace(pod.namespace),
+      bindings: this.bindings.inNamespace(pod.namespace),
+      identities: this.identities.inNamespace(pod.namespace),
+    };
+  }
+
+  waitForChange(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    return this.changes.wait(timeoutMs, signal);
+  }
+
+  private removeAssignedIndex(namespace: string, name: string): void {
+    const old = this.assigned.get(namespace, name);
+    if (old === undefined) return;
+    const podKey = `${old.podNamespace}/${old.pod}`;
+    const forPod = this.assignedByPod.get(podKey);
+    forPod?.delete(`${namespace}/${name}`);
+    if (forPod?.size === 0) this.assignedByPod.delete(podKey);
+  }
+}

@@ -1,0 +1,44 @@
+// What NMI's request handlers need from the rest of the process, as small interfaces: the composition root
+// (nmi.ts) wires them to informers, the token provider and IMDS; tests wire them to the emulators.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AzureIdentity, PodView } from '../crds/types.js';
+import type { SelectInput } from './core/select.js';
+import type { IssuedToken } from './core/imds-body.js';
+
+export type CallerLookup =
+  | { readonly kind: 'pod'; readonly pod: PodView }
+  | { readonly kind: 'unknown'; readonly reason: string }
+  | { readonly kind: 'ambiguous'; readonly reason: string };
+
+export interface PodDirectory {
+  /** The one live (Pending/Running, not deleting) pod on this node with this IP; waits briefly for the cache. */
+  findByIp(ip: string, signal: AbortSignal): Promise<CallerLookup>;
+  /** A pod of this node by namespace/name (for /host/token). */
+  findByName(namespace: string, name: string): PodView | undefined;
+}
+
+export interface IdentityState {
+  /** Everything `selectIdentity` reads for this pod, from the informer caches, at this instant. */
+  selectionFor(pod: PodView): Omit<SelectInput, 'pod' | 'request'>;
+  /** Resolves when anything identity-related changes (AAI, binding, identity, exception), or after `timeoutMs`. */
+  waitForChange(timeoutMs: number, signal: AbortSignal): Promise<void>;
+}
+
+export interface TokenIssuer {
+  /** Throws a TokenError-like error whose HTTP status `statusForTokenError` can map. */
+  tokensFor(identity: AzureIdentity, resource: string, requestedClientId: string | undefined): Promise<readonly IssuedToken[]>;
+  nodeToken(resource: string, clientId: string | undefined): Promise<IssuedToken>;
+  /** 403 when the upstream token endpoint refused, 503 when it could not be reached. */
+  statusForError(error: unknown): 403 | 503;
+}
+
+export interface MetadataProxy {
+  /** Replays the request to IMDS and streams the answer back; answers 500 itself on transport failure. */
+  forward(req: IncomingMessage, res: ServerResponse): Promise<void>;
+}
+
+export interface NmiMetrics {
+  observeRequest(route: string, status: number, namespace: string, resource: string, seconds: number): void;
+  countKubeError(operation: string): void;
+}

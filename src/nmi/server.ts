@@ -1,0 +1,281 @@
+// NMI's token server: an express app that routes as the original (upstream-behaviour §3.2) and answers a pod's IMDS
+// token request with a token for that pod's own identity, and nothing else. No listen() here: nmi.ts and tests do it.
+
+import express, { type Express, type Request, type Response } from 'express';
+import type { Logger } from 'pino';
+import type { AzureIdentity, PodView } from '../crds/types.js';
+import { hostTokenBody, imdsTokenBody, METADATA_HEADER_MISSING, type IssuedToken } from './core/imds-body.js';
+import { routeRequest } from './core/routes.js';
+import { selectIdentity, type Selection, type SelectPolicy } from './core/select.js';
+import { parseTokenRequest, type TokenRequest } from './core/token-request.js';
+import type { IdentityState, MetadataProxy, NmiMetrics, PodDirectory, TokenIssuer } from './ports.js';
+
+export interface NmiServerConfig {
+  readonly metadataHeaderRequired: boolean;
+  readonly blockInstanceMetadata: boolean;
+  readonly operationMode: 'standard' | 'managed';
+  readonly forceNamespaced: boolean;
+  readonly micNamespace: string;
+  readonly retryAttemptsForCreated: number;
+  readonly retryAttemptsForAssigned: number;
+  readonly findIdentityRetryIntervalMs: number;
+  readonly setRetryAfterHeader: boolean;
+}
+
+export interface NmiServerDeps {
+  readonly config: NmiServerConfig;
+  readonly pods: PodDirectory;
+  readonly identities: IdentityState;
+  readonly tokens: TokenIssuer;
+  readonly proxy: MetadataProxy;
+  readonly logger: Logger;
+  readonly metrics?: NmiMetrics;
+  readonly nowMs?: () => number;
+}
+
+/** The original's Retry-After for `--set-retry-after-header`. */
+const RETRY_AFTER_SECONDS = '20';
+
+export function createNmiApp(deps: NmiServerDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', false);
+  const handler = createRequestHandler(deps);
+  app.use((req, res) => {
+    handler(req, res).catch((error: unknown) => {
+      deps.logger.error({ err: error, path: pathOf(req) }, 'request handler failed');
+      if (!res.headersSent) sendText(res, 500, 'internal error');
+      else res.destroy();
+    });
+  });
+  return app;
+}
+
+function createRequestHandler(deps: NmiServerDeps) {
+  const { config, logger } = deps;
+  const now = deps.nowMs ?? Date.now;
+  const policy: SelectPolicy = {
+    mode: config.operationMode,
+    forceNamespaced: config.forceNamespaced,
+    micNamespace: config.micNamespace,
+  };
+
+  return async function handle(req: Request, res: Response): Promise<void> {
+    const started = now();
+    const route = routeRequest(pathOf(req), { blockInstanceMetadata: config.blockInstanceMetadata });
+    const outcome: Outcome = { namespace: '', resource: '' };
+    try {
+      switch (route.kind) {
+        case 'token':
+          return await tokenRoute(req, res, outcome);
+        case 'host-token':
+          return await hostTokenRoute(req, res, outcome);
+        case 'invalid':
+          logger.warn({ path: pathOf(req), remote: remoteIp(req), reason: route.reason }, 'refused request path');
+          return sendText(res, 400, 'Invalid request');
+        case 'instance-blocked':
+          return sendText(res, 403, 'Request blocked by AAD Pod Identity NMI');
+        case 'proxy':
+          if (!hasMetadataHeader(req)) return sendMetadataHeaderMissing(res);
+          return await deps.proxy.forward(req, res);
+      }
+    } finally {
+      deps.metrics?.observeRequest(route.kind, res.statusCode, outcome.namespace, outcome.resource, (now() - started) / 1000);
+    }
+  };
+
+  function hasMetadataHeader(req: Request): boolean {
+    return !config.metadataHeaderRequired || req.headers['metadata'] === 'true';
+  }
+
+  async function tokenRoute(req: Request, res: Response, outcome: Outcome): Promise<void> {
+    if (!hasMetadataHeader(req)) return sendMetadataHeaderMissing(res);
+    const ip = remoteIp(req);
+    if (ip === '') return sendText(res, 500, 'request remote address is empty');
+    const parsed = parseTokenRequest(queryOf(req));
+    if (!parsed.ok) return sendText(res, parsed.status, parsed.reason);
+    const request = parsed.request;
+    outcome.resource = request.resource;
+
+    const signal = abortOnClose(req, res);
+    const caller = await deps.pods.findByIp(ip, signal);
+    if (caller.kind !== 'pod') {
+      logger.warn({ remote: ip, reason: caller.reason }, 'token request from an unidentified caller denied');
+      return sendText(res, 500, caller.reason);
+    }
+    const pod = caller.pod;
+    outcome.namespace = pod.namespace;
+    const log = logger.child({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request.resource });
+
+    const selection = await awaitSelection(pod, request, signal);
+    if (signal.aborted) return;
+    // The pod at this IP must still be the one we decided for: a pod deleted and replaced while we waited gets nothing.
+    const again = await deps.pods.findByIp(ip, signal);
+    if (again.kind !== 'pod' || again.pod.uid !== pod.uid) {
+      log.warn({ reason: again.kind === 'pod' ? 'pod at this IP changed' : again.reason }, 'caller changed while waiting; denied');
+      return sendText(res, 500, `pod at ${ip} changed while the request waited`);
+    }
+
+    switch (selection.kind) {
+      case 'node': {
+        log.info({ reason: selection.reason }, 'serving the node identity');
+        try {
+          const token = await deps.tokens.nodeToken(request.resource, selection.clientId);
+          return sendJson(res, 200, imdsTokenBody(token, request.resource, now() / 1000));
+        } catch (error) {
+          log.warn({ err: error }, 'node token request failed');
+          return sendText(res, 403, `failed to get the node identity's token: ${messageOf(error)}`);
+        }
+      }
+      case 'pending':
+      case 'none': {
+        log.warn({ reason: selection.reason }, 'no identity for the pod');
+        if (config.setRetryAfterHeader && config.operationMode === 'standard') {
+          res.setHeader('Retry-After', RETRY_AFTER_SECONDS);
+          return sendText(res, 503, selection.reason);
+        }
+        return sendText(res, 404, notFoundMessage(pod, selection));
+      }
+      case 'identity':
+        return serveTokens(res, log, selection.identity, request, (tokens) => {
+          const bodies = tokens.map((t) => imdsTokenBody(t, request.resource, now() / 1000));
+          return bodies.length === 1 ? bodies[0] : bodies;
+        });
+    }
+  }
+
+  async function hostTokenRoute(req: Request, res: Response, outcome: Outcome): Promise<void> {
+    const podns = headerValue(req, 'podns');
+    const podname = headerValue(req, 'podname');
+    if (podns === '' || podname === '') return sendText(res, 400, "missing 'podname' and 'podns' from request header");
+    const ip = remoteIp(req);
+    if (ip !== '127.0.0.1' && ip !== '::1') return sendText(res, 500, 'request remote address is not from a host');
+    const parsed = parseTokenRequest(queryOf(req));
+    if (!parsed.ok) return sendText(res, parsed.status, parsed.reason);
+    outcome.namespace = podns;
+    outcome.resource = parsed.request.resource;
+    const pod = deps.pods.findByName(podns, podname);
+    const log = logger.child({ pod: podname, namespace: podns, remote: ip, route: 'host-token' });
+    if (pod === undefined) return sendText(res, 404, `pod ${podns}/${podname} is not on this node`);
+    const signal = abortOnClose(req, res);
+    const selection = await awaitSelection(pod, parsed.request, signal);
+    if (signal.aborted) return;
+    if (selection.kind !== 'identity') {
+      log.warn({ reason: selection.reason }, 'no identity for the pod');
+      return sendText(res, 404, selection.kind === 'node' ? `pod ${podns}/${podname} has no identity` : notFoundMessage(pod, selection));
+    }
+    const identity = selection.identity;
+    return serveTokens(res, log, identity, parsed.request, (tokens) =>
+      hostTokenBody(tokens[0], parsed.request.resource, identity.clientID, now() / 1000),
+    );
+  }
+
+  async function serveTokens(
+    res: Response,
+    log: Logger,
+    identity: AzureIdentity,
+    request: TokenRequest,
+    render: (tokens: readonly IssuedToken[]) => unknown,
+  ): Promise<void> {
+    let tokens: readonly IssuedToken[];
+    try {
+      tokens = await deps.tokens.tokensFor(identity, request.resource, request.clientId);
+    } catch (error) {
+      const status = deps.tokens.statusForError(error);
+      log.warn({ err: error, identity: `${identity.namespace}/${identity.name}`, status }, 'token acquisition failed');
+      return sendText(res, status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${messageOf(error)}`);
+    }
+    if (tokens.length === 0) return sendText(res, 503, 'no token was issued');
+    log.info({ identity: `${identity.namespace}/${identity.name}` }, 'token served');
+    return sendJson(res, 200, render(tokens));
+  }
+
+  /** Re-decides on every identity change until a decision is final or the original's wait budget is spent. */
+  async function awaitSelection(pod: PodView, request: TokenRequest, signal: AbortSignal): Promise<Selection> {
+    const interval = config.findIdentityRetryIntervalMs;
+    const noneBudget = config.retryAttemptsForCreated * interval;
+    const createdBudget = (config.retryAttemptsForCreated + config.retryAttemptsForAssigned) * interval;
+    const started = now();
+    for (;;) {
+      const selection = selectIdentity({ pod, request, ...deps.identities.selectionFor(pod) }, policy);
+      if (selection.kind !== 'pending' || signal.aborted) return selection;
+      const remaining = (selection.created ? createdBudget : noneBudget) - (now() - started);
+      if (remaining <= 0) return selection;
+      await deps.identities.waitForChange(Math.min(remaining, interval), signal);
+    }
+  }
+}
+
+interface Outcome {
+  namespace: string;
+  resource: string;
+}
+
+function notFoundMessage(pod: PodView, selection: Extract<Selection, { kind: 'pending' | 'none' }>): string {
+  if (selection.kind === 'none') return selection.reason;
+  const state = selection.created ? 'ASSIGNED' : 'CREATED';
+  return `getting assigned identities for pod ${pod.namespace}/${pod.name} in ${state} state failed: ${selection.reason}. Check MIC pod logs for identity assignment errors`;
+}
+
+function pathOf(req: Request): string {
+  const url = req.originalUrl || req.url || '/';
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
+}
+
+function queryOf(req: Request): string {
+  const url = req.originalUrl || req.url || '';
+  const q = url.indexOf('?');
+  return q === -1 ? '' : url.slice(q + 1);
+}
+
+/** IPv4 as the original; an IPv4-mapped IPv6 address is read as its IPv4 form. */
+export function remoteIp(req: { socket: { remoteAddress?: string | undefined } }): string {
+  const address = req.socket.remoteAddress ?? '';
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+function headerValue(req: Request, name: string): string {
+  const value = req.headers[name];
+  return typeof value === 'string' ? value.trim() : '';
+}
+
+function abortOnClose(req: Request, res: Response): AbortSignal {
+  const controller = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  req.once('aborted', () => controller.abort());
+  return controller.signal;
+}
+
+function sendJson(res: Response, status: number, body: unknown): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** Error bodies as Go's http.Error writes them, which the original used. */
+function sendText(res: Response, status: number, message: string): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = `${message}\n`;
+  res.writeHead(status, {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'X-Content-Type-Options': 'nosniff',
+    'Content-Length': Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+function sendMetadataHeaderMissing(res: Response): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = `${JSON.stringify(METADATA_HEADER_MISSING)}\n`;
+  res.writeHead(400, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
