@@ -1,0 +1,74 @@
+// NMI's Prometheus metrics with the original's names (upstream-behaviour §2.10). Label values that a caller controls
+// are bounded, so a pod cannot grow the series count without limit.
+
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { NmiMetrics } from './ports.js';
+
+const MAX_LABEL_VALUES = 200;
+const OVERFLOW = 'other';
+
+export interface NmiMetricsRegistry extends NmiMetrics {
+  readonly registry: Registry;
+  setTokenCacheStats(read: () => { hits: number; misses: number; upstreamCalls: number; refreshes: number; entries: number }): void;
+}
+
+export function createNmiMetrics(): NmiMetricsRegistry {
+  const registry = new Registry();
+  const duration = new Histogram({
+    name: 'aadpodidentity_nmi_operations_duration_seconds',
+    help: 'Duration of NMI operations, by route (not raw path), status code, pod namespace and resource',
+    labelNames: ['operation_type', 'status_code', 'namespace', 'resource'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 10, 50, 100],
+    registers: [registry],
+  });
+  const kubeErrors = new Counter({
+    name: 'aadpodidentity_kubernetes_api_operations_errors_count',
+    help: 'Kubernetes API operation errors',
+    labelNames: ['operation_type'],
+    registers: [registry],
+  });
+  const namespaces = boundedValues();
+  const resources = boundedValues();
+  let cacheStats: (() => { hits: number; misses: number; upstreamCalls: number; refreshes: number; entries: number }) | undefined;
+  new Gauge({
+    name: 'aadpodidentity_nmi_token_cache',
+    help: 'Token cache counters since start: hits, misses, upstream_calls, refreshes, and current size',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const s = cacheStats?.();
+      if (s === undefined) return;
+      this.set({ kind: 'hits' }, s.hits);
+      this.set({ kind: 'misses' }, s.misses);
+      this.set({ kind: 'upstream_calls' }, s.upstreamCalls);
+      this.set({ kind: 'refreshes' }, s.refreshes);
+      this.set({ kind: 'entries' }, s.entries);
+    },
+  });
+
+  return {
+    registry,
+    observeRequest(route, status, namespace, resource, seconds) {
+      duration.observe(
+        { operation_type: route, status_code: String(status), namespace: namespaces(namespace), resource: resources(resource) },
+        seconds,
+      );
+    },
+    countKubeError(operation) {
+      kubeErrors.inc({ operation_type: operation });
+    },
+    setTokenCacheStats(read) {
+      cacheStats = read;
+    },
+  };
+}
+
+function boundedValues(): (value: string) => string {
+  const seen = new Set<string>();
+  return (value) => {
+    if (seen.has(value)) return value;
+    if (seen.size >= MAX_LABEL_VALUES) return OVERFLOW;
+    seen.add(value);
+    return value;
+  };
+}

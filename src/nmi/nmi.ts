@@ -1,0 +1,319 @@
+// NMI's composition root: informers feed the pod index and identity state, the token server answers pods, the
+// iptables loop keeps interception in place, and probes/metrics report. start() / stop(); cmd/nmi.ts owns the process.
+
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import {
+  normalizeAssignedIdentity,
+  normalizeAzureIdentity,
+  normalizeBinding,
+  normalizeException,
+} from '../crds/normalize.js';
+import { collectionPath, nodeLabelSelector, Plurals } from '../crds/names.js';
+import { podViewFrom } from '../crds/types.js';
+import { Reflector, type KubeObject } from '../kube/index.js';
+import { createImdsProxy } from './adapters/proxy.js';
+import { tokenIssuerFrom, toTokenIdentity } from './adapters/token-issuer.js';
+import { NmiIdentityState } from './identity-state.js';
+import { createIptables, type InterceptTarget, type Iptables } from './iptables.js';
+import { createNmiMetrics } from './metrics.js';
+import { PodIndex } from './pod-index.js';
+import { createNmiApp, type NmiServerConfig } from './server.js';
+import { createTokenProvider, kubeSecretReader, type TokenProvider } from './tokens/index.js';
+
+export interface NmiOptions extends NmiServerConfig {
+  readonly node: string;
+  readonly listenAddress: string;
+  readonly port: number;
+  readonly probeAddress: string;
+  readonly probePort: number;
+  readonly metricsAddress: string;
+  readonly metricsPort: number;
+  readonly imdsEndpoint: string;
+  readonly enableScaleFeatures: boolean;
+  /** Program iptables (false in the loopback sandbox and in tests without root). */
+  readonly manageIptables: boolean;
+  readonly intercept: Omit<InterceptTarget, 'nmiHost' | 'nmiPort'>;
+  readonly iptablesBinary: string;
+  readonly iptablesPrefix?: readonly string[];
+  readonly iptUpdateIntervalMs: number;
+  readonly enableConntrackDeletion: boolean;
+  readonly prefetch: boolean;
+  readonly prefetchResources: readonly string[];
+  readonly tokenCacheSize: number;
+  readonly tokenRefreshBeforeMs: number;
+  /** Extra CA for service-principal authorities (the emulator's); real clouds need none. */
+  readonly authorityCaPem?: string;
+  readonly imdsTimeoutMs?: number;
+  readonly watchTimeoutSeconds?: number;
+}
+
+export interface NmiHandle {
+  readonly url: string;
+  readonly probeUrl: string;
+  readonly metricsUrl: string;
+  readonly tokens: TokenProvider;
+  readonly pods: PodIndex;
+  readonly identities: NmiIdentityState;
+  /** True once the caches synced and (when managed) the iptables rules are in place. */
+  active(): boolean;
+  stop(opts?: { keepIptables?: boolean }): Promise<void>;
+}
+
+export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logger: Logger): Promise<NmiHandle> {
+  const log = logger.child({ component: 'nmi', node: options.node });
+  const metrics = createNmiMetrics();
+  const pods = new PodIndex({ nodeName: options.node });
+  const identities = new NmiIdentityState();
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const tokens = createTokenProvider({
+    imds: { endpoint: options.imdsEndpoint, ...(options.imdsTimeoutMs ? { attemptTimeoutMs: options.imdsTimeoutMs } : {}) },
+    secrets: kubeSecretReader(core),
+    servicePrincipal: options.authorityCaPem ? { caPem: options.authorityCaPem } : {},
+    cache: { maxEntries: Math.max(1, options.tokenCacheSize), refreshBeforeExpiryMs: options.tokenRefreshBeforeMs },
+    logger: log,
+  });
+  metrics.setTokenCacheStats(() => tokens.stats());
+
+  const reflectors = informers(options, kubeConfig, log, pods, identities, tokens, metrics);
+  for (const r of reflectors) r.start();
+
+  let iptables: Iptables | undefined;
+  let iptablesActive = !options.manageIptables;
+  let iptTimer: NodeJS.Timeout | undefined;
+  let stopping = false;
+  const syncIptables = async (first: boolean) => {
+    if (iptables === undefined || stopping) return;
+    try {
+      const changed = await iptables.ensure();
+      if (changed.createdChain || changed.rewroteRules || changed.fixedJump) log.info(changed, 'iptables rules repaired');
+      if (first && options.enableConntrackDeletion) {
+        const flushed = await iptables.flushConntrack();
+        log.info({ flushed }, 'conntrack entries for the metadata address deleted');
+      }
+      iptablesActive = true;
+    } catch (error) {
+      // Without the rule pods would reach the real IMDS: report not ready, keep retrying.
+      iptablesActive = false;
+      log.error({ err: error }, 'iptables sync failed');
+    }
+  };
+
+  const app = createNmiApp({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics,
+    proxy: createImdsProxy({ imdsEndpoint: options.imdsEndpoint, logger: log }) });
+  const server = createServer(app);
+  server.keepAliveTimeout = 65_000;
+  const url = await listen(server, options.listenAddress, options.port);
+  const port = Number(new URL(url).port);
+
+  if (options.manageIptables) {
+    iptables = createIptables(
+      { ...options.intercept, nmiHost: options.listenAddress, nmiPort: port },
+      { binary: options.iptablesBinary, ...(options.iptablesPrefix ? { commandPrefix: options.iptablesPrefix } : {}) },
+    );
+    await syncIptables(true);
+    iptTimer = setInterval(() => void syncIptables(false), options.iptUpdateIntervalMs);
+  }
+
+  let synced = false;
+  void Promise.all(reflectors.map((r) => r.synced())).then((all) => {
+    synced = all.every(Boolean);
+    if (synced) log.info({ pods: pods.size }, 'caches synced');
+  });
+  const active = () => synced && iptablesActive;
+
+  const probe = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      return res.end(active() ? 'Active' : 'Not Active');
+    }
+    if (path === '/readyz') {
+      res.writeHead(active() ? 200 : 503, { 'content-type': 'text/plain' });
+      return res.end(active() ? 'ready' : 'not ready');
+    }
+    res.writeHead(404).end();
+  });
+  const probeUrl = await listen(probe, options.probeAddress, options.probePort);
+  const metricsServer = createServer((req, res) => {
+    if ((req.url ?? '/').split('?')[0] !== '/metrics') return void res.writeHead(404).end();
+    metrics.registry
+      .metrics()
+      .then((text) => {
+        res.writeHead(200, { 'content-type': metrics.registry.contentType });
+        res.end(text);
+      })
+      .catch((error: unknown) => {
+        log.warn({ err: error }, 'metrics collection failed');
+        res.writeHead(500).end();
+      });
+  });
+  const metricsUrl = await listen(metricsServer, options.metricsAddress, options.metricsPort);
+  tokens.start(Math.min(30_000, Math.max(1_000, options.tokenRefreshBeforeMs / 4)));
+  log.info({ url, probeUrl, metricsUrl, mode: options.operationMode }, 'NMI started');
+
+  return {
+    url,
+    probeUrl,
+    metricsUrl,
+    tokens,
+    pods,
+    identities,
+    active,
+    async stop(stopOpts = {}) {
+      stopping = true;
+      if (iptTimer) clearInterval(iptTimer);
+      if (iptables !== undefined && !stopOpts.keepIptables) {
+        try {
+          await iptables.cleanup();
+        } catch (error) {
+          log.error({ err: error }, 'iptables cleanup failed');
+        }
+      }
+      tokens.stop();
+      await Promise.all(reflectors.map((r) => r.stop()));
+      await Promise.all([close(server), close(probe), close(metricsServer)]);
+      log.info('NMI stopped');
+    },
+  };
+}
+
+function informers(
+  options: NmiOptions,
+  kubeConfig: KubeConfig,
+  log: Logger,
+  pods: PodIndex,
+  identities: NmiIdentityState,
+  tokens: TokenProvider,
+  metrics: ReturnType<typeof createNmiMetrics>,
+): Reflector[] {
+  const common = {
+    kubeConfig,
+    log,
+    ...(options.watchTimeoutSeconds ? { watchTimeoutSeconds: options.watchTimeoutSeconds } : {}),
+    onEvent: (e: { type: string; phase?: string }) => {
+      if (e.type === 'error') metrics.countKubeError(e.phase === 'list' ? 'get_pod_list' : 'watch');
+    },
+  };
+  const warn = (kind: string, obj: KubeObject, problems: readonly string[]) => {
+    if (problems.length > 0) log.warn({ kind, name: obj.metadata?.name, namespace: obj.metadata?.namespace, problems }, 'object ignored');
+  };
+  const reflectors: Reflector[] = [
+    new Reflector({
+      ...common,
+      path: '/api/v1/pods',
+      name: 'pods',
+      fieldSelector: `spec.nodeName=${options.node}`,
+      handlers: {
+        onAdd: (o) => upsertPod(o),
+        onUpdate: (_o, n) => upsertPod(n),
+        onDelete: (o) => pods.remove(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
+      },
+    }),
+    new Reflector({
+      ...common,
+      path: collectionPath(Plurals.AzurePodIdentityException),
+      name: 'azurepodidentityexceptions',
+      handlers: {
+        onAdd: (o) => upsertException(o),
+        onUpdate: (_o, n) => upsertException(n),
+        onDelete: (o) => identities.removeException(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
+      },
+    }),
+  ];
+  if (options.operationMode === 'standard') {
+    reflectors.push(
+      new Reflector({
+        ...common,
+        path: collectionPath(Plurals.AzureAssignedIdentity),
+        name: 'azureassignedidentities',
+        ...(options.enableScaleFeatures ? { labelSelector: nodeLabelSelector(options.node) } : {}),
+        handlers: {
+          onAdd: (o) => upsertAssigned(o),
+          onUpdate: (_o, n) => upsertAssigned(n),
+          onDelete: (o) => identities.removeAssigned(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
+        },
+      }),
+    );
+  } else {
+    reflectors.push(
+      new Reflector({
+        ...common,
+        path: collectionPath(Plurals.AzureIdentityBinding),
+        name: 'azureidentitybindings',
+        handlers: {
+          onAdd: (o) => upsertBinding(o),
+          onUpdate: (_o, n) => upsertBinding(n),
+          onDelete: (o) => identities.removeBinding(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
+        },
+      }),
+      new Reflector({
+        ...common,
+        path: collectionPath(Plurals.AzureIdentity),
+        name: 'azureidentities',
+        handlers: {
+          onAdd: (o) => upsertIdentity(o),
+          onUpdate: (_o, n) => upsertIdentity(n),
+          onDelete: (o) => {
+            identities.removeIdentity(o.metadata?.namespace ?? '', o.metadata?.name ?? '');
+            tokens.invalidateIdentity(o.metadata?.namespace ?? '', o.metadata?.name ?? '');
+          },
+        },
+      }),
+    );
+  }
+  return reflectors;
+
+  function upsertPod(obj: KubeObject) {
+    const pod = podViewFrom(obj);
+    if (pod !== null) pods.upsert(pod);
+  }
+  function upsertException(obj: KubeObject) {
+    const n = normalizeException(obj);
+    warn('AzurePodIdentityException', obj, n.problems);
+    if (n.value !== null) identities.upsertException(n.value);
+  }
+  function upsertBinding(obj: KubeObject) {
+    const n = normalizeBinding(obj);
+    warn('AzureIdentityBinding', obj, n.problems);
+    if (n.value !== null) identities.upsertBinding(n.value);
+  }
+  function upsertIdentity(obj: KubeObject) {
+    const n = normalizeAzureIdentity(obj);
+    warn('AzureIdentity', obj, n.problems);
+    if (n.value === null) return;
+    identities.upsertIdentity(n.value);
+    prefetch(n.value);
+  }
+  function upsertAssigned(obj: KubeObject) {
+    const n = normalizeAssignedIdentity(obj);
+    warn('AzureAssignedIdentity', obj, n.problems);
+    if (n.value === null) return;
+    identities.upsertAssigned(n.value);
+    if ((n.value.state === 'Assigned' || n.value.state === '') && n.value.identityRef) prefetch(n.value.identityRef);
+  }
+  function prefetch(identity: NonNullable<ReturnType<typeof normalizeAzureIdentity>['value']>) {
+    if (!options.prefetch || identity.type === null) return;
+    for (const resource of options.prefetchResources) void tokens.prefetch(toTokenIdentity(identity), resource);
+  }
+}
+
+function listen(server: Server, host: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const address = server.address() as AddressInfo;
+      resolve(`http://${address.address}:${address.port}`);
+    });
+  });
+}
+
+function close(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
