@@ -1,0 +1,46 @@
+{{/* Chart name, truncated so "-mic"/"-nmi" suffixes still fit in 63 characters. */}}
+{{- define "aad-pod-identity.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 59 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "aad-pod-identity.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 59 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 59 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 59 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "aad-pod-identity.mic.fullname" -}}
+{{- printf "%s-mic" (include "aad-pod-identity.fullname" .) -}}
+{{- end -}}
+
+{{- define "aad-pod-identity.nmi.fullname" -}}
+{{- printf "%s-nmi" (include "aad-pod-identity.fullname" .) -}}
+{{- end -}}
+
+{{- define "aad-pod-identity.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "aad-pod-identity.selectors" -}}
+app.kubernetes.io/name: {{ include "aad-pod-identity.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "aad-pod-identity.labels" -}}
+{{ include "aad-pod-identity.selectors" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ include "aad-pod-identity.chart" . }}
+{{- end -}}
+
+{{/* Namespace MIC runs in, as NMI must know it to let MIC reach the instance metadata service. */}}
+{{- define "aad-pod-identity.micNamespace" -}}
+{{- default .Release.Namespace .Values.nmi.micNamespace -}}
+{{- end -}}

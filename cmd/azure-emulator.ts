@@ -1,0 +1,111 @@
+// `npm run azure-emulator -- [--port N] [--host H] [--state-file F] [--ca-out FILE] [--tenant-id T]
+//   [--subscription-id S] [--lro sync|async] [--token-lifetime SECONDS] [--log-level L]`:
+// runs the Azure emulator (ARM + AAD over HTTPS, admin API under /_admin, IMDS listeners from the state file)
+// until SIGINT/SIGTERM, after printing one JSON `ready` line.
+
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { createLogger, type LogLevel } from '../src/common/log.js';
+import { startAzureEmulator, type LroMode } from '../src/sandbox/cloud/index.js';
+import { applySeedState, parseSeedState } from '../src/sandbox/cloud/seed.js';
+
+interface AzureEmulatorCliConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly stateFile: string | undefined;
+  readonly caOut: string | undefined;
+  readonly tenantId: string | undefined;
+  readonly subscriptionId: string | undefined;
+  readonly lro: LroMode;
+  readonly tokenLifetimeSeconds: number | undefined;
+  readonly logLevel: LogLevel;
+}
+
+function parseConfig(argv: readonly string[]): AzureEmulatorCliConfig {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      host: { type: 'string', default: '127.0.0.1' },
+      port: { type: 'string', default: '0' },
+      'state-file': { type: 'string' },
+      'ca-out': { type: 'string' },
+      'tenant-id': { type: 'string' },
+      'subscription-id': { type: 'string' },
+      lro: { type: 'string', default: 'async' },
+      'token-lifetime': { type: 'string' },
+      'log-level': { type: 'string', default: 'warn' },
+    },
+    strict: true,
+  });
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port: not a port number: ${values.port}`);
+  if (values.lro !== 'sync' && values.lro !== 'async') throw new Error(`--lro: expected sync or async, got ${values.lro}`);
+  const lifetime = values['token-lifetime'] === undefined ? undefined : Number(values['token-lifetime']);
+  if (lifetime !== undefined && (!Number.isInteger(lifetime) || lifetime < 1)) throw new Error('--token-lifetime: not a positive integer');
+  const level = values['log-level'] ?? 'warn';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level)) throw new Error(`--log-level: unknown level ${level}`);
+  return Object.freeze({
+    host: values.host ?? '127.0.0.1',
+    port,
+    stateFile: values['state-file'],
+    caOut: values['ca-out'],
+    tenantId: values['tenant-id'],
+    subscriptionId: values['subscription-id'],
+    lro: values.lro,
+    tokenLifetimeSeconds: lifetime,
+    logLevel: level as LogLevel,
+  });
+}
+
+async function main(): Promise<void> {
+  let config: AzureEmulatorCliConfig;
+  try {
+    config = parseConfig(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(2);
+  }
+  const seed = config.stateFile ? parseSeedState(await readFile(config.stateFile, 'utf8')) : {};
+  const emulator = await startAzureEmulator({
+    host: config.host,
+    port: config.port,
+    lro: config.lro,
+    logger: createLogger({ level: config.logLevel, base: { app: 'azure-emulator' } }),
+    ...(config.caOut ? { caFile: config.caOut } : {}),
+    ...(config.tenantId ? { tenantId: config.tenantId } : {}),
+    ...(config.subscriptionId ? { subscriptionId: config.subscriptionId } : {}),
+    ...(config.tokenLifetimeSeconds ? { tokenLifetimeSeconds: config.tokenLifetimeSeconds } : {}),
+  });
+  const seeded = await applySeedState(emulator, seed);
+  process.stdout.write(
+    `${JSON.stringify({
+      ready: true,
+      url: emulator.url,
+      admin: `${emulator.url}/_admin`,
+      caFile: emulator.caFile,
+      tenantId: emulator.tenantId,
+      subscriptionId: emulator.subscriptionId,
+      identities: seeded.identities,
+      imds: seeded.imds,
+    })}\n`,
+  );
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    emulator.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`stop failed: ${String(err)}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`azure-emulator failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,13 @@
+// Kubernetes plumbing shared by MIC and NMI.
+export * from './errors.js';
+export * from './backoff.js';
+export * from './ratelimit.js';
+export { loadKubeConfig, serverUrl, type LoadKubeConfigOptions } from './kubeconfig.js';
+export * from './store.js';
+export * from './list.js';
+export * from './reflector.js';
+export * from './workqueue.js';
+export * from './leader.js';
+export * from './patch.js';
+export * from './events.js';
+export { silentLogger, type Logger } from './log.js';

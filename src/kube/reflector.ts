@@ -1,0 +1,405 @@
+// List+watch loop on client-node's low-level Watch, replacing its ListWatch (which never asks for bookmarks, stops
+// for good on any error but 410, keys by name only and turns throwing handlers into unhandled rejections).
+//
+// States: list (paged) -> watch from the list's resourceVersion -> on clean close or client timeout re-watch from the
+// last seen resourceVersion -> on 410 (HTTP or ERROR event) relist and diff against the store -> on any other failure
+// retry with jittered exponential backoff, forever, until stop().
+import { Watch, type KubeConfig } from '@kubernetes/client-node';
+import { Backoff, sleep, type BackoffOptions } from './backoff.js';
+import { describeError, httpStatus, isGone, retryAfterMs } from './errors.js';
+import { listPage, type ListOptions, type ListPage } from './list.js';
+import { silentLogger, type Logger } from './log.js';
+import { objectKey, Store, type KubeObject } from './store.js';
+
+export interface ReflectorHandlers<T> {
+  onAdd?(obj: T): void;
+  onUpdate?(oldObj: T, newObj: T): void;
+  /** Receives the object's last known state. */
+  onDelete?(obj: T): void;
+}
+
+/** Lifecycle transitions, for logs and metrics. */
+export type ReflectorEvent =
+  | { readonly type: 'listed'; readonly items: number; readonly pages: number; readonly resourceVersion: string }
+  | { readonly type: 'watching'; readonly resourceVersion: string; readonly timeoutSeconds: number }
+  | { readonly type: 'watchEnded'; readonly reason: 'closed' | 'timeout'; readonly events: number }
+  | { readonly type: 'relist'; readonly reason: 'gone' | 'interval' }
+  | { readonly type: 'error'; readonly phase: 'list' | 'watch'; readonly error: unknown; readonly retryInMs: number };
+
+export interface ReflectorOptions<T extends KubeObject> {
+  readonly kubeConfig: KubeConfig;
+  /** Collection path without query, e.g. `/api/v1/pods` or `/apis/aadpodidentity.k8s.io/v1/azureidentities`. */
+  readonly path: string;
+  /** Name for logs (default: the path). */
+  readonly name?: string;
+  readonly labelSelector?: string;
+  readonly fieldSelector?: string;
+  /** `limit` of each list page (default 500). */
+  readonly pageSize?: number;
+  /**
+   * Lists one page. Default: a raw GET through the KubeConfig (plain JSON). A custom function must return plain
+   * JSON objects too (not client-node class instances), so that listed and watched objects look alike.
+   */
+  readonly list?: (opts: ListOptions) => Promise<ListPage<T>>;
+  /** Store to fill (default: a new one without indexes). */
+  readonly store?: Store<T>;
+  readonly handlers?: ReflectorHandlers<T>;
+  /** Server-side watch timeout; default a random value in [300, 600] s for each watch, spreading reconnects. */
+  readonly watchTimeoutSeconds?: number | (() => number);
+  /** Abort a watch that received no bytes for this long (default: the watch timeout + 30 s). */
+  readonly inactivityTimeoutMs?: number;
+  /** A watch that ends sooner than this with no event counts as a failure and backs off (default 1000 ms). */
+  readonly minWatchDurationMs?: number;
+  /** Relist at most this often as a safety net against missed events (default: never). */
+  readonly relistIntervalMs?: number;
+  /** Retry backoff (default 800 ms doubling to 30 s, 20 % jitter). */
+  readonly backoff?: BackoffOptions;
+  readonly onEvent?: (e: ReflectorEvent) => void;
+  readonly log?: Logger;
+}
+
+type WatchOutcome =
+  | { readonly kind: 'stopped' }
+  | { readonly kind: 'gone' }
+  | { readonly kind: 'closed' | 'timeout'; readonly events: number; readonly durationMs: number };
+
+export class Reflector<T extends KubeObject = KubeObject> {
+  readonly store: Store<T>;
+  readonly #opts: ReflectorOptions<T>;
+  readonly #log: Logger;
+  readonly #handlers: ReflectorHandlers<T>;
+  readonly #listFn: (opts: ListOptions) => Promise<ListPage<T>>;
+  #abort: AbortController | undefined;
+  #loop: Promise<void> | undefined;
+  #stopped = false;
+  #resourceVersion = '';
+  #hasSynced = false;
+  #lastListAt = 0;
+  #resolveSynced!: (ok: boolean) => void;
+  readonly #synced: Promise<boolean>;
+
+  constructor(opts: ReflectorOptions<T>) {
+    this.#opts = opts;
+    this.store = opts.store ?? new Store<T>();
+    this.#handlers = opts.handlers ?? {};
+    this.#log = (opts.log ?? silentLogger()).child({ component: 'reflector', resource: opts.name ?? opts.path });
+    this.#listFn = opts.list ?? ((o) => listPage<T>(opts.kubeConfig, opts.path, o));
+    this.#synced = new Promise((resolve) => {
+      this.#resolveSynced = resolve;
+    });
+  }
+
+  /** Starts listing and watching in the background. */
+  start(): void {
+    if (this.#stopped) throw new Error('reflector was stopped; create a new one');
+    if (this.#loop) return;
+    const abort = new AbortController();
+    this.#abort = abort;
+    this.#loop = this.#run(abort.signal).catch((err: unknown) => {
+      // #run handles its own errors; reaching this is a bug, but it must not crash the process.
+      this.#log.error({ err }, 'reflector loop failed');
+    });
+  }
+
+  /** Aborts the open list/watch and any pending retry; resolves when nothing is left running. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#abort?.abort();
+    this.#resolveSynced(false);
+    await this.#loop;
+  }
+
+  /** Resolves `true` once the first list is in the store, or `false` if stopped before that. Never rejects. */
+  synced(): Promise<boolean> {
+    return this.#synced;
+  }
+
+  get hasSynced(): boolean {
+    return this.#hasSynced;
+  }
+
+  /** The resourceVersion the next watch would start from. */
+  get lastSyncResourceVersion(): string {
+    return this.#resourceVersion;
+  }
+
+  async #run(signal: AbortSignal): Promise<void> {
+    const backoff = new Backoff({ initialMs: 800, maxMs: 30_000, ...this.#opts.backoff });
+    const minWatchMs = this.#opts.minWatchDurationMs ?? 1000;
+    let needList = true;
+    while (!signal.aborted) {
+      const phase: 'list' | 'watch' = needList ? 'list' : 'watch';
+      try {
+        if (needList) {
+          await this.#list(signal);
+          if (signal.aborted) return;
+          needList = false;
+          backoff.reset();
+        }
+        const outcome = await this.#watchOnce(signal);
+        if (outcome.kind === 'stopped') return;
+        if (outcome.kind === 'gone') {
+          this.#log.info({ resourceVersion: this.#resourceVersion }, 'watch resourceVersion expired (410), relisting');
+          this.#emit({ type: 'relist', reason: 'gone' });
+          needList = true;
+          continue;
+        }
+        this.#emit({ type: 'watchEnded', reason: outcome.kind, events: outcome.events });
+        if (outcome.events === 0 && outcome.durationMs < minWatchMs) {
+          // A server that accepts and at once closes must not make us spin.
+          if (!(await sleep(backoff.next(), signal))) return;
+        } else {
+          backoff.reset();
+        }
+        const interval = this.#opts.relistIntervalMs;
+        if (interval !== undefined && Date.now() - this.#lastListAt >= interval) {
+          this.#emit({ type: 'relist', reason: 'interval' });
+          needList = true;
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        if (isGone(err) && phase === 'watch') {
+          this.#log.info({ resourceVersion: this.#resourceVersion }, 'watch answered 410 Gone, relisting');
+          this.#emit({ type: 'relist', reason: 'gone' });
+          needList = true;
+          continue;
+        }
+        // A 410 on a list means the continue token expired: relist from the start, after a backoff.
+        const delay = Math.max(backoff.next(), retryAfterMs(err) ?? 0);
+        this.#log.warn({ phase, err: describeError(err), retryInMs: delay }, `${phase} failed, retrying`);
+        this.#emit({ type: 'error', phase, error: err, retryInMs: delay });
+        if (!(await sleep(delay, signal))) return;
+      }
+    }
+  }
+
+  async #list(signal: AbortSignal): Promise<void> {
+    const items: T[] = [];
+    let cont: string | undefined;
+    let resourceVersion = '';
+    let pages = 0;
+    do {
+      const page = await this.#listFn({
+        labelSelector: this.#opts.labelSelector,
+        fieldSelector: this.#opts.fieldSelector,
+        limit: this.#opts.pageSize ?? 500,
+        continue: cont,
+        signal,
+      });
+      if (signal.aborted) return;
+      pages++;
+      items.push(...page.items);
+      resourceVersion = page.resourceVersion || resourceVersion;
+      cont = page.continue || undefined;
+    } while (cont);
+    this.#replace(items);
+    this.#resourceVersion = resourceVersion;
+    this.#lastListAt = Date.now();
+    this.#log.debug({ items: items.length, pages, resourceVersion }, 'listed');
+    this.#emit({ type: 'listed', items: items.length, pages, resourceVersion });
+    if (!this.#hasSynced) {
+      this.#hasSynced = true;
+      this.#resolveSynced(true);
+    }
+  }
+
+  /** Makes the store equal to `items`, telling handlers what changed: gone -> delete, new uid -> delete + add. */
+  #replace(items: readonly T[]): void {
+    const listed = new Set<string>();
+    const valid: T[] = [];
+    for (const item of items) {
+      try {
+        listed.add(objectKey(item));
+        valid.push(item);
+      } catch {
+        this.#log.warn('listed object without metadata.name ignored');
+      }
+    }
+    for (const key of this.store.keys()) {
+      if (listed.has(key)) continue;
+      const removed = this.store.delete(key);
+      if (removed) this.#notifyDelete(removed);
+    }
+    for (const item of valid) this.#apply(item);
+  }
+
+  #apply(obj: T): void {
+    const result = this.store.upsert(obj);
+    switch (result.kind) {
+      case 'added':
+        this.#notify('add', () => this.#handlers.onAdd?.(obj));
+        break;
+      case 'updated':
+        // Unchanged objects (same resourceVersion, e.g. after a relist) produce no event.
+        if (result.previous.metadata?.resourceVersion !== obj.metadata?.resourceVersion) {
+          this.#notify('update', () => this.#handlers.onUpdate?.(result.previous, obj));
+        }
+        break;
+      case 'replaced':
+        this.#notifyDelete(result.previous);
+        this.#notify('add', () => this.#handlers.onAdd?.(obj));
+        break;
+    }
+  }
+
+  #notifyDelete(obj: T): void {
+    this.#notify('delete', () => this.#handlers.onDelete?.(obj));
+  }
+
+  #watchOnce(signal: AbortSignal): Promise<WatchOutcome> {
+    const timeoutSeconds = this.#watchTimeoutSeconds();
+    const watch = new Watch(this.#opts.kubeConfig);
+    // requestTimeoutMs is private in client-node's typings; it is the inactivity timeout we need to lower.
+    (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs =
+      this.#opts.inactivityTimeoutMs ?? (timeoutSeconds + 30) * 1000;
+    const started = Date.now();
+    const rv = this.#resourceVersion;
+    this.#emit({ type: 'watching', resourceVersion: rv, timeoutSeconds });
+    this.#log.debug({ resourceVersion: rv, timeoutSeconds }, 'watching');
+
+    return new Promise<WatchOutcome>((resolve, reject) => {
+      let settled = false;
+      let events = 0;
+      let gone = false;
+      let failure: Error | undefined;
+      let controller: AbortController | undefined;
+
+      const settle = (fn: () => void): void => {
+        if (settled) return;
+        settled = true;
+        signal.removeEventListener('abort', onStop);
+        fn();
+      };
+      const onStop = (): void => {
+        controller?.abort();
+        settle(() => resolve({ kind: 'stopped' }));
+      };
+      signal.addEventListener('abort', onStop, { once: true });
+
+      const onEvent = (type: string, obj: unknown): void => {
+        if (settled || gone || failure) return; // nothing after a stop, a 410 or an error counts
+        if (type === 'ERROR') {
+          if (isGone(obj)) gone = true;
+          else failure = new WatchStatusError(obj);
+          controller?.abort();
+          return;
+        }
+        events++;
+        this.#handleWatchEvent(type, obj);
+      };
+
+      const done = (err: unknown): void => {
+        const durationMs = Date.now() - started;
+        if (gone) settle(() => resolve({ kind: 'gone' }));
+        else if (failure) settle(() => reject(failure));
+        else if (signal.aborted) settle(() => resolve({ kind: 'stopped' }));
+        else if (err === null || err === undefined) settle(() => resolve({ kind: 'closed', events, durationMs }));
+        else if (isTimeout(err)) settle(() => resolve({ kind: 'timeout', events, durationMs }));
+        else settle(() => reject(err));
+      };
+
+      const params: Record<string, string | number | boolean | undefined> = {
+        resourceVersion: rv || undefined,
+        allowWatchBookmarks: true,
+        timeoutSeconds,
+        labelSelector: this.#opts.labelSelector,
+        fieldSelector: this.#opts.fieldSelector,
+      };
+      watch.watch(this.#opts.path, params, onEvent, done).then(
+        (c) => {
+          controller = c;
+          // Stopped (or failed) while the request was in flight: close it now that we hold its controller.
+          if (settled || gone || failure) c.abort();
+        },
+        (err: unknown) => done(err ?? new Error('watch failed')),
+      );
+    });
+  }
+
+  #handleWatchEvent(type: string, raw: unknown): void {
+    if (!isKubeObject(raw)) {
+      this.#log.warn({ type }, 'watch event without an object ignored');
+      return;
+    }
+    const obj = raw as T;
+    const rv = obj.metadata?.resourceVersion;
+    switch (type) {
+      case 'ADDED':
+      case 'MODIFIED':
+        try {
+          this.#apply(obj);
+        } catch (err) {
+          this.#log.warn({ err: describeError(err) }, 'watch event with an unusable object ignored');
+        }
+        break;
+      case 'DELETED': {
+        let key: string;
+        try {
+          key = objectKey(obj);
+        } catch {
+          break;
+        }
+        const removed = this.store.delete(key, obj.metadata?.uid);
+        if (removed) this.#notifyDelete(obj);
+        break;
+      }
+      case 'BOOKMARK':
+        break;
+      default:
+        this.#log.warn({ type }, 'unknown watch event type ignored');
+        return;
+    }
+    if (rv) this.#resourceVersion = rv;
+  }
+
+  #notify(kind: 'add' | 'update' | 'delete', fn: () => unknown): void {
+    try {
+      const r = fn();
+      if (r instanceof Promise) r.catch((err: unknown) => this.#log.error({ err, handler: kind }, 'event handler failed'));
+    } catch (err) {
+      this.#log.error({ err, handler: kind }, 'event handler failed');
+    }
+  }
+
+  #emit(e: ReflectorEvent): void {
+    try {
+      this.#opts.onEvent?.(e);
+    } catch (err) {
+      this.#log.error({ err }, 'onEvent callback failed');
+    }
+  }
+
+  #watchTimeoutSeconds(): number {
+    const t = this.#opts.watchTimeoutSeconds;
+    if (typeof t === 'number') return t;
+    if (typeof t === 'function') return t();
+    return 300 + Math.floor(Math.random() * 301);
+  }
+}
+
+/** A non-410 ERROR event on a watch stream (its object is a `Status`). */
+export class WatchStatusError extends Error {
+  readonly statusCode: number | undefined;
+  readonly status: unknown;
+
+  constructor(status: unknown) {
+    const code = httpStatus(status);
+    const msg = isRecord(status) && typeof status.message === 'string' ? status.message : 'watch ERROR event';
+    super(`watch error${code !== undefined ? ` ${code}` : ''}: ${msg}`);
+    this.name = 'WatchStatusError';
+    this.statusCode = code;
+    this.status = status;
+  }
+}
+
+function isTimeout(err: unknown): boolean {
+  return isRecord(err) && err.name === 'TimeoutError';
+}
+
+function isKubeObject(v: unknown): v is KubeObject {
+  return isRecord(v) && (v.metadata === undefined || isRecord(v.metadata));
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null;
+}

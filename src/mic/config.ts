@@ -1,0 +1,317 @@
+// MIC's command line: every flag of the original (same names, same defaults, except --clientQps) plus ours,
+// parsed once into a frozen MicConfig. Only cmd/mic.ts passes process.argv/process.env in.
+import { klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
+
+export interface LeaderElectionConfig {
+  /** This replica's identity in the Lease (the pod name). */
+  readonly instance: string;
+  readonly namespace: string;
+  /** Name of the Lease object. */
+  readonly name: string;
+  readonly durationMs: number;
+  readonly renewDeadlineMs: number;
+  readonly retryPeriodMs: number;
+}
+
+export interface MicConfig {
+  /** `--help` was given: print `micUsage()` and exit 0; nothing else in this object is validated. */
+  readonly help: boolean;
+  /** `--version` was given: print the version and exit 0; nothing else in this object is validated. */
+  readonly version: boolean;
+  /** Path to a kubeconfig; undefined means in-cluster. */
+  readonly kubeconfig: string | undefined;
+  /** Path to azure.json; undefined means the environment variables of the original's "admin secret" mode. */
+  readonly cloudconfig: string | undefined;
+  /** `--forceNamespaced` or env FORCENAMESPACED=true (ORed, as the original). */
+  readonly forceNamespaced: boolean;
+  /** MIC's own namespace (env MIC_POD_NAMESPACE, required): type-upgrade ConfigMap lives here. */
+  readonly podNamespace: string;
+  readonly syncRetryMs: number;
+  readonly leaderElection: LeaderElectionConfig;
+  readonly httpProbePort: number;
+  /** Host to bind the probe server to; '' means every interface, as the original's `:port`. */
+  readonly probeBindAddress: string;
+  readonly prometheusPort: number;
+  readonly metricsBindAddress: string;
+  readonly enableProfile: boolean;
+  /** Deprecated no-op for MIC in the original; kept so manifests that pass it still start. */
+  readonly enableScaleFeatures: boolean;
+  readonly createDeleteBatch: number;
+  readonly clientQps: number;
+  readonly clientBurst: number;
+  /** Client ids never unassigned from a VM/VMSS, lower-cased. */
+  readonly immutableUserMsis: readonly string[];
+  readonly configMapName: string;
+  readonly typeUpgradeStatusKey: string;
+  readonly enableTypeUpgrade: boolean;
+  readonly updateUserMsiMaxRetry: number;
+  readonly updateUserMsiRetryIntervalMs: number;
+  readonly identityAssignmentReconcileIntervalMs: number;
+  readonly customUserAgent: string;
+  readonly logFormat: 'text' | 'json';
+  /** klog-style verbosity from `-v`; 0 is info, higher is more detail. */
+  readonly logVerbosity: number;
+  /** ARM endpoint override (the emulator in tests); undefined means the cloud's endpoint from azure.json. */
+  readonly armEndpoint: string | undefined;
+  /** Upper bound on concurrent ARM operations across all VMs and VMSSs. */
+  readonly armMaxConcurrency: number;
+}
+
+export type MicConfigResult =
+  | { readonly ok: true; readonly value: MicConfig }
+  | { readonly ok: false; readonly errors: readonly string[] };
+
+export const MIC_FLAGS = {
+  kubeconfig: { kind: 'string', name: 'kubeconfig', default: '', help: 'Path to the kube config (in-cluster config when empty)' },
+  cloudconfig: {
+    kind: 'string',
+    name: 'cloudconfig',
+    default: '',
+    help: 'Path to cloud config e.g. azure.json file (environment variables of the admin secret when empty)',
+  },
+  forceNamespaced: {
+    kind: 'bool',
+    name: 'forceNamespaced',
+    default: false,
+    help: 'Forces namespaced identities, binding, and assignment (also on with env FORCENAMESPACED=true)',
+  },
+  version: { kind: 'bool', name: 'version', default: false, help: 'Prints the version information and exits' },
+  syncRetryDuration: {
+    kind: 'duration',
+    name: 'syncRetryDuration',
+    default: 3_600_000,
+    minMs: 1,
+    help: 'The interval at which the sync loop periodically checks for errors and reconciles',
+  },
+  leaderElectionInstance: {
+    kind: 'string',
+    name: 'leader-election-instance',
+    default: '',
+    env: 'HOSTNAME',
+    help: "Leader election instance name (default is the hostname, that is the pod's name)",
+  },
+  leaderElectionNamespace: {
+    kind: 'string',
+    name: 'leader-election-namespace',
+    default: 'default',
+    help: 'Namespace of the leader election Lease',
+  },
+  leaderElectionName: {
+    kind: 'string',
+    name: 'leader-election-name',
+    default: 'aad-pod-identity-mic',
+    help: 'Name of the leader election Lease',
+  },
+  leaderElectionDuration: {
+    kind: 'duration',
+    name: 'leader-election-duration',
+    default: 15_000,
+    minMs: 1,
+    help: 'Leader election lease duration',
+  },
+  leaderElectionRenewDeadline: {
+    kind: 'duration',
+    name: 'leader-election-renew-deadline',
+    default: 0,
+    help: 'How long the leader keeps retrying to renew before giving up (0: half the lease duration, as the original)',
+  },
+  leaderElectionRetryPeriod: {
+    kind: 'duration',
+    name: 'leader-election-retry-period',
+    default: 0,
+    help: 'Interval between attempts to acquire or renew the lease (0: a quarter of the lease duration, as the original)',
+  },
+  httpProbePort: { kind: 'int', name: 'http-probe-port', default: 8080, min: 0, max: 65535, help: 'HTTP liveness and readiness probe port (/healthz, /readyz)' },
+  probeBindAddress: {
+    kind: 'string',
+    name: 'probe-bind-address',
+    default: '',
+    help: 'Address the probe server binds to (every interface when empty)',
+  },
+  prometheusPort: { kind: 'int', name: 'prometheus-port', default: 8888, min: 0, max: 65535, help: 'Prometheus port for metrics (/metrics)' },
+  metricsBindAddress: {
+    kind: 'string',
+    name: 'metrics-bind-address',
+    default: '',
+    help: 'Address the metrics server binds to (every interface when empty)',
+  },
+  enableProfile: { kind: 'bool', name: 'enableProfile', default: false, help: 'Enable profiling on localhost:6060' },
+  enableScaleFeatures: {
+    kind: 'bool',
+    name: 'enableScaleFeatures',
+    default: false,
+    help: 'Deprecated for MIC and without effect; accepted so existing manifests start',
+  },
+  createDeleteBatch: {
+    kind: 'int',
+    name: 'createDeleteBatch',
+    default: 20,
+    min: 1,
+    help: 'Per node/VMSS concurrent create/delete operations on the API server',
+  },
+  clientQps: {
+    kind: 'number',
+    name: 'clientQps',
+    default: 50,
+    positive: true,
+    help: 'Client QPS used for throttling calls to the kube-apiserver (the original defaulted to 5)',
+  },
+  clientBurst: {
+    kind: 'int',
+    name: 'clientBurst',
+    default: 100,
+    min: 1,
+    help: 'Client burst allowed above --clientQps for calls to the kube-apiserver',
+  },
+  immutableUserMsis: {
+    kind: 'list',
+    name: 'immutable-user-msis',
+    default: [],
+    help: 'Comma-separated client IDs of identities never removed from the underlying VM/VMSS',
+  },
+  configMapName: { kind: 'string', name: 'config-map-name', default: 'aad-pod-identity-config', help: 'ConfigMap name' },
+  typeUpgradeStatusKey: {
+    kind: 'string',
+    name: 'type-upgrade-status-key',
+    default: 'type-upgrade-status',
+    help: 'ConfigMap key for type upgrade status',
+  },
+  enableTypeUpgrade: { kind: 'bool', name: 'enable-type-upgrade', default: true, help: 'Enable type upgrade' },
+  updateUserMsiMaxRetry: {
+    kind: 'int',
+    name: 'update-user-msi-max-retry',
+    default: 2,
+    min: 0,
+    help: 'The maximum number of retries of a VM/VMSS identity update',
+  },
+  updateUserMsiRetryInterval: {
+    kind: 'duration',
+    name: 'update-user-msi-retry-interval',
+    default: 1000,
+    help: 'The duration to wait before retrying a VM/VMSS identity update',
+  },
+  identityAssignmentReconcileInterval: {
+    kind: 'duration',
+    name: 'identity-assignment-reconcile-interval',
+    default: 180_000,
+    help: 'The interval between reconciling identity assignment on Azure from the existing AzureAssignedIdentities (0 disables)',
+  },
+  customUserAgent: {
+    kind: 'string',
+    name: 'custom-user-agent',
+    default: '',
+    help: 'User agent to append in addition to the pod identity component and versions',
+  },
+  logFormat: { kind: 'string', name: 'log-format', default: 'text', choices: ['text', 'json'], help: 'Sets the logging format' },
+  v: { kind: 'int', name: 'v', default: 0, min: 0, help: 'Log verbosity (klog style: 0 info, 4 debug, 5 trace)' },
+  armEndpoint: {
+    kind: 'string',
+    name: 'arm-endpoint',
+    default: '',
+    help: "Azure Resource Manager endpoint overriding the cloud's (https URL, e.g. an emulator)",
+  },
+  armMaxConcurrency: {
+    kind: 'int',
+    name: 'arm-max-concurrency',
+    default: 10,
+    min: 1,
+    help: 'Maximum concurrent ARM operations across all VMs and VMSSs',
+  },
+  ...klogCompatFlags(),
+} as const satisfies FlagDefs;
+
+/** Parse MIC's command line and environment into a frozen MicConfig, or every problem found. */
+export function parseMicConfig(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+): MicConfigResult {
+  const parsed = parseFlags(MIC_FLAGS, argv, env);
+  if (!parsed.ok) return parsed;
+  const f = parsed.value.values;
+  const help = parsed.value.helpRequested;
+  const errors: string[] = [];
+
+  const podNamespace = env['MIC_POD_NAMESPACE'] ?? '';
+  // The original checks this after --version; we let --help/--version work anywhere, e.g. on a laptop.
+  if (!help && !f.version && podNamespace === '') {
+    errors.push(
+      'MIC_POD_NAMESPACE is not set: add the pod namespace as env MIC_POD_NAMESPACE (valueFrom fieldRef metadata.namespace)',
+    );
+  }
+
+  const durationMs = f.leaderElectionDuration;
+  const renewDeadlineMs = f.leaderElectionRenewDeadline || durationMs / 2;
+  const retryPeriodMs = f.leaderElectionRetryPeriod || durationMs / 4;
+  // Same sanity rules as client-go's leader elector, so a bad combination fails at start, not at the first renew.
+  if (renewDeadlineMs >= durationMs) {
+    errors.push('--leader-election-renew-deadline: must be shorter than --leader-election-duration');
+  }
+  if (retryPeriodMs * 1.2 >= renewDeadlineMs) {
+    errors.push('--leader-election-retry-period: must be shorter than --leader-election-renew-deadline / 1.2');
+  }
+  const instance = f.leaderElectionInstance;
+  if (!help && !f.version && instance === '') {
+    errors.push('--leader-election-instance: empty, and env HOSTNAME is not set to default it');
+  }
+
+  let armEndpoint: string | undefined;
+  if (f.armEndpoint !== '') {
+    // The ARM SDKs refuse to send bearer tokens over plain http, so an http endpoint could never work.
+    const url = parseBaseUrl(f.armEndpoint, ['https:']);
+    if (url.ok) armEndpoint = url.value;
+    else errors.push(`--arm-endpoint: ${url.error}`);
+  }
+  for (const [flag, host] of [
+    ['--probe-bind-address', f.probeBindAddress],
+    ['--metrics-bind-address', f.metricsBindAddress],
+  ] as const) {
+    if (/[\s/]/.test(host)) errors.push(`${flag}: expected a host name or IP address, got '${host}'`);
+  }
+
+  if (errors.length > 0 && !help && !f.version) return { ok: false, errors };
+
+  const config: MicConfig = {
+    help,
+    version: f.version,
+    kubeconfig: f.kubeconfig === '' ? undefined : f.kubeconfig,
+    cloudconfig: f.cloudconfig === '' ? undefined : f.cloudconfig,
+    forceNamespaced: f.forceNamespaced || env['FORCENAMESPACED'] === 'true',
+    podNamespace,
+    syncRetryMs: f.syncRetryDuration,
+    leaderElection: Object.freeze({
+      instance,
+      namespace: f.leaderElectionNamespace,
+      name: f.leaderElectionName,
+      durationMs,
+      renewDeadlineMs,
+      retryPeriodMs,
+    }),
+    httpProbePort: f.httpProbePort,
+    probeBindAddress: f.probeBindAddress,
+    prometheusPort: f.prometheusPort,
+    metricsBindAddress: f.metricsBindAddress,
+    enableProfile: f.enableProfile,
+    enableScaleFeatures: f.enableScaleFeatures,
+    createDeleteBatch: f.createDeleteBatch,
+    clientQps: f.clientQps,
+    clientBurst: f.clientBurst,
+    immutableUserMsis: Object.freeze(f.immutableUserMsis.map((id) => id.toLowerCase())),
+    configMapName: f.configMapName,
+    typeUpgradeStatusKey: f.typeUpgradeStatusKey,
+    enableTypeUpgrade: f.enableTypeUpgrade,
+    updateUserMsiMaxRetry: f.updateUserMsiMaxRetry,
+    updateUserMsiRetryIntervalMs: f.updateUserMsiRetryInterval,
+    identityAssignmentReconcileIntervalMs: f.identityAssignmentReconcileInterval,
+    customUserAgent: f.customUserAgent,
+    logFormat: f.logFormat === 'json' ? 'json' : 'text',
+    logVerbosity: f.v,
+    armEndpoint,
+    armMaxConcurrency: f.armMaxConcurrency,
+  };
+  return { ok: true, value: Object.freeze(config) };
+}
+
+/** `--help` text for MIC. */
+export function micUsage(): string {
+  return usage('mic', MIC_FLAGS);
+}

@@ -1,0 +1,203 @@
+// Desired state: which AzureAssignedIdentity should exist for which pod, following the original's
+// createDesiredAssignedIdentityList, with every refusal returned as a Skip instead of a log line.
+import {
+  assignedIdentityName,
+  assignedIdentityNamespace,
+  POD_LABEL,
+} from '../../crds/names.js';
+import type { AzureIdentity, AzureIdentityBinding, PodView } from '../../crds/types.js';
+import { validateAzureIdentity, validateBinding } from '../../crds/validate.js';
+import { cmp, compareSkips, skip, type Skip } from './skip.js';
+import { assignedKey, type ClusterSnapshot, type MicPolicy } from './snapshot.js';
+
+/** One AzureAssignedIdentity that should exist. */
+export interface DesiredAssignment {
+  /** `namespace/name` of the AAI (see assignedKey). */
+  readonly key: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly identity: AzureIdentity;
+  readonly binding: AzureIdentityBinding;
+  readonly pod: string;
+  readonly podNamespace: string;
+  readonly nodeName: string;
+}
+
+export interface DesiredState {
+  /** Sorted by key. */
+  readonly assignments: readonly DesiredAssignment[];
+  /** Sorted by subject, then code. */
+  readonly skipped: readonly Skip[];
+}
+
+type DesiredInput = Pick<ClusterSnapshot, 'pods' | 'identities' | 'bindings'>;
+
+export function computeDesired(snapshot: DesiredInput, policy: Pick<MicPolicy, 'forceNamespaced'>): DesiredState {
+  const skipped: Skip[] = [];
+  const identities = usableIdentities(snapshot.identities, skipped);
+  const bindingsBySelector = indexBindings(snapshot.bindings, identities, skipped);
+  const assignments: DesiredAssignment[] = [];
+
+  for (const pod of snapshot.pods) {
+    const selector = pod.labels[POD_LABEL];
+    if (selector === undefined) continue; // not opted in: the original does not even list such pods
+    const refusal = podRefusal(pod, selector);
+    if (refusal !== undefined) {
+      skipped.push(refusal);
+      continue;
+    }
+    const matches = bindingsBySelector.get(selector);
+    if (matches === undefined) {
+      skipped.push(
+        skip('Pod', pod.namespace, pod.name, 'NoMatchingBinding', `no usable AzureIdentityBinding has selector "${selector}"`),
+      );
+      continue;
+    }
+    assignments.push(...assignmentsForPod(pod, matches, policy.forceNamespaced, skipped));
+  }
+
+  assignments.sort((a, b) => cmp(a.key, b.key));
+  skipped.sort(compareSkips);
+  return { assignments, skipped };
+}
+
+/** A binding together with the (valid) identity it names. */
+interface ResolvedBinding {
+  readonly binding: AzureIdentityBinding;
+  readonly identity: AzureIdentity;
+}
+
+function assignmentsForPod(
+  pod: PodView,
+  matches: readonly ResolvedBinding[],
+  forceNamespaced: boolean,
+  skipped: Skip[],
+): DesiredAssignment[] {
+  const out: DesiredAssignment[] = [];
+  // matches are sorted by binding namespace/name, so "first wins" below is the original's namespace order.
+  const winners = new Map<string, ResolvedBinding>();
+  for (const match of matches) {
+    const { binding, identity } = match;
+    if ((forceNamespaced || identity.namespaced) && pod.namespace !== binding.namespace) {
+      skipped.push(
+        skip(
+          'Pod',
+          pod.namespace,
+          pod.name,
+          'NamespaceMismatch',
+          `binding ${binding.namespace}/${binding.name} and identity ${identity.namespace}/${identity.name} are namespaced ` +
+            `and the pod is in namespace ${pod.namespace}`,
+        ),
+      );
+      continue;
+    }
+    const namespace = assignedIdentityNamespace(identity, forceNamespaced);
+    const name = assignedIdentityName(pod.name, pod.namespace, identity.name);
+    const key = assignedKey(namespace, name);
+    const winner = winners.get(key);
+    if (winner !== undefined) {
+      skipped.push(
+        skip(
+          'Pod',
+          pod.namespace,
+          pod.name,
+          'NameConflict',
+          `binding ${binding.namespace}/${binding.name} (identity ${identity.namespace}/${identity.name}) would reuse ` +
+            `AzureAssignedIdentity ${key}, already taken by binding ${winner.binding.namespace}/${winner.binding.name} ` +
+            `(identity ${winner.identity.namespace}/${winner.identity.name})`,
+        ),
+      );
+      continue;
+    }
+    winners.set(key, match);
+    out.push({
+      key,
+      namespace,
+      name,
+      identity,
+      binding,
+      pod: pod.name,
+      podNamespace: pod.namespace,
+      nodeName: pod.nodeName,
+    });
+  }
+  return out;
+}
+
+function podRefusal(pod: PodView, selector: string): Skip | undefined {
+  if (selector === '') {
+    return skip('Pod', pod.namespace, pod.name, 'NoMatchingBinding', `label ${POD_LABEL} is empty`);
+  }
+  if (pod.nodeName === '') {
+    return skip('Pod', pod.namespace, pod.name, 'PodNotScheduled', 'pod has no spec.nodeName yet');
+  }
+  if (pod.deleting) {
+    return skip('Pod', pod.namespace, pod.name, 'PodDeleting', 'pod is being deleted');
+  }
+  // A finished pod will never ask for a token again; keeping its identity would only hold the VM's slot.
+  if (pod.phase === 'Succeeded' || pod.phase === 'Failed') {
+    return skip('Pod', pod.namespace, pod.name, 'PodFinished', `pod phase is ${pod.phase}`);
+  }
+  return undefined;
+}
+
+/** Identities keyed `namespace/name`, leaving out (with a Skip) the invalid and the deleting ones. */
+function usableIdentities(identities: readonly AzureIdentity[], skipped: Skip[]): Map<string, AzureIdentity> {
+  const out = new Map<string, AzureIdentity>();
+  for (const identity of identities) {
+    if (identity.deleting) {
+      skipped.push(skip('AzureIdentity', identity.namespace, identity.name, 'IdentityDeleting', 'identity is being deleted'));
+      continue;
+    }
+    const reasons = validateAzureIdentity(identity);
+    if (reasons.length > 0) {
+      skipped.push(skip('AzureIdentity', identity.namespace, identity.name, 'IdentityInvalid', reasons.join('; ')));
+      continue;
+    }
+    out.set(`${identity.namespace}/${identity.name}`, identity);
+  }
+  return out;
+}
+
+/** Bindings grouped by selector, each list sorted by binding namespace/name; unusable bindings become Skips. */
+function indexBindings(
+  bindings: readonly AzureIdentityBinding[],
+  identities: ReadonlyMap<string, AzureIdentity>,
+  skipped: Skip[],
+): Map<string, ResolvedBinding[]> {
+  const out = new Map<string, ResolvedBinding[]>();
+  for (const binding of bindings) {
+    if (binding.deleting) {
+      skipped.push(
+        skip('AzureIdentityBinding', binding.namespace, binding.name, 'BindingDeleting', 'binding is being deleted'),
+      );
+      continue;
+    }
+    const reasons = validateBinding(binding);
+    if (reasons.length > 0) {
+      skipped.push(skip('AzureIdentityBinding', binding.namespace, binding.name, 'BindingInvalid', reasons.join('; ')));
+      continue;
+    }
+    const identity = identities.get(`${binding.namespace}/${binding.azureIdentity}`);
+    if (identity === undefined) {
+      // Invalid identities already carry their own Skip; this one says the binding is inert because of it.
+      skipped.push(
+        skip(
+          'AzureIdentityBinding',
+          binding.namespace,
+          binding.name,
+          'IdentityNotFound',
+          `no usable AzureIdentity ${binding.namespace}/${binding.azureIdentity}`,
+        ),
+      );
+      continue;
+    }
+    const list = out.get(binding.selector);
+    if (list === undefined) out.set(binding.selector, [{ binding, identity }]);
+    else list.push({ binding, identity });
+  }
+  for (const list of out.values()) {
+    list.sort((a, b) => cmp(a.binding.namespace, b.binding.namespace) || cmp(a.binding.name, b.binding.name));
+  }
+  return out;
+}

@@ -1,0 +1,54 @@
+// What the core declined to do, and why: the shell turns these into log lines and Kubernetes Events, and
+// `explain` shows them per pod. A skip is data, never an exception.
+
+export type SubjectKind = 'Pod' | 'Node' | 'AzureIdentity' | 'AzureIdentityBinding' | 'AzureAssignedIdentity';
+
+export interface SubjectRef {
+  readonly kind: SubjectKind;
+  /** '' for cluster-scoped subjects (nodes). */
+  readonly namespace: string;
+  readonly name: string;
+}
+
+/** Stable, machine-readable cause; `reason` is the human sentence. */
+export type SkipCode =
+  | 'PodNotScheduled'
+  | 'PodDeleting'
+  | 'PodFinished'
+  | 'NoMatchingBinding'
+  | 'BindingInvalid'
+  | 'BindingDeleting'
+  | 'IdentityNotFound'
+  | 'IdentityInvalid'
+  | 'IdentityDeleting'
+  | 'NamespaceMismatch'
+  | 'NameConflict'
+  | 'NodeNotFound'
+  | 'NodeWithoutTarget'
+  | 'PreviousStillDeleting';
+
+export interface Skip {
+  readonly subject: SubjectRef;
+  readonly code: SkipCode;
+  readonly reason: string;
+}
+
+export function skip(kind: SubjectKind, namespace: string, name: string, code: SkipCode, reason: string): Skip {
+  return { subject: { kind, namespace, name }, code, reason };
+}
+
+/** Deterministic order: subject kind, namespace, name, then code and reason. */
+export function compareSkips(a: Skip, b: Skip): number {
+  return (
+    cmp(a.subject.kind, b.subject.kind) ||
+    cmp(a.subject.namespace, b.subject.namespace) ||
+    cmp(a.subject.name, b.subject.name) ||
+    cmp(a.code, b.code) ||
+    cmp(a.reason, b.reason)
+  );
+}
+
+/** Code-unit string order: locale-independent and fast, which is all determinism needs. */
+export function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -1,0 +1,81 @@
+// The plain, readonly inputs of MIC's pure core: what the caches hold, what ARM is known to have attached,
+// our own writes the caches have not shown yet, and the policy flags. The shell (reconciler) builds these;
+// nothing here does I/O.
+import type {
+  AzureAssignedIdentity,
+  AzureIdentity,
+  AzureIdentityBinding,
+  NodeView,
+  PodView,
+} from '../../crds/types.js';
+
+/** Everything one planning pass looks at. Arrays need not be sorted: the core sorts what it returns. */
+export interface ClusterSnapshot {
+  readonly pods: readonly PodView[];
+  readonly nodes: readonly SnapshotNode[];
+  readonly identities: readonly AzureIdentity[];
+  readonly bindings: readonly AzureIdentityBinding[];
+  /** Current AzureAssignedIdentities as the cache holds them. */
+  readonly assigned: readonly AzureAssignedIdentity[];
+  /**
+   * What ARM says is attached, per target key. A missing key or an `undefined` value means "not known"
+   * (never read, or the last read is stale); the plan then trusts AAI states instead.
+   */
+  readonly attachments: ReadonlyMap<string, TargetAttachment | undefined>;
+  /** Our own AAI writes the cache has not reflected yet. */
+  readonly pending: PendingWrites;
+}
+
+/** A node plus the VM/VMSS that carries its identities, resolved by the shell from `spec.providerID`. */
+export interface SnapshotNode extends NodeView {
+  /** undefined when the provider ID does not name an Azure VM or scale set. */
+  readonly target: ComputeTargetRef | undefined;
+}
+
+/** The ARM resource whose identity list a node uses. All nodes of one scale set share one target. */
+export interface ComputeTargetRef {
+  readonly kind: 'vm' | 'vmss';
+  /** VM name or scale-set name. */
+  readonly name: string;
+  /** Unique key for this target (the shell chooses it, e.g. `vmss/<rg>/<name>`); plans are grouped by it. */
+  readonly key: string;
+}
+
+export interface TargetAttachment {
+  /** User-assigned identity resource IDs, canonical (see canonicalResourceId). */
+  readonly ids: readonly string[];
+  readonly systemAssigned: boolean;
+}
+
+/** AAI keys (`namespace/name`, see assignedKey) we created or deleted and have not yet seen in the cache. */
+export interface PendingWrites {
+  readonly created: ReadonlySet<string>;
+  readonly deleted: ReadonlySet<string>;
+}
+
+export interface MicPolicy {
+  /** --forceNamespaced (or FORCENAMESPACED=true): every identity behaves as namespaced. */
+  readonly forceNamespaced: boolean;
+  /** Client IDs never removed from a VM/VMSS (--immutable-user-msis), lower-case. */
+  readonly immutableClientIds: ReadonlySet<string>;
+  /** Resource IDs never removed (e.g. the cluster identity), canonical. */
+  readonly immutableResourceIds: ReadonlySet<string>;
+}
+
+export const NO_PENDING: PendingWrites = Object.freeze({
+  created: new Set<string>(),
+  deleted: new Set<string>(),
+});
+
+/** The key under which AAIs are tracked: `namespace/name` (namespaced AAIs make the name alone ambiguous). */
+export function assignedKey(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}
+
+/**
+ * ARM compares resource IDs case-insensitively; we compare trimmed, single-leading-slash, lower-case text.
+ * Same rule as src/azure/resource-id.ts canonicalResourceId (duplicated because the core imports only crds).
+ */
+export function canonicalResourceId(id: string): string {
+  return `/${id.trim().replace(/^\/+/, '').replace(/\/+$/, '')}`.toLowerCase();
+}

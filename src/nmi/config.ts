@@ -1,0 +1,314 @@
+// NMI's command line: every flag of the original (same names, same defaults) plus ours, parsed once into a frozen
+// NmiConfig. Only cmd/nmi.ts passes process.argv/process.env in.
+import { isIPv4 } from 'node:net';
+import { klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
+
+export type OperationMode = 'standard' | 'managed';
+
+export interface NmiConfig {
+  /** `--help` was given: print `nmiUsage()` and exit 0; nothing else in this object is validated. */
+  readonly help: boolean;
+  /** `--version` was given: print the version and exit 0; nothing else in this object is validated. */
+  readonly version: boolean;
+  /** Address the token server listens on (the iptables DNAT target; 127.0.0.1 when this is 0.0.0.0). */
+  readonly nmiListenAddress: string;
+  readonly nmiPort: number;
+  /** Address pods' metadata traffic is intercepted for (iptables `-d`). */
+  readonly metadataIp: string;
+  /** Port pods' metadata traffic is intercepted for (iptables `--dport`). */
+  readonly metadataPort: number;
+  /** Where NMI itself sends IMDS requests (tokens for managed identities, proxied paths), no trailing slash. */
+  readonly imdsEndpoint: string;
+  /** This node's name (`--node`, or env NODE_NAME). */
+  readonly node: string;
+  readonly kubeconfig: string | undefined;
+  readonly iptUpdateIntervalMs: number;
+  readonly iptablesBinary: string;
+  /** `--forceNamespaced` or env FORCENAMESPACED=true (ORed, as the original). */
+  readonly forceNamespaced: boolean;
+  /** Namespace whose `mic-*` pods get the node's identity without a binding. */
+  readonly micNamespace: string;
+  readonly httpProbePort: number;
+  readonly probeBindAddress: string;
+  readonly prometheusPort: number;
+  readonly metricsBindAddress: string;
+  readonly retryAttemptsForCreated: number;
+  readonly retryAttemptsForAssigned: number;
+  readonly findIdentityRetryIntervalMs: number;
+  readonly enableProfile: boolean;
+  readonly enableScaleFeatures: boolean;
+  readonly blockInstanceMetadata: boolean;
+  readonly metadataHeaderRequired: boolean;
+  readonly operationMode: OperationMode;
+  readonly allowNetworkPluginKubenet: boolean;
+  readonly kubeletConfig: string;
+  readonly setRetryAfterHeader: boolean;
+  readonly enableConntrackDeletion: boolean;
+  /** Fetch tokens ahead of time for identities assigned to pods on this node. */
+  readonly prefetch: boolean;
+  /** Most (identity, resource) tokens kept; 0 disables the cache. */
+  readonly tokenCacheSize: number;
+  /** A cached token is refreshed this long before it expires, and never served closer to expiry than this. */
+  readonly tokenRefreshBeforeMs: number;
+  readonly customUserAgent: string;
+  readonly logFormat: 'text' | 'json';
+  readonly logVerbosity: number;
+}
+
+export type NmiConfigResult =
+  | { readonly ok: true; readonly value: NmiConfig }
+  | { readonly ok: false; readonly errors: readonly string[] };
+
+export const NMI_FLAGS = {
+  version: { kind: 'bool', name: 'version', default: false, help: 'Prints the version information and exits' },
+  nmiListenAddress: { kind: 'string', name: 'nmi-listen-address', default: '127.0.0.1', help: 'NMI listen address' },
+  nmiPort: { kind: 'int', name: 'nmi-port', default: 2579, min: 0, max: 65535, help: 'NMI application port' },
+  metadataIp: {
+    kind: 'string',
+    name: 'metadata-ip',
+    default: '169.254.169.254',
+    help: "Instance metadata address intercepted for pods (iptables rule's destination)",
+  },
+  metadataPort: {
+    kind: 'int',
+    name: 'metadata-port',
+    default: 80,
+    min: 1,
+    max: 65535,
+    help: "Instance metadata port intercepted for pods (iptables rule's destination port)",
+  },
+  imdsEndpoint: {
+    kind: 'string',
+    name: 'imds-endpoint',
+    default: '',
+    help: 'Base URL NMI sends its own instance metadata requests to (default http://<metadata-ip>:<metadata-port>)',
+  },
+  node: { kind: 'string', name: 'node', default: '', env: 'NODE_NAME', help: 'Name of the node this NMI serves (required)' },
+  kubeconfig: { kind: 'string', name: 'kubeconfig', default: '', help: 'Path to the kube config (in-cluster config when empty)' },
+  iptUpdateIntervalSec: {
+    kind: 'seconds',
+    name: 'ipt-update-interval-sec',
+    default: 60_000,
+    minMs: 1,
+    help: 'Update interval of iptables, in seconds (a duration such as 500ms is accepted too)',
+  },
+  iptablesBinary: {
+    kind: 'string',
+    name: 'iptables-binary',
+    default: 'iptables',
+    help: "iptables command to run (e.g. iptables-legacy or iptables-nft, to match the node's backend)",
+  },
+  forceNamespaced: {
+    kind: 'bool',
+    name: 'forceNamespaced',
+    default: false,
+    help: 'Forces namespaced identities, binding, and assignment (also on with env FORCENAMESPACED=true)',
+  },
+  micNamespace: {
+    kind: 'string',
+    name: 'MICNamespace',
+    default: 'default',
+    help: 'MIC namespace to short circuit MIC token requests',
+  },
+  httpProbePort: {
+    kind: 'int',
+    name: 'http-probe-port',
+    default: 8080,
+    min: 0,
+    max: 65535,
+    help: 'HTTP health and readiness probe port (/healthz, /readyz); the manifests use 8085',
+  },
+  probeBindAddress: {
+    kind: 'string',
+    name: 'probe-bind-address',
+    default: '',
+    help: 'Address the probe server binds to (every interface when empty)',
+  },
+  prometheusPort: { kind: 'int', name: 'prometheus-port', default: 9090, min: 0, max: 65535, help: 'Prometheus port for metrics (/metrics)' },
+  metricsBindAddress: {
+    kind: 'string',
+    name: 'metrics-bind-address',
+    default: '',
+    help: 'Address the metrics server binds to (every interface when empty)',
+  },
+  retryAttemptsForCreated: {
+    kind: 'int',
+    name: 'retry-attempts-for-created',
+    default: 16,
+    min: 0,
+    help: 'Number of retries in NMI to find assigned identity in CREATED state',
+  },
+  retryAttemptsForAssigned: {
+    kind: 'int',
+    name: 'retry-attempts-for-assigned',
+    default: 4,
+    min: 0,
+    help: 'Number of retries in NMI to find assigned identity in ASSIGNED state',
+  },
+  findIdentityRetryInterval: {
+    kind: 'seconds',
+    name: 'find-identity-retry-interval',
+    default: 5000,
+    help: 'Retry interval to find assigned identities, in seconds (a duration such as 200ms is accepted too)',
+  },
+  enableProfile: { kind: 'bool', name: 'enableProfile', default: false, help: 'Enable profiling on localhost:6060' },
+  enableScaleFeatures: {
+    kind: 'bool',
+    name: 'enableScaleFeatures',
+    default: true,
+    help: 'Watch only the AzureAssignedIdentities labelled with this node',
+  },
+  blockInstanceMetadata: {
+    kind: 'bool',
+    name: 'block-instance-metadata',
+    default: false,
+    help: 'Block instance metadata endpoints (403 on /metadata/instance)',
+  },
+  metadataHeaderRequired: {
+    kind: 'bool',
+    name: 'metadata-header-required',
+    default: true,
+    help: 'Metadata header required for querying Azure Instance Metadata service',
+  },
+  operationMode: {
+    kind: 'string',
+    name: 'operation-mode',
+    default: 'standard',
+    choices: ['standard', 'managed'],
+    lowercase: true,
+    help: 'NMI operation mode',
+  },
+  allowNetworkPluginKubenet: {
+    kind: 'bool',
+    name: 'allow-network-plugin-kubenet',
+    default: false,
+    help: 'Allow running aad-pod-identity in cluster with kubenet',
+  },
+  kubeletConfig: { kind: 'string', name: 'kubelet-config', default: '/etc/default/kubelet', help: 'Path to kubelet default config' },
+  setRetryAfterHeader: {
+    kind: 'bool',
+    name: 'set-retry-after-header',
+    default: false,
+    help: 'Answer 503 with Retry-After instead of 404 while no identity is assigned yet',
+  },
+  enableConntrackDeletion: {
+    kind: 'bool',
+    name: 'enable-conntrack-deletion',
+    default: false,
+    help: 'Delete conntrack entries of pre-existing connections to the metadata endpoint after the first iptables sync',
+  },
+  prefetch: {
+    kind: 'bool',
+    name: 'prefetch',
+    default: true,
+    help: 'Fetch tokens ahead of time for identities assigned to pods on this node, for resources already asked for',
+  },
+  tokenCacheSize: {
+    kind: 'int',
+    name: 'token-cache-size',
+    default: 10_000,
+    min: 0,
+    help: 'Most tokens kept in the cache, one per (pod identity, resource); 0 disables caching',
+  },
+  tokenRefreshBefore: {
+    kind: 'duration',
+    name: 'token-refresh-before',
+    default: 300_000,
+    help: 'Refresh a cached token this long before it expires; a token closer to expiry is never served',
+  },
+  customUserAgent: {
+    kind: 'string',
+    name: 'custom-user-agent',
+    default: '',
+    help: 'User agent to append in addition to the pod identity component and versions',
+  },
+  logFormat: { kind: 'string', name: 'log-format', default: 'text', choices: ['text', 'json'], help: 'Sets the logging format' },
+  v: { kind: 'int', name: 'v', default: 0, min: 0, help: 'Log verbosity (klog style: 0 info, 4 debug, 5 trace)' },
+  ...klogCompatFlags(),
+} as const satisfies FlagDefs;
+
+/** Parse NMI's command line and environment into a frozen NmiConfig, or every problem found. */
+export function parseNmiConfig(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+): NmiConfigResult {
+  const parsed = parseFlags(NMI_FLAGS, argv, env);
+  if (!parsed.ok) return parsed;
+  const f = parsed.value.values;
+  const help = parsed.value.helpRequested;
+  const errors: string[] = [];
+
+  const forceNamespaced = f.forceNamespaced || env['FORCENAMESPACED'] === 'true';
+  const operationMode: OperationMode = f.operationMode === 'managed' ? 'managed' : 'standard';
+  if (operationMode === 'managed' && !forceNamespaced) {
+    errors.push('--operation-mode=managed requires namespaced mode: add --forceNamespaced (or env FORCENAMESPACED=true)');
+  }
+  if (f.node === '') {
+    errors.push('--node is required: pass --node=$(NODE_NAME) with NODE_NAME from fieldRef spec.nodeName, or set env NODE_NAME');
+  }
+  if (!isIPv4(f.metadataIp)) errors.push(`--metadata-ip: expected an IPv4 address, got '${f.metadataIp}'`);
+  // The listen address is also the DNAT target, and the original's pod lookup is IPv4 only.
+  if (!isIPv4(f.nmiListenAddress)) {
+    errors.push(`--nmi-listen-address: expected an IPv4 address, got '${f.nmiListenAddress}'`);
+  }
+  if (f.iptablesBinary.trim() === '') errors.push('--iptables-binary: must not be empty');
+
+  let imdsEndpoint = `http://${f.metadataIp}:${f.metadataPort}`;
+  if (f.imdsEndpoint !== '') {
+    const url = parseBaseUrl(f.imdsEndpoint, ['http:', 'https:']);
+    if (url.ok) imdsEndpoint = url.value;
+    else errors.push(`--imds-endpoint: ${url.error}`);
+  }
+  for (const [flag, host] of [
+    ['--probe-bind-address', f.probeBindAddress],
+    ['--metrics-bind-address', f.metricsBindAddress],
+  ] as const) {
+    if (/[\s/]/.test(host)) errors.push(`${flag}: expected a host name or IP address, got '${host}'`);
+  }
+
+  if (errors.length > 0 && !help && !f.version) return { ok: false, errors };
+
+  const config: NmiConfig = {
+    help,
+    version: f.version,
+    nmiListenAddress: f.nmiListenAddress,
+    nmiPort: f.nmiPort,
+    metadataIp: f.metadataIp,
+    metadataPort: f.metadataPort,
+    imdsEndpoint,
+    node: f.node,
+    kubeconfig: f.kubeconfig === '' ? undefined : f.kubeconfig,
+    iptUpdateIntervalMs: f.iptUpdateIntervalSec,
+    iptablesBinary: f.iptablesBinary,
+    forceNamespaced,
+    micNamespace: f.micNamespace,
+    httpProbePort: f.httpProbePort,
+    probeBindAddress: f.probeBindAddress,
+    prometheusPort: f.prometheusPort,
+    metricsBindAddress: f.metricsBindAddress,
+    retryAttemptsForCreated: f.retryAttemptsForCreated,
+    retryAttemptsForAssigned: f.retryAttemptsForAssigned,
+    findIdentityRetryIntervalMs: f.findIdentityRetryInterval,
+    enableProfile: f.enableProfile,
+    enableScaleFeatures: f.enableScaleFeatures,
+    blockInstanceMetadata: f.blockInstanceMetadata,
+    metadataHeaderRequired: f.metadataHeaderRequired,
+    operationMode,
+    allowNetworkPluginKubenet: f.allowNetworkPluginKubenet,
+    kubeletConfig: f.kubeletConfig,
+    setRetryAfterHeader: f.setRetryAfterHeader,
+    enableConntrackDeletion: f.enableConntrackDeletion,
+    prefetch: f.prefetch,
+    tokenCacheSize: f.tokenCacheSize,
+    tokenRefreshBeforeMs: f.tokenRefreshBefore,
+    customUserAgent: f.customUserAgent,
+    logFormat: f.logFormat === 'json' ? 'json' : 'text',
+    logVerbosity: f.v,
+  };
+  return { ok: true, value: Object.freeze(config) };
+}
+
+/** `--help` text for NMI. */
+export function nmiUsage(): string {
+  return usage('nmi', NMI_FLAGS);
+}

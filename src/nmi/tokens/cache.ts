@@ -1,0 +1,307 @@
+// Token cache keyed by (identity key, resource): tokens ready before the pod asks, one upstream call per key at a time,
+// and never a token served under a key other than the one it was fetched for.
+//
+// Decisions (documented here because callers depend on them):
+// - Keys compare exactly (a JSON pair, so no separator can make two different pairs collide).
+// - A token is served only while `now < expiresOn - expirySkewMs`; past that the entry is a miss and is refetched.
+// - Refresh is due at the earlier of `refreshFraction` of the lifetime and `refreshBeforeExpiryMs` before expiry.
+//   A hit on a due entry returns the cached (still valid) token and starts one background refresh. `refreshDue()`
+//   (or the `start()` timer) does the same without a caller. A failed background refresh keeps the old token and is
+//   retried after `refreshRetryMs`.
+// - Failures are shared by every waiter of the flight that failed. Only `upstream` failures (IMDS/AAD answered with an
+//   error status) are remembered, for `negativeTtlMs` (default 2 s), so a crash-looping pod cannot hammer IMDS;
+//   transport failures are never remembered (the next request tries again). `invalidate` clears both kinds.
+// - An invalidation during a fetch wins: that fetch's result reaches the callers already waiting on it, but is not stored.
+import type { Logger } from 'pino';
+import { TokenError, type Token } from './types.js';
+
+export type TokenFetcher = () => Promise<readonly Token[]>;
+
+export interface TokenCacheOptions {
+  /** Most (identity, resource) entries kept; the least recently used is evicted beyond it. */
+  readonly maxEntries?: number;
+  /** Refresh once this fraction of the token's lifetime has passed (0 < f ≤ 1). */
+  readonly refreshFraction?: number;
+  /** …or once the token is this close to expiry, whichever comes first. */
+  readonly refreshBeforeExpiryMs?: number;
+  /** A token with less than this left is treated as expired and never served. */
+  readonly expirySkewMs?: number;
+  /** How long an `upstream` failure is remembered; 0 disables negative caching. */
+  readonly negativeTtlMs?: number;
+  /** Wait after a failed background refresh before trying again. */
+  readonly refreshRetryMs?: number;
+  /** Milliseconds since the epoch; injectable for tests. */
+  readonly now?: () => number;
+  readonly logger?: Logger;
+}
+
+export interface TokenCacheStats {
+  readonly hits: number;
+  readonly misses: number;
+  /** Callers that joined a fetch already under way instead of starting one. */
+  readonly coalesced: number;
+  readonly upstreamCalls: number;
+  readonly upstreamFailures: number;
+  readonly refreshes: number;
+  readonly refreshFailures: number;
+  readonly negativeHits: number;
+  readonly evictions: number;
+  readonly entries: number;
+}
+
+interface Entry {
+  readonly identityKey: string;
+  readonly resource: string;
+  readonly tokens: readonly Token[];
+  readonly expiresAtMs: number;
+  readonly refreshAtMs: number;
+  nextRefreshTryMs: number;
+  readonly fetcher: TokenFetcher;
+}
+
+interface Flight {
+  readonly identityKey: string;
+  readonly promise: Promise<readonly Token[]>;
+}
+
+interface Negative {
+  readonly identityKey: string;
+  readonly error: TokenError;
+  readonly untilMs: number;
+}
+
+export class TokenCache {
+  private readonly entries = new Map<string, Entry>();
+  private readonly flights = new Map<string, Flight>();
+  private readonly negatives = new Map<string, Negative>();
+  private readonly maxEntries: number;
+  private readonly refreshFraction: number;
+  private readonly refreshBeforeExpiryMs: number;
+  private readonly expirySkewMs: number;
+  private readonly negativeTtlMs: number;
+  private readonly refreshRetryMs: number;
+  private readonly now: () => number;
+  private readonly logger: Logger | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private counters = {
+    hits: 0,
+    misses: 0,
+    coalesced: 0,
+    upstreamCalls: 0,
+    upstreamFailures: 0,
+    refreshes: 0,
+    refreshFailures: 0,
+    negativeHits: 0,
+    evictions: 0,
+  };
+
+  constructor(opts: TokenCacheOptions = {}) {
+    this.maxEntries = Math.max(1, opts.maxEntries ?? 10_000);
+    this.refreshFraction = Math.min(1, Math.max(0.01, opts.refreshFraction ?? 0.5));
+    this.refreshBeforeExpiryMs = Math.max(0, opts.refreshBeforeExpiryMs ?? 5 * 60_000);
+    this.expirySkewMs = Math.max(0, opts.expirySkewMs ?? 30_000);
+    this.negativeTtlMs = Math.max(0, opts.negativeTtlMs ?? 2_000);
+    this.refreshRetryMs = Math.max(0, opts.refreshRetryMs ?? 30_000);
+    this.now = opts.now ?? Date.now;
+    this.logger = opts.logger;
+  }
+
+  /** The tokens for (identityKey, resource): cached if still valid, else from `fetcher` (one call per key at a time). */
+  async get(identityKey: string, resource: string, fetcher: TokenFetcher): Promise<readonly Token[]> {
+    const key = cacheKey(identityKey, resource);
+    const now = this.now();
+    const entry = this.entries.get(key);
+    if (entry && this.servable(entry, now)) {
+      this.counters.hits++;
+      this.touch(key, entry);
+      if (now >= entry.refreshAtMs && now >= entry.nextRefreshTryMs) this.refreshInBackground(key, entry, fetcher);
+      return entry.tokens;
+    }
+    if (entry) this.entries.delete(key); // expired: never served
+    const negative = this.negatives.get(key);
+    if (negative) {
+      if (now < negative.untilMs) {
+        this.counters.negativeHits++;
+        throw negative.error;
+      }
+      this.negatives.delete(key);
+    }
+    this.counters.misses++;
+    const flight = this.flights.get(key);
+    if (flight) {
+      this.counters.coalesced++;
+      return flight.promise;
+    }
+    return this.startFlight(key, identityKey, resource, fetcher).promise;
+  }
+
+  /** Fetch ahead of the first request, unless a valid token or a fetch is already there. Never rejects. */
+  async prefetch(identityKey: string, resource: string, fetcher: TokenFetcher): Promise<void> {
+    const key = cacheKey(identityKey, resource);
+    const entry = this.entries.get(key);
+    if (entry && this.servable(entry, this.now())) return;
+    const flight = this.flights.get(key) ?? this.startFlight(key, identityKey, resource, fetcher);
+    try {
+      await flight.promise;
+    } catch (err) {
+      this.logger?.warn({ err, identity: identityKey, resource }, 'token prefetch failed');
+    }
+  }
+
+  /** Forget every token, failure and pending fetch result of one identity. Returns the number of entries dropped. */
+  invalidate(identityKey: string): number {
+    return this.invalidateWhere((k) => k === identityKey);
+  }
+
+  /** Forget everything for the identity keys the predicate selects (e.g. every version of one AzureIdentity). */
+  invalidateWhere(selects: (identityKey: string) => boolean): number {
+    let dropped = 0;
+    for (const [key, e] of this.entries) {
+      if (selects(e.identityKey)) {
+        this.entries.delete(key);
+        dropped++;
+      }
+    }
+    for (const [key, f] of this.flights) if (selects(f.identityKey)) this.flights.delete(key);
+    for (const [key, n] of this.negatives) if (selects(n.identityKey)) this.negatives.delete(key);
+    return dropped;
+  }
+
+  /** Drop expired entries and start a background refresh for each due one. Returns how many refreshes started. */
+  refreshDue(): number {
+    const now = this.now();
+    let started = 0;
+    for (const [key, e] of this.entries) {
+      if (!this.servable(e, now)) {
+        this.entries.delete(key);
+        continue;
+      }
+      if (now >= e.refreshAtMs && now >= e.nextRefreshTryMs && !this.flights.has(key)) {
+        this.refreshInBackground(key, e, e.fetcher);
+        started++;
+      }
+    }
+    for (const [key, n] of this.negatives) if (now >= n.untilMs) this.negatives.delete(key);
+    return started;
+  }
+
+  /** Run `refreshDue()` every `intervalMs` (the timer does not keep the process alive). */
+  start(intervalMs: number): void {
+    this.stop();
+    this.timer = setInterval(() => this.refreshDue(), intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  stats(): TokenCacheStats {
+    return { ...this.counters, entries: this.entries.size };
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private servable(e: Entry, now: number): boolean {
+    return now < e.expiresAtMs - this.expirySkewMs;
+  }
+
+  private touch(key: string, e: Entry): void {
+    // Map keeps insertion order: re-inserting makes this the most recently used.
+    this.entries.delete(key);
+    this.entries.set(key, e);
+  }
+
+  private refreshInBackground(key: string, entry: Entry, fetcher: TokenFetcher): void {
+    if (this.flights.has(key)) return;
+    this.counters.refreshes++;
+    const flight = this.startFlight(key, entry.identityKey, entry.resource, fetcher);
+    flight.promise.catch((err: unknown) => {
+      this.counters.refreshFailures++;
+      entry.nextRefreshTryMs = this.now() + this.refreshRetryMs;
+      this.logger?.warn(
+        { err, identity: entry.identityKey, resource: entry.resource },
+        'background token refresh failed; serving the cached token until it expires',
+      );
+    });
+  }
+
+  private startFlight(key: string, identityKey: string, resource: string, fetcher: TokenFetcher): Flight {
+    this.counters.upstreamCalls++;
+    // Assigned right below; the async body only reads it after its first await.
+    let flight!: Flight;
+    const promise = (async () => {
+      // A fetcher that throws synchronously still settles this flight.
+      const tokens = await fetcher();
+      if (this.flights.get(key) === flight) this.store(key, identityKey, resource, tokens, fetcher);
+      return tokens;
+    })();
+    flight = { identityKey, promise };
+    this.flights.set(key, flight);
+    promise.then(
+      () => {
+        if (this.flights.get(key) === flight) this.flights.delete(key);
+      },
+      (err: unknown) => {
+        this.counters.upstreamFailures++;
+        if (this.flights.get(key) !== flight) return; // invalidated meanwhile: remember nothing
+        this.flights.delete(key);
+        if (this.negativeTtlMs > 0 && err instanceof TokenError && err.kind === 'upstream') {
+          this.negatives.set(key, { identityKey, error: err, untilMs: this.now() + this.negativeTtlMs });
+          this.trim(this.negatives);
+        }
+      },
+    );
+    return flight;
+  }
+
+  private store(key: string, identityKey: string, resource: string, tokens: readonly Token[], fetcher: TokenFetcher): void {
+    if (tokens.length === 0) return;
+    const fetchedAtMs = this.now();
+    const expiresAtMs = Math.min(...tokens.map((t) => t.expiresOn * 1000));
+    const entry: Entry = {
+      identityKey,
+      resource,
+      tokens,
+      expiresAtMs,
+      refreshAtMs: refreshPoint(fetchedAtMs, expiresAtMs, this.refreshFraction, this.refreshBeforeExpiryMs),
+      nextRefreshTryMs: 0,
+      fetcher,
+    };
+    this.negatives.delete(key);
+    // Already unservable (e.g. upstream handed out a nearly expired token): give it to the waiters, keep nothing.
+    if (!this.servable(entry, fetchedAtMs)) {
+      this.entries.delete(key);
+      return;
+    }
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    this.counters.evictions += this.trim(this.entries);
+  }
+
+  private trim(map: Map<string, unknown>): number {
+    let evicted = 0;
+    while (map.size > this.maxEntries) {
+      const oldest = map.keys().next();
+      if (oldest.done) break;
+      map.delete(oldest.value);
+      evicted++;
+    }
+    return evicted;
+  }
+}
+
+function cacheKey(identityKey: string, resource: string): string {
+  return JSON.stringify([identityKey, resource]);
+}
+
+/** When a token fetched at `fetchedAtMs` and expiring at `expiresAtMs` is due for refresh. */
+export function refreshPoint(fetchedAtMs: number, expiresAtMs: number, fraction: number, beforeExpiryMs: number): number {
+  const lifetime = Math.max(0, expiresAtMs - fetchedAtMs);
+  const byFraction = fetchedAtMs + lifetime * fraction;
+  // For tokens shorter-lived than the margin, the margin alone would make every hit a refresh.
+  return lifetime > beforeExpiryMs ? Math.min(byFraction, expiresAtMs - beforeExpiryMs) : byFraction;
+}

@@ -1,0 +1,125 @@
+// TokenProvider: what NMI's handlers call. Picks the token source for the identity type and goes through the cache.
+import type { Logger } from 'pino';
+import { TokenCache, type TokenCacheOptions, type TokenCacheStats } from './cache.js';
+import { createImdsClient, type ImdsClient, type ImdsClientOptions } from './imds.js';
+import {
+  createServicePrincipalTokenSource,
+  type ServicePrincipalOptions,
+  type ServicePrincipalTokenSource,
+} from './service-principal.js';
+import type { SecretReader } from './secrets.js';
+import { nodeIdentityCacheKey, TokenError, type Token, type TokenRequestIdentity } from './types.js';
+
+export interface TokenProviderOptions {
+  /** IMDS as NMI reaches it (NMI's own traffic is not redirected to itself). */
+  readonly imds: ImdsClientOptions;
+  readonly secrets: SecretReader;
+  readonly servicePrincipal?: Omit<ServicePrincipalOptions, 'secrets' | 'logger'>;
+  readonly cache?: Omit<TokenCacheOptions, 'logger'>;
+  readonly logger?: Logger;
+}
+
+export interface GetTokensOptions {
+  /** The client_id the pod asked for; type-0 tokens are always for the identity's own client id (as the original). */
+  readonly requestedClientId?: string;
+}
+
+export interface TokenProvider {
+  /** One token, or for a multi-tenant service principal the primary then one per auxiliary tenant. */
+  getTokens(identity: TokenRequestIdentity, resource: string, opts?: GetTokensOptions): Promise<readonly Token[]>;
+  /** The node's own identity (exception path): a user-assigned client id, or the system-assigned identity. */
+  getNodeToken(resource: string, clientId?: string): Promise<Token>;
+  /** Fetch ahead of the first request (e.g. when an identity is assigned to a pod on this node). Never rejects. */
+  prefetch(identity: TokenRequestIdentity, resource: string): Promise<void>;
+  /** Drop the tokens of one exact identity key. */
+  invalidate(identityKey: string): number;
+  /** Drop the tokens of every version of the AzureIdentity namespace/name (changed or deleted). */
+  invalidateIdentity(namespace: string, name: string): number;
+  stats(): TokenCacheStats;
+  /** Start/stop the background refresh timer. */
+  start(refreshIntervalMs: number): void;
+  stop(): void;
+}
+
+export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
+  const log = opts.logger;
+  const imds = createImdsClient(opts.imds);
+  const sp = createServicePrincipalTokenSource({
+    ...opts.servicePrincipal,
+    secrets: opts.secrets,
+    ...(log ? { logger: log } : {}),
+  });
+  const cache = new TokenCache({ ...opts.cache, ...(log ? { logger: log } : {}) });
+
+  const fetcherFor = (identity: TokenRequestIdentity, resource: string) => () => fetchTokens(imds, sp, identity, resource);
+
+  return {
+    getTokens(identity, resource, getOpts = {}) {
+      const requested = getOpts.requestedClientId;
+      if (identity.type === 0 && requested && requested !== identity.clientID) {
+        // The original logged this and still used the identity's client id; the pod gets the identity it was matched to.
+        log?.warn({ identity: identity.cacheKey }, 'requested client id differs from the identity; using the identity');
+      }
+      return cache.get(identity.cacheKey, resource, fetcherFor(identity, resource));
+    },
+    async getNodeToken(resource, clientId) {
+      const tokens = await cache.get(nodeIdentityCacheKey(clientId), resource, async () => [
+        await imds.getToken(resource, clientId ? { clientId } : {}),
+      ]);
+      const first = tokens[0];
+      if (!first) throw new TokenError('unavailable', 'IMDS returned no token for the node identity');
+      return first;
+    },
+    prefetch(identity, resource) {
+      return cache.prefetch(identity.cacheKey, resource, fetcherFor(identity, resource));
+    },
+    invalidate: (identityKey) => cache.invalidate(identityKey),
+    invalidateIdentity(namespace, name) {
+      const prefix = `${namespace}/${name}@`;
+      return cache.invalidateWhere((k) => k.startsWith(prefix));
+    },
+    stats: () => cache.stats(),
+    start: (ms) => cache.start(ms),
+    stop: () => cache.stop(),
+  };
+}
+
+async function fetchTokens(
+  imds: ImdsClient,
+  sp: ServicePrincipalTokenSource,
+  identity: TokenRequestIdentity,
+  resource: string,
+): Promise<readonly Token[]> {
+  switch (identity.type) {
+    case 0: {
+      if (identity.clientID) return [await imds.getToken(resource, { clientId: identity.clientID })];
+      if (identity.resourceID) return [await imds.getToken(resource, { resourceId: identity.resourceID })];
+      throw new TokenError('invalid', 'managed identity has neither clientID nor resourceID');
+    }
+    case 1:
+    case 2:
+      return sp.getTokens(identity, resource);
+    default: {
+      const unknownType: never = identity.type;
+      throw new TokenError('invalid', `unsupported identity type ${String(unknownType)}`);
+    }
+  }
+}
+
+export { TokenCache, refreshPoint } from './cache.js';
+export type { TokenCacheOptions, TokenCacheStats, TokenFetcher } from './cache.js';
+export { createImdsClient, parseImdsTokenBody, imdsTokenUrl, isRetryableStatus, parseRetryAfter } from './imds.js';
+export type { ImdsClient, ImdsClientOptions, ImdsIdentitySelector } from './imds.js';
+export { createServicePrincipalTokenSource, scopeForResource, DEFAULT_AUTHORITY } from './service-principal.js';
+export type { ServicePrincipalOptions, ServicePrincipalTokenSource } from './service-principal.js';
+export { kubeSecretReader, selectClientSecret, selectCertificate } from './secrets.js';
+export type { SecretReader, SecretApi } from './secrets.js';
+export { pkcs12ToPem } from './pkcs12.js';
+export { tokenRequestIdentityFrom } from './identity.js';
+export {
+  TokenError,
+  tokenErrorHttpStatus,
+  identityCacheKey,
+  nodeIdentityCacheKey,
+} from './types.js';
+export type { IdentityType, SecretRef, Token, TokenErrorKind, TokenRequestIdentity } from './types.js';

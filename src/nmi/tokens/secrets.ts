@@ -1,0 +1,70 @@
+// Reading the Secret an AzureIdentity's clientPassword points at, and picking the credential out of it.
+// The original took "the first value it iterates" for type 1 (random with several keys); we choose deterministically.
+import { TokenError, type SecretRef } from './types.js';
+
+/** Port: the decoded `data` of a Secret (values are raw bytes). NMI implements it over the Kubernetes API. */
+export interface SecretReader {
+  get(namespace: string, name: string): Promise<Record<string, Buffer>>;
+}
+
+/** The slice of client-node's CoreV1Api we need; structural so tests and other clients can provide it. */
+export interface SecretApi {
+  readNamespacedSecret(param: { name: string; namespace: string }): Promise<{ data?: { [key: string]: string } }>;
+}
+
+/** SecretReader over @kubernetes/client-node's CoreV1Api (`data` values are base64 on the wire). */
+export function kubeSecretReader(core: SecretApi): SecretReader {
+  return {
+    async get(namespace, name) {
+      const secret = await core.readNamespacedSecret({ name, namespace });
+      const out: Record<string, Buffer> = {};
+      for (const [k, v] of Object.entries(secret.data ?? {})) out[k] = Buffer.from(v, 'base64');
+      return out;
+    },
+  };
+}
+
+/** Read the referenced Secret, turning every failure into an `invalid` TokenError that names it. */
+export async function readSecret(reader: SecretReader, ref: SecretRef | undefined): Promise<Record<string, Buffer>> {
+  if (!ref || !ref.name || !ref.namespace) {
+    throw new TokenError('invalid', 'identity has no clientPassword secret reference with both name and namespace');
+  }
+  try {
+    return await reader.get(ref.namespace, ref.name);
+  } catch (cause) {
+    throw new TokenError('invalid', `failed to read secret ${ref.namespace}/${ref.name}`, { cause });
+  }
+}
+
+/**
+ * Type 1: the client secret is under `clientSecret`; failing that, the only key. Several keys and none named
+ * `clientSecret` is ambiguous, so it is an error naming the keys rather than a guess.
+ */
+export function selectClientSecret(data: Record<string, Buffer>, ref: SecretRef): string {
+  const keys = Object.keys(data).sort();
+  const where = `secret ${ref.namespace}/${ref.name}`;
+  let value: Buffer | undefined;
+  if (Object.hasOwn(data, 'clientSecret')) value = data['clientSecret'];
+  else if (keys.length === 1) value = data[keys[0] as string];
+  else if (keys.length === 0) throw new TokenError('invalid', `${where} has no data`);
+  else {
+    throw new TokenError(
+      'invalid',
+      `${where} has several keys (${keys.join(', ')}) and none is named clientSecret; cannot tell which is the secret`,
+    );
+  }
+  const text = (value ?? Buffer.alloc(0)).toString('utf8');
+  if (text === '') throw new TokenError('invalid', `${where}: the client secret is empty`);
+  return text;
+}
+
+/** Type 2: the PKCS#12 bytes under `certificate` and its password under `password` (may be empty). */
+export function selectCertificate(data: Record<string, Buffer>, ref: SecretRef): { pfx: Buffer; password: string } {
+  const where = `secret ${ref.namespace}/${ref.name}`;
+  const pfx = data['certificate'];
+  if (!pfx || pfx.length === 0) {
+    throw new TokenError('invalid', `${where} has no certificate key (keys: ${Object.keys(data).sort().join(', ')})`);
+  }
+  const password = data['password']?.toString('utf8') ?? '';
+  return { pfx, password };
+}

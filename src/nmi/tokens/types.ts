@@ -1,0 +1,83 @@
+// Types shared by the token sources, the cache and the provider facade. Kept local to this folder on purpose:
+// NMI's handlers build a TokenRequestIdentity from the normalised AzureIdentity and never hand us CR objects.
+
+/** 0 = user-assigned managed identity, 1 = service principal with secret, 2 = service principal with certificate. */
+export type IdentityType = 0 | 1 | 2;
+
+export interface SecretRef {
+  readonly name: string;
+  readonly namespace: string;
+}
+
+/** The normalised AzureIdentity fields needed to acquire a token, plus the key its tokens are cached under. */
+export interface TokenRequestIdentity {
+  /**
+   * Stable, exact cache key. Build it with `identityCacheKey()` (namespace/name + uid + resourceVersion) or
+   * `nodeIdentityCacheKey()`; two identities that differ in anything that matters must have different keys.
+   */
+  readonly cacheKey: string;
+  readonly type: IdentityType;
+  readonly clientID: string;
+  readonly resourceID?: string;
+  readonly tenantID?: string;
+  readonly auxiliaryTenantIDs?: readonly string[];
+  readonly adEndpoint?: string;
+  readonly clientPassword?: SecretRef;
+}
+
+/** A token as NMI serves it (the handler renders the IMDS-shaped body from this). */
+export interface Token {
+  readonly accessToken: string;
+  /** Epoch seconds. */
+  readonly expiresOn: number;
+  /** Epoch seconds. */
+  readonly notBefore?: number;
+  readonly resource: string;
+  readonly tokenType: string;
+  /** Seconds, as the upstream reported it at acquisition time. */
+  readonly expiresIn?: number;
+  readonly clientId?: string;
+}
+
+/**
+ * Why a token could not be had. NMI maps `upstream` (IMDS or AAD answered non-2xx) to 403 and everything else to
+ * 503, as the original does (see `tokenErrorHttpStatus`).
+ * - `upstream`: the token endpoint answered with an error status; `status` and `body` are what it said.
+ * - `unavailable`: transport failure, timeout, or retries exhausted without an answer.
+ * - `invalid`: our input is unusable (secret missing or malformed, PKCS#12 that will not decode, unknown type).
+ */
+export type TokenErrorKind = 'upstream' | 'unavailable' | 'invalid';
+
+export class TokenError extends Error {
+  override readonly name = 'TokenError';
+  readonly kind: TokenErrorKind;
+  readonly status?: number;
+  readonly body?: string;
+
+  constructor(kind: TokenErrorKind, message: string, opts: { status?: number; body?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.kind = kind;
+    if (opts.status !== undefined) this.status = opts.status;
+    if (opts.body !== undefined) this.body = opts.body;
+  }
+}
+
+/** The status NMI answers with for a failed token acquisition (upstream §3.3 step 7). */
+export function tokenErrorHttpStatus(err: unknown): 403 | 503 {
+  return err instanceof TokenError && err.kind === 'upstream' ? 403 : 503;
+}
+
+/** Cache key for an AzureIdentity: a recreated (new uid) or edited (new resourceVersion) identity never shares tokens. */
+export function identityCacheKey(meta: {
+  readonly namespace: string;
+  readonly name: string;
+  readonly uid?: string;
+  readonly resourceVersion?: string;
+}): string {
+  return `${meta.namespace}/${meta.name}@${meta.uid ?? ''}#${meta.resourceVersion ?? ''}`;
+}
+
+/** Cache key for the node's own identity (exception path): a user-assigned client id, or the system identity. */
+export function nodeIdentityCacheKey(clientId?: string): string {
+  return clientId ? `node:${clientId}` : 'node:system';
+}

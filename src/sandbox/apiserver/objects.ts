@@ -1,0 +1,101 @@
+// Metadata rules shared by every write: ObjectMeta normalisation, names, timestamps, kind-specific defaults.
+
+import { randomUUID } from 'node:crypto';
+import type { StatusCause } from './errors.js';
+import { isObject, type Json, type JsonObject } from './json.js';
+import type { ResourceType } from './resources.js';
+
+const OBJECT_META_FIELDS = new Set([
+  'name', 'generateName', 'namespace', 'selfLink', 'uid', 'resourceVersion', 'generation', 'creationTimestamp',
+  'deletionTimestamp', 'deletionGracePeriodSeconds', 'labels', 'annotations', 'ownerReferences', 'finalizers',
+  'managedFields',
+]);
+
+export function isObjectMetaField(key: string): boolean {
+  return OBJECT_META_FIELDS.has(key);
+}
+
+/** Drops fields ObjectMeta does not have, as decoding into the Go struct would. */
+export function normalizeMeta(m: JsonObject): JsonObject {
+  const out: JsonObject = {};
+  for (const [k, v] of Object.entries(m)) if (OBJECT_META_FIELDS.has(k) && v !== null) out[k] = v;
+  return out;
+}
+
+/** RFC 3339 with seconds, as metav1.Time serialises. */
+export function timestamp(ms: number): string {
+  return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+export function newUid(): string {
+  return randomUUID();
+}
+
+const GENERATE_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789';
+
+/** generateName + 5 random characters from the alphabet apimachinery uses. */
+export function generatedName(prefix: string): string {
+  let suffix = '';
+  for (let i = 0; i < 5; i++) suffix += GENERATE_ALPHABET[Math.floor(Math.random() * GENERATE_ALPHABET.length)];
+  return `${prefix.slice(0, 58)}${suffix}`;
+}
+
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+/** Name checks of the real validation: DNS-1123 label for namespaces, subdomain for the rest. */
+export function validateName(t: ResourceType, name: string): StatusCause[] {
+  if (t.kind === 'Namespace' && t.group === '') {
+    if (name.length > 63 || !DNS1123_LABEL.test(name)) {
+      return [{
+        reason: 'FieldValueInvalid',
+        field: 'metadata.name',
+        message: `Invalid value: ${JSON.stringify(name)}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')`,
+      }];
+    }
+    return [];
+  }
+  // RBAC names are path segments only; the real server allows almost anything there.
+  if (t.group === 'rbac.authorization.k8s.io') return name.includes('/') || name.includes('%') ? [{ reason: 'FieldValueInvalid', field: 'metadata.name', message: `Invalid value: ${JSON.stringify(name)}: may not contain '/' or '%'` }] : [];
+  if (name.length > 253 || !DNS1123_SUBDOMAIN.test(name)) {
+    return [{
+      reason: 'FieldValueInvalid',
+      field: 'metadata.name',
+      message: `Invalid value: ${JSON.stringify(name)}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`,
+    }];
+  }
+  return [];
+}
+
+/** Status a built-in kind gets on create, as its registry strategy's PrepareForCreate sets it. */
+export function statusOnCreate(t: ResourceType, obj: JsonObject): Json | undefined {
+  if (t.group === '' && t.kind === 'Pod') return { phase: 'Pending', qosClass: podQosClass(obj) };
+  if (t.group === '' && t.kind === 'Namespace') return { phase: 'Active' };
+  if (t.schema && t.statusSubresource) return undefined;
+  if (t.group === '' && t.kind === 'Service') return { loadBalancer: {} };
+  if (t.group === 'apps' || t.group === 'policy') return {};
+  return obj.status;
+}
+
+function podQosClass(pod: JsonObject): string {
+  const spec = isObject(pod.spec) ? pod.spec : {};
+  const containers = [
+    ...(Array.isArray(spec.containers) ? spec.containers : []),
+    ...(Array.isArray(spec.initContainers) ? spec.initContainers : []),
+  ].filter(isObject);
+  let any = false;
+  let guaranteed = containers.length > 0;
+  for (const c of containers) {
+    const res = isObject(c.resources) ? c.resources : {};
+    const req = isObject(res.requests) ? res.requests : {};
+    const lim = isObject(res.limits) ? res.limits : {};
+    if (Object.keys(req).length || Object.keys(lim).length) any = true;
+    for (const r of ['cpu', 'memory']) {
+      const l = lim[r];
+      const q = req[r] ?? l;
+      if (l === undefined || q !== l) guaranteed = false;
+    }
+  }
+  if (!any) return 'BestEffort';
+  return guaranteed ? 'Guaranteed' : 'Burstable';
+}

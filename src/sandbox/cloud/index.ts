@@ -1,0 +1,233 @@
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { AadApi } from './aad.js';
+import { adminRoute } from './admin.js';
+import { ArmApi, type LroMode } from './arm.js';
+import { FaultBook, type EmulatorOperation, type FaultSpec, type RequestLogEntry } from './faults.js';
+import { runRouted, sendJson } from './http.js';
+import { closeServer, listen, startImdsListener, type ImdsListener, type ImdsTarget } from './imds.js';
+import { TokenSigner, type IssuedToken, type JsonWebKeySet } from './signer.js';
+import { tlsMaterialFor } from './tls.js';
+import {
+  World,
+  type ComputeKind,
+  type ComputeResource,
+  type ComputeSpec,
+  type IdentityState,
+  type ServicePrincipalSpec,
+  type UserAssignedIdentity,
+  type VmssSpec,
+} from './world.js';
+
+export { decodeToken, type AccessTokenClaims } from './signer.js';
+export { ARM_AUDIENCES, type LroMode } from './arm.js';
+export type { EmulatorOperation, FaultSpec, RequestLogEntry } from './faults.js';
+export type { ImdsListener, ImdsTarget } from './imds.js';
+export type { ComputeSpec, IdentityState, ServicePrincipalSpec, UserAssignedIdentity, VmssSpec } from './world.js';
+
+export interface AzureEmulatorOptions {
+  /** Address to bind the HTTPS server to (default 127.0.0.1). */
+  readonly host?: string;
+  readonly port?: number;
+  readonly tenantId?: string;
+  readonly subscriptionId?: string;
+  /** Where to write the CA PEM; a temporary file (removed on stop) otherwise. */
+  readonly caFile?: string;
+  /** 'sync': PATCH answers 200 with the result; 'async' (default): 202 + Azure-AsyncOperation. */
+  readonly lro?: LroMode;
+  /** Lifetime of every token issued (IMDS and AAD); default 86399 s for IMDS and 3599 s for AAD, as Azure. */
+  readonly tokenLifetimeSeconds?: number;
+  readonly location?: string;
+  readonly logger?: Logger;
+}
+
+/** A VM or VMSS as the admin API reports it. */
+export interface ComputeInfo {
+  readonly kind: ComputeKind;
+  readonly id: string;
+  readonly name: string;
+  readonly resourceGroup: string;
+  readonly location: string;
+  readonly vmId: string;
+  readonly instances: readonly string[];
+  readonly identity: IdentityState;
+  readonly provisioningState: string;
+  /** Exactly what `GET` on the resource returns. */
+  readonly armJson: Record<string, unknown>;
+}
+
+export type ComputeTarget =
+  | { readonly vm: string; readonly resourceGroup?: string }
+  | { readonly vmss: string; readonly resourceGroup?: string };
+
+export interface AzureEmulator {
+  /** HTTPS base URL: ARM endpoint and AAD authority host at once. */
+  readonly url: string;
+  readonly caPem: string;
+  readonly caFile: string;
+  readonly tenantId: string;
+  readonly subscriptionId: string;
+
+  createResourceGroup(name: string, location?: string): { id: string; name: string; location: string };
+  createVm(rg: string, name: string, spec?: ComputeSpec): ComputeInfo;
+  createVmss(rg: string, name: string, spec: VmssSpec): ComputeInfo;
+  getVm(rg: string, name: string): ComputeInfo | undefined;
+  getVmss(rg: string, name: string): ComputeInfo | undefined;
+  /** Replaces a VM/VMSS's identities behind the product's back (as `az vm identity remove` would). */
+  setVmIdentities(target: ComputeTarget, userAssigned: readonly string[], opts?: { systemAssigned?: boolean }): void;
+  createUserAssignedIdentity(rg: string, name: string, opts?: { clientId?: string; principalId?: string }): UserAssignedIdentity;
+  deleteUserAssignedIdentity(idOrRg: string, name?: string): boolean;
+  getUserAssignedIdentity(id: string): UserAssignedIdentity | undefined;
+  registerServicePrincipal(spec: ServicePrincipalSpec): { clientId: string; objectId: string; tenantId: string };
+  /** Assigning this identity fails with 403 LinkedAuthorizationFailed: for every caller, or only for `callerAppId`. */
+  denyAssign(identityId: string, callerAppId?: string): void;
+  allowAssign(identityId: string): void;
+  /** Mints a token as AAD would (default: an ARM token for a fresh app in this tenant). */
+  issueToken(opts?: { appId?: string; objectId?: string; tenantId?: string; audience?: string; lifetimeSeconds?: number }): Promise<IssuedToken>;
+  jwks(): Promise<JsonWebKeySet>;
+  injectFault(fault: FaultSpec): void;
+  clearFaults(): void;
+  setLatency(operation: EmulatorOperation, ms: number): void;
+  setLroMode(mode: LroMode): void;
+  requestLog(): readonly RequestLogEntry[];
+  clearRequestLog(): void;
+  /** Starts a plain-HTTP IMDS for one VM or scale-set instance (127.0.0.1:0 by default). */
+  startImds(target: ImdsTarget, opts?: { host?: string; port?: number }): Promise<ImdsListener>;
+  stop(): Promise<void>;
+}
+
+/** Starts the Azure emulator: one HTTPS server for ARM + AAD (+ /_admin), and IMDS listeners on demand. */
+export async function startAzureEmulator(opts: AzureEmulatorOptions = {}): Promise<AzureEmulator> {
+  const log = opts.logger ?? pino({ level: 'silent' });
+  const host = opts.host ?? '127.0.0.1';
+  const tenantId = opts.tenantId ?? randomUUID();
+  const subscriptionId = opts.subscriptionId ?? randomUUID();
+  const world = new World({ subscriptionId, tenantId, ...(opts.location ? { location: opts.location } : {}) });
+  const faults = new FaultBook();
+  const signerReady = TokenSigner.create(); // key generation runs on the thread pool while TLS material is made
+  const tls = tlsMaterialFor([host]);
+  const signer = await signerReady;
+  let lroMode: LroMode = opts.lro ?? 'async';
+  let baseUrl = '';
+
+  const arm = new ArmApi({ world, faults, signer, log, baseUrl: () => baseUrl, lroMode: () => lroMode });
+  const aad = new AadApi({ world, faults, signer, log, baseUrl: () => baseUrl, tokenLifetimeSeconds: opts.tokenLifetimeSeconds ?? 3599 });
+  const imdsContext = { world, faults, signer, log, tokenLifetimeSeconds: opts.tokenLifetimeSeconds ?? 86399 };
+  const imdsListeners = new Set<ImdsListener>();
+
+  const server: HttpsServer = createHttpsServer({ key: tls.keyPem, cert: tls.certPem }, (req, res) => {
+    handle(req, res).catch((err: unknown) => log.error({ err }, 'azure emulator handler failed'));
+  });
+
+  let caFile = opts.caFile;
+  let tempDir: string | undefined;
+  if (!caFile) {
+    tempDir = await mkdtemp(join(tmpdir(), 'azure-emulator-'));
+    caFile = join(tempDir, 'ca.pem');
+  }
+  await writeFile(caFile, tls.caPem, { mode: 0o644 });
+
+  await listen(server, host, opts.port ?? 0);
+  const { port } = server.address() as AddressInfo;
+  const urlHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  baseUrl = `https://${urlHost}:${port}`;
+
+  const info = (c: ComputeResource): ComputeInfo => ({
+    kind: c.kind,
+    id: world.computeResourceId(c),
+    name: c.name,
+    resourceGroup: c.resourceGroup,
+    location: c.location,
+    vmId: c.vmId,
+    instances: [...c.instances],
+    identity: world.identityState(c),
+    provisioningState: c.provisioningState,
+    armJson: world.computeView(c),
+  });
+
+  const emulator: AzureEmulator = {
+    url: baseUrl,
+    caPem: tls.caPem,
+    caFile,
+    tenantId,
+    subscriptionId,
+    createResourceGroup: (name, location) => world.createResourceGroup(name, location),
+    createVm: (rg, name, spec) => info(world.createVm(rg, name, spec)),
+    createVmss: (rg, name, spec) => info(world.createVmss(rg, name, spec)),
+    getVm: (rg, name) => {
+      const c = world.compute('vm', rg, name);
+      return c ? info(c) : undefined;
+    },
+    getVmss: (rg, name) => {
+      const c = world.compute('vmss', rg, name);
+      return c ? info(c) : undefined;
+    },
+    setVmIdentities: (target, userAssigned, o = {}) => {
+      const c = 'vm' in target ? world.findCompute('vm', target.vm, target.resourceGroup) : world.findCompute('vmss', target.vmss, target.resourceGroup);
+      if (!c) throw new Error(`no such ${'vm' in target ? `VM ${target.vm}` : `VMSS ${target.vmss}`}`);
+      world.setIdentities(c, userAssigned, o.systemAssigned);
+    },
+    createUserAssignedIdentity: (rg, name, o) => world.createUserAssignedIdentity(rg, name, o),
+    deleteUserAssignedIdentity: (idOrRg, name) => world.deleteUserAssignedIdentity(idOrRg, name),
+    getUserAssignedIdentity: (id) => world.getUserAssignedIdentity(id),
+    registerServicePrincipal: (spec) => world.registerServicePrincipal(spec),
+    denyAssign: (id, caller) => world.denyAssign(id, caller),
+    allowAssign: (id) => world.allowAssign(id),
+    issueToken: (o = {}) =>
+      signer.issue(
+        { appId: o.appId ?? randomUUID(), objectId: o.objectId ?? randomUUID(), tenantId: o.tenantId ?? tenantId },
+        o.audience ?? 'https://management.azure.com/',
+        o.lifetimeSeconds ?? 3599,
+      ),
+    jwks: () => signer.jwks(),
+    injectFault: (f) => faults.inject(f),
+    clearFaults: () => faults.clearFaults(),
+    setLatency: (op, ms) => faults.setLatency(op, ms),
+    setLroMode: (mode) => {
+      lroMode = mode;
+    },
+    requestLog: () => faults.requestLog(),
+    clearRequestLog: () => faults.clearRequestLog(),
+    startImds: async (target, o) => {
+      const listener = await startImdsListener(imdsContext, target, o);
+      const tracked: ImdsListener = {
+        ...listener,
+        stop: async () => {
+          imdsListeners.delete(tracked);
+          await listener.stop();
+        },
+      };
+      imdsListeners.add(tracked);
+      return tracked;
+    },
+    stop: async () => {
+      arm.stop();
+      await Promise.all([...imdsListeners].map((l) => l.stop()));
+      await closeServer(server);
+      if (tempDir) await rm(tempDir, { recursive: true, force: true });
+    },
+  };
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', baseUrl);
+    const routed =
+      adminRoute(emulator, req, res, url) ??
+      arm.route(req, res, url) ??
+      aad.route(req, res, url) ?? {
+        operation: 'unknown' as const,
+        target: url.pathname,
+        dialect: 'arm' as const,
+        handle: async () => sendJson(res, 404, { error: { code: 'NotFound', message: `No route matches '${url.pathname}'.` } }),
+      };
+    await runRouted(routed, req, res, faults, (err) => log.error({ err, path: url.pathname }, 'azure emulator request failed'));
+  }
+
+  log.info({ url: baseUrl, tenantId, subscriptionId }, 'azure emulator listening');
+  return emulator;
+}

@@ -1,0 +1,74 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { request } from 'node:https';
+import { readFile } from 'node:fs/promises';
+import { startAzureEmulator, type AzureEmulator } from '../../src/sandbox/cloud/index.js';
+import { applySeedState, parseSeedState } from '../../src/sandbox/cloud/seed.js';
+
+describe('Azure emulator: admin API over HTTP and state-file seeding', () => {
+  let emulator: AzureEmulator | undefined;
+  afterEach(async () => {
+    await emulator?.stop();
+    emulator = undefined;
+  });
+
+  it('runs admin methods posted to /_admin/<method>, trusting the written CA file, and keeps them out of the request log', async () => {
+    emulator = await startAzureEmulator();
+    const ca = await readFile(emulator.caFile, 'utf8');
+    expect(ca).toBe(emulator.caPem);
+    const admin = (method: string, ...args: unknown[]) => post(`${emulator?.url}/_admin/${method}`, ca, { args });
+
+    expect((await admin('createResourceGroup', 'rg')).status).toBe(200);
+    const id = (await admin('createUserAssignedIdentity', 'rg', 'pod-id')).body as { result: { id: string; clientId: string } };
+    expect(id.result.clientId).toMatch(/^[0-9a-f-]{36}$/);
+    await admin('createVm', 'rg', 'node-a', { userAssigned: [id.result.id] });
+    expect(emulator.getVm('rg', 'node-a')?.identity.userAssignedIdentities).toEqual([id.result.id]);
+    await admin('injectFault', { operation: 'vm_get', status: 503, count: 1 });
+    const imds = (await admin('startImds', { vm: 'node-a' })).body as { result: { url: string } };
+    const token = await fetch(`${imds.result.url}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://x`, {
+      headers: { Metadata: 'true' },
+    });
+    expect(token.status).toBe(200);
+    expect((await admin('stopImds', imds.result.url)).status).toBe(200);
+    expect((await admin('noSuchMethod')).status).toBe(404);
+    expect((await admin('createVm', 'missing-rg', 'x')).body).toEqual({ error: expect.stringContaining('missing-rg') });
+    expect(emulator.requestLog().map((e) => e.operation)).toEqual(['imds_token']);
+  });
+
+  it('seeds a world from a YAML state file: groups, identities, VMs with identities, service principals, IMDS', async () => {
+    emulator = await startAzureEmulator();
+    const seed = parseSeedState(`
+identities:
+  - {resourceGroup: node-rg, name: pod-id}
+vms:
+  - {resourceGroup: node-rg, name: node-a, userAssigned: [pod-id], systemAssigned: true}
+vmss:
+  - {resourceGroup: node-rg, name: pool, instances: 2}
+servicePrincipals:
+  - {clientId: mic-sp, secret: s}
+imds:
+  - {vmss: pool, instanceId: "1"}
+`);
+    const result = await applySeedState(emulator, seed);
+    expect(result.identities.map((i) => i.name)).toEqual(['pod-id']);
+    expect(emulator.getVm('node-rg', 'node-a')?.identity).toMatchObject({
+      type: 'SystemAssigned, UserAssigned',
+      userAssignedIdentities: [result.identities[0]?.id],
+    });
+    expect(emulator.getVmss('node-rg', 'pool')?.instances).toEqual(['0', '1']);
+    expect(result.imds[0]?.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(() => parseSeedState('vms: {}')).toThrow(/'vms' must be a list/);
+    expect(() => parseSeedState('nodes: []')).toThrow(/unknown key 'nodes'/);
+  });
+});
+
+function post(url: string, ca: string, body: unknown): Promise<{ status: number; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'POST', ca, headers: { 'content-type': 'application/json' } }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? (JSON.parse(text) as unknown) : undefined }));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}

@@ -1,0 +1,117 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Ajv } from 'ajv';
+import { parse } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { MIC_FLAGS } from '../../src/mic/config.js';
+import { NMI_FLAGS } from '../../src/nmi/config.js';
+
+// No Helm binary exists on our machines (none in Debian or npm that installs without downloading), so the chart
+// is checked statically: values against the schema, every referenced value, CRD copies, and the flags it passes.
+const ROOT = join(import.meta.dirname, '..', '..');
+const CHART = join(ROOT, 'charts', 'aad-pod-identity');
+const TEMPLATES = join(CHART, 'templates');
+
+const values = parse(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as Record<string, unknown>;
+const schema = JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8')) as object;
+const templates = readdirSync(TEMPLATES).map((name) => ({ name, text: readFileSync(join(TEMPLATES, name), 'utf8') }));
+
+function validator() {
+  return new Ajv({ allErrors: true, strict: true }).compile(schema);
+}
+
+describe('chart values', () => {
+  it('values.yaml validates against values.schema.json', () => {
+    const validate = validator();
+    expect(validate(values), JSON.stringify(validate.errors)).toBe(true);
+  });
+
+  it('the schema rejects values the templates cannot render', () => {
+    const validate = validator();
+    const bad = (patch: Record<string, unknown>) => validate({ ...values, ...patch });
+    expect(bad({ operationMode: 'bogus' })).toBe(false);
+    expect(bad({ mic: { ...(values['mic'] as object), syncRetryDuration: '5' } })).toBe(false);
+    expect(bad({ nmi: { ...(values['nmi'] as object), probePort: 'http' } })).toBe(false);
+    expect(bad({ azureIdentities: { id1: { clientID: 'c', binding: { name: 'b' } } } })).toBe(false);
+    expect(bad({ unknownTopLevel: true })).toBe(false);
+    expect(bad({ azureIdentities: { id1: { clientID: 'c', type: 0, binding: { selector: 'app' } } } })).toBe(true);
+  });
+
+  it('every .Values path a template reads is declared in values.yaml', () => {
+    const missing: string[] = [];
+    for (const t of templates) {
+      for (const m of t.text.matchAll(/\$?\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)/g)) {
+        const path = (m[1] ?? '').slice(1).split('.');
+        if (!declared(values, path)) missing.push(`${t.name}: .Values.${path.join('.')}`);
+      }
+    }
+    expect(missing).toEqual([]);
+  });
+
+  it('keeps the original chart value names where they mean the same', () => {
+    const mic = values['mic'] as Record<string, unknown>;
+    const nmi = values['nmi'] as Record<string, unknown>;
+    for (const key of ['forceNamespaced', 'installMICException', 'adminsecret', 'operationMode', 'customUserAgent', 'rbac', 'azureIdentities']) {
+      expect(values).toHaveProperty(key);
+    }
+    for (const key of ['replicas', 'leaderElection', 'probePort', 'syncRetryDuration', 'immutableUserMSIs', 'createDeleteBatch', 'clientQps', 'prometheusPort', 'cloudConfig', 'customCloud', 'updateUserMSIMaxRetry', 'updateUserMSIRetryInterval', 'identityAssignmentReconcileInterval']) {
+      expect(mic).toHaveProperty(key);
+    }
+    for (const key of ['ipTableUpdateTimeIntervalInSeconds', 'micNamespace', 'probePort', 'retryAttemptsForCreated', 'retryAttemptsForAssigned', 'findIdentityRetryIntervalInSeconds', 'enableScaleFeatures', 'blockInstanceMetadata', 'metadataHeaderRequired', 'allowNetworkPluginKubenet', 'kubeletConfig', 'setRetryAfterHeader', 'enableConntrackDeletion']) {
+      expect(nmi).toHaveProperty(key);
+    }
+    expect(nmi['probePort']).toBe('8085');
+  });
+});
+
+describe('chart contents', () => {
+  it('ships CRDs byte-for-byte equal to config/crd', () => {
+    const source = readdirSync(join(ROOT, 'config', 'crd')).filter((f) => f.endsWith('.yaml')).sort();
+    expect(readdirSync(join(CHART, 'crds')).sort()).toEqual(source);
+    for (const f of source) {
+      expect(readFileSync(join(CHART, 'crds', f), 'utf8'), f).toBe(readFileSync(join(ROOT, 'config', 'crd', f), 'utf8'));
+    }
+  });
+
+  it('passes MIC and NMI only flags they define', () => {
+    const micNames = new Set<string>(Object.values(MIC_FLAGS).map((d) => d.name));
+    const nmiNames = new Set<string>(Object.values(NMI_FLAGS).map((d) => d.name));
+    const used = (file: string) => [...(templates.find((t) => t.name === file)?.text ?? '').matchAll(/"--([A-Za-z][\w-]*)[="]/g)].map((m) => m[1] ?? '');
+    const micUsed = used('mic-deployment.yaml');
+    const nmiUsed = used('nmi-daemonset.yaml');
+    expect(micUsed.length).toBeGreaterThan(10);
+    expect(nmiUsed.length).toBeGreaterThan(15);
+    expect(micUsed.filter((n) => !micNames.has(n))).toEqual([]);
+    expect(nmiUsed.filter((n) => !nmiNames.has(n))).toEqual([]);
+  });
+
+  it('versions the images as the package', () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    const chart = parse(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as { appVersion: string; version: string };
+    expect(chart.appVersion).toBe(`v${pkg.version}`);
+    expect((values['mic'] as { tag: string }).tag).toBe(chart.appVersion);
+    expect((values['nmi'] as { tag: string }).tag).toBe(chart.appVersion);
+  });
+
+  it('balances template control blocks in every file', () => {
+    for (const t of templates) {
+      const opens = [...t.text.matchAll(/\{\{-?\s*(if|range|with|define)\b/g)].length;
+      const ends = [...t.text.matchAll(/\{\{-?\s*end\s*-?\}\}/g)].length;
+      expect(ends, t.name).toBe(opens);
+    }
+  });
+});
+
+/** True when `path` exists in `root`, or passes through a map left open for users (`{}` or null). */
+function declared(root: unknown, path: readonly string[]): boolean {
+  let node: unknown = root;
+  for (const key of path) {
+    if (node === null) return true;
+    if (typeof node !== 'object' || Array.isArray(node)) return false;
+    const record = node as Record<string, unknown>;
+    if (Object.keys(record).length === 0) return true;
+    if (!(key in record)) return false;
+    node = record[key];
+  }
+  return true;
+}

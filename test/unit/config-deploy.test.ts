@@ -1,0 +1,160 @@
+// Static checks of config/deploy: the manifests start binaries that accept their arguments, probe and publish the
+// ports those arguments choose, and carry verbatim copies of config/crd. test/integration/deploy.test.ts loads
+// them into the API emulator.
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseAllDocuments, parse } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { parseMicConfig } from '../../src/mic/config.js';
+import { parseNmiConfig } from '../../src/nmi/config.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const DEPLOY = join(ROOT, 'config', 'deploy');
+
+// Loosely typed on purpose: fixtures read from YAML, and a wrong path fails the assertion that reads it.
+type Obj = Record<string, any>;
+
+function docs(file: string): Obj[] {
+  return parseAllDocuments(readFileSync(join(DEPLOY, file), 'utf8'))
+    .map((d) => d.toJS() as Obj | null)
+    .filter((d): d is Obj => d !== null);
+}
+function one(all: Obj[], kind: string, name?: string): Obj {
+  const found = all.filter((d) => d['kind'] === kind && (name === undefined || d['metadata']?.name === name));
+  expect(found, `${kind} ${name ?? ''}`).toHaveLength(1);
+  return found[0] as Obj;
+}
+
+/** What the kubelet would give the container: env from values and field refs, then $(VAR) expanded in args. */
+function containerStart(workload: Obj, podName: string) {
+  const pod = workload['spec'].template;
+  const container = pod.spec.containers[0] as Obj;
+  const fields: Record<string, string> = {
+    'metadata.namespace': workload['metadata'].namespace,
+    'metadata.name': podName,
+    'spec.nodeName': 'aks-nodepool1-12345678-vmss000000',
+    'status.podIP': '10.240.0.4',
+  };
+  const env: Record<string, string> = { HOSTNAME: podName };
+  for (const e of (container['env'] ?? []) as Obj[]) {
+    env[e['name']] = e['value'] ?? fields[e['valueFrom']?.fieldRef?.fieldPath] ?? '';
+  }
+  const args = ((container['args'] ?? []) as string[]).map((a) => a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, v: string) => env[v] ?? m));
+  return { container, pod, env, args };
+}
+
+function crdSources(): Obj[] {
+  return ['azureidentity', 'azureidentitybinding', 'azureassignedidentity', 'azurepodidentityexception'].map(
+    (f) => parse(readFileSync(join(ROOT, 'config', 'crd', `${f}.yaml`), 'utf8')) as Obj,
+  );
+}
+
+describe.each(['deployment-rbac.yaml', 'managed-mode-deployment.yaml'])('%s', (file) => {
+  const all = docs(file);
+
+  it('embeds exact copies of the four CRDs of config/crd', () => {
+    const embedded = all.filter((d) => d['kind'] === 'CustomResourceDefinition');
+    expect(embedded).toEqual(crdSources());
+  });
+
+  it('creates the namespace it deploys into, before anything namespaced', () => {
+    const ns = one(all, 'Namespace')['metadata'].name;
+    expect(all[0]?.['kind']).toBe('Namespace');
+    const nmi = one(all, 'DaemonSet', 'nmi');
+    expect(nmi['metadata'].namespace).toBe(ns);
+  });
+
+  it('starts NMI with arguments it accepts, on the ports its probes and Service use', () => {
+    const { container, pod, env, args } = containerStart(one(all, 'DaemonSet', 'nmi'), 'nmi-abcde');
+    const parsed = parseNmiConfig(args, env);
+    expect(parsed.ok ? [] : parsed.errors).toEqual([]);
+    if (!parsed.ok) return;
+    const c = parsed.value;
+    expect(c.node).toBe('aks-nodepool1-12345678-vmss000000');
+    expect(c.httpProbePort).toBe(8085);
+    expect(container.livenessProbe.httpGet).toEqual({ path: '/healthz', port: c.httpProbePort });
+    expect(container.readinessProbe.httpGet).toEqual({ path: '/readyz', port: c.httpProbePort });
+    const ports = (container.ports as Obj[]).map((p) => p['containerPort']);
+    expect(ports).toEqual([c.httpProbePort, c.prometheusPort]);
+    const svc = one(all, 'Service', 'nmi-metrics');
+    expect(svc['spec'].ports[0].targetPort).toBe(c.prometheusPort);
+    expect(svc['metadata'].annotations['prometheus.io/port']).toBe(String(c.prometheusPort));
+    for (const [k, v] of Object.entries(svc['spec'].selector as Record<string, string>)) expect(pod.metadata.labels[k]).toBe(v);
+    expect(pod.spec.hostNetwork).toBe(true);
+    expect(pod.spec.dnsPolicy).toBe('ClusterFirstWithHostNet');
+    expect(pod.spec.priorityClassName).toBe('system-node-critical');
+    expect(pod.spec.tolerations).toEqual([{ operator: 'Exists' }]);
+    expect(container.securityContext.capabilities).toEqual({ drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
+    expect(container.volumeMounts.map((m: Obj) => m['mountPath'])).toContain('/run/xtables.lock');
+    if (file === 'managed-mode-deployment.yaml') {
+      expect(c.operationMode).toBe('managed');
+      expect(c.forceNamespaced).toBe(true);
+    } else {
+      expect(c.operationMode).toBe('standard');
+      expect(c.micNamespace).toBe(one(all, 'Deployment', 'mic')['metadata'].namespace);
+    }
+  });
+
+  it('binds each ClusterRole and Role to a service account the workloads use', () => {
+    const accounts = new Set(all.filter((d) => d['kind'] === 'ServiceAccount').map((d) => `${d['metadata'].namespace}/${d['metadata'].name}`));
+    const roles = new Set(all.filter((d) => /Role$/.test(d['kind'])).map((d) => `${d['kind']}/${d['metadata'].name}`));
+    for (const b of all.filter((d) => /RoleBinding$/.test(d['kind']))) {
+      expect(roles.has(`${b['roleRef'].kind}/${b['roleRef'].name}`), b['metadata'].name).toBe(true);
+      for (const s of b['subjects'] as Obj[]) expect(accounts.has(`${s['namespace']}/${s['name']}`)).toBe(true);
+    }
+    for (const w of all.filter((d) => d['kind'] === 'Deployment' || d['kind'] === 'DaemonSet')) {
+      expect(accounts.has(`${w['metadata'].namespace}/${w['spec'].template.spec.serviceAccountName}`)).toBe(true);
+    }
+  });
+});
+
+describe('deployment-rbac.yaml MIC', () => {
+  const all = docs('deployment-rbac.yaml');
+  const mic = one(all, 'Deployment', 'mic');
+
+  it('starts MIC with arguments it accepts, leader-elected in its own namespace, on the probed ports', () => {
+    const { container, env, args } = containerStart(mic, 'mic-5d8c9f7b6-x2x9q');
+    const parsed = parseMicConfig(args, env);
+    expect(parsed.ok ? [] : parsed.errors).toEqual([]);
+    if (!parsed.ok) return;
+    const c = parsed.value;
+    expect(c.podNamespace).toBe(mic['metadata'].namespace);
+    expect(c.leaderElection.namespace).toBe(mic['metadata'].namespace);
+    expect(c.leaderElection.instance).toBe('mic-5d8c9f7b6-x2x9q');
+    expect(c.cloudconfig).toBe('/etc/kubernetes/azure.json');
+    expect(container.livenessProbe.httpGet).toEqual({ path: '/healthz', port: c.httpProbePort });
+    expect(container.readinessProbe.httpGet).toEqual({ path: '/readyz', port: c.httpProbePort });
+    expect((container.ports as Obj[]).map((p) => p['containerPort'])).toEqual([c.httpProbePort, c.prometheusPort]);
+    const svc = one(all, 'Service', 'mic-metrics');
+    expect(svc['spec'].ports[0].targetPort).toBe(c.prometheusPort);
+    expect(container.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
+    expect(container.volumeMounts[0].mountPath).toBe(c.cloudconfig);
+    expect(mic['spec'].replicas).toBe(2);
+  });
+
+  it('lets MIC manage the Lease only in its namespace', () => {
+    const role = one(all, 'Role', 'aad-pod-id-mic-role');
+    expect(role['metadata'].namespace).toBe(mic['metadata'].namespace);
+    expect(role['rules']).toContainEqual({ apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] });
+    const cluster = one(all, 'ClusterRole', 'aad-pod-id-mic-role');
+    expect(JSON.stringify(cluster['rules'])).not.toContain('leases');
+    expect(JSON.stringify(cluster['rules'])).not.toContain('secrets');
+  });
+
+  it("has the MIC exception match MIC's pods in MIC's namespace", () => {
+    const exceptions = docs('mic-exception.yaml');
+    const ex = one(exceptions, 'AzurePodIdentityException', 'mic-exception');
+    expect(ex['metadata'].namespace).toBe(mic['metadata'].namespace);
+    const labels = mic['spec'].template.metadata.labels as Record<string, string>;
+    for (const [k, v] of Object.entries(ex['spec'].podLabels as Record<string, string>)) expect(labels[k]).toBe(v);
+  });
+
+  it('uses images tagged with the package version', () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    for (const f of readdirSync(DEPLOY)) {
+      for (const m of readFileSync(join(DEPLOY, f), 'utf8').matchAll(/image:\s*(\S+)/g)) {
+        expect(m[1]).toMatch(new RegExp(`^ghcr\\.io/aad-pod-identity-ts/aad-pod-identity-ts/(mic|nmi):v${pkg.version.replace(/\./g, '\\.')}$`));
+      }
+    }
+  });
+});

@@ -1,0 +1,131 @@
+import { describe, expect, it } from 'vitest';
+import { NMI_FLAGS, nmiUsage, parseNmiConfig, type NmiConfig } from '../../src/nmi/config.js';
+
+const ENV = { NODE_NAME: 'aks-nodepool1-0' };
+
+function config(argv: string[], env: Record<string, string | undefined> = ENV): NmiConfig {
+  const r = parseNmiConfig(argv, env);
+  if (!r.ok) throw new Error(`unexpected errors: ${r.errors.join('; ')}`);
+  return r.value;
+}
+function errors(argv: string[], env: Record<string, string | undefined> = ENV): readonly string[] {
+  const r = parseNmiConfig(argv, env);
+  if (r.ok) throw new Error('expected errors');
+  return r.errors;
+}
+
+describe('parseNmiConfig', () => {
+  it('keeps every default of the original NMI (v1.8.17 cmd/nmi/main.go)', () => {
+    const c = config([]);
+    expect(c).toMatchObject({
+      nmiListenAddress: '127.0.0.1',
+      nmiPort: 2579,
+      metadataIp: '169.254.169.254',
+      metadataPort: 80,
+      node: 'aks-nodepool1-0',
+      iptUpdateIntervalMs: 60_000,
+      forceNamespaced: false,
+      micNamespace: 'default',
+      httpProbePort: 8080,
+      retryAttemptsForCreated: 16,
+      retryAttemptsForAssigned: 4,
+      findIdentityRetryIntervalMs: 5000,
+      enableProfile: false,
+      enableScaleFeatures: true,
+      blockInstanceMetadata: false,
+      metadataHeaderRequired: true,
+      prometheusPort: 9090,
+      operationMode: 'standard',
+      allowNetworkPluginKubenet: false,
+      kubeletConfig: '/etc/default/kubelet',
+      setRetryAfterHeader: false,
+      enableConntrackDeletion: false,
+      customUserAgent: '',
+      logFormat: 'text',
+      version: false,
+    });
+    // Ours.
+    expect(c.imdsEndpoint).toBe('http://169.254.169.254:80');
+    expect(c.iptablesBinary).toBe('iptables');
+    expect(c.kubeconfig).toBeUndefined();
+    expect(c.prefetch).toBe(true);
+    expect(c.tokenCacheSize).toBe(10_000);
+    expect(c.tokenRefreshBeforeMs).toBe(300_000);
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it("accepts the original DaemonSet's and chart's arguments", () => {
+    const c = config([
+      '--node=node-1',
+      '--http-probe-port=8085',
+      '--enableScaleFeatures=true',
+      '--metadata-header-required=true',
+      '--ipt-update-interval-sec=60',
+      '--MICNamespace=kube-system',
+      '--retry-attempts-for-created=16',
+      '--retry-attempts-for-assigned=4',
+      '--find-identity-retry-interval=5',
+      '--prometheus-port=9090',
+      '--block-instance-metadata=false',
+      '--allow-network-plugin-kubenet=false',
+      '--kubelet-config=/etc/default/kubelet',
+      '--set-retry-after-header=false',
+      '--enable-conntrack-deletion=false',
+      '--v=0',
+      '--logtostderr',
+    ]);
+    expect(c.node).toBe('node-1');
+    expect(c.httpProbePort).toBe(8085);
+    expect(c.micNamespace).toBe('kube-system');
+  });
+
+  it('refuses managed mode outside namespaced mode, with the fix in the message', () => {
+    expect(errors(['--operation-mode=managed'])).toEqual([
+      '--operation-mode=managed requires namespaced mode: add --forceNamespaced (or env FORCENAMESPACED=true)',
+    ]);
+    expect(config(['--operation-mode=Managed', '--forceNamespaced']).operationMode).toBe('managed');
+    expect(config(['--operation-mode=managed'], { ...ENV, FORCENAMESPACED: 'true' }).forceNamespaced).toBe(true);
+  });
+
+  it('requires the node name', () => {
+    expect(errors([], {})).toEqual([
+      '--node is required: pass --node=$(NODE_NAME) with NODE_NAME from fieldRef spec.nodeName, or set env NODE_NAME',
+    ]);
+    expect(config(['--node=n2']).node).toBe('n2');
+  });
+
+  it('sends its own IMDS calls to the intercepted address unless --imds-endpoint says otherwise', () => {
+    expect(config(['--metadata-ip=169.254.169.250', '--metadata-port=8080']).imdsEndpoint).toBe('http://169.254.169.250:8080');
+    const c = config(['--imds-endpoint=https://127.0.0.1:40123/']);
+    expect(c.imdsEndpoint).toBe('https://127.0.0.1:40123');
+    expect(c.metadataIp).toBe('169.254.169.254');
+    expect(errors(['--imds-endpoint=ftp://x'])).toEqual(["--imds-endpoint: expected an absolute http or https URL, got 'ftp://x'"]);
+  });
+
+  it('takes short retry intervals as durations for tests, and whole seconds as the original', () => {
+    expect(config(['--find-identity-retry-interval=50ms', '--ipt-update-interval-sec=200ms'])).toMatchObject({
+      findIdentityRetryIntervalMs: 50,
+      iptUpdateIntervalMs: 200,
+    });
+    expect(config(['--ipt-update-interval-sec=30']).iptUpdateIntervalMs).toBe(30_000);
+    expect(errors(['--ipt-update-interval-sec=0'])).toEqual([
+      "--ipt-update-interval-sec: expected a duration of at least 1ms, got '0'",
+    ]);
+  });
+
+  it('validates addresses', () => {
+    expect(errors(['--metadata-ip=metadata'])).toEqual(["--metadata-ip: expected an IPv4 address, got 'metadata'"]);
+    expect(errors(['--nmi-listen-address=::1'])).toEqual(["--nmi-listen-address: expected an IPv4 address, got '::1'"]);
+    expect(config(['--nmi-listen-address=0.0.0.0']).nmiListenAddress).toBe('0.0.0.0');
+  });
+
+  it('lets --help and --version through without a node', () => {
+    const help = parseNmiConfig(['-help'], {});
+    expect(help.ok && help.value.help).toBe(true);
+  });
+
+  it('documents every flag in --help', () => {
+    const text = nmiUsage();
+    for (const def of Object.values(NMI_FLAGS)) expect(text).toContain(`--${def.name}`);
+  });
+});
