@@ -46,6 +46,10 @@ export interface NmiConfig {
   readonly enableConntrackDeletion: boolean;
   /** Fetch tokens ahead of time for identities assigned to pods on this node. */
   readonly prefetch: boolean;
+  /** Resources prefetched for each assigned identity. */
+  readonly prefetchResources: readonly string[];
+  /** Program iptables (off only in the loopback sandbox). */
+  readonly manageIptables: boolean;
   /** Most (identity, resource) tokens kept; 0 disables the cache. */
   readonly tokenCacheSize: number;
   /** A cached token is refreshed this long before it expires, and never served closer to expiry than this. */
@@ -203,6 +207,18 @@ export const NMI_FLAGS = {
     default: true,
     help: 'Fetch tokens ahead of time for identities assigned to pods on this node, for resources already asked for',
   },
+  prefetchResources: {
+    kind: 'list',
+    name: 'prefetch-resources',
+    default: ['https://management.azure.com'],
+    help: 'Resources whose tokens are fetched ahead of time when an identity is assigned to a pod on this node (as the SDKs send them: no /.default, no trailing slash)',
+  },
+  manageIptables: {
+    kind: 'bool',
+    name: 'manage-iptables',
+    default: true,
+    help: 'Program the aad-metadata nat chain; false only where interception is done otherwise (local sandbox in loopback mode)',
+  },
   tokenCacheSize: {
     kind: 'int',
     name: 'token-cache-size',
@@ -299,6 +315,8 @@ export function parseNmiConfig(
     setRetryAfterHeader: f.setRetryAfterHeader,
     enableConntrackDeletion: f.enableConntrackDeletion,
     prefetch: f.prefetch,
+    prefetchResources: f.prefetchResources,
+    manageIptables: f.manageIptables,
     tokenCacheSize: f.tokenCacheSize,
     tokenRefreshBeforeMs: f.tokenRefreshBefore,
     customUserAgent: f.customUserAgent,

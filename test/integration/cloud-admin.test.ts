@@ -22,16 +22,21 @@ describe('Azure emulator: admin API over HTTP and state-file seeding', () => {
     expect(id.result.clientId).toMatch(/^[0-9a-f-]{36}$/);
     await admin('createVm', 'rg', 'node-a', { userAssigned: [id.result.id] });
     expect(emulator.getVm('rg', 'node-a')?.identity.userAssignedIdentities).toEqual([id.result.id]);
-    await admin('injectFault', { operation: 'vm_get', status: 503, count: 1 });
+    await admin('injectFault', { operation: 'vm_get', status: 503, retryAfter: 7, count: 1 });
+    const token = (await admin('issueToken')).body as { result: { accessToken: string } };
+    const vmUrl = `${emulator.url}/subscriptions/${emulator.subscriptionId}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/node-a?api-version=2026-03-01`;
+    const faulted = await get(vmUrl, ca, token.result.accessToken);
+    expect(faulted).toMatchObject({ status: 503, retryAfter: '7', body: { error: { code: 'ServiceUnavailable' } } });
+    expect((await get(vmUrl, ca, token.result.accessToken)).status).toBe(200); // count: 1
     const imds = (await admin('startImds', { vm: 'node-a' })).body as { result: { url: string } };
-    const token = await fetch(`${imds.result.url}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://x`, {
+    const imdsToken = await fetch(`${imds.result.url}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://x`, {
       headers: { Metadata: 'true' },
     });
-    expect(token.status).toBe(200);
+    expect(imdsToken.status).toBe(200);
     expect((await admin('stopImds', imds.result.url)).status).toBe(200);
     expect((await admin('noSuchMethod')).status).toBe(404);
     expect((await admin('createVm', 'missing-rg', 'x')).body).toEqual({ error: expect.stringContaining('missing-rg') });
-    expect(emulator.requestLog().map((e) => e.operation)).toEqual(['imds_token']);
+    expect(emulator.requestLog().map((e) => e.operation)).toEqual(['vm_get', 'vm_get', 'imds_token']);
   });
 
   it('seeds a world from a YAML state file: groups, identities, VMs with identities, service principals, IMDS', async () => {
@@ -70,5 +75,23 @@ function post(url: string, ca: string, body: unknown): Promise<{ status: number;
     });
     req.on('error', reject);
     req.end(JSON.stringify(body));
+  });
+}
+
+function get(url: string, ca: string, token: string): Promise<{ status: number; retryAfter: string | undefined; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { ca, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString()));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          retryAfter: typeof res.headers['retry-after'] === 'string' ? res.headers['retry-after'] : undefined,
+          body: text ? (JSON.parse(text) as unknown) : undefined,
+        }),
+      );
+    });
+    req.on('error', reject);
+    req.end();
   });
 }

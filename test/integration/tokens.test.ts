@@ -54,11 +54,19 @@ describe('token provider against the Azure emulator', () => {
   let imds: ImdsListener | undefined;
   let secrets: ReturnType<typeof memorySecrets>;
   let tokens: TokenProvider | undefined;
+  const imdsUrl = (): string => {
+    if (!imds) throw new Error('test did not start an IMDS listener');
+    return imds.url;
+  };
+  const provider = (): TokenProvider => {
+    if (!tokens) throw new Error('test did not build a provider');
+    return tokens;
+  };
   const rg = 'rg-nmi';
 
   const providerWith = (o: { imdsAttemptTimeoutMs?: number; spTimeoutMs?: number } = {}) =>
     createTokenProvider({
-      imds: { endpoint: imds?.url ?? 'http://127.0.0.1:9',  attemptTimeoutMs: o.imdsAttemptTimeoutMs ?? 5_000, maxAttempts: 2, baseDelayMs: 10, totalBudgetMs: 10_000 },
+      imds: { endpoint: imdsUrl(),  attemptTimeoutMs: o.imdsAttemptTimeoutMs ?? 5_000, maxAttempts: 2, baseDelayMs: 10, totalBudgetMs: 10_000 },
       secrets,
       servicePrincipal: { caPem: azure.caPem, defaultAuthority: azure.url, timeoutMs: o.spTimeoutMs ?? 10_000, maxRetries: 0 },
       cache: { negativeTtlMs: 0 },
@@ -115,7 +123,7 @@ describe('token provider against the Azure emulator', () => {
     tokens = providerWith();
     azure.clearRequestLog();
     const id = uami('a', a.clientId);
-    const results = await Promise.all(Array.from({ length: 200 }, () => tokens.getTokens(id, VAULT)));
+    const results = await Promise.all(Array.from({ length: 200 }, () => provider().getTokens(id, VAULT)));
     const first = results[0]?.[0]?.accessToken;
     expect(first).toBeTruthy();
     for (const r of results) expect(r[0]?.accessToken).toBe(first);
@@ -227,7 +235,7 @@ describe('token provider against the Azure emulator', () => {
       tokens = providerWith();
       azure.clearRequestLog();
       const id = spIdentity(clientId, 1);
-      const results = await Promise.all(Array.from({ length: 200 }, () => tokens.getTokens(id, VAULT)));
+      const results = await Promise.all(Array.from({ length: 200 }, () => provider().getTokens(id, VAULT)));
       for (const r of results) expect(r[0]?.accessToken).toBe(results[0]?.[0]?.accessToken);
       expect(azure.requestLog().filter((e) => e.operation === 'aad_token')).toHaveLength(1);
     });

@@ -422,6 +422,21 @@ describe('MIC plan: own writes not yet seen', () => {
     expect(run(s)).toEqual(planOf({}));
   });
 
+  it('does not re-create an AAI we just deleted while the cache still shows it', () => {
+    const p = pod('default', 'web', 'sel-a', 'vm0');
+    const s = snapshot({
+      pods: [p],
+      nodes: [vmNode('vm0')],
+      identities: [idA],
+      bindings: [bindA],
+      assigned: [aai(p, bindA, idA)],
+      pending: { created: new Set(), deleted: new Set(['default/web-default-id-a']) },
+    });
+    const plan = run(s);
+    expect(isEmptyPlan(plan)).toBe(true);
+    expect(plan.skipped.map((k) => k.code)).toEqual(['PreviousStillDeleting']);
+  });
+
   it('still asks ARM for a just-created AAI identity when the attachment is not known', () => {
     const p = pod('default', 'web', 'sel-a', 'vm0');
     const s = snapshot({

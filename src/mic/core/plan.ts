@@ -144,6 +144,8 @@ class Planner {
   private readonly targets = new Map<string, ComputeTargetRef>();
   private readonly attached = new Map<string, ReadonlySet<string> | undefined>();
   private readonly current = new Map<string, AzureAssignedIdentity>();
+  /** AAIs we deleted that the cache still shows. */
+  private readonly leaving = new Set<string>();
   /** Desired AAI keys on existing nodes. */
   private readonly wanted = new Set<string>();
   /** target key → canonical IDs some desired type-0 assignment needs there (the in-use rule). */
@@ -176,7 +178,8 @@ class Planner {
     for (const aai of snapshot.assigned) {
       const key = assignedKey(aai.namespace, aai.name);
       // Deleted by us, not yet gone from the cache: neither deleted again nor counted.
-      if (!snapshot.pending.deleted.has(key)) this.current.set(key, aai);
+      if (snapshot.pending.deleted.has(key)) this.leaving.add(key);
+      else this.current.set(key, aai);
     }
   }
 
@@ -203,6 +206,11 @@ class Planner {
   planAssignment(d: DesiredAssignment): void {
     const target = this.targetOfNode(d.nodeName);
     const existing = this.current.get(d.key);
+    if (existing === undefined && this.leaving.has(d.key)) {
+      // Creating it now would race our own delete (409 AlreadyExists while the finalizer is removed).
+      this.skipped.push(this.stillDeleting(d));
+      return;
+    }
     if (existing === undefined) {
       if (this.snapshot.pending.created.has(d.key)) {
         // Created by us, not seen yet: do not create again; make sure ARM gets it (an idempotent add).
@@ -216,15 +224,7 @@ class Planner {
       return;
     }
     if (existing.deleting) {
-      this.skipped.push(
-        skip(
-          'AzureAssignedIdentity',
-          existing.namespace,
-          existing.name,
-          'PreviousStillDeleting',
-          `waiting for the previous AzureAssignedIdentity to be deleted before creating it again for pod ${d.podNamespace}/${d.pod}`,
-        ),
-      );
+      this.skipped.push(this.stillDeleting(d));
       return;
     }
     if (matches(existing, d)) {
@@ -289,6 +289,16 @@ class Planner {
       targetOps,
       skipped: this.skipped.sort(compareSkips),
     };
+  }
+
+  private stillDeleting(d: DesiredAssignment): Skip {
+    return skip(
+      'AzureAssignedIdentity',
+      d.namespace,
+      d.name,
+      'PreviousStillDeleting',
+      `waiting for the previous AzureAssignedIdentity to be deleted before creating it again for pod ${d.podNamespace}/${d.pod}`,
+    );
   }
 
   private planUpdate(existing: AzureAssignedIdentity, d: DesiredAssignment, target: ComputeTargetRef | undefined): void {

@@ -1,0 +1,102 @@
+// kubectl (v1.32) as an independent client of the API emulator: apply CRDs, create/apply/get/delete.
+
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import * as k8s from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CRD_DIR, startTestApiServer, type TestApiServer } from '../helpers/apiserver.js';
+
+const KUBECTL = '/usr/bin/kubectl';
+const haveKubectl = existsSync(KUBECTL);
+// In CI a missing kubectl must fail the run, so the suite is never skipped there.
+const skip = !haveKubectl && !process.env.CI;
+if (skip) console.warn(`kubectl.test.ts: SKIPPED, ${KUBECTL} not found (install kubectl to run these tests)`);
+
+const run = promisify(execFile);
+
+const IDENTITY = (name: string, clientID: string) => `apiVersion: aadpodidentity.k8s.io/v1
+kind: AzureIdentity
+metadata:
+  name: ${name}
+spec:
+  type: 0
+  resourceID: /subscriptions/sub/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${name}
+  clientID: ${clientID}
+`;
+
+describe.skipIf(skip)('kubectl against the API emulator', () => {
+  let world: TestApiServer;
+  let dir: string;
+  let kubeconfig: string;
+
+  async function kubectl(...args: string[]): Promise<string> {
+    const { stdout } = await run(KUBECTL, ['--kubeconfig', kubeconfig, '--cache-dir', join(dir, 'cache'), ...args], {
+      env: { ...process.env, HOME: dir, KUBECONFIG: kubeconfig },
+      timeout: 60_000,
+    });
+    return stdout;
+  }
+
+  beforeAll(async () => {
+    world = await startTestApiServer();
+    dir = await mkdtemp(join(tmpdir(), 'kubectl-'));
+    kubeconfig = join(dir, 'kubeconfig');
+    await world.server.writeKubeconfig(kubeconfig);
+  });
+  afterAll(async () => {
+    await world?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('applies the CRD directory, creates and lists an AzureIdentity with its printer columns, and deletes it', async () => {
+    const applied = await kubectl('apply', '-f', CRD_DIR);
+    for (const plural of ['azureidentities', 'azureidentitybindings', 'azureassignedidentities', 'azurepodidentityexceptions']) {
+      expect(applied).toContain(`customresourcedefinition.apiextensions.k8s.io/${plural}.aadpodidentity.k8s.io created`);
+    }
+
+    const manifest = join(dir, 'identity.yaml');
+    await writeFile(manifest, IDENTITY('demo-id', '11111111-2222-3333-4444-555555555555'));
+    expect(await kubectl('create', '-f', manifest)).toContain('azureidentity.aadpodidentity.k8s.io/demo-id created');
+
+    const table = (await kubectl('get', 'azureidentities')).trim().split('\n');
+    expect(table[0]!.split(/\s+/)).toEqual(['NAME', 'TYPE', 'CLIENTID', 'AGE']);
+    expect(table[1]!.split(/\s+/).slice(0, 3)).toEqual(['demo-id', '0', '11111111-2222-3333-4444-555555555555']);
+    expect(table[1]!.split(/\s+/)[3]).toMatch(/^\d+s$/);
+
+    expect(await kubectl('delete', 'azureidentity', 'demo-id')).toContain('azureidentity.aadpodidentity.k8s.io "demo-id" deleted');
+    const custom = world.kc.makeApiClient(k8s.CustomObjectsApi);
+    const left = (await custom.listNamespacedCustomObject({ group: 'aadpodidentity.k8s.io', version: 'v1', namespace: 'default', plural: 'azureidentities' })) as { items: unknown[] };
+    expect(left.items).toEqual([]);
+  });
+
+  it('re-applies a changed manifest as a patch, and the server keeps the last-applied annotation', async () => {
+    const manifest = join(dir, 'applied.yaml');
+    await writeFile(manifest, IDENTITY('applied-id', 'aaaaaaaa-0000-0000-0000-000000000001'));
+    expect(await kubectl('apply', '-f', manifest)).toContain('azureidentity.aadpodidentity.k8s.io/applied-id created');
+    await writeFile(manifest, IDENTITY('applied-id', 'bbbbbbbb-0000-0000-0000-000000000002'));
+    expect(await kubectl('apply', '-f', manifest)).toContain('azureidentity.aadpodidentity.k8s.io/applied-id configured');
+    expect(await kubectl('get', 'azureidentity', 'applied-id', '-o', 'jsonpath={.spec.clientID}')).toBe('bbbbbbbb-0000-0000-0000-000000000002');
+    const patches = world.server.requestLog().filter((e) => e.method === 'PATCH' && e.path.endsWith('/azureidentities/applied-id'));
+    expect(patches.map((p) => p.status)).toEqual([200]);
+  });
+
+  it('prints pods created through client-node with get -o json, and a kubectl-created pod reaches client-node', async () => {
+    const core = world.kc.makeApiClient(k8s.CoreV1Api);
+    await core.createNamespacedPod({ namespace: 'default', body: { metadata: { name: 'web', labels: { app: 'web' } }, spec: { nodeName: 'node-a', containers: [{ name: 'c', image: 'nginx' }] } } });
+    const list = JSON.parse(await kubectl('get', 'pods', '-o', 'json')) as { items: { metadata: { name: string; uid: string }; spec: { nodeName: string } }[] };
+    expect(list.items.map((p) => [p.metadata.name, p.spec.nodeName])).toEqual([['web', 'node-a']]);
+
+    const podManifest = join(dir, 'pod.yaml');
+    await writeFile(podManifest, 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: from-kubectl\nspec:\n  containers:\n  - name: c\n    image: busybox\n');
+    await kubectl('create', '-f', podManifest);
+    const pods = await kubectl('get', 'pods');
+    expect(pods.split('\n')[0]!.split(/\s+/)).toEqual(['NAME', 'READY', 'STATUS', 'RESTARTS', 'AGE']);
+    expect(pods).toMatch(/from-kubectl\s+0\/1\s+Pending/);
+    await kubectl('delete', 'pod', 'from-kubectl', 'web');
+    expect((await core.listNamespacedPod({ namespace: 'default' })).items).toEqual([]);
+  });
+});
