@@ -15,13 +15,13 @@ import { collectionPath, nodeLabelSelector, Plurals } from '../crds/names.js';
 import { podViewFrom } from '../crds/types.js';
 import { Reflector, type KubeObject } from '../kube/index.js';
 import { createImdsProxy } from './adapters/proxy.js';
-import { tokenIssuerFrom, toTokenIdentity } from './adapters/token-issuer.js';
+import { tokenIssuerFrom } from './adapters/token-issuer.js';
 import { NmiIdentityState } from './identity-state.js';
 import { createIptables, type InterceptTarget, type Iptables } from './iptables.js';
 import { createNmiMetrics } from './metrics.js';
 import { PodIndex } from './pod-index.js';
 import { createNmiApp, type NmiServerConfig } from './server.js';
-import { createTokenProvider, kubeSecretReader, type TokenProvider } from './tokens/index.js';
+import { createTokenProvider, kubeSecretReader, tokenRequestIdentityFrom, type TokenProvider } from './tokens/index.js';
 
 export interface NmiOptions extends NmiServerConfig {
   readonly node: string;
@@ -296,7 +296,7 @@ function informers(
   }
   function prefetch(identity: NonNullable<ReturnType<typeof normalizeAzureIdentity>['value']>) {
     if (!options.prefetch || identity.type === null) return;
-    for (const resource of options.prefetchResources) void tokens.prefetch(toTokenIdentity(identity), resource);
+    for (const resource of options.prefetchResources) void tokens.prefetch(tokenRequestIdentityFrom(identity), resource);
   }
 }
 

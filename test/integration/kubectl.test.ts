@@ -80,6 +80,8 @@ describe.skipIf(skip)('kubectl against the API emulator', () => {
     await writeFile(manifest, IDENTITY('applied-id', 'bbbbbbbb-0000-0000-0000-000000000002'));
     expect(await kubectl('apply', '-f', manifest)).toContain('azureidentity.aadpodidentity.k8s.io/applied-id configured');
     expect(await kubectl('get', 'azureidentity', 'applied-id', '-o', 'jsonpath={.spec.clientID}')).toBe('bbbbbbbb-0000-0000-0000-000000000002');
+    const annotation = await kubectl('get', 'azureidentity', 'applied-id', '-o', String.raw`jsonpath={.metadata.annotations.kubectl\.kubernetes\.io/last-applied-configuration}`);
+    expect(annotation).toContain('bbbbbbbb-0000-0000-0000-000000000002');
     const patches = world.server.requestLog().filter((e) => e.method === 'PATCH' && e.path.endsWith('/azureidentities/applied-id'));
     expect(patches.map((p) => p.status)).toEqual([200]);
   });

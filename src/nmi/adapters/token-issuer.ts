@@ -1,14 +1,13 @@
 // Connects the handlers' TokenIssuer port to the token provider (cache, IMDS, service principals).
 
-import type { AzureIdentity } from '../../crds/types.js';
 import type { IssuedToken } from '../core/imds-body.js';
 import type { TokenIssuer } from '../ports.js';
-import { identityCacheKey, tokenErrorHttpStatus, type TokenProvider, type TokenRequestIdentity } from '../tokens/index.js';
+import { tokenErrorHttpStatus, tokenRequestIdentityFrom, type TokenProvider } from '../tokens/index.js';
 
 export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
   return {
     async tokensFor(identity, resource, requestedClientId) {
-      const tokens = await provider.getTokens(toTokenIdentity(identity), resource, {
+      const tokens = await provider.getTokens(tokenRequestIdentityFrom(identity), resource, {
         ...(requestedClientId !== undefined ? { requestedClientId } : {}),
       });
       return tokens.map(toIssued);
@@ -17,20 +16,6 @@ export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
       return toIssued(await provider.getNodeToken(resource, clientId));
     },
     statusForError: tokenErrorHttpStatus,
-  };
-}
-
-export function toTokenIdentity(identity: AzureIdentity): TokenRequestIdentity {
-  if (identity.type === null) throw new Error(`identity ${identity.namespace}/${identity.name} has an invalid type`);
-  return {
-    cacheKey: identityCacheKey(identity),
-    type: identity.type,
-    clientID: identity.clientID,
-    ...(identity.resourceID !== '' ? { resourceID: identity.resourceID } : {}),
-    ...(identity.tenantID !== '' ? { tenantID: identity.tenantID } : {}),
-    ...(identity.auxiliaryTenantIDs.length > 0 ? { auxiliaryTenantIDs: identity.auxiliaryTenantIDs } : {}),
-    ...(identity.adEndpoint !== '' ? { adEndpoint: identity.adEndpoint } : {}),
-    ...(identity.clientPassword !== null ? { clientPassword: identity.clientPassword } : {}),
   };
 }
 

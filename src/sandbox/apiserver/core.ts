@@ -5,7 +5,7 @@ import {
   ApiError, STALE_OBJECT, alreadyExists, badRequest, conflict, invalid, notFound, type StatusCause,
 } from './errors.js';
 import { crdResourceTypes, establishedStatus, validateCrd } from './crd.js';
-import { deepEqual, isObject, meta, type Json, type JsonObject } from './json.js';
+import { clone, deepEqual, isObject, meta, type Json, type JsonObject } from './json.js';
 import { generatedName, newUid, normalizeMeta, statusOnCreate, timestamp, validateName } from './objects.js';
 import { applyPatch, type PatchType } from './patch.js';
 import { Registry, apiVersionOf, builtinResourceTypes, storageKey, type ResourceType } from './resources.js';
@@ -202,7 +202,8 @@ export class ApiCore {
       if (incoming.status === undefined) delete obj.status;
       else obj.status = incoming.status;
     } else {
-      obj = incoming;
+      // Patched objects share untouched subtrees with the stored one; schema admission edits in place.
+      obj = t.schema ? clone(incoming) : incoming;
       obj.metadata = normalizeMeta(meta(obj));
       if (t.statusSubresource) {
         if (old.status === undefined) delete obj.status;

@@ -36,8 +36,8 @@ export function serveWatch(core: ApiCore, w: WatchRequest, res: ServerResponse, 
 
   const send = (type: string, object: JsonObject): void => {
     if (res.writableEnded || res.destroyed) return;
-    const obj = object.apiVersion === apiVersion || type === 'ERROR' ? object : { ...object, apiVersion };
-    res.write(`${JSON.stringify({ type, object: obj })}\n`);
+    if (object.apiVersion === apiVersion || type === 'ERROR') res.write(eventLine(type, object));
+    else res.write(`${JSON.stringify({ type, object: { ...object, apiVersion } })}\n`);
   };
 
   const inScope = (ev: StoredEvent): boolean => !w.type.namespaced || w.namespace === undefined || ev.namespace === w.namespace;
@@ -97,4 +97,18 @@ export function serveWatch(core: ApiCore, w: WatchRequest, res: ServerResponse, 
   };
   res.on('close', cleanup);
   res.on('finish', cleanup);
+}
+
+/** Serialised event lines, shared by every watcher that sends the same stored object with the same type. */
+const lineCache = new WeakMap<JsonObject, Map<string, string>>();
+
+function eventLine(type: string, object: JsonObject): string {
+  let byType = lineCache.get(object);
+  if (!byType) lineCache.set(object, (byType = new Map()));
+  let line = byType.get(type);
+  if (line === undefined) {
+    line = `${JSON.stringify({ type, object })}\n`;
+    byType.set(type, line);
+  }
+  return line;
 }
