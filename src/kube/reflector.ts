@@ -75,6 +75,8 @@ export class Reflector<T extends KubeObject = KubeObject> {
   #resourceVersion = '';
   #hasSynced = false;
   #lastListAt = 0;
+  // Whether the watch that just failed had been working (events or a long life): then its failure starts a fresh backoff.
+  #lastWatchHealthy = false;
   #resolveSynced!: (ok: boolean) => void;
   readonly #synced: Promise<boolean>;
 
@@ -164,6 +166,8 @@ export class Reflector<T extends KubeObject = KubeObject> {
           needList = true;
           continue;
         }
+        // A long-lived watch cut by the network is not a repeated failure: retry it soon.
+        if (phase === 'watch' && this.#lastWatchHealthy) backoff.reset();
         // A 410 on a list means the continue token expired: relist from the start, after a backoff.
         const delay = Math.max(backoff.next(), retryAfterMs(err) ?? 0);
         this.#log.warn({ phase, err: describeError(err), retryInMs: delay }, `${phase} failed, retrying`);
@@ -290,6 +294,7 @@ export class Reflector<T extends KubeObject = KubeObject> {
 
       const done = (err: unknown): void => {
         const durationMs = Date.now() - started;
+        this.#lastWatchHealthy = events > 0 || durationMs >= (this.#opts.minWatchDurationMs ?? 1000);
         if (gone) settle(() => resolve({ kind: 'gone' }));
         else if (failure) settle(() => reject(failure));
         else if (signal.aborted) settle(() => resolve({ kind: 'stopped' }));
