@@ -1,0 +1,77 @@
+// The ports MIC's shell acts through. The executor and reconciler see only these interfaces; adapters/ implements
+// them over client-node and arm.ts, and unit tests implement them in memory.
+import type { AzureAssignedIdentity } from '../crds/types.js';
+import type { ApplyResult, ArmOperation, ArmTarget, TargetIdentities } from './arm.js';
+import type { AssignedSpec } from './core/plan.js';
+
+/** Which AzureAssignedIdentity a write is about. */
+export interface AssignedObjectRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
+/** Writes to AzureAssignedIdentities. Every method returns the object as the API server answered (normalised). */
+export interface AssignedIdentityWriter {
+  /** POST a new AAI (status is set separately: the CRD has a status subresource). */
+  create(spec: AssignedSpec, signal: AbortSignal): Promise<AzureAssignedIdentity>;
+  /** PUT the AAI's spec and labels, optimistic on `resourceVersion`. */
+  replace(ref: AssignedObjectRef, resourceVersion: string, spec: AssignedSpec, signal: AbortSignal): Promise<AzureAssignedIdentity>;
+  /** Patch `status.status` through the status subresource. */
+  setState(ref: AssignedObjectRef, state: 'Created' | 'Assigned' | 'Unassigned', signal: AbortSignal): Promise<AzureAssignedIdentity>;
+  /** DELETE; returns the object when it is still there (held by finalizers), null when it is gone. 404 counts as gone. */
+  delete(ref: AssignedObjectRef, signal: AbortSignal): Promise<AzureAssignedIdentity | null>;
+  /** Removes our finalizer; returns the object if it still exists afterwards, else null. 404 counts as gone. */
+  removeFinalizer(ref: AssignedObjectRef, finalizers: readonly string[], signal: AbortSignal): Promise<AzureAssignedIdentity | null>;
+}
+
+/** The ARM calls MIC needs (arm.ts's ArmIdentityClient satisfies it). */
+export interface ArmPort {
+  getIdentities(target: ArmTarget): Promise<TargetIdentities>;
+  apply(target: ArmTarget, changes: { readonly add?: readonly string[]; readonly remove?: readonly string[] }): Promise<ApplyResult>;
+}
+
+/** The object an Event is about. */
+export interface EventSubject {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly uid: string;
+  readonly resourceVersion?: string;
+}
+
+/** Kubernetes Events; fire and forget (recording never fails a reconcile). */
+export interface EventSink {
+  normal(subject: EventSubject, reason: string, message: string): void;
+  warning(subject: EventSubject, reason: string, message: string): void;
+}
+
+/** The Kubernetes write operations named by the original's error metric. */
+export type KubeOperation =
+  | 'assigned_identity_addition'
+  | 'assigned_identity_deletion'
+  | 'assigned_identity_update'
+  | 'update_azure_assigned_identity_status';
+
+export interface MicMetrics {
+  observeAssigned(kind: 'addition' | 'deletion' | 'update', seconds: number): void;
+  kubeError(operation: KubeOperation): void;
+  cycle(seconds: number): void;
+  newLeader(): void;
+  armCall(operation: ArmOperation, seconds: number, failed: boolean): void;
+}
+
+/** Event reasons of the original (upstream-behaviour §2.9), plus ours for legacy fields and invalid objects. */
+export const Reasons = {
+  BindingApplied: 'binding applied',
+  BindingApplyError: 'binding apply error',
+  StatusUpdateError: 'status update error',
+  BindingRemoved: 'binding removed',
+  BindingRemoveError: 'binding remove error',
+  /** Ours: the object used capitalised legacy field names (normalised, still served). */
+  LegacyFields: 'legacy fields',
+  /** Ours: an AzureIdentity that cannot be used (bad resource ID, missing client ID, ...); skipped. */
+  InvalidIdentity: 'invalid identity',
+  /** Ours: an AzureIdentityBinding that cannot be used (empty selector, ...); skipped. */
+  InvalidBinding: 'invalid binding',
+} as const;

@@ -1,0 +1,120 @@
+// The images' entrypoints, run without Docker: compile cmd/ and src/ as the Dockerfile's build stage does, then start
+// `node dist/cmd/<binary>.js` with the container args from config/deploy/deployment-rbac.yaml ($(VAR) expanded from the
+// container env as the kubelet does) inside a network namespace of the test's own, next to the emulators.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { sh, shouldSkipNetns } from '../helpers/netns.js';
+
+const skip = shouldSkipNetns('image entrypoints');
+const ROOT = join(import.meta.dirname, '..', '..');
+
+interface Container {
+  args: string[];
+  env: Record<string, string>;
+}
+
+/** The container of a Deployment/DaemonSet in the plain manifests, args expanded with its env (fieldRefs filled in). */
+function containerOf(kind: string, name: string, fieldRefs: Record<string, string>): Container {
+  const docs = parseAllDocuments(readFileSync(join(ROOT, 'config/deploy/deployment-rbac.yaml'), 'utf8')).map((d) => d.toJSON());
+  const workload = docs.find((d) => d?.kind === kind && d?.metadata?.name === name);
+  if (!workload) throw new Error(`${kind}/${name} not found in deployment-rbac.yaml`);
+  const container = workload.spec.template.spec.containers[0];
+  const env: Record<string, string> = {};
+  for (const e of container.env ?? []) {
+    env[e.name] = e.value ?? fieldRefs[e.valueFrom?.fieldRef?.fieldPath ?? ''] ?? '';
+  }
+  const args = (container.args ?? []).map((a: string) => a.replace(/\$\((\w+)\)/g, (_m, v: string) => env[v] ?? ''));
+  return { args, env };
+}
+
+describe.skipIf(skip)('image entrypoints', () => {
+  const ns = `aadt-${process.pid % 10000}xep`;
+  const work = mkdtempSync(join(ROOT, '.tmp-entrypoints-'));
+  const children: ChildProcess[] = [];
+
+  const inNs = (argv: string[], env: Record<string, string> = {}) => {
+    const child = spawn('ip', ['netns', 'exec', ns, 'env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    return child;
+  };
+
+  const firstLine = (child: ChildProcess, match: (line: string) => boolean, what: string) =>
+    new Promise<string>((resolve, reject) => {
+      let buffer = '';
+      let stderr = '';
+      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.stdout?.on('data', (d: Buffer) => {
+        buffer += d.toString();
+        for (const line of buffer.split('\n')) if (match(line)) resolve(line);
+      });
+      child.once('exit', (code) => reject(new Error(`${what} exited ${code}: ${stderr.slice(-2000)}`)));
+      setTimeout(() => reject(new Error(`${what} did not start: ${stderr.slice(-2000)}`)), 20_000).unref();
+    });
+
+  const fetchInNs = async (url: string): Promise<{ status: number; body: string }> => {
+    const script = `fetch(${JSON.stringify(url)}).then(async r => console.log(JSON.stringify({status: r.status, body: await r.text()}))).catch(e => console.log(JSON.stringify({status: 0, body: String(e)})))`;
+    const out = await sh(['ip', 'netns', 'exec', ns, 'node', '-e', script], 10_000);
+    return JSON.parse(out.stdout.trim());
+  };
+
+  beforeAll(async () => {
+    // The Dockerfile's build stage: only cmd/ and src/ are compiled, to dist/.
+    writeFileSync(
+      join(work, 'tsconfig.json'),
+      JSON.stringify({ extends: '../tsconfig.json', compilerOptions: { outDir: 'dist', rootDir: '..', sourceMap: false }, include: ['../cmd', '../src'] }),
+    );
+    const compiled = await sh([join(ROOT, 'node_modules/.bin/tsc'), '-p', join(work, 'tsconfig.json')], 120_000);
+    expect(compiled.stdout + compiled.stderr).toBe('');
+    expect(compiled.code).toBe(0);
+    expect((await sh(['ip', 'netns', 'add', ns])).code).toBe(0);
+    await sh(['ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await sh(['ip', 'netns', 'del', ns]);
+    rmSync(work, { recursive: true, force: true });
+    expect((await sh(['ip', 'netns', 'list'])).stdout).not.toContain(ns);
+  });
+
+  it('starts NMI with the DaemonSet args: probes, metrics, iptables rules, and removes the rules on SIGTERM', async () => {
+    const kubeconfig = join(work, 'kubeconfig');
+    const api = inNs(['node', '--import', 'tsx', join(ROOT, 'cmd/apiserver.ts'), '--crd-dir', join(ROOT, 'config/crd'), '--kubeconfig-out', kubeconfig]);
+    await firstLine(api, (l) => l.includes('"ready"'), 'apiserver');
+
+    const { args, env } = containerOf('DaemonSet', 'nmi', { 'spec.nodeName': 'node-1' });
+    expect(args).toContain('--node=node-1');
+    const nmi = inNs(['node', join(work, 'dist/cmd/nmi.js'), ...args], { ...env, KUBECONFIG: kubeconfig });
+    const ready = JSON.parse(await firstLine(nmi, (l) => l.includes('"ready"'), 'nmi'));
+    expect(ready.url).toBe('http://127.0.0.1:2579');
+
+    let health = await fetchInNs('http://127.0.0.1:8085/healthz');
+    for (let i = 0; i < 50 && health.body !== 'Active'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      health = await fetchInNs('http://127.0.0.1:8085/healthz');
+    }
+    expect(health).toEqual({ status: 200, body: 'Active' });
+    const metrics = await fetchInNs('http://127.0.0.1:9090/metrics');
+    expect(metrics.status).toBe(200);
+    expect(metrics.body).toContain('aadpodidentity_nmi_operations_duration_seconds');
+
+    const chain = await sh(['ip', 'netns', 'exec', ns, 'iptables', '-w', '5', '-t', 'nat', '-S', 'aad-metadata']);
+    expect(chain.stdout.trim().split('\n')).toEqual([
+      '-N aad-metadata',
+      '-A aad-metadata ! -s 127.0.0.1/32 -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:2579',
+      '-A aad-metadata -j RETURN',
+    ]);
+
+    const exited = new Promise<number | null>((r) => nmi.once('exit', (code) => r(code)));
+    nmi.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const after = await sh(['ip', 'netns', 'exec', ns, 'iptables', '-w', '5', '-t', 'nat', '-S']);
+    expect(after.stdout).not.toContain('aad-metadata');
+  }, 60_000);
+});
