@@ -3,6 +3,7 @@
 
 import { parseArgs } from 'node:util';
 import { startApiServer } from '../src/sandbox/apiserver/index.js';
+import { parseArgvOrExit, parsePort, runMain, serveUntilSignal } from './lib/serve.js';
 
 interface ApiServerCliConfig {
   readonly host: string;
@@ -28,8 +29,7 @@ function parseConfig(argv: readonly string[]): ApiServerCliConfig {
     },
     strict: true,
   });
-  const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port: not a port number: ${values.port}`);
+  const port = parsePort(values.port);
   const history = values['history-limit'] === undefined ? undefined : Number(values['history-limit']);
   if (history !== undefined && (!Number.isInteger(history) || history < 1)) throw new Error(`--history-limit: not a positive integer`);
   return Object.freeze({
@@ -44,13 +44,7 @@ function parseConfig(argv: readonly string[]): ApiServerCliConfig {
 }
 
 async function main(): Promise<void> {
-  let config: ApiServerCliConfig;
-  try {
-    config = parseConfig(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(2);
-  }
+  const config = parseArgvOrExit(parseConfig);
   const server = await startApiServer({
     host: config.host,
     port: config.port,
@@ -60,25 +54,7 @@ async function main(): Promise<void> {
     historyLimit: config.historyLimit,
   });
   if (config.kubeconfigOut) await server.writeKubeconfig(config.kubeconfigOut);
-  process.stdout.write(`${JSON.stringify({ ready: true, url: server.url, kubeconfig: config.kubeconfigOut ?? null })}\n`);
-  let stopping = false;
-  const stop = (): void => {
-    if (stopping) return;
-    stopping = true;
-    server.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        process.stderr.write(`stop failed: ${String(err)}\n`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
+  serveUntilSignal(server, { url: server.url, kubeconfig: config.kubeconfigOut ?? null });
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`apiserver failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  if (err instanceof Error && err.cause) process.stderr.write(`cause: ${String(err.cause instanceof Error ? err.cause.message : err.cause)}\n`);
-  process.exit(1);
-});
+runMain('apiserver', main);

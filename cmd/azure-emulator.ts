@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { createLogger, type LogLevel } from '../src/common/log.js';
 import { startAzureEmulator, type LroMode } from '../src/sandbox/cloud/index.js';
 import { applySeedState, parseSeedState } from '../src/sandbox/cloud/seed.js';
+import { parseArgvOrExit, parsePort, runMain, serveUntilSignal } from './lib/serve.js';
 
 interface AzureEmulatorCliConfig {
   readonly host: string;
@@ -37,8 +38,7 @@ function parseConfig(argv: readonly string[]): AzureEmulatorCliConfig {
     },
     strict: true,
   });
-  const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port: not a port number: ${values.port}`);
+  const port = parsePort(values.port);
   if (values.lro !== 'sync' && values.lro !== 'async') throw new Error(`--lro: expected sync or async, got ${values.lro}`);
   const lifetime = values['token-lifetime'] === undefined ? undefined : Number(values['token-lifetime']);
   if (lifetime !== undefined && (!Number.isInteger(lifetime) || lifetime < 1)) throw new Error('--token-lifetime: not a positive integer');
@@ -58,13 +58,7 @@ function parseConfig(argv: readonly string[]): AzureEmulatorCliConfig {
 }
 
 async function main(): Promise<void> {
-  let config: AzureEmulatorCliConfig;
-  try {
-    config = parseConfig(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(2);
-  }
+  const config = parseArgvOrExit(parseConfig);
   const seed = config.stateFile ? parseSeedState(await readFile(config.stateFile, 'utf8')) : {};
   const emulator = await startAzureEmulator({
     host: config.host,
@@ -77,35 +71,15 @@ async function main(): Promise<void> {
     ...(config.tokenLifetimeSeconds ? { tokenLifetimeSeconds: config.tokenLifetimeSeconds } : {}),
   });
   const seeded = await applySeedState(emulator, seed);
-  process.stdout.write(
-    `${JSON.stringify({
-      ready: true,
-      url: emulator.url,
-      admin: `${emulator.url}/_admin`,
-      caFile: emulator.caFile,
-      tenantId: emulator.tenantId,
-      subscriptionId: emulator.subscriptionId,
-      identities: seeded.identities,
-      imds: seeded.imds,
-    })}\n`,
-  );
-  let stopping = false;
-  const stop = (): void => {
-    if (stopping) return;
-    stopping = true;
-    emulator.stop().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        process.stderr.write(`stop failed: ${String(err)}\n`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
+  serveUntilSignal(emulator, {
+    url: emulator.url,
+    admin: `${emulator.url}/_admin`,
+    caFile: emulator.caFile,
+    tenantId: emulator.tenantId,
+    subscriptionId: emulator.subscriptionId,
+    identities: seeded.identities,
+    imds: seeded.imds,
+  });
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`azure-emulator failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+runMain('azure-emulator', main);

@@ -1,4 +1,5 @@
-// Jittered exponential backoff and an abortable sleep, shared by the reflector, the work queue and leader election.
+// The reflector's jittered exponential backoff and the abortable sleep it and leader election use. Unlike
+// common/backoff.ts, jitter is added on top of the delay (as client-go's wait.Jitter) and sleep never rejects.
 
 export interface BackoffOptions {
   /** First delay (default 500 ms). */
@@ -43,17 +44,6 @@ export class Backoff {
   get attempts(): number {
     return this.#attempt;
   }
-}
-
-/** Exponential delay for the n-th failure (n >= 1) without jitter: base * 2^(n-1), capped. */
-export function exponentialDelay(failures: number, baseMs: number, maxMs: number): number {
-  if (failures <= 0) return 0;
-  return Math.min(maxMs, baseMs * 2 ** Math.min(failures - 1, 52));
-}
-
-/** Adds up to `fraction` of random spread to `ms`. */
-export function jittered(ms: number, fraction: number, random: () => number = Math.random): number {
-  return Math.round(ms * (1 + fraction * random()));
 }
 
 /**

@@ -3,7 +3,7 @@
 // Recording never throws: an Event is a diagnostic, never a reason for a reconcile to fail.
 import type { CoreV1Event, V1ObjectReference } from '@kubernetes/client-node';
 import { describeError, isNotFound } from './errors.js';
-import { silentLogger, type Logger } from './log.js';
+import { silentLogger, type Logger } from '../common/log.js';
 import { patchOptions } from './patch.js';
 import type { KubeObject } from './store.js';
 

@@ -10,4 +10,4 @@ export * from './workqueue.js';
 export * from './leader.js';
 export * from './patch.js';
 export * from './events.js';
-export { silentLogger, type Logger } from './log.js';
+export { silentLogger, type Logger } from '../common/log.js';

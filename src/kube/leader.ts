@@ -4,7 +4,7 @@
 import { V1MicroTime, type V1Lease } from '@kubernetes/client-node';
 import { sleep } from './backoff.js';
 import { describeError, isAlreadyExists, isConflict, isNotFound } from './errors.js';
-import { silentLogger, type Logger } from './log.js';
+import { silentLogger, type Logger } from '../common/log.js';
 
 /** The part of `CoordinationV1Api` used here (a `CoordinationV1Api` instance satisfies it). */
 export interface LeaseClient {

@@ -8,7 +8,7 @@ import { Watch, type KubeConfig } from '@kubernetes/client-node';
 import { Backoff, sleep, type BackoffOptions } from './backoff.js';
 import { describeError, httpStatus, isGone, retryAfterMs } from './errors.js';
 import { listPage, type ListOptions, type ListPage } from './list.js';
-import { silentLogger, type Logger } from './log.js';
+import { silentLogger, type Logger } from '../common/log.js';
 import { objectKey, Store, type KubeObject } from './store.js';
 
 export interface ReflectorHandlers<T> {

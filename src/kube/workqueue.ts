@@ -1,7 +1,7 @@
 // Deduplicating keyed work queue (client-go's workqueue semantics): a key waits at most once, is never processed by
 // two workers at once, and a key re-added while it is being processed is processed again afterwards.
-import { exponentialDelay } from './backoff.js';
-import { silentLogger, type Logger } from './log.js';
+import { backoffDelay } from '../common/backoff.js';
+import { silentLogger, type Logger } from '../common/log.js';
 
 export interface ProcessResult {
   /** Process the key again after this delay (a periodic resync), without counting a failure. */
@@ -80,7 +80,10 @@ export class WorkQueue {
   addRateLimited(key: string): void {
     const failures = (this.#failures.get(key) ?? 0) + 1;
     this.#failures.set(key, failures);
-    this.addAfter(key, exponentialDelay(failures, this.#opts.baseDelayMs ?? 5, this.#opts.maxDelayMs ?? 1_000_000));
+    const initialMs = this.#opts.baseDelayMs ?? 5;
+    const maxMs = this.#opts.maxDelayMs ?? 1_000_000;
+    // No jitter, as client-go's per-item limiter: base * 2^(failures-1), capped.
+    this.addAfter(key, backoffDelay(failures - 1, { initialMs, maxMs, jitter: 0 }));
   }
 
   /** Clears the failure count of `key` (its next rate-limited add starts from the base delay). */

@@ -1,5 +1,6 @@
 // MIC's command line: every flag of the original (same names, same defaults, except --clientQps) plus ours,
 // parsed once into a frozen MicConfig. Only cmd/mic.ts passes process.argv/process.env in.
+import { bindAddressErrors, COMMON_FLAGS, commonSettings, type CommonSettings } from '../common/common-flags.js';
 import { klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
 
 export interface LeaderElectionConfig {
@@ -13,27 +14,19 @@ export interface LeaderElectionConfig {
   readonly retryPeriodMs: number;
 }
 
-export interface MicConfig {
+export interface MicConfig extends CommonSettings {
   /** `--help` was given: print `micUsage()` and exit 0; nothing else in this object is validated. */
   readonly help: boolean;
   /** `--version` was given: print the version and exit 0; nothing else in this object is validated. */
   readonly version: boolean;
-  /** Path to a kubeconfig; undefined means in-cluster. */
-  readonly kubeconfig: string | undefined;
   /** Path to azure.json; undefined means the environment variables of the original's "admin secret" mode. */
   readonly cloudconfig: string | undefined;
-  /** `--forceNamespaced` or env FORCENAMESPACED=true (ORed, as the original). */
-  readonly forceNamespaced: boolean;
   /** MIC's own namespace (env MIC_POD_NAMESPACE, required): type-upgrade ConfigMap lives here. */
   readonly podNamespace: string;
   readonly syncRetryMs: number;
   readonly leaderElection: LeaderElectionConfig;
   readonly httpProbePort: number;
-  /** Host to bind the probe server to; '' means every interface, as the original's `:port`. */
-  readonly probeBindAddress: string;
   readonly prometheusPort: number;
-  readonly metricsBindAddress: string;
-  readonly enableProfile: boolean;
   /** Deprecated no-op for MIC in the original; kept so manifests that pass it still start. */
   readonly enableScaleFeatures: boolean;
   readonly createDeleteBatch: number;
@@ -47,10 +40,6 @@ export interface MicConfig {
   readonly updateUserMsiMaxRetry: number;
   readonly updateUserMsiRetryIntervalMs: number;
   readonly identityAssignmentReconcileIntervalMs: number;
-  readonly customUserAgent: string;
-  readonly logFormat: 'text' | 'json';
-  /** klog-style verbosity from `-v`; 0 is info, higher is more detail. */
-  readonly logVerbosity: number;
   /** ARM endpoint override (the emulator in tests); undefined means the cloud's endpoint from azure.json. */
   readonly armEndpoint: string | undefined;
   /** Upper bound on concurrent ARM operations across all VMs and VMSSs. */
@@ -62,20 +51,13 @@ export type MicConfigResult =
   | { readonly ok: false; readonly errors: readonly string[] };
 
 export const MIC_FLAGS = {
-  kubeconfig: { kind: 'string', name: 'kubeconfig', default: '', help: 'Path to the kube config (in-cluster config when empty)' },
+  ...COMMON_FLAGS,
   cloudconfig: {
     kind: 'string',
     name: 'cloudconfig',
     default: '',
     help: 'Path to cloud config e.g. azure.json file (environment variables of the admin secret when empty)',
   },
-  forceNamespaced: {
-    kind: 'bool',
-    name: 'forceNamespaced',
-    default: false,
-    help: 'Forces namespaced identities, binding, and assignment (also on with env FORCENAMESPACED=true)',
-  },
-  version: { kind: 'bool', name: 'version', default: false, help: 'Prints the version information and exits' },
   syncRetryDuration: {
     kind: 'duration',
     name: 'syncRetryDuration',
@@ -122,20 +104,7 @@ export const MIC_FLAGS = {
     help: 'Interval between attempts to acquire or renew the lease (0: a quarter of the lease duration, as the original)',
   },
   httpProbePort: { kind: 'int', name: 'http-probe-port', default: 8080, min: 0, max: 65535, help: 'HTTP liveness and readiness probe port (/healthz, /readyz)' },
-  probeBindAddress: {
-    kind: 'string',
-    name: 'probe-bind-address',
-    default: '',
-    help: 'Address the probe server binds to (every interface when empty)',
-  },
   prometheusPort: { kind: 'int', name: 'prometheus-port', default: 8888, min: 0, max: 65535, help: 'Prometheus port for metrics (/metrics)' },
-  metricsBindAddress: {
-    kind: 'string',
-    name: 'metrics-bind-address',
-    default: '',
-    help: 'Address the metrics server binds to (every interface when empty)',
-  },
-  enableProfile: { kind: 'bool', name: 'enableProfile', default: false, help: 'Enable profiling on localhost:6060' },
   enableScaleFeatures: {
     kind: 'bool',
     name: 'enableScaleFeatures',
@@ -196,14 +165,6 @@ export const MIC_FLAGS = {
     default: 180_000,
     help: 'The interval between reconciling identity assignment on Azure from the existing AzureAssignedIdentities (0 disables)',
   },
-  customUserAgent: {
-    kind: 'string',
-    name: 'custom-user-agent',
-    default: '',
-    help: 'User agent to append in addition to the pod identity component and versions',
-  },
-  logFormat: { kind: 'string', name: 'log-format', default: 'text', choices: ['text', 'json'], help: 'Sets the logging format' },
-  v: { kind: 'int', name: 'v', default: 0, min: 0, help: 'Log verbosity (klog style: 0 info, 4 debug, 5 trace)' },
   armEndpoint: {
     kind: 'string',
     name: 'arm-endpoint',
@@ -261,21 +222,14 @@ export function parseMicConfig(
     if (url.ok) armEndpoint = url.value;
     else errors.push(`--arm-endpoint: ${url.error}`);
   }
-  for (const [flag, host] of [
-    ['--probe-bind-address', f.probeBindAddress],
-    ['--metrics-bind-address', f.metricsBindAddress],
-  ] as const) {
-    if (/[\s/]/.test(host)) errors.push(`${flag}: expected a host name or IP address, got '${host}'`);
-  }
+  errors.push(...bindAddressErrors(f));
 
   if (errors.length > 0 && !help && !f.version) return { ok: false, errors };
 
   const config: MicConfig = {
+    ...commonSettings(f, env),
     help,
-    version: f.version,
-    kubeconfig: f.kubeconfig === '' ? undefined : f.kubeconfig,
     cloudconfig: f.cloudconfig === '' ? undefined : f.cloudconfig,
-    forceNamespaced: f.forceNamespaced || env['FORCENAMESPACED'] === 'true',
     podNamespace,
     syncRetryMs: f.syncRetryDuration,
     leaderElection: Object.freeze({
@@ -287,10 +241,7 @@ export function parseMicConfig(
       retryPeriodMs,
     }),
     httpProbePort: f.httpProbePort,
-    probeBindAddress: f.probeBindAddress,
     prometheusPort: f.prometheusPort,
-    metricsBindAddress: f.metricsBindAddress,
-    enableProfile: f.enableProfile,
     enableScaleFeatures: f.enableScaleFeatures,
     createDeleteBatch: f.createDeleteBatch,
     clientQps: f.clientQps,
@@ -302,9 +253,6 @@ export function parseMicConfig(
     updateUserMsiMaxRetry: f.updateUserMsiMaxRetry,
     updateUserMsiRetryIntervalMs: f.updateUserMsiRetryInterval,
     identityAssignmentReconcileIntervalMs: f.identityAssignmentReconcileInterval,
-    customUserAgent: f.customUserAgent,
-    logFormat: f.logFormat === 'json' ? 'json' : 'text',
-    logVerbosity: f.v,
     armEndpoint,
     armMaxConcurrency: f.armMaxConcurrency,
   };

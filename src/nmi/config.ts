@@ -1,11 +1,12 @@
 // NMI's command line: every flag of the original (same names, same defaults) plus ours, parsed once into a frozen
 // NmiConfig. Only cmd/nmi.ts passes process.argv/process.env in.
 import { isIPv4 } from 'node:net';
+import { bindAddressErrors, COMMON_FLAGS, commonSettings, type CommonSettings } from '../common/common-flags.js';
 import { klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
 
 export type OperationMode = 'standard' | 'managed';
 
-export interface NmiConfig {
+export interface NmiConfig extends CommonSettings {
   /** `--help` was given: print `nmiUsage()` and exit 0; nothing else in this object is validated. */
   readonly help: boolean;
   /** `--version` was given: print the version and exit 0; nothing else in this object is validated. */
@@ -21,21 +22,15 @@ export interface NmiConfig {
   readonly imdsEndpoint: string;
   /** This node's name (`--node`, or env NODE_NAME). */
   readonly node: string;
-  readonly kubeconfig: string | undefined;
   readonly iptUpdateIntervalMs: number;
   readonly iptablesBinary: string;
-  /** `--forceNamespaced` or env FORCENAMESPACED=true (ORed, as the original). */
-  readonly forceNamespaced: boolean;
   /** Namespace whose `mic-*` pods get the node's identity without a binding. */
   readonly micNamespace: string;
   readonly httpProbePort: number;
-  readonly probeBindAddress: string;
   readonly prometheusPort: number;
-  readonly metricsBindAddress: string;
   readonly retryAttemptsForCreated: number;
   readonly retryAttemptsForAssigned: number;
   readonly findIdentityRetryIntervalMs: number;
-  readonly enableProfile: boolean;
   readonly enableScaleFeatures: boolean;
   readonly blockInstanceMetadata: boolean;
   readonly metadataHeaderRequired: boolean;
@@ -54,9 +49,6 @@ export interface NmiConfig {
   readonly tokenCacheSize: number;
   /** A cached token is refreshed this long before it expires, and never served closer to expiry than this. */
   readonly tokenRefreshBeforeMs: number;
-  readonly customUserAgent: string;
-  readonly logFormat: 'text' | 'json';
-  readonly logVerbosity: number;
 }
 
 export type NmiConfigResult =
@@ -64,7 +56,7 @@ export type NmiConfigResult =
   | { readonly ok: false; readonly errors: readonly string[] };
 
 export const NMI_FLAGS = {
-  version: { kind: 'bool', name: 'version', default: false, help: 'Prints the version information and exits' },
+  ...COMMON_FLAGS,
   nmiListenAddress: { kind: 'string', name: 'nmi-listen-address', default: '127.0.0.1', help: 'NMI listen address' },
   nmiPort: { kind: 'int', name: 'nmi-port', default: 2579, min: 0, max: 65535, help: 'NMI application port' },
   metadataIp: {
@@ -88,7 +80,6 @@ export const NMI_FLAGS = {
     help: 'Base URL NMI sends its own instance metadata requests to (default http://<metadata-ip>:<metadata-port>)',
   },
   node: { kind: 'string', name: 'node', default: '', env: 'NODE_NAME', help: 'Name of the node this NMI serves (required)' },
-  kubeconfig: { kind: 'string', name: 'kubeconfig', default: '', help: 'Path to the kube config (in-cluster config when empty)' },
   iptUpdateIntervalSec: {
     kind: 'seconds',
     name: 'ipt-update-interval-sec',
@@ -101,12 +92,6 @@ export const NMI_FLAGS = {
     name: 'iptables-binary',
     default: 'iptables',
     help: "iptables command to run (e.g. iptables-legacy or iptables-nft, to match the node's backend)",
-  },
-  forceNamespaced: {
-    kind: 'bool',
-    name: 'forceNamespaced',
-    default: false,
-    help: 'Forces namespaced identities, binding, and assignment (also on with env FORCENAMESPACED=true)',
   },
   micNamespace: {
     kind: 'string',
@@ -122,19 +107,7 @@ export const NMI_FLAGS = {
     max: 65535,
     help: 'HTTP health and readiness probe port (/healthz, /readyz); the manifests use 8085',
   },
-  probeBindAddress: {
-    kind: 'string',
-    name: 'probe-bind-address',
-    default: '',
-    help: 'Address the probe server binds to (every interface when empty)',
-  },
   prometheusPort: { kind: 'int', name: 'prometheus-port', default: 9090, min: 0, max: 65535, help: 'Prometheus port for metrics (/metrics)' },
-  metricsBindAddress: {
-    kind: 'string',
-    name: 'metrics-bind-address',
-    default: '',
-    help: 'Address the metrics server binds to (every interface when empty)',
-  },
   retryAttemptsForCreated: {
     kind: 'int',
     name: 'retry-attempts-for-created',
@@ -155,7 +128,6 @@ export const NMI_FLAGS = {
     default: 5000,
     help: 'Retry interval to find assigned identities, in seconds (a duration such as 200ms is accepted too)',
   },
-  enableProfile: { kind: 'bool', name: 'enableProfile', default: false, help: 'Enable profiling on localhost:6060' },
   enableScaleFeatures: {
     kind: 'bool',
     name: 'enableScaleFeatures',
@@ -232,14 +204,6 @@ export const NMI_FLAGS = {
     default: 300_000,
     help: 'Refresh a cached token this long before it expires; a token closer to expiry is never served',
   },
-  customUserAgent: {
-    kind: 'string',
-    name: 'custom-user-agent',
-    default: '',
-    help: 'User agent to append in addition to the pod identity component and versions',
-  },
-  logFormat: { kind: 'string', name: 'log-format', default: 'text', choices: ['text', 'json'], help: 'Sets the logging format' },
-  v: { kind: 'int', name: 'v', default: 0, min: 0, help: 'Log verbosity (klog style: 0 info, 4 debug, 5 trace)' },
   ...klogCompatFlags(),
 } as const satisfies FlagDefs;
 
@@ -254,7 +218,8 @@ export function parseNmiConfig(
   const help = parsed.value.helpRequested;
   const errors: string[] = [];
 
-  const forceNamespaced = f.forceNamespaced || env['FORCENAMESPACED'] === 'true';
+  const common = commonSettings(f, env);
+  const forceNamespaced = common.forceNamespaced;
   const operationMode: OperationMode = f.operationMode === 'managed' ? 'managed' : 'standard';
   if (operationMode === 'managed' && !forceNamespaced) {
     errors.push('--operation-mode=managed requires namespaced mode: add --forceNamespaced (or env FORCENAMESPACED=true)');
@@ -275,37 +240,27 @@ export function parseNmiConfig(
     if (url.ok) imdsEndpoint = url.value;
     else errors.push(`--imds-endpoint: ${url.error}`);
   }
-  for (const [flag, host] of [
-    ['--probe-bind-address', f.probeBindAddress],
-    ['--metrics-bind-address', f.metricsBindAddress],
-  ] as const) {
-    if (/[\s/]/.test(host)) errors.push(`${flag}: expected a host name or IP address, got '${host}'`);
-  }
+  errors.push(...bindAddressErrors(f));
 
   if (errors.length > 0 && !help && !f.version) return { ok: false, errors };
 
   const config: NmiConfig = {
+    ...common,
     help,
-    version: f.version,
     nmiListenAddress: f.nmiListenAddress,
     nmiPort: f.nmiPort,
     metadataIp: f.metadataIp,
     metadataPort: f.metadataPort,
     imdsEndpoint,
     node: f.node,
-    kubeconfig: f.kubeconfig === '' ? undefined : f.kubeconfig,
     iptUpdateIntervalMs: f.iptUpdateIntervalSec,
     iptablesBinary: f.iptablesBinary,
-    forceNamespaced,
     micNamespace: f.micNamespace,
     httpProbePort: f.httpProbePort,
-    probeBindAddress: f.probeBindAddress,
     prometheusPort: f.prometheusPort,
-    metricsBindAddress: f.metricsBindAddress,
     retryAttemptsForCreated: f.retryAttemptsForCreated,
     retryAttemptsForAssigned: f.retryAttemptsForAssigned,
     findIdentityRetryIntervalMs: f.findIdentityRetryInterval,
-    enableProfile: f.enableProfile,
     enableScaleFeatures: f.enableScaleFeatures,
     blockInstanceMetadata: f.blockInstanceMetadata,
     metadataHeaderRequired: f.metadataHeaderRequired,
@@ -319,9 +274,6 @@ export function parseNmiConfig(
     manageIptables: f.manageIptables,
     tokenCacheSize: f.tokenCacheSize,
     tokenRefreshBeforeMs: f.tokenRefreshBefore,
-    customUserAgent: f.customUserAgent,
-    logFormat: f.logFormat === 'json' ? 'json' : 'text',
-    logVerbosity: f.v,
   };
   return { ok: true, value: Object.freeze(config) };
 }

@@ -9,6 +9,7 @@ import type { AccessToken, TokenCredential } from '@azure/core-auth';
 import { ComputeManagementClient } from '@azure/arm-compute';
 import { ManagedServiceIdentityClient } from '@azure/arm-msi';
 import { ClientSecretCredential } from '@azure/identity';
+import { parseCloudConfig, type AzureCloudConfig } from '../../src/azure/cloud-config.js';
 import { startAzureEmulator, type AzureEmulator, type AzureEmulatorOptions } from '../../src/sandbox/cloud/index.js';
 
 export { decodeToken } from '../../src/sandbox/cloud/index.js';
@@ -48,6 +49,22 @@ export async function startTestAzure(opts: AzureEmulatorOptions & { resourceGrou
     msi: (c = credential) => msiClient(emulator, c),
     stop: () => emulator.stop(),
   };
+}
+
+/** The cloud config MIC reads from an azure.json naming `az`'s service principal, with ARM and AAD at the emulator. */
+export function servicePrincipalCloudConfig(az: TestAzure): AzureCloudConfig {
+  const e = az.emulator;
+  return parseCloudConfig({
+    fileText: JSON.stringify({
+      cloud: 'AzurePublicCloud',
+      tenantId: e.tenantId,
+      aadClientId: az.servicePrincipal.clientId,
+      aadClientSecret: az.servicePrincipal.secret,
+      subscriptionId: e.subscriptionId,
+      resourceGroup: az.resourceGroup,
+    }),
+    customEndpoints: { resourceManagerEndpoint: e.url, activeDirectoryEndpoint: e.url },
+  });
 }
 
 /** ClientSecretCredential against the emulator's AAD (HTTPS authority, no instance discovery). */

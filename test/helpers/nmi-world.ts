@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
 import pino, { type Logger } from 'pino';
-import { Agent, request } from 'undici';
+import { Agent } from 'undici';
 import { assignedIdentityName, GROUP, Plurals, VERSION } from '../../src/crds/names.js';
 import type { AssignedIdentityState } from '../../src/crds/types.js';
 import { startNmi, type NmiHandle, type NmiOptions } from '../../src/nmi/nmi.js';
@@ -274,18 +274,19 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
         const key = `${ip}/${connections}`;
         let agent = agents.get(key);
         if (!agent) {
-          agent = new Agent({ connect: { localAddress: ip }, connections, pipelining: 1, keepAliveTimeout: 10_000 });
+          agent = new Agent({ localAddress: ip, connections, pipelining: 1, keepAliveTimeout: 10_000 });
           agents.set(key, agent);
         }
         return agent;
       },
 
       async call(fromIp, path, o = {}) {
-        const base = world.nmiUrl;
-        const res = await request(`${base}${path}`, {
+        // dispatcher.request sends `path` as is; a URL string would be normalised first (backslashes, dot segments).
+        const res = await world.agentFor(fromIp).request({
+          origin: world.nmiUrl,
+          path,
           method: (o.method ?? 'GET') as 'GET',
           headers: o.headers ?? { Metadata: 'true' },
-          dispatcher: world.agentFor(fromIp),
         });
         const body = await res.body.text();
         return { status: res.statusCode, headers: res.headers, body };

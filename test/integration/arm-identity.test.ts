@@ -2,10 +2,9 @@
 // Azure emulator: attach, detach, chunking, no-op skipping, throttling, bad identities, LRO, coalescing, concurrency.
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { parseCloudConfig } from '../../src/azure/cloud-config.js';
 import { armCredential } from '../../src/azure/credentials.js';
 import { type ArmIdentityClient, type ArmIdentityClientOptions, createArmIdentityClient } from '../../src/mic/arm.js';
-import { startTestAzure, type TestAzure } from '../helpers/azure.js';
+import { servicePrincipalCloudConfig, startTestAzure, type TestAzure } from '../helpers/azure.js';
 
 const logger = pino({ level: 'silent' });
 let az: TestAzure;
@@ -20,17 +19,7 @@ afterEach(async () => {
 /** The client as MIC builds it: azure.json → cloud config (emulator endpoints) → credential → client. */
 function armClient(extra: Partial<ArmIdentityClientOptions> = {}): ArmIdentityClient {
   const e = az.emulator;
-  const config = parseCloudConfig({
-    fileText: JSON.stringify({
-      cloud: 'AzurePublicCloud',
-      tenantId: e.tenantId,
-      aadClientId: az.servicePrincipal.clientId,
-      aadClientSecret: az.servicePrincipal.secret,
-      subscriptionId: e.subscriptionId,
-      resourceGroup: az.resourceGroup,
-    }),
-    customEndpoints: { resourceManagerEndpoint: e.url, activeDirectoryEndpoint: e.url },
-  });
+  const config = servicePrincipalCloudConfig(az);
   return createArmIdentityClient({
     credential: armCredential(config, { caPem: e.caPem, tokenTimeoutMs: 10_000 }),
     subscriptionId: config.subscriptionId,

@@ -3,7 +3,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseCloudConfig } from '../../src/azure/cloud-config.js';
 import { armCredential } from '../../src/azure/credentials.js';
-import { decodeToken, startTestAzure, type TestAzure } from '../helpers/azure.js';
+import { decodeToken, servicePrincipalCloudConfig, startTestAzure, type TestAzure } from '../helpers/azure.js';
 
 let az: TestAzure;
 beforeEach(async () => {
@@ -16,17 +16,7 @@ afterEach(async () => {
 describe('armCredential', () => {
   it('gets an ARM token for the service principal of azure.json', async () => {
     const e = az.emulator;
-    const config = parseCloudConfig({
-      fileText: JSON.stringify({
-        cloud: 'AzurePublicCloud',
-        tenantId: e.tenantId,
-        aadClientId: az.servicePrincipal.clientId,
-        aadClientSecret: az.servicePrincipal.secret,
-        subscriptionId: e.subscriptionId,
-        resourceGroup: az.resourceGroup,
-      }),
-      customEndpoints: { resourceManagerEndpoint: e.url, activeDirectoryEndpoint: e.url },
-    });
+    const config = servicePrincipalCloudConfig(az);
     const token = await armCredential(config, { caPem: e.caPem }).getToken(`${config.environment.resourceManagerAudience}/.default`);
     const claims = decodeToken(token!.token);
     expect(claims.appid).toBe(az.servicePrincipal.clientId);

@@ -1,0 +1,130 @@
+// MIC entry point: parse flags once into a frozen config, build the logger, kube config and ARM client, start MIC,
+// and on SIGTERM/SIGINT stop it within a deadline. The only place MIC reads process.env or exits.
+//
+// Emulator runs (no real Azure) point ARM and AAD elsewhere with `--arm-endpoint` plus the env vars
+// AZURE_AUTHORITY_HOST (AAD authority for the service principal) and MIC_ARM_POLL_INTERVAL (LRO poll interval in
+// ms; default 5000, the original's); trust the emulator's CA with NODE_EXTRA_CA_CERTS.
+import { readFileSync } from 'node:fs';
+import { parseCloudConfig, type AzureCloudConfig } from '../src/azure/cloud-config.js';
+import { armCredential } from '../src/azure/credentials.js';
+import { createLogger } from '../src/common/log.js';
+import { loadKubeConfig } from '../src/kube/index.js';
+import { createArmIdentityClient } from '../src/mic/arm.js';
+import { micUsage, parseMicConfig, type MicConfig } from '../src/mic/config.js';
+import { startMic } from '../src/mic/mic.js';
+
+const VERSION = '0.1.0';
+const STOP_DEADLINE_MS = 20_000;
+
+async function main(): Promise<number> {
+  const parsed = parseMicConfig(process.argv.slice(2), process.env);
+  if (!parsed.ok) {
+    for (const error of parsed.errors) process.stderr.write(`mic: ${error}\n`);
+    process.stderr.write('Run with --help to list the flags.\n');
+    return 2;
+  }
+  const config = parsed.value;
+  if (config.help) {
+    process.stdout.write(micUsage());
+    return 0;
+  }
+  if (config.version) {
+    process.stdout.write(`mic ${VERSION}\n`);
+    return 0;
+  }
+  const logger = createLogger({
+    format: config.logFormat,
+    level: config.logVerbosity >= 4 ? 'debug' : 'info',
+    base: { app: 'mic' },
+  });
+
+  let cloud: AzureCloudConfig;
+  try {
+    cloud = cloudConfig(config);
+  } catch (err) {
+    process.stderr.write(`mic: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 2;
+  }
+  const pollRaw = process.env['MIC_ARM_POLL_INTERVAL'];
+  const pollIntervalMs = pollRaw === undefined || pollRaw === '' ? 5000 : Number(pollRaw);
+  if (!Number.isFinite(pollIntervalMs) || pollIntervalMs < 1) {
+    process.stderr.write(`mic: MIC_ARM_POLL_INTERVAL must be a positive number of milliseconds, got '${pollRaw ?? ''}'\n`);
+    return 2;
+  }
+
+  const userAgent = `aad-pod-identity/MIC/${VERSION}${config.customUserAgent ? ` ${config.customUserAgent}` : ''}`;
+  const kubeConfig = loadKubeConfig({ ...(config.kubeconfig ? { kubeconfigPath: config.kubeconfig } : { inCluster: true }), userAgent });
+  const clusterIdentity = cloud.auth.kind === 'managedIdentity' ? cloud.auth.userAssignedIdentityId : undefined;
+  const credential = armCredential(cloud);
+
+  const mic = await startMic(config, {
+    kubeConfig,
+    logger,
+    ...(clusterIdentity ? { clusterIdentityClientId: clusterIdentity } : {}),
+    armClient: (onCall) =>
+      createArmIdentityClient({
+        credential,
+        subscriptionId: cloud.subscriptionId,
+        resourceGroup: cloud.resourceGroup,
+        endpoint: cloud.environment.resourceManagerEndpoint,
+        scope: `${cloud.environment.resourceManagerAudience}/.default`,
+        logger: logger.child({ component: 'arm' }),
+        immutableIdentities: [...config.immutableUserMsis, ...(clusterIdentity ? [clusterIdentity] : [])],
+        maxConcurrency: config.armMaxConcurrency,
+        maxRetries: config.updateUserMsiMaxRetry,
+        retryIntervalMs: config.updateUserMsiRetryIntervalMs,
+        pollIntervalMs,
+        onCall,
+      }),
+  });
+  process.stdout.write(`${JSON.stringify({ ready: true, probe: mic.probeUrl, metrics: mic.metricsUrl })}\n`);
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'stopping');
+      const deadline = setTimeout(() => {
+        logger.error(`stop took longer than ${STOP_DEADLINE_MS / 1000} s; exiting`);
+        resolve(1);
+      }, STOP_DEADLINE_MS);
+      mic
+        .stop()
+        .then(() => resolve(0))
+        .catch((err: unknown) => {
+          logger.error({ err }, 'stop failed');
+          resolve(1);
+        })
+        .finally(() => clearTimeout(deadline));
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+/** azure.json (--cloudconfig) or the admin-secret env vars; --arm-endpoint (+ AZURE_AUTHORITY_HOST) override the cloud's. */
+function cloudConfig(config: MicConfig): AzureCloudConfig {
+  const fileText = config.cloudconfig !== undefined ? readFileSync(config.cloudconfig, 'utf8') : undefined;
+  const envFile = process.env['AZURE_ENVIRONMENT_FILEPATH'];
+  const sources = {
+    ...(fileText !== undefined ? { fileText, filePath: config.cloudconfig } : {}),
+    env: process.env,
+    ...(envFile ? { environmentFileText: readFileSync(envFile, 'utf8') } : {}),
+  };
+  if (config.armEndpoint === undefined) return parseCloudConfig(sources);
+  // Without AZURE_AUTHORITY_HOST the named cloud's AAD stays in use.
+  const authority = process.env['AZURE_AUTHORITY_HOST'] || parseCloudConfig(sources).environment.activeDirectoryEndpoint;
+  return parseCloudConfig({
+    ...sources,
+    customEndpoints: { resourceManagerEndpoint: config.armEndpoint, activeDirectoryEndpoint: authority },
+  });
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`mic: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,438 @@
+// MIC's controller: informers (our Reflector) on labelled pods, nodes, AzureIdentity, AzureIdentityBinding and
+// AzureAssignedIdentity keep normalised views in memory; events only enqueue the single `sync` key of a
+// deduplicating work queue; each cycle plans from memory (never relisting) and dispatches without waiting.
+// Informers run on every replica (fast failover); the queue, the timers and every write run only while leading.
+//
+// Our own writes are overlaid on the AAI cache until the watch shows them (same resourceVersion), so a cycle that
+// runs before the echo neither repeats a write nor undoes one. The echo of our own write does not enqueue a cycle.
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { collectionPath, Plurals, POD_LABEL, POD_LABEL_SELECTOR } from '../crds/names.js';
+import { normalizeAssignedIdentity, normalizeAzureIdentity, normalizeBinding } from '../crds/normalize.js';
+import {
+  nodeViewFrom,
+  podViewFrom,
+  type AzureAssignedIdentity,
+  type AzureIdentity,
+  type AzureIdentityBinding,
+  type PodView,
+} from '../crds/types.js';
+import { Reflector, WorkQueue, type KubeObject, type ReflectorEvent } from '../kube/index.js';
+import type { ArmTarget } from './arm.js';
+import { assignedKey, type ClusterSnapshot, type MicPolicy } from './core/snapshot.js';
+import { resolveNode, type ResolvedNode } from './adapters/targets.js';
+import { Executor, type ExecutorOptions } from './executor.js';
+import { Reconciler, type ClusterView } from './reconciler.js';
+import type { EventSink, MicMetrics } from './ports.js';
+
+export interface ControllerOptions {
+  readonly kubeConfig: KubeConfig;
+  readonly log: Logger;
+  readonly metrics: MicMetrics;
+  readonly events: EventSink;
+  readonly policy: MicPolicy;
+  readonly executor: Omit<ExecutorOptions, 'onWritten' | 'requeue' | 'log' | 'metrics' | 'events'>;
+  /** Periodic full cycle (--syncRetryDuration). */
+  readonly syncRetryMs: number;
+  /** Periodic GET of every VM/VMSS to re-attach what ARM lost (--identity-assignment-reconcile-interval); 0 = off. */
+  readonly azureCheckIntervalMs: number;
+  /** Least time between cycle starts; a cycle also waits as long as the previous one took. Default 20 ms. */
+  readonly minCycleIntervalMs?: number;
+  /** How long our own writes are overlaid when their echo never comes (a relist skipped it). Default 30 s. */
+  readonly ownWriteTtlMs?: number;
+  /** Server-side watch timeout for the informers (tests use short ones). */
+  readonly watchTimeoutSeconds?: number;
+  readonly reflectorBackoff?: { readonly initialMs: number; readonly maxMs: number };
+}
+
+export const SYNC_KEY = 'sync';
+
+interface Tracked<T> {
+  readonly view: T;
+  readonly legacy: readonly string[];
+}
+
+interface OwnWrite {
+  /** null: deleted by us (tombstone for `uid`). */
+  readonly obj: AzureAssignedIdentity | null;
+  readonly uid: string;
+  readonly at: number;
+}
+
+export class MicController {
+  readonly #o: ControllerOptions;
+  readonly #log: Logger;
+  readonly #reflectors: Reflector[];
+  readonly #pods = new Map<string, PodView>();
+  readonly #nodes = new Map<string, ResolvedNode>();
+  readonly #identities = new Map<string, Tracked<AzureIdentity>>();
+  readonly #bindings = new Map<string, Tracked<AzureIdentityBinding>>();
+  readonly #assigned = new Map<string, AzureAssignedIdentity>();
+  readonly #own = new Map<string, OwnWrite>();
+  readonly #executor: Executor;
+  readonly #reconciler: Reconciler;
+  #term: { queue: WorkQueue; signal: AbortSignal; timers: NodeJS.Timeout[] } | undefined;
+  #lastCycleEnd = 0;
+  #lastCycleMs = 0;
+  #cycles = 0;
+  #lastCycleAt = 0;
+
+  constructor(opts: ControllerOptions) {
+    this.#o = opts;
+    this.#log = opts.log;
+    this.#executor = new Executor({
+      ...opts.executor,
+      log: opts.log.child({ component: 'executor' }),
+      metrics: opts.metrics,
+      events: opts.events,
+      onWritten: (key, obj, uid) => this.#ownWrite(key, obj, uid),
+      requeue: (ms) => this.#enqueue(ms),
+    });
+    this.#reconciler = new Reconciler({
+      executor: this.#executor,
+      events: opts.events,
+      metrics: opts.metrics,
+      policy: opts.policy,
+      log: opts.log.child({ component: 'reconciler' }),
+    });
+    this.#reflectors = this.#informers();
+  }
+
+  /** Starts the informers (on every replica). */
+  start(): void {
+    for (const r of this.#reflectors) r.start();
+  }
+
+  /** Resolves true once every informer has listed, false if stopped first. */
+  async synced(): Promise<boolean> {
+    const all = await Promise.all(this.#reflectors.map((r) => r.synced()));
+    return all.every(Boolean);
+  }
+
+  get hasSynced(): boolean {
+    return this.#reflectors.every((r) => r.hasSynced);
+  }
+
+  /** True while this replica runs cycles (leading and synced). */
+  get acting(): boolean {
+    return this.#term !== undefined && !this.#term.signal.aborted;
+  }
+
+  /** Cycles run since start, and when the last one finished (for tests and /readyz details). */
+  get cycleStats(): { readonly cycles: number; readonly lastCycleAt: number } {
+    return { cycles: this.#cycles, lastCycleAt: this.#lastCycleAt };
+  }
+
+  /** Called when this replica becomes leader: wait for the caches, then reconcile until `signal` aborts. */
+  async startActing(signal: AbortSignal): Promise<void> {
+    if (!(await this.synced()) || signal.aborted) return;
+    const queue = new WorkQueue({
+      name: 'mic',
+      log: this.#log,
+      process: () => this.#cycle(signal),
+      baseDelayMs: 100,
+      maxDelayMs: 30_000,
+    });
+    const timers: NodeJS.Timeout[] = [];
+    this.#term = { queue, signal, timers };
+    if (this.#o.azureCheckIntervalMs > 0) {
+      timers.push(setInterval(() => void this.#azureCheck(signal), this.#o.azureCheckIntervalMs));
+    }
+    signal.addEventListener('abort', () => this.#stopActing(queue, timers), { once: true });
+    queue.start();
+    queue.add(SYNC_KEY);
+    this.#log.info({ pods: this.#pods.size, nodes: this.#nodes.size, assigned: this.#assigned.size }, 'acting as leader');
+  }
+
+  /** Waits until the queue is empty and no write or ARM call is running (tests and benchmarks). */
+  async idle(): Promise<void> {
+    await this.#term?.queue.idle();
+    await this.#executor.idle();
+  }
+
+  async stop(): Promise<void> {
+    const term = this.#term;
+    if (term !== undefined) this.#stopActing(term.queue, term.timers);
+    await Promise.all(this.#reflectors.map((r) => r.stop()));
+  }
+
+  #stopActing(queue: WorkQueue, timers: NodeJS.Timeout[]): void {
+    for (const t of timers) clearInterval(t);
+    void queue.shutDown({ drain: false });
+    if (this.#term?.queue === queue) this.#term = undefined;
+    this.#log.info('stopped acting');
+  }
+
+  #enqueue(delayMs = 0): void {
+    const term = this.#term;
+    if (term === undefined || term.signal.aborted) return;
+    if (delayMs > 0) term.queue.addAfter(SYNC_KEY, delayMs);
+    else term.queue.add(SYNC_KEY);
+  }
+
+  async #cycle(signal: AbortSignal): Promise<{ requeueAfterMs: number } | void> {
+    // Let events gather: never more than one cycle per max(min interval, last cycle's duration).
+    const gap = Math.max(this.#o.minCycleIntervalMs ?? 20, this.#lastCycleMs);
+    const wait = this.#lastCycleEnd + gap - Date.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    if (signal.aborted) return;
+    const started = Date.now();
+    try {
+      this.#reconciler.cycle(this.#view(), signal);
+    } finally {
+      this.#lastCycleEnd = Date.now();
+      this.#lastCycleMs = this.#lastCycleEnd - started;
+      this.#lastCycleAt = this.#lastCycleEnd;
+      this.#cycles++;
+    }
+    // Learn what ARM has on targets not read yet, so the next plans need no ARM call for what is already true.
+    void this.#executor.refresh(this.#armTargets(), false, signal).catch((err: unknown) => this.#log.warn({ err }, 'ARM refresh failed'));
+    return { requeueAfterMs: this.#o.syncRetryMs };
+  }
+
+  /** The periodic Azure check: re-read every VM/VMSS, then plan (which re-adds what an Assigned AAI lost). */
+  async #azureCheck(signal: AbortSignal): Promise<void> {
+    try {
+      await this.#executor.refresh(this.#armTargets(), true, signal);
+    } catch (err) {
+      this.#log.warn({ err }, 'periodic ARM identity check failed');
+    }
+    this.#enqueue();
+  }
+
+  /* ----------------------------------------------------------------------------------- cluster view */
+
+  #view(): ClusterView {
+    const now = Date.now();
+    const ttl = this.#o.ownWriteTtlMs ?? 30_000;
+    const assigned = new Map(this.#assigned);
+    const deleted = new Set<string>();
+    for (const [key, w] of this.#own) {
+      const cached = this.#assigned.get(key);
+      if (now - w.at > ttl) {
+        this.#own.delete(key);
+        continue;
+      }
+      if (w.obj === null) {
+        if (cached !== undefined && cached.uid !== w.uid) {
+          this.#own.delete(key); // re-created since: the tombstone is stale
+          continue;
+        }
+        assigned.delete(key);
+        deleted.add(key);
+      } else if (cached !== undefined && cached.resourceVersion === w.obj.resourceVersion) {
+        this.#own.delete(key);
+      } else {
+        assigned.set(key, w.obj);
+      }
+    }
+    const armTargets = this.#armTargets();
+    const nodes = this.#nodes;
+    const identities = this.#identities;
+    const bindings = this.#bindings;
+    const pods = this.#pods;
+    return {
+      snapshot: (): Omit<ClusterSnapshot, 'attachments'> => ({
+        pods: [...pods.values()],
+        nodes: [...nodes.values()].map((r) => r.node),
+        identities: [...identities.values()].map((t) => t.view),
+        bindings: [...bindings.values()].map((t) => t.view),
+        assigned: [...assigned.values()],
+        pending: { created: new Set(), deleted },
+      }),
+      assignedByKey: assigned,
+      armTargets,
+      targetOfNode: (name) => nodes.get(name)?.node.target?.key ?? '',
+      *legacy() {
+        for (const t of identities.values()) if (t.legacy.length > 0) yield { object: t.view, kind: 'AzureIdentity' as const, fields: t.legacy };
+        for (const t of bindings.values()) if (t.legacy.length > 0) yield { object: t.view, kind: 'AzureIdentityBinding' as const, fields: t.legacy };
+      },
+      identity: (ns, name) => identities.get(`${ns}/${name}`)?.view,
+      binding: (ns, name) => bindings.get(`${ns}/${name}`)?.view,
+    };
+  }
+
+  #armTargets(): Map<string, ArmTarget> {
+    const out = new Map<string, ArmTarget>();
+    for (const r of this.#nodes.values()) {
+      const key = r.node.target?.key;
+      if (key !== undefined && r.arm !== undefined && !out.has(key)) out.set(key, r.arm);
+    }
+    return out;
+  }
+
+  #ownWrite(key: string, obj: AzureAssignedIdentity | null, uid: string): void {
+    const cached = this.#assigned.get(key);
+    if (obj !== null && cached?.resourceVersion === obj.resourceVersion) {
+      this.#own.delete(key); // the echo came first
+      return;
+    }
+    if (obj === null && (cached === undefined || cached.uid !== uid)) {
+      this.#own.delete(key);
+      return;
+    }
+    this.#own.set(key, { obj, uid, at: Date.now() });
+  }
+
+  /* ----------------------------------------------------------------------------------- informers */
+
+  #informers(): Reflector[] {
+    const o = this.#o;
+    const common = {
+      kubeConfig: o.kubeConfig,
+      log: this.#log,
+      ...(o.watchTimeoutSeconds !== undefined ? { watchTimeoutSeconds: o.watchTimeoutSeconds } : {}),
+      ...(o.reflectorBackoff !== undefined ? { backoff: o.reflectorBackoff } : {}),
+    };
+    const key = (obj: KubeObject): string => `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
+
+    const pods = new Reflector({
+      ...common,
+      path: '/api/v1/pods',
+      name: 'pods',
+      labelSelector: POD_LABEL_SELECTOR,
+      handlers: {
+        onAdd: (obj) => this.#upsertPod(obj),
+        onUpdate: (_old, obj) => this.#upsertPod(obj),
+        onDelete: (obj) => {
+          if (this.#pods.delete(key(obj))) this.#enqueue();
+        },
+      },
+    });
+    const nodes = new Reflector({
+      ...common,
+      path: '/api/v1/nodes',
+      name: 'nodes',
+      handlers: {
+        onAdd: (obj) => this.#upsertNode(obj),
+        onUpdate: (_old, obj) => this.#upsertNode(obj),
+        onDelete: (obj) => {
+          const name = obj.metadata?.name ?? '';
+          const gone = this.#nodes.get(name);
+          this.#nodes.delete(name);
+          const targetKey = gone?.node.target?.key;
+          if (targetKey !== undefined && ![...this.#nodes.values()].some((r) => r.node.target?.key === targetKey)) {
+            this.#executor.forgetTarget(targetKey);
+          }
+          this.#enqueue();
+        },
+      },
+    });
+    const identities = new Reflector({
+      ...common,
+      path: collectionPath(Plurals.AzureIdentity),
+      name: 'azureidentities',
+      handlers: {
+        onAdd: (obj) => this.#upsertTracked(this.#identities, normalizeAzureIdentity(obj), obj),
+        onUpdate: (_old, obj) => this.#upsertTracked(this.#identities, normalizeAzureIdentity(obj), obj),
+        onDelete: (obj) => {
+          this.#identities.delete(key(obj));
+          this.#enqueue();
+        },
+      },
+    });
+    const bindings = new Reflector({
+      ...common,
+      path: collectionPath(Plurals.AzureIdentityBinding),
+      name: 'azureidentitybindings',
+      handlers: {
+        onAdd: (obj) => this.#upsertTracked(this.#bindings, normalizeBinding(obj), obj),
+        onUpdate: (_old, obj) => this.#upsertTracked(this.#bindings, normalizeBinding(obj), obj),
+        onDelete: (obj) => {
+          this.#bindings.delete(key(obj));
+          this.#enqueue();
+        },
+      },
+    });
+    const assigned = new Reflector({
+      ...common,
+      path: collectionPath(Plurals.AzureAssignedIdentity),
+      name: 'azureassignedidentities',
+      onEvent: (e: ReflectorEvent) => {
+        // After a relist the cache is at least as new as our earlier writes: stop overlaying them.
+        if (e.type === 'listed') {
+          const cutoff = Date.now() - 2000;
+          for (const [k, w] of this.#own) if (w.at < cutoff) this.#own.delete(k);
+          this.#enqueue();
+        }
+      },
+      handlers: {
+        onAdd: (obj) => this.#upsertAssigned(obj),
+        onUpdate: (_old, obj) => this.#upsertAssigned(obj),
+        onDelete: (obj) => {
+          const k = assignedKey(obj.metadata?.namespace ?? '', obj.metadata?.name ?? '');
+          const cached = this.#assigned.get(k);
+          this.#assigned.delete(k);
+          const own = this.#own.get(k);
+          if (own !== undefined && own.obj === null && own.uid === (cached?.uid ?? obj.metadata?.uid)) {
+            this.#own.delete(k); // our delete's echo
+            return;
+          }
+          this.#enqueue();
+        },
+      },
+    });
+    return [pods, nodes, identities, bindings, assigned];
+  }
+
+  #upsertPod(obj: KubeObject): void {
+    const pod = podViewFrom(obj);
+    if (pod === null) return;
+    const k = `${pod.namespace}/${pod.name}`;
+    const old = this.#pods.get(k);
+    this.#pods.set(k, pod);
+    // As the original, only changes that can change an assignment wake the controller.
+    if (
+      old === undefined ||
+      old.uid !== pod.uid ||
+      old.nodeName !== pod.nodeName ||
+      old.labels[POD_LABEL] !== pod.labels[POD_LABEL] ||
+      old.deleting !== pod.deleting ||
+      isFinished(old) !== isFinished(pod)
+    ) {
+      this.#enqueue();
+    }
+  }
+
+  #upsertNode(obj: KubeObject): void {
+    const view = nodeViewFrom(obj);
+    if (view === null) return;
+    const old = this.#nodes.get(view.name);
+    const resolved = resolveNode(view);
+    this.#nodes.set(view.name, resolved);
+    if (resolved.problem !== undefined && old?.node.providerID !== view.providerID) {
+      this.#log.warn({ node: view.name, providerID: view.providerID, problem: resolved.problem }, 'node has no usable Azure provider ID');
+    }
+    if (old === undefined || old.node.providerID !== view.providerID) this.#enqueue();
+  }
+
+  #upsertTracked<T extends { namespace: string; name: string }>(
+    map: Map<string, Tracked<T>>,
+    n: { value: T | null; legacyFields: readonly string[]; problems: readonly string[] },
+    obj: KubeObject,
+  ): void {
+    if (n.problems.length > 0) {
+      this.#log.debug({ kind: obj.kind, namespace: obj.metadata?.namespace, name: obj.metadata?.name, problems: n.problems }, 'normalised with problems');
+    }
+    if (n.value === null) return;
+    map.set(`${n.value.namespace}/${n.value.name}`, { view: n.value, legacy: n.legacyFields });
+    this.#enqueue();
+  }
+
+  #upsertAssigned(obj: KubeObject): void {
+    const n = normalizeAssignedIdentity(obj);
+    if (n.value === null) return;
+    const k = assignedKey(n.value.namespace, n.value.name);
+    this.#assigned.set(k, n.value);
+    const ownObj = this.#own.get(k)?.obj;
+    if (ownObj !== undefined && ownObj !== null && ownObj.resourceVersion === n.value.resourceVersion) {
+      this.#own.delete(k); // our write's echo: nothing new to plan
+      return;
+    }
+    this.#enqueue();
+  }
+}
+
+function isFinished(pod: PodView): boolean {
+  return pod.phase === 'Succeeded' || pod.phase === 'Failed';
+}

@@ -1,0 +1,208 @@
+// MIC's composition root: kube clients behind one write rate limiter, the AAI writer, events, metrics, the
+// controller, Lease leader election, and the probe and metrics servers. startMic() is used in-process by tests,
+// the sandbox and cmd/mic.ts alike; it never reads the environment.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CoordinationV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { EventRecorder, LeaderElector, RateLimiter, type EventClient } from '../kube/index.js';
+import { kubeEventSink } from './adapters/events.js';
+import { kubeAssignedIdentityWriter } from './adapters/kube-assigned.js';
+import type { ArmOperation } from './arm.js';
+import type { MicConfig } from './config.js';
+import { MicController } from './controller.js';
+import { createMicMetrics } from './metrics.js';
+import type { ArmPort } from './ports.js';
+
+/** Observer arm.ts calls after every ARM request (feeds the cloud-provider metrics). */
+export type ArmCallObserver = (operation: ArmOperation, durationMs: number, error?: unknown) => void;
+
+export interface MicDeps {
+  readonly kubeConfig: KubeConfig;
+  readonly logger: Logger;
+  /** Builds the ARM client (createArmIdentityClient in production), wiring `onCall` into its options. */
+  readonly armClient: (onCall: ArmCallObserver) => ArmPort;
+  /** Client ID of the cluster identity (azure.json userAssignedIdentityID): never detached, as in the original. */
+  readonly clusterIdentityClientId?: string;
+  /** Knobs for tests and benchmarks; production uses the defaults. */
+  readonly tuning?: MicTuning;
+}
+
+export interface MicTuning {
+  readonly minCycleIntervalMs?: number;
+  readonly ownWriteTtlMs?: number;
+  readonly watchTimeoutSeconds?: number;
+  readonly reflectorBackoff?: { readonly initialMs: number; readonly maxMs: number };
+  readonly retryBaseMs?: number;
+  readonly maxRetryDelayMs?: number;
+}
+
+export interface MicHandle {
+  /** `http://host:port` of the probe server (/healthz, /readyz). */
+  readonly probeUrl: string;
+  /** `http://host:port/metrics`. */
+  readonly metricsUrl: string;
+  readonly registry: Registry;
+  /** This replica holds the Lease. */
+  isLeader(): boolean;
+  /** Leading, synced and reconciling (what /healthz reports as `Active`). */
+  isActive(): boolean;
+  /** Informer caches have listed once (what /readyz reports). */
+  isReady(): boolean;
+  /** Resolves when nothing is queued and no write or ARM call runs (tests, benchmarks). */
+  idle(): Promise<void>;
+  /** Stops acting, releases the Lease, stops informers and servers. */
+  stop(): Promise<void>;
+}
+
+export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHandle> {
+  const log = deps.logger.child({ component: 'mic', instance: config.leaderElection.instance });
+  const metrics = createMicMetrics();
+  const kc = deps.kubeConfig;
+  const limiter = new RateLimiter({ qps: config.clientQps, burst: config.clientBurst });
+  const core = kc.makeApiClient(CoreV1Api);
+  const eventClient: EventClient = {
+    createNamespacedEvent: limiter.wrap((p: Parameters<EventClient['createNamespacedEvent']>[0]) => core.createNamespacedEvent(p)),
+    patchNamespacedEvent: limiter.wrap(
+      (p: Parameters<EventClient['patchNamespacedEvent']>[0], o?: Parameters<EventClient['patchNamespacedEvent']>[1]) =>
+        core.patchNamespacedEvent(p, o),
+    ),
+  };
+  const recorder = new EventRecorder({
+    client: eventClient,
+    component: 'aadpodidentity.k8s.io',
+    host: config.leaderElection.instance,
+    log,
+  });
+
+  let controller: MicController | undefined;
+  const events = kubeEventSink(recorder, { log, enabled: () => controller?.acting === true });
+  const arm = deps.armClient((operation, durationMs, error) => metrics.armCall(operation, durationMs / 1000, error !== undefined));
+  const immutable = new Set(config.immutableUserMsis.map((id) => id.toLowerCase()));
+  if (deps.clusterIdentityClientId) immutable.add(deps.clusterIdentityClientId.toLowerCase());
+  const tuning = deps.tuning ?? {};
+
+  controller = new MicController({
+    kubeConfig: kc,
+    log,
+    metrics,
+    events,
+    policy: { forceNamespaced: config.forceNamespaced, immutableClientIds: immutable, immutableResourceIds: new Set() },
+    executor: {
+      writer: kubeAssignedIdentityWriter(kc.makeApiClient(CustomObjectsApi), limiter),
+      arm,
+      createDeleteBatch: config.createDeleteBatch,
+      refreshConcurrency: config.armMaxConcurrency,
+      ...(tuning.retryBaseMs !== undefined ? { retryBaseMs: tuning.retryBaseMs } : {}),
+      ...(tuning.maxRetryDelayMs !== undefined ? { maxRetryDelayMs: tuning.maxRetryDelayMs } : {}),
+    },
+    syncRetryMs: config.syncRetryMs,
+    azureCheckIntervalMs: config.identityAssignmentReconcileIntervalMs,
+    ...(tuning.minCycleIntervalMs !== undefined ? { minCycleIntervalMs: tuning.minCycleIntervalMs } : {}),
+    ...(tuning.ownWriteTtlMs !== undefined ? { ownWriteTtlMs: tuning.ownWriteTtlMs } : {}),
+    ...(tuning.watchTimeoutSeconds !== undefined ? { watchTimeoutSeconds: tuning.watchTimeoutSeconds } : {}),
+    ...(tuning.reflectorBackoff !== undefined ? { reflectorBackoff: tuning.reflectorBackoff } : {}),
+  });
+  const mic = controller;
+
+  const le = config.leaderElection;
+  const leader = new LeaderElector({
+    client: kc.makeApiClient(CoordinationV1Api),
+    namespace: le.namespace,
+    name: le.name,
+    identity: le.instance,
+    leaseDurationMs: le.durationMs,
+    renewDeadlineMs: le.renewDeadlineMs,
+    retryPeriodMs: le.retryPeriodMs,
+    log,
+    onStartedLeading: async (signal) => {
+      metrics.newLeader();
+      await mic.startActing(signal);
+    },
+    // The leadership signal has aborted by now: the controller has already stopped acting.
+    onStoppedLeading: () => log.info('lost leadership; not acting'),
+    onNewLeader: (holder) => log.info({ leader: holder }, 'leader observed'),
+  });
+
+  const probe = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') {
+      // Always 200, as the original: the body tells the leader from the standby.
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(mic.acting ? 'Active' : 'Not Active');
+      return;
+    }
+    if (path === '/readyz') {
+      const ready = mic.hasSynced;
+      res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' });
+      res.end(ready ? 'ready' : 'caches not synced');
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  const metricsServer = createServer((req, res) => {
+    if ((req.url ?? '/').split('?')[0] !== '/metrics') {
+      res.writeHead(404).end();
+      return;
+    }
+    metrics.registry.metrics().then(
+      (text) => {
+        res.writeHead(200, { 'content-type': metrics.registry.contentType });
+        res.end(text);
+      },
+      (err: unknown) => {
+        log.warn({ err }, 'metrics collection failed');
+        res.writeHead(500).end();
+      },
+    );
+  });
+
+  const probeUrl = await listen(probe, config.probeBindAddress, config.httpProbePort);
+  const metricsBase = await listen(metricsServer, config.metricsBindAddress, config.prometheusPort);
+  mic.start();
+  leader.start();
+  log.info({ probeUrl, metricsUrl: `${metricsBase}/metrics`, lease: `${le.namespace}/${le.name}` }, 'MIC started');
+
+  let stopped: Promise<void> | undefined;
+  return {
+    probeUrl,
+    metricsUrl: `${metricsBase}/metrics`,
+    registry: metrics.registry,
+    isLeader: () => leader.isLeader,
+    isActive: () => mic.acting,
+    isReady: () => mic.hasSynced,
+    idle: () => mic.idle(),
+    stop: () => {
+      stopped ??= (async () => {
+        await leader.stop();
+        await mic.stop();
+        await Promise.all([close(probe), close(metricsServer)]);
+        log.info('MIC stopped');
+      })();
+      return stopped;
+    },
+  };
+}
+
+async function listen(server: Server, host: string, port: number): Promise<string> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    const onListening = (): void => {
+      server.off('error', reject);
+      resolve();
+    };
+    if (host === '') server.listen(port, onListening);
+    else server.listen(port, host, onListening);
+  });
+  const addr = server.address() as AddressInfo;
+  const h = host === '' ? '127.0.0.1' : addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  return `http://${h}:${addr.port}`;
+}
+
+function close(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

@@ -1,0 +1,141 @@
+// One reconcile cycle: the in-memory view of the cluster (caches + our own writes + what ARM is known to have
+// attached) → computeDesired → plan → executor (which returns at once; writes and ARM calls run on their own).
+// Skips come back as data: invalid identities/bindings and legacy field names become Warning events once per
+// object version, everything else one log line per distinct reason.
+import type { Logger } from 'pino';
+import { API_VERSION, Kinds } from '../crds/names.js';
+import type { AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding } from '../crds/types.js';
+import type { ArmTarget } from './arm.js';
+import { computeDesired } from './core/desired.js';
+import { isEmptyPlan, plan, type Plan } from './core/plan.js';
+import type { Skip } from './core/skip.js';
+import type { ClusterSnapshot, MicPolicy } from './core/snapshot.js';
+import type { ExecutionStats, Executor } from './executor.js';
+import { Reasons, type EventSink, type EventSubject, type MicMetrics } from './ports.js';
+
+/** The cluster as the controller's caches see it right now, our own writes included. */
+export interface ClusterView {
+  /** A snapshot for plan(); `attachments` is filled by the reconciler. */
+  snapshot(): Omit<ClusterSnapshot, 'attachments'>;
+  /** AAIs by key, as in the snapshot. */
+  readonly assignedByKey: ReadonlyMap<string, AzureAssignedIdentity>;
+  readonly armTargets: ReadonlyMap<string, ArmTarget>;
+  targetOfNode(nodeName: string): string;
+  /** Identities and bindings that used legacy field names. */
+  legacy(): Iterable<{ readonly object: AzureIdentity | AzureIdentityBinding; readonly kind: 'AzureIdentity' | 'AzureIdentityBinding'; readonly fields: readonly string[] }>;
+  identity(namespace: string, name: string): AzureIdentity | undefined;
+  binding(namespace: string, name: string): AzureIdentityBinding | undefined;
+}
+
+export interface ReconcilerOptions {
+  readonly executor: Executor;
+  readonly events: EventSink;
+  readonly metrics: MicMetrics;
+  readonly policy: MicPolicy;
+  readonly log: Logger;
+  readonly now?: () => number;
+}
+
+export interface CycleResult {
+  readonly plan: Plan;
+  readonly stats: ExecutionStats;
+  readonly durationMs: number;
+}
+
+const MAX_REMEMBERED = 20_000;
+
+export class Reconciler {
+  readonly #o: ReconcilerOptions;
+  readonly #now: () => number;
+  /** Warning events already sent, by `kind/ns/name@resourceVersion/reason`. */
+  readonly #warned = new Set<string>();
+  /** Skips already logged, by subject + code + reason. */
+  readonly #logged = new Set<string>();
+  #idleCycles = 0;
+
+  constructor(opts: ReconcilerOptions) {
+    this.#o = opts;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  cycle(view: ClusterView, signal: AbortSignal): CycleResult {
+    const started = this.#now();
+    const base = view.snapshot();
+    const snapshot: ClusterSnapshot = { ...base, attachments: this.#o.executor.attachments(view.armTargets.keys()) };
+    const desired = computeDesired(snapshot, this.#o.policy);
+    const p = plan(snapshot, desired, this.#o.policy);
+    this.#report(view, p.skipped);
+    this.#warnLegacy(view);
+    const stats = this.#o.executor.apply(p, {
+      signal,
+      assigned: view.assignedByKey,
+      armTargets: view.armTargets,
+      targetOfNode: (n) => view.targetOfNode(n),
+    });
+    const durationMs = this.#now() - started;
+    const empty = isEmptyPlan(p);
+    // As the original: report work cycles, and every 1000th idle one.
+    if (!empty || ++this.#idleCycles % 1000 === 0) this.#o.metrics.cycle(durationMs / 1000);
+    if (!empty) {
+      this.#o.log.info(
+        {
+          durationMs,
+          pods: snapshot.pods.length,
+          assigned: snapshot.assigned.length,
+          create: p.createAssigned.length,
+          update: p.updateAssigned.length,
+          delete: p.deleteAssigned.length,
+          status: p.statusUpdates.length,
+          targetOps: p.targetOps.length,
+          tasks: stats.tasks,
+          busy: stats.busySkipped,
+          armCalls: stats.armCalls,
+          heldTargets: stats.heldTargets,
+        },
+        'reconcile cycle',
+      );
+    }
+    return { plan: p, stats, durationMs };
+  }
+
+  #report(view: ClusterView, skips: readonly Skip[]): void {
+    for (const s of skips) {
+      const { kind, namespace, name } = s.subject;
+      if (s.code === 'IdentityInvalid' || s.code === 'BindingInvalid') {
+        const obj = s.code === 'IdentityInvalid' ? view.identity(namespace, name) : view.binding(namespace, name);
+        if (obj === undefined) continue;
+        const reason = s.code === 'IdentityInvalid' ? Reasons.InvalidIdentity : Reasons.InvalidBinding;
+        this.#warnOnce(subjectOf(kind === 'AzureIdentity' ? 'AzureIdentity' : 'AzureIdentityBinding', obj), reason,
+          `${kind} ${namespace}/${name} is ignored: ${s.reason}`);
+        continue;
+      }
+      const key = `${kind}/${namespace}/${name}/${s.code}/${s.reason}`;
+      if (this.#logged.has(key)) continue;
+      if (this.#logged.size >= MAX_REMEMBERED) this.#logged.clear();
+      this.#logged.add(key);
+      const level = s.code === 'NodeWithoutTarget' || s.code === 'NameConflict' || s.code === 'IdentityNotFound' ? 'warn' : 'debug';
+      this.#o.log[level]({ kind, namespace, name, code: s.code, reason: s.reason }, 'skipped');
+    }
+  }
+
+  #warnLegacy(view: ClusterView): void {
+    for (const { object, kind, fields } of view.legacy()) {
+      this.#warnOnce(subjectOf(kind, object), Reasons.LegacyFields,
+        `${kind} ${object.namespace}/${object.name} uses legacy field names (${fields.join(', ')}); they were read as the camelCase fields. ` +
+          'Rename them: camelCase wins when both are set.');
+    }
+  }
+
+  #warnOnce(subject: EventSubject, reason: string, message: string): void {
+    const key = `${subject.kind}/${subject.namespace}/${subject.name}@${subject.uid}/${subject.resourceVersion ?? ''}/${reason}`;
+    if (this.#warned.has(key)) return;
+    if (this.#warned.size >= MAX_REMEMBERED) this.#warned.clear();
+    this.#warned.add(key);
+    this.#o.log.warn({ kind: subject.kind, namespace: subject.namespace, name: subject.name, reason }, message);
+    this.#o.events.warning(subject, reason, message);
+  }
+}
+
+function subjectOf(kind: 'AzureIdentity' | 'AzureIdentityBinding', o: AzureIdentity | AzureIdentityBinding): EventSubject {
+  return { apiVersion: API_VERSION, kind: Kinds[kind], namespace: o.namespace, name: o.name, uid: o.uid, resourceVersion: o.resourceVersion };
+}

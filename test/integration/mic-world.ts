@@ -1,0 +1,218 @@
+// A small world for MIC integration tests: the API emulator with our CRDs, the Azure emulator with a VMSS of two
+// instances and a VM, one Node per instance with its providerID, and MIC replicas running in-process against both
+// with short intervals. Everything listens on 127.0.0.1:0 and stop() tears it all down.
+import { randomUUID } from 'node:crypto';
+import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import pino from 'pino';
+import { parseCloudConfig } from '../../src/azure/cloud-config.js';
+import { armCredential } from '../../src/azure/credentials.js';
+import { GROUP, Plurals, VERSION } from '../../src/crds/names.js';
+import { normalizeAssignedIdentity } from '../../src/crds/normalize.js';
+import type { AzureAssignedIdentity } from '../../src/crds/types.js';
+import { createArmIdentityClient } from '../../src/mic/arm.js';
+import { parseMicConfig } from '../../src/mic/config.js';
+import { startMic, type MicHandle } from '../../src/mic/mic.js';
+import { CRD_DIR, startTestApiServer, type TestApiServer } from '../helpers/apiserver.js';
+import { startTestAzure, type TestAzure } from '../helpers/azure.js';
+
+export const VMSS = 'ss1';
+export const VM = 'vm1';
+export const NODES = { vmss0: 'ss1-0', vmss1: 'ss1-1', vm: 'vm1' } as const;
+
+export interface MicWorld {
+  readonly api: TestApiServer;
+  readonly az: TestAzure;
+  readonly core: CoreV1Api;
+  readonly custom: CustomObjectsApi;
+  readonly rg: string;
+  /** Starts a MIC replica; extra flags override the test defaults. */
+  startMic(opts?: { instance?: string; flags?: readonly string[] }): Promise<MicHandle>;
+  /** A user-assigned identity in the Azure emulator's MSI. */
+  msi(name: string): { id: string; clientId: string };
+  createIdentity(name: string, spec: Record<string, unknown>, opts?: { namespace?: string; annotations?: Record<string, string> }): Promise<void>;
+  createBinding(name: string, spec: Record<string, unknown>, namespace?: string): Promise<void>;
+  createPod(name: string, node: string, selector: string, namespace?: string): Promise<void>;
+  deletePod(name: string, namespace?: string): Promise<void>;
+  setPodLabel(name: string, selector: string, namespace?: string): Promise<void>;
+  assigned(): Promise<AzureAssignedIdentity[]>;
+  /** User-assigned identity IDs on the VMSS or VM, lower-case, sorted. */
+  vmssIds(): string[];
+  vmIds(): string[];
+  events(reason?: string): Promise<{ reason: string; type: string; kind: string; name: string; message: string }[]>;
+  stop(): Promise<void>;
+}
+
+const silent = pino({ level: process.env['MIC_TEST_LOG'] ?? 'silent' });
+
+export async function startMicWorld(): Promise<MicWorld> {
+  const api = await startTestApiServer({ crdDir: CRD_DIR });
+  const az = await startTestAzure();
+  const rg = az.resourceGroup;
+  const e = az.emulator;
+  e.setLroMode('async');
+  e.createVmss(rg, VMSS, { instances: 2 });
+  e.createVm(rg, VM);
+  const core = api.kc.makeApiClient(CoreV1Api);
+  const custom = api.kc.makeApiClient(CustomObjectsApi);
+  const computeId = (type: string, name: string) =>
+    `azure:///subscriptions/${e.subscriptionId}/resourceGroups/${rg}/providers/Microsoft.Compute/${type}/${name}`;
+  await core.createNode({ body: { metadata: { name: NODES.vmss0 }, spec: { providerID: `${computeId('virtualMachineScaleSets', VMSS)}/virtualMachines/0` } } });
+  await core.createNode({ body: { metadata: { name: NODES.vmss1 }, spec: { providerID: `${computeId('virtualMachineScaleSets', VMSS)}/virtualMachines/1` } } });
+  await core.createNode({ body: { metadata: { name: NODES.vm }, spec: { providerID: computeId('virtualMachines', VM) } } });
+
+  const cloud = parseCloudConfig({
+    fileText: JSON.stringify({
+      cloud: 'AzurePublicCloud',
+      tenantId: e.tenantId,
+      aadClientId: az.servicePrincipal.clientId,
+      aadClientSecret: az.servicePrincipal.secret,
+      subscriptionId: e.subscriptionId,
+      resourceGroup: rg,
+    }),
+    customEndpoints: { resourceManagerEndpoint: e.url, activeDirectoryEndpoint: e.url },
+  });
+  const credential = armCredential(cloud, { caPem: e.caPem, tokenTimeoutMs: 10_000 });
+  const mics: MicHandle[] = [];
+  const ns = (n?: string) => n ?? 'default';
+
+  const world: MicWorld = {
+    api,
+    az,
+    core,
+    custom,
+    rg,
+    async startMic(opts = {}) {
+      const parsed = parseMicConfig(
+        [
+          '--http-probe-port=0',
+          '--prometheus-port=0',
+          '--probe-bind-address=127.0.0.1',
+          '--metrics-bind-address=127.0.0.1',
+          '--syncRetryDuration=3s',
+          '--identity-assignment-reconcile-interval=1s',
+          '--leader-election-duration=2s',
+          '--update-user-msi-retry-interval=50ms',
+          '--clientQps=500',
+          '--clientBurst=500',
+          ...(opts.flags ?? []),
+        ],
+        { MIC_POD_NAMESPACE: 'default', HOSTNAME: opts.instance ?? `mic-${randomUUID().slice(0, 8)}` },
+      );
+      if (!parsed.ok) throw new Error(parsed.errors.join('; '));
+      const config = parsed.value;
+      const mic = await startMic(config, {
+        kubeConfig: api.kc,
+        logger: silent.child({ instance: config.leaderElection.instance }),
+        armClient: (onCall) =>
+          createArmIdentityClient({
+            credential,
+            subscriptionId: cloud.subscriptionId,
+            resourceGroup: cloud.resourceGroup,
+            endpoint: cloud.environment.resourceManagerEndpoint,
+            scope: `${cloud.environment.resourceManagerAudience}/.default`,
+            caPem: e.caPem,
+            logger: silent,
+            immutableIdentities: config.immutableUserMsis,
+            pollIntervalMs: 20,
+            retryIntervalMs: config.updateUserMsiRetryIntervalMs,
+            maxRetries: config.updateUserMsiMaxRetry,
+            maxThrottleWaitMs: 300,
+            onCall,
+          }),
+        tuning: { watchTimeoutSeconds: 20, reflectorBackoff: { initialMs: 50, maxMs: 500 }, retryBaseMs: 100, maxRetryDelayMs: 1000 },
+      });
+      mics.push(mic);
+      return mic;
+    },
+    msi(name) {
+      const found = e.createUserAssignedIdentity(rg, name);
+      return { id: found.id, clientId: found.clientId };
+    },
+    async createIdentity(name, spec, opts = {}) {
+      await custom.createNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: Plurals.AzureIdentity,
+        namespace: ns(opts.namespace),
+        body: {
+          apiVersion: `${GROUP}/${VERSION}`,
+          kind: 'AzureIdentity',
+          metadata: { name, ...(opts.annotations ? { annotations: opts.annotations } : {}) },
+          spec,
+        },
+      });
+    },
+    async createBinding(name, spec, namespace) {
+      await custom.createNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: Plurals.AzureIdentityBinding,
+        namespace: ns(namespace),
+        body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'AzureIdentityBinding', metadata: { name }, spec },
+      });
+    },
+    async createPod(name, node, selector, namespace) {
+      await core.createNamespacedPod({
+        namespace: ns(namespace),
+        body: {
+          metadata: { name, labels: { aadpodidbinding: selector } },
+          spec: { nodeName: node, containers: [{ name: 'app', image: 'busybox' }] },
+        },
+      });
+    },
+    async deletePod(name, namespace) {
+      await core.deleteNamespacedPod({ name, namespace: ns(namespace), gracePeriodSeconds: 0 });
+    },
+    async setPodLabel(name, selector, namespace) {
+      await core.patchNamespacedPod(
+        { name, namespace: ns(namespace), body: [{ op: 'replace', path: '/metadata/labels/aadpodidbinding', value: selector }] },
+      );
+    },
+    async assigned() {
+      const list = (await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: Plurals.AzureAssignedIdentity })) as {
+        items: unknown[];
+      };
+      return list.items.map((i) => normalizeAssignedIdentity(i).value).filter((v): v is AzureAssignedIdentity => v !== null);
+    },
+    vmssIds: () => lower(e.getVmss(rg, VMSS)!.identity.userAssignedIdentities),
+    vmIds: () => lower(e.getVm(rg, VM)!.identity.userAssignedIdentities),
+    async events(reason) {
+      const list = await core.listEventForAllNamespaces({});
+      return list.items
+        .map((ev) => ({
+          reason: ev.reason ?? '',
+          type: ev.type ?? '',
+          kind: ev.involvedObject.kind ?? '',
+          name: ev.involvedObject.name ?? '',
+          message: ev.message ?? '',
+        }))
+        .filter((ev) => reason === undefined || ev.reason === reason);
+    },
+    async stop() {
+      await Promise.allSettled(mics.map((m) => m.stop()));
+      await Promise.allSettled([api.stop(), az.stop()]);
+    },
+  };
+  return world;
+}
+
+export function lower(ids: readonly string[]): string[] {
+  return ids.map((i) => i.toLowerCase()).sort();
+}
+
+/** Polls `check` until it returns true (or throws its last assertion error after `timeoutMs`). */
+export async function eventually(check: () => Promise<boolean | void> | boolean | void, timeoutMs = 10_000, stepMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const r = await check();
+      if (r !== false) return;
+      last = new Error('condition still false');
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw last;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}

@@ -1,0 +1,251 @@
+// MIC end to end against the API and Azure emulators, with the real client-node and arm-compute clients:
+// assignment, release, edits, shared identities on a VMSS, immutable and pre-existing identities, the periodic
+// Azure check, invalid identities, service principals and legacy manifests.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { eventually, NODES, startMicWorld, type MicWorld } from './mic-world.js';
+
+let w: MicWorld;
+beforeEach(async () => {
+  w = await startMicWorld();
+});
+afterEach(async () => {
+  await w?.stop();
+});
+
+const stateOf = async (name: string): Promise<string | undefined> => (await w.assigned()).find((a) => a.name === name)?.state;
+
+describe('MIC', () => {
+  it('assigns a user-assigned identity to the VMSS of a labelled pod and marks its AzureAssignedIdentity Assigned', async () => {
+    const id = w.msi('id1');
+    await w.createIdentity('id1', { type: 0, resourceID: id.id, clientID: id.clientId });
+    await w.createBinding('b1', { azureIdentity: 'id1', selector: 'app1' });
+    await w.createPod('p1', NODES.vmss0, 'app1');
+    const mic = await w.startMic();
+
+    await eventually(async () => expect(await stateOf('p1-default-id1')).toBe('Assigned'));
+    expect(w.vmssIds()).toEqual([id.id.toLowerCase()]);
+    expect(w.vmIds()).toEqual([]);
+    const aai = (await w.assigned()).find((a) => a.name === 'p1-default-id1')!;
+    expect(aai).toMatchObject({ namespace: 'default', pod: 'p1', podNamespace: 'default', nodeName: NODES.vmss0 });
+    expect(aai.labels).toEqual({ nodename: NODES.vmss0 });
+    expect(aai.finalizers).toEqual(['azureassignedidentity.finalizers.aadpodidentity.k8s.io']);
+    expect(aai.identityRef?.resourceID).toBe(id.id);
+    expect(aai.bindingRef?.selector).toBe('app1');
+    expect(mic.isLeader()).toBe(true);
+    const health = await fetch(`${mic.probeUrl}/healthz`);
+    expect(await health.text()).toBe('Active');
+    const metrics = await (await fetch(mic.metricsUrl)).text();
+    expect(metrics).toMatch(/aadpodidentity_assigned_identity_addition_count 1/);
+    expect(metrics).toMatch(/aadpodidentity_mic_new_leader_election_count 1/);
+    await eventually(async () => expect((await w.events('binding applied')).map((e) => e.name)).toContain('b1'));
+  });
+
+  it('releases the identity when the pod goes: AAI deleted, identity detached from the VM', async () => {
+    const id = w.msi('id1');
+    await w.createIdentity('id1', { type: 0, resourceID: id.id, clientID: id.clientId });
+    await w.createBinding('b1', { azureIdentity: 'id1', selector: 'app1' });
+    await w.createPod('p1', NODES.vm, 'app1');
+    await w.startMic();
+    await eventually(async () => expect(await stateOf('p1-default-id1')).toBe('Assigned'));
+    expect(w.vmIds()).toEqual([id.id.toLowerCase()]);
+
+    await w.deletePod('p1');
+    await eventually(async () => expect(await w.assigned()).toEqual([]));
+    expect(w.vmIds()).toEqual([]);
+  });
+});
+
+describe('MIC follows edits', () => {
+  it('updates the AAI and reassigns when the identity is edited in place', async () => {
+    const id1 = w.msi('id1');
+    const id2 = w.msi('id2');
+    await w.createIdentity('ident', { type: 0, resourceID: id1.id, clientID: id1.clientId });
+    await w.createBinding('b1', { azureIdentity: 'ident', selector: 'app1' });
+    await w.createPod('p1', NODES.vmss0, 'app1');
+    await w.startMic();
+    await eventually(async () => expect(await stateOf('p1-default-ident')).toBe('Assigned'));
+
+    await w.custom.patchNamespacedCustomObject(
+      {
+        group: 'aadpodidentity.k8s.io', version: 'v1', plural: 'azureidentities', namespace: 'default', name: 'ident',
+        body: [{ op: 'replace', path: '/spec/resourceID', value: id2.id }, { op: 'replace', path: '/spec/clientID', value: id2.clientId }],
+      },
+    );
+    await eventually(async () => {
+      const [aai] = await w.assigned();
+      expect(aai?.identityRef?.resourceID).toBe(id2.id);
+      expect(aai?.state).toBe('Assigned');
+      expect(w.vmssIds()).toEqual([id2.id.toLowerCase()]);
+    });
+    expect(await w.assigned()).toHaveLength(1);
+  });
+
+  it('releases every pod of a binding when the binding is deleted', async () => {
+    const id = w.msi('id1');
+    await w.createIdentity('id1', { type: 0, resourceID: id.id, clientID: id.clientId });
+    await w.createBinding('b1', { azureIdentity: 'id1', selector: 'app1' });
+    await w.createPod('p1', NODES.vmss0, 'app1');
+    await w.createPod('p2', NODES.vm, 'app1');
+    await w.startMic();
+    await eventually(async () => expect((await w.assigned()).map((a) => a.state)).toEqual(['Assigned', 'Assigned']));
+
+    await w.custom.deleteNamespacedCustomObject({ group: 'aadpodidentity.k8s.io', version: 'v1', plural: 'azureidentitybindings', namespace: 'default', name: 'b1' });
+    await eventually(async () => expect(await w.assigned()).toEqual([]));
+    expect(w.vmssIds()).toEqual([]);
+    expect(w.vmIds()).toEqual([]);
+  });
+
+  it('moves the pod to the other identity when its label changes', async () => {
+    const id1 = w.msi('id1');
+    const id2 = w.msi('id2');
+    await w.createIdentity('id1', { type: 0, resourceID: id1.id, clientID: id1.clientId });
+    await w.createIdentity('id2', { type: 0, resourceID: id2.id, clientID: id2.clientId });
+    await w.createBinding('b1', { azureIdentity: 'id1', selector: 'app1' });
+    await w.createBinding('b2', { azureIdentity: 'id2', selector: 'app2' });
+    await w.createPod('p1', NODES.vm, 'app1');
+    await w.startMic();
+    await eventually(async () => expect(await stateOf('p1-default-id1')).toBe('Assigned'));
+
+    await w.setPodLabel('p1', 'app2');
+    await eventually(async () => {
+      expect((await w.assigned()).map((a) => `${a.name}:${a.state}`)).toEqual(['p1-default-id2:Assigned']);
+      expect(w.vmIds()).toEqual([id2.id.toLowerCase()]);
+    });
+  });
+
+  it('keeps a shared identity on the VMSS until the last pod using it goes', async () => {
+    const id = w.msi('id1');
+    await w.createIdentity('id1', { type: 0, resourceID: id.id, clientID: id.clientId });
+    await w.createBinding('b1', { azureIdentity: 'id1', selector: 'app1' });
+    await w.createPod('p1', NODES.vmss0, 'app1');
+    await w.createPod('p2', NODES.vmss1, 'app1');
+    const mic = await w.startMic();
+    await eventually(async () => expect((await w.assigned()).map((a) => a.state)).toEqual(['Assigned', 'Assigned']));
+
+    await w.deletePod('p1');
+    await eventually(async () => expect((await w.assigned()).map((a) => a.name)).toEqual(['p2-default-id1']));
+    await mic.idle();
+    expect(w.vmssIds()).toEqual([id.id.toLowerCase()]);
+
+    await w.deletePod('p2');
+    await eventually(async () => expect(await w.assigned()).toEqual([]));
+    await eventually(() => expect(w.vmssIds()).toEqual([]));
+  });
+});
+
+describe('MIC leaves alone what is not its own', () => {
+  it('never touches pre-existing user-assigned and system-assigned identities', async () => {
+    const pre = w.msi('pre-existing');
+    const id = w.msi('id1');
+    w.az.emulator.setVmIdentities({ vmss: 'ss1' }, [pre.id], { systemAssigned: true });
+    await w.createIdentity('id1', { type: 0, resourceID: id.id, clientID: id.clientId });
+    await w.createBinding('b1', { azureIdentity: 'id1', selector: 'app1' });
+    await w.createPod('p1', NODES.vmss0, 'app1');
+    await w.startMic();
+    await eventually(async () => expect(await stateOf('p1-default-id1')).toBe('Assigned'));
+    expect(w.vmssIds()).toEqual([id.id, pre.id].map((i) => i.toLowerCase()).sort());
+
+    await w.deletePod('p1');
+    await eventually(async () => expect(await w.assigned()).toEqual([]));
+    await eventually(() => expect(w.vmssIds()).toEqual([pre.id.toLowerCase()]));
+    expect(w.az.emulator.getVmss(w.rg, 'ss1')!.identity.systemAssigned).toBe(true);
+  });
+
+  it('keeps an immutable identity attached after its last pod goes', async () => {
+    const id = w.msi('cluster-wide');
+    await w.createIdentity('id1', { type: 0, resourceID: id.id, clientID: id.clientId });
+    await w.createBinding('b1', { azureIdentity: 'id1', selector: 'app1' });
+    await w.createPod('p1', NODES.vmss0, 'app1');
+    const mic = await w.startMic({ flags: [`--immutable-user-msis=${id.clientId.toUpperCase()}`] });
+    await eventually(async () => expect(await stateOf('p1-default-id1')).toBe('Assigned'));
+
+    w.az.emulator.clearRequestLog();
+    await w.deletePod('p1');
+    await eventually(async () => expect(await w.assigned()).toEqual([]));
+    await mic.idle();
+    expect(w.vmssIds()).toEqual([id.id.toLowerCase()]);
+    expect(w.az.emulator.requestLog().filter((r) => r.operation === 'vmss_patch')).toEqual([]);
+  });
+
+  it('re-attaches an identity detached by hand at the next periodic Azure check, keeping the AAI Assigned', async () => {
+    const id = w.msi('id1');
+    await w.createIdentity('id1', { type: 0, resourceID: id.id, clientID: id.clientId });
+    await w.createBinding('b1', { azureIdentity: 'id1', selector: 'app1' });
+    await w.createPod('p1', NODES.vmss1, 'app1');
+    await w.startMic();
+    await eventually(async () => expect(await stateOf('p1-default-id1')).toBe('Assigned'));
+
+    w.az.emulator.setVmIdentities({ vmss: 'ss1' }, []);
+    expect(w.vmssIds()).toEqual([]);
+    await eventually(() => expect(w.vmssIds()).toEqual([id.id.toLowerCase()]), 8000);
+    expect(await stateOf('p1-default-id1')).toBe('Assigned');
+  });
+});
+
+describe('MIC with identities it cannot or need not attach', () => {
+  it('assigns the valid identity, skips the malformed one with a warning event, and keeps the unknown one Created', async () => {
+    const good = w.msi('good');
+    const ghost = `/subscriptions/${w.az.emulator.subscriptionId}/resourceGroups/${w.rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ghost`;
+    await w.createIdentity('good', { type: 0, resourceID: good.id, clientID: good.clientId });
+    await w.createIdentity('bad', { type: 0, resourceID: 'not-a-resource-id', clientID: good.clientId });
+    await w.createIdentity('ghost', { type: 0, resourceID: ghost, clientID: '00000000-0000-0000-0000-000000000001' });
+    for (const name of ['good', 'bad', 'ghost']) await w.createBinding(`b-${name}`, { azureIdentity: name, selector: 'app1' });
+    await w.createPod('p1', NODES.vmss0, 'app1');
+    await w.startMic();
+
+    await eventually(async () => expect(await stateOf('p1-default-good')).toBe('Assigned'));
+    expect(w.vmssIds()).toEqual([good.id.toLowerCase()]);
+    expect(await stateOf('p1-default-bad')).toBeUndefined();
+    expect(await stateOf('p1-default-ghost')).toBe('Created');
+    await eventually(async () => {
+      const invalid = await w.events('invalid identity');
+      expect(invalid.map((e) => `${e.kind}/${e.name}/${e.type}`)).toEqual(['AzureIdentity/bad/Warning']);
+      expect(invalid[0]!.message).toMatch(/spec\.resourceID/);
+      const applyErrors = await w.events('binding apply error');
+      expect(applyErrors.some((e) => e.name === 'b-ghost' && e.type === 'Warning')).toBe(true);
+    });
+  });
+
+  it('marks a service-principal identity Assigned without any ARM call', async () => {
+    await w.createIdentity('sp', {
+      type: 1,
+      clientID: '11111111-2222-3333-4444-555555555555',
+      tenantID: w.az.emulator.tenantId,
+      clientPassword: { name: 'sp-secret', namespace: 'default' },
+    });
+    await w.createBinding('b-sp', { azureIdentity: 'sp', selector: 'app-sp' });
+    await w.createPod('p1', NODES.vm, 'app-sp');
+    w.az.emulator.clearRequestLog();
+    const mic = await w.startMic();
+    await eventually(async () => expect(await stateOf('p1-default-sp')).toBe('Assigned'));
+    await mic.idle();
+    const arm = w.az.emulator.requestLog().filter((r) => /^(vm|vmss)_(patch|lro)$/.test(r.operation));
+    expect(arm).toEqual([]);
+    expect(w.vmIds()).toEqual([]);
+  });
+
+  it('accepts legacy capitalised manifests and says so once with a warning event', async () => {
+    const id = w.msi('legacy');
+    await w.createIdentity('legacy', { type: 0, ResourceID: id.id, ClientID: id.clientId });
+    await w.createBinding('b-legacy', { AzureIdentity: 'legacy', Selector: 'old-app' });
+    await w.createPod('p1', NODES.vmss0, 'old-app');
+    const mic = await w.startMic();
+    await eventually(async () => expect(await stateOf('p1-default-legacy')).toBe('Assigned'));
+    expect(w.vmssIds()).toEqual([id.id.toLowerCase()]);
+    const aai = (await w.assigned())[0]!;
+    expect(aai.identityRef?.resourceID).toBe(id.id); // written camelCase for NMI
+
+    await eventually(async () => {
+      const warnings = await w.events('legacy fields');
+      expect(warnings.map((e) => `${e.kind}/${e.name}`).sort()).toEqual(['AzureIdentity/legacy', 'AzureIdentityBinding/b-legacy']);
+      expect(warnings.find((e) => e.kind === 'AzureIdentity')!.message).toMatch(/spec\.ResourceID/);
+    });
+    // Later cycles do not repeat it: one Event each, never bumped.
+    await w.createPod('p2', NODES.vmss1, 'old-app');
+    await eventually(async () => expect(await stateOf('p2-default-legacy')).toBe('Assigned'));
+    await mic.idle();
+    const events = await w.core.listEventForAllNamespaces({});
+    const legacy = events.items.filter((e) => e.reason === 'legacy fields');
+    expect(legacy.map((e) => e.count)).toEqual([1, 1]);
+  });
+});
