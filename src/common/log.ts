@@ -47,6 +47,9 @@ export const REDACT_PATHS: readonly string[] = [
     `${h}.cookie`,
   ]),
   ...CLIENT_ID_KEYS.flatMap((k) => [k, `*.${k}`]),
+  // Upstream response bodies ride on errors (err.body) and may hold tokens.
+  'err.body',
+  '*.err.body',
 ];
 
 export function createLogger(opts: LoggerOptions = {}): Logger {

@@ -368,6 +368,7 @@ export class MicController {
             this.#own.delete(k); // our delete's echo
             return;
           }
+          if (this.#executor.isBusy(k)) return;
           this.#enqueue();
         },
       },
@@ -429,6 +430,8 @@ export class MicController {
       this.#own.delete(k); // our write's echo: nothing new to plan
       return;
     }
+    // A key our executor is writing right now: its task re-plans when it ends if the world wants something else.
+    if (this.#executor.isBusy(k)) return;
     this.#enqueue();
   }
 }

@@ -75,8 +75,9 @@ export class Executor {
   readonly #o: ExecutorOptions;
   readonly #log: Logger;
   readonly #now: () => number;
-  readonly #busy = new Set<string>();
-  /** Keys a cycle skipped because they were busy: re-plan when their task ends. */
+  /** Keys with a running task, and what that task is making true (see workSignature). */
+  readonly #busy = new Map<string, string>();
+  /** Keys a cycle wanted something else for while they were busy: re-plan when their task ends. */
   readonly #recheck = new Set<string>();
   readonly #keyFailures = new Map<string, number>();
   readonly #tasks = new Set<Promise<void>>();
@@ -133,19 +134,22 @@ export class Executor {
     let busySkipped = 0;
     for (const [key, w] of work) {
       if (ctx.signal.aborted) break;
-      if (this.#busy.has(key)) {
-        this.#recheck.add(key);
+      const signature = workSignature(w, ctx.assigned.get(key));
+      const running = this.#busy.get(key);
+      if (running !== undefined) {
+        // The same intent is already being carried out (the cache just lags): nothing to re-plan afterwards.
+        if (running !== signature) this.#recheck.add(key);
         busySkipped++;
         continue;
       }
       tasks++;
-      this.#spawn(key, ctx, (signal) => this.#run(key, w, ctx, signal));
+      this.#spawn(key, signature, ctx, (signal) => this.#run(key, w, ctx, signal));
     }
     return { tasks, busySkipped, armCalls, heldTargets: this.#arm.heldCount() };
   }
 
-  #spawn(key: string, ctx: ExecutionContext, fn: (signal: AbortSignal) => Promise<void>): void {
-    this.#busy.add(key);
+  #spawn(key: string, signature: string, ctx: ExecutionContext, fn: (signal: AbortSignal) => Promise<void>): void {
+    this.#busy.set(key, signature);
     const task = fn(ctx.signal)
       .then(
         () => {
@@ -528,6 +532,17 @@ class ArmBook {
   #bump(key: string): void {
     this.#epoch.set(key, (this.#epoch.get(key) ?? 0) + 1);
   }
+}
+
+/** What a task for one key makes true: that key deleted, or present for this node, identity and binding version. */
+function workSignature(w: KeyWork, current: AzureAssignedIdentity | undefined): string {
+  if (w.delete !== undefined) return 'delete';
+  const ref = (o: { namespace: string; name: string; resourceVersion: string } | null): string =>
+    o === null ? '-' : `${o.namespace}/${o.name}@${o.resourceVersion}`;
+  const spec = w.create ?? w.update?.after;
+  if (spec !== undefined) return `ensure|${spec.nodeName}|${ref(spec.identityRef)}|${ref(spec.bindingRef)}`;
+  if (current !== undefined) return `ensure|${current.nodeName}|${ref(current.identityRef)}|${ref(current.bindingRef)}`;
+  return 'unknown';
 }
 
 function flightKey(targetKey: string, canonicalId: string, op: Op): string {

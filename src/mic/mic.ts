@@ -9,6 +9,7 @@ import type { Registry } from 'prom-client';
 import { EventRecorder, LeaderElector, RateLimiter, type EventClient } from '../kube/index.js';
 import { kubeEventSink } from './adapters/events.js';
 import { kubeAssignedIdentityWriter } from './adapters/kube-assigned.js';
+import { pooledApiClient } from './adapters/kube-http.js';
 import type { ArmOperation } from './arm.js';
 import type { MicConfig } from './config.js';
 import { MicController } from './controller.js';
@@ -61,7 +62,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
   const metrics = createMicMetrics();
   const kc = deps.kubeConfig;
   const limiter = new RateLimiter({ qps: config.clientQps, burst: config.clientBurst });
-  const core = kc.makeApiClient(CoreV1Api);
+  const core = pooledApiClient(kc, CoreV1Api);
   const eventClient: EventClient = {
     createNamespacedEvent: limiter.wrap((p: Parameters<EventClient['createNamespacedEvent']>[0]) => core.createNamespacedEvent(p)),
     patchNamespacedEvent: limiter.wrap(
@@ -90,7 +91,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     events,
     policy: { forceNamespaced: config.forceNamespaced, immutableClientIds: immutable, immutableResourceIds: new Set() },
     executor: {
-      writer: kubeAssignedIdentityWriter(kc.makeApiClient(CustomObjectsApi), limiter),
+      writer: kubeAssignedIdentityWriter(pooledApiClient(kc, CustomObjectsApi), limiter),
       arm,
       createDeleteBatch: config.createDeleteBatch,
       refreshConcurrency: config.armMaxConcurrency,
@@ -108,7 +109,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
 
   const le = config.leaderElection;
   const leader = new LeaderElector({
-    client: kc.makeApiClient(CoordinationV1Api),
+    client: pooledApiClient(kc, CoordinationV1Api),
     namespace: le.namespace,
     name: le.name,
     identity: le.instance,

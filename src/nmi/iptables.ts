@@ -106,19 +106,22 @@ export function createIptables(target: InterceptTarget, options: IptablesOptions
       let createdChain = false;
       let rewroteRules = false;
       let fixedJump = false;
-      let current = await listChain();
-      if (current === undefined) {
-        await must(['-N', CHAIN]);
-        createdChain = true;
-        current = [`-N ${CHAIN}`];
-      }
+      const current = (await listChain()) ?? [];
+      createdChain = current.length === 0;
       if (!sameLines(current, expected)) {
-        await must(['-F', CHAIN]);
-        await must([
-          '-A', CHAIN, '-p', 'tcp', '!', '-s', '127.0.0.1/32', '-d', metadataCidr,
-          '--dport', String(target.metadataPort), '-j', 'DNAT', '--to-destination', dnatTo,
-        ]);
-        await must(['-A', CHAIN, '-j', 'RETURN']);
+        // One iptables-restore transaction: the chain is never seen empty, even if this process dies half-way.
+        const rules = [
+          '*nat',
+          `:${CHAIN} - [0:0]`,
+          `-A ${CHAIN} -p tcp ! -s 127.0.0.1/32 -d ${metadataCidr} --dport ${target.metadataPort} -j DNAT --to-destination ${dnatTo}`,
+          `-A ${CHAIN} -j RETURN`,
+          'COMMIT',
+          '',
+        ].join('\n');
+        const restored = await run([...prefix, `${binary}-restore`, '-w', wait, '--noflush'], timeoutMs, rules);
+        if (restored.code !== 0) {
+          throw new IptablesError(`${binary}-restore of chain ${CHAIN} failed (exit ${restored.code}): ${restored.stderr.trim()}`, restored);
+        }
         rewroteRules = true;
       }
       const positions = await jumpPositions();
@@ -164,16 +167,18 @@ export function createIptables(target: InterceptTarget, options: IptablesOptions
   };
 }
 
-function run(argv: readonly string[], timeoutMs: number): Promise<CommandResult> {
+function run(argv: readonly string[], timeoutMs: number, input?: string): Promise<CommandResult> {
   const [file, ...args] = argv;
   return new Promise((resolve, reject) => {
-    execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' }, (error, stdout, stderr) => {
+    const child = execFile(file, args, { timeout: timeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' }, (error, stdout, stderr) => {
       if (error === null) return resolve({ code: 0, stdout, stderr });
       const code = (error as NodeJS.ErrnoException & { code?: unknown }).code;
       if (typeof code === 'number') return resolve({ code, stdout, stderr });
       if (error.killed) return reject(new IptablesError(`${file} timed out after ${timeoutMs} ms`, undefined, { cause: error }));
       reject(new IptablesError(`${file} could not be run: ${error.message}`, undefined, { cause: error }));
     });
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input ?? '');
   });
 }
 

@@ -20,7 +20,7 @@ import { NmiIdentityState } from './identity-state.js';
 import { createIptables, type InterceptTarget, type Iptables } from './iptables.js';
 import { createNmiMetrics } from './metrics.js';
 import { PodIndex } from './pod-index.js';
-import { createNmiApp, type NmiServerConfig } from './server.js';
+import { createNmiRequestListener, type NmiServerConfig } from './server.js';
 import { createTokenProvider, kubeSecretReader, tokenRequestIdentityFrom, type TokenProvider } from './tokens/index.js';
 
 export interface NmiOptions extends NmiServerConfig {
@@ -101,7 +101,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     }
   };
 
-  const app = createNmiApp({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics,
+  const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics,
     proxy: createImdsProxy({ imdsEndpoint: options.imdsEndpoint, logger: log }) });
   const server = createServer(app);
   server.keepAliveTimeout = 65_000;

@@ -14,6 +14,8 @@ export type CallerLookup =
 export interface PodDirectory {
   /** The one live (Pending/Running, not deleting) pod on this node with this IP; waits briefly for the cache. */
   findByIp(ip: string, signal: AbortSignal): Promise<CallerLookup>;
+  /** The decision at this instant, without waiting (the hot path: no promise, no abort signal). */
+  lookup?(ip: string): CallerLookup;
   /** A pod of this node by namespace/name (for /host/token). */
   findByName(namespace: string, name: string): PodView | undefined;
 }

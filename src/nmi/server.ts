@@ -1,7 +1,8 @@
 // NMI's token server: an express app that routes as the original (upstream-behaviour §3.2) and answers a pod's IMDS
 // token request with a token for that pod's own identity, and nothing else. No listen() here: nmi.ts and tests do it.
 
-import express, { type Express, type Request, type Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import express, { type Express } from 'express';
 import type { Logger } from 'pino';
 import type { AzureIdentity, PodView } from '../crds/types.js';
 import { hostTokenBody, imdsTokenBody, METADATA_HEADER_MISSING, type IssuedToken } from './core/imds-body.js';
@@ -36,19 +37,31 @@ export interface NmiServerDeps {
 /** The original's Retry-After for `--set-retry-after-header`. */
 const RETRY_AFTER_SECONDS = '20';
 
-export function createNmiApp(deps: NmiServerDeps): Express {
-  const app = express();
-  app.disable('x-powered-by');
-  app.set('etag', false);
-  app.set('query parser', false);
+type Request = IncomingMessage & { readonly originalUrl?: string };
+type Response = ServerResponse;
+
+/**
+ * The token server as a plain `node:http` request listener: NMI's hot path. It reads nothing express adds, and
+ * express's router cost a measurable share of a cached-token request (bench/nmi.ts).
+ */
+export function createNmiRequestListener(deps: NmiServerDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const handler = createRequestHandler(deps);
-  app.use((req, res) => {
+  return (req, res) => {
     handler(req, res).catch((error: unknown) => {
       deps.logger.error({ err: error, path: pathOf(req) }, 'request handler failed');
       if (!res.headersSent) sendText(res, 500, 'internal error');
       else res.destroy();
     });
-  });
+  };
+}
+
+/** The same listener inside an express app, for callers that want one. */
+export function createNmiApp(deps: NmiServerDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', false);
+  app.use(createNmiRequestListener(deps));
   return app;
 }
 
@@ -98,20 +111,23 @@ function createRequestHandler(deps: NmiServerDeps) {
     const request = parsed.request;
     outcome.resource = request.resource;
 
-    const signal = abortOnClose(req, res);
-    const caller = await deps.pods.findByIp(ip, signal);
+    // The abort signal is made only when something has to wait: creating one per request was a hot-path cost.
+    const abort = lazyAbort(req, res);
+    const known = deps.pods.lookup?.(ip);
+    const caller = known?.kind === 'pod' ? known : await deps.pods.findByIp(ip, abort.signal());
     if (caller.kind !== 'pod') {
       logger.warn({ remote: ip, reason: caller.reason }, 'token request from an unidentified caller denied');
       return sendText(res, 500, caller.reason);
     }
     const pod = caller.pod;
     outcome.namespace = pod.namespace;
-    const log = logger.child({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request.resource });
+    // Bindings are built only when a line is written: a child logger per request was a hot-path cost.
+    const log = lazyChild(logger, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request.resource }));
 
-    const selection = await awaitSelection(pod, request, signal);
-    if (signal.aborted) return;
+    const selection = await awaitSelection(pod, request, abort);
+    if (abort.aborted()) return;
     // The pod at this IP must still be the one we decided for: a pod deleted and replaced while we waited gets nothing.
-    const again = await deps.pods.findByIp(ip, signal);
+    const again = deps.pods.lookup?.(ip) ?? (await deps.pods.findByIp(ip, abort.signal()));
     if (again.kind !== 'pod' || again.pod.uid !== pod.uid) {
       log.warn({ reason: again.kind === 'pod' ? 'pod at this IP changed' : again.reason }, 'caller changed while waiting; denied');
       return sendText(res, 500, `pod at ${ip} changed while the request waited`);
@@ -156,11 +172,11 @@ function createRequestHandler(deps: NmiServerDeps) {
     outcome.namespace = podns;
     outcome.resource = parsed.request.resource;
     const pod = deps.pods.findByName(podns, podname);
-    const log = logger.child({ pod: podname, namespace: podns, remote: ip, route: 'host-token' });
+    const log = lazyChild(logger, () => ({ pod: podname, namespace: podns, remote: ip, route: 'host-token' }));
     if (pod === undefined) return sendText(res, 404, `pod ${podns}/${podname} is not on this node`);
-    const signal = abortOnClose(req, res);
-    const selection = await awaitSelection(pod, parsed.request, signal);
-    if (signal.aborted) return;
+    const abort = lazyAbort(req, res);
+    const selection = await awaitSelection(pod, parsed.request, abort);
+    if (abort.aborted()) return;
     if (selection.kind !== 'identity') {
       log.warn({ reason: selection.reason }, 'no identity for the pod');
       return sendText(res, 404, selection.kind === 'node' ? `pod ${podns}/${podname} has no identity` : notFoundMessage(pod, selection));
@@ -173,7 +189,7 @@ function createRequestHandler(deps: NmiServerDeps) {
 
   async function serveTokens(
     res: Response,
-    log: Logger,
+    log: LazyLogger,
     identity: AzureIdentity,
     request: TokenRequest,
     render: (tokens: readonly IssuedToken[]) => unknown,
@@ -187,22 +203,23 @@ function createRequestHandler(deps: NmiServerDeps) {
       return sendText(res, status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${messageOf(error)}`);
     }
     if (tokens.length === 0) return sendText(res, 503, 'no token was issued');
-    log.info({ identity: `${identity.namespace}/${identity.name}` }, 'token served');
+    // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.
+    if (log.isLevelEnabled('debug')) log.debug({ identity: `${identity.namespace}/${identity.name}` }, 'token served');
     return sendJson(res, 200, render(tokens));
   }
 
   /** Re-decides on every identity change until a decision is final or the original's wait budget is spent. */
-  async function awaitSelection(pod: PodView, request: TokenRequest, signal: AbortSignal): Promise<Selection> {
+  async function awaitSelection(pod: PodView, request: TokenRequest, abort: LazyAbort): Promise<Selection> {
     const interval = config.findIdentityRetryIntervalMs;
     const noneBudget = config.retryAttemptsForCreated * interval;
     const createdBudget = (config.retryAttemptsForCreated + config.retryAttemptsForAssigned) * interval;
     const started = now();
     for (;;) {
       const selection = selectIdentity({ pod, request, ...deps.identities.selectionFor(pod) }, policy);
-      if (selection.kind !== 'pending' || signal.aborted) return selection;
+      if (selection.kind !== 'pending' || abort.aborted()) return selection;
       const remaining = (selection.created ? createdBudget : noneBudget) - (now() - started);
       if (remaining <= 0) return selection;
-      await deps.identities.waitForChange(Math.min(remaining, interval), signal);
+      await deps.identities.waitForChange(Math.min(remaining, interval), abort.signal());
     }
   }
 }
@@ -239,6 +256,21 @@ export function remoteIp(req: { socket: { remoteAddress?: string | undefined } }
 function headerValue(req: Request, name: string): string {
   const value = req.headers[name];
   return typeof value === 'string' ? value.trim() : '';
+}
+
+interface LazyAbort {
+  /** The request's abort signal, made on first use. */
+  signal(): AbortSignal;
+  /** True once the caller went away (false while no signal was ever needed: nothing waited). */
+  aborted(): boolean;
+}
+
+function lazyAbort(req: Request, res: Response): LazyAbort {
+  let signal: AbortSignal | undefined;
+  return {
+    signal: () => (signal ??= abortOnClose(req, res)),
+    aborted: () => signal?.aborted === true,
+  };
 }
 
 function abortOnClose(req: Request, res: Response): AbortSignal {
@@ -278,4 +310,39 @@ function sendMetadataHeaderMissing(res: Response): void {
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** The parts of a pino logger the handlers use, with the child's bindings made only when a line is written. */
+interface LazyLogger {
+  isLevelEnabled(level: string): boolean;
+  debug(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+function lazyChild(logger: Logger, bindings: () => Record<string, unknown>): LazyLogger {
+  return new DeferredChild(logger, bindings);
+}
+
+class DeferredChild implements LazyLogger {
+  private child: Logger | undefined;
+  constructor(
+    private readonly logger: Logger,
+    private readonly bindings: () => Record<string, unknown>,
+  ) {}
+  isLevelEnabled(level: string): boolean {
+    return this.logger.isLevelEnabled(level);
+  }
+  debug(obj: object, msg: string): void {
+    this.get().debug(obj, msg);
+  }
+  info(obj: object, msg: string): void {
+    this.get().info(obj, msg);
+  }
+  warn(obj: object, msg: string): void {
+    this.get().warn(obj, msg);
+  }
+  private get(): Logger {
+    return (this.child ??= this.logger.child(this.bindings()));
+  }
 }

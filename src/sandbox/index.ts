@@ -37,7 +37,7 @@ export interface SandboxOptions {
   /** User-assigned identities made in the emulator's MSI up front (default 3). */
   readonly identities?: number;
   /** MIC replicas (default 2; 0 runs no MIC) and extra MIC flags. */
-  readonly mic?: { readonly replicas?: number; readonly args?: readonly string[] };
+  readonly mic?: { readonly replicas?: number; readonly args?: readonly string[] | ((identities: readonly UserAssignedIdentity[]) => readonly string[]) };
   /** Extra NMI flags (after the sandbox's own, so they win). */
   readonly nmi?: { readonly args?: readonly string[] };
   /** Node path used to run children (default `node` on the PATH). */
@@ -93,6 +93,8 @@ export interface Sandbox {
   restartNmi(node: string, opts?: { kill?: boolean }): Promise<void>;
   /** How to run argv as a process of the pod `<namespace>/<name>` (which must be Running). */
   podCommand(key: string, argv: readonly string[]): PodCommand;
+  /** Runs argv on a node (in its network namespace in netns mode) and collects its output. */
+  execInNode(node: string, argv: readonly string[], opts?: { timeoutMs?: number }): Promise<CommandResult>;
   /** Runs argv in the pod and collects its output. */
   execInPod(key: string, argv: readonly string[], opts?: { timeoutMs?: number }): Promise<CommandResult>;
   /** Makes a user-assigned identity in the emulator's MSI (in the sandbox's resource group). */
@@ -274,7 +276,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
       '--prometheus-port=0',
       '--metrics-bind-address=127.0.0.1',
       '--log-format=json',
-      ...(opts.mic?.args ?? []),
+      ...(typeof opts.mic?.args === 'function' ? opts.mic.args(identities) : (opts.mic?.args ?? [])),
     ];
     const startMic = async (index: number): Promise<ManagedProcess> => {
       const p = await startProcess(
@@ -347,6 +349,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
         await startNmiFor(name);
       },
       podCommand,
+      execInNode: (name, argv, o = {}) => run([...(network.node(name)?.commandPrefix ?? []), ...argv], { timeoutMs: o.timeoutMs ?? 60_000 }),
       execInPod: async (key, argv, o = {}) => {
         const cmd = podCommand(key, argv);
         return run(['env', ...Object.entries(cmd.env).map(([k, v]) => `${k}=${v}`), ...cmd.argv], { timeoutMs: o.timeoutMs ?? 60_000 });

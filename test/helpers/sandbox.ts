@@ -50,7 +50,9 @@ export interface TestSandbox {
   deletePod(ns: string, name: string): Promise<void>;
   /** Runs the @azure/identity pod program in the pod and parses its line. */
   podToken(ns: string, name: string, opts?: { clientId?: string; resourceId?: string; maxRetries?: number; timeoutMs?: number; scope?: string }): Promise<TokenResult>;
-  /** AAIs for a pod (all namespaces), by name `<pod>-<podns>-<identity>` prefix. */
+  /** Every AzureAssignedIdentity in the cluster. */
+  listAllAssigned(): Promise<Array<Record<string, unknown>>>;
+  /** AAIs for a pod (all namespaces), by spec.pod and spec.podNamespace. */
   assignedFor(ns: string, pod: string): Promise<Array<Record<string, unknown>>>;
   /** The user-assigned identity IDs on the compute a node belongs to, lower-cased. */
   computeIdentities(nodeIndex?: number): string[];
@@ -70,7 +72,10 @@ export async function startTestSandbox(
       logger: pino({ level: process.env.SANDBOX_TEST_LOG ?? 'silent' }),
       ...opts,
       nmi: { args: [...FAST_NMI_ARGS, ...(opts.nmi?.args ?? [])] },
-      mic: { replicas: opts.mic?.replicas ?? 2, args: [...FAST_MIC_ARGS, ...(opts.mic?.args ?? [])] },
+      mic: {
+        replicas: opts.mic?.replicas ?? 2,
+        args: (ids) => [...FAST_MIC_ARGS, ...(typeof opts.mic?.args === 'function' ? opts.mic.args(ids) : (opts.mic?.args ?? []))],
+      },
     });
   } catch (error) {
     await rm(stateDir, { recursive: true, force: true });
@@ -145,9 +150,12 @@ export async function startTestSandbox(
         return { ok: false, error: 'NoOutput', message: `exit ${result.code}: ${result.stderr.slice(0, 500)}` };
       }
     },
-    async assignedFor(ns, pod) {
+    async listAllAssigned() {
       const all = (await custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'azureassignedidentities' })) as { items?: Array<Record<string, unknown>> };
-      return (all.items ?? []).filter((a) => {
+      return all.items ?? [];
+    },
+    async assignedFor(ns, pod) {
+      return (await t.listAllAssigned()).filter((a) => {
         const spec = (a.spec ?? {}) as { pod?: string; podNamespace?: string };
         return spec.pod === pod && spec.podNamespace === ns;
       });

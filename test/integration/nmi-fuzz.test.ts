@@ -14,8 +14,8 @@
 //   * header: exactly one `Metadata` header (name in any case) whose value, without surrounding blanks, is `true`;
 //     no header the HTTP layer refuses (bad names/values, folded lines, conflicting framing, `Expect` other than
 //     100-continue, heads over 16 KiB); any other extra header is ignored (X-Forwarded-For and the like included);
-//   * query, decoded as application/x-www-form-urlencoded: `resource` exactly once and non-blank after trimming, with
-//     no control characters, at most 2048 characters; `client_id`, `msi_res_id`, `mi_res_id` each at most once and
+//   * query, decoded as application/x-www-form-urlencoded (every value taken without surrounding whitespace, line
+//     breaks included): `resource` exactly once, non-empty, with no control characters, at most 2048 characters; `client_id`, `msi_res_id`, `mi_res_id` each at most once and
 //     at most 2048 characters; no `object_id` or `principal_id`; not both a client id and a resource id; `msi_res_id`
 //     and `mi_res_id`, when both non-empty, equal; a non-empty client id or resource id must be the caller's own
 //     identity's; anything else (api-version, unknown parameters) is ignored;
@@ -196,7 +196,15 @@ describe(`NMI fuzzing (seed ${SEED})`, () => {
       `NMI fuzz: ${outcomes.length} connections, ${outcomes.reduce((n, o) => n + o.requests.length, 0)} requests, ${wellFormed} well-formed; ` +
         `transports ${JSON.stringify(Object.fromEntries(tally))}; statuses ${JSON.stringify(Object.fromEntries([...statuses].sort((a, b) => a[0] - b[0])))}; failures ${failures.length}`,
     );
-    if (failures.length > 0) console.log(failures.slice(0, 40).join('\n'));
+    if (failures.length > 0) {
+      const kinds = new Map<string, number>();
+      for (const f of failures) {
+        const kind = f.replace(/ from [0-9.]+/, '').replace(/\]:.*$/s, ']').replace(/: ".*$/s, '');
+        kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+      }
+      console.log([...kinds].map(([k, n]) => `${n} x ${k}`).join('\n'));
+      console.log(failures.slice(0, 20).join('\n'));
+    }
     expect(failures.slice(0, 10)).toEqual([]);
     expect(outcomes.length).toBe(REQUESTS);
 
@@ -300,7 +308,7 @@ function structured(rand: Rand, caller: Caller, others: readonly WorldIdentity[]
   for (const b of q.breaks) breaks.push(b);
   const target = q.text === null ? path : `${path}?${q.text}`;
   const version = take(
-    rand.chance(0.93) ? { text: 'HTTP/1.1' } : rand.chance(0.6) ? { text: 'HTTP/1.0' } : safe({ text: rand.pick(['HTTP/2.0', 'HTTP/1.2', 'HTTP/x']), breaks: 'bad HTTP version', http: true }, { text: 'HTTP/1.1' }),
+    rand.chance(0.93) ? { text: 'HTTP/1.1' } : rand.chance(0.6) ? { text: 'HTTP/1.0' } : safe({ text: rand.pick(['HTTP/x', 'HTTP/11', 'HTTPS/1.1', 'http/1.1']), breaks: 'bad HTTP version', http: true }, { text: 'HTTP/1.1' }),
   );
   // Headers.
   const headers: string[] = [];
@@ -422,7 +430,8 @@ function queryPiece(rand: Rand, caller: Caller, others: readonly WorldIdentity[]
   if (r < 0.78) {
     if (rand.chance(0.1)) resource = `${resource}/`;
     if (rand.chance(0.05)) resource = `https://${rand.ascii(1 + rand.int(30))}.example`;
-    const padded = rand.chance(0.05) ? ` ${resource} ` : resource;
+    // Surrounding whitespace (line breaks included) is trimmed: still well-formed.
+    const padded = rand.chance(0.05) ? rand.pick([` ${resource} `, `${resource}\n`, `\t${resource}\r\n`]) : resource;
     pairs.push(`resource=${enc(padded)}`);
   } else {
     const bad = rand.pick([
@@ -431,9 +440,10 @@ function queryPiece(rand: Rand, caller: Caller, others: readonly WorldIdentity[]
       ['resource=%20%20', 'blank resource'],
       ['resource', 'resource without value'],
       [`resource=${enc(resource)}&resource=${enc(resource)}`, 'resource twice'],
-      [`resource=${enc(resource)}%0A`, 'resource with a control character'],
+      [`resource=${enc(resource.slice(0, 10))}%0A${enc(resource.slice(10))}`, 'resource with a line feed inside'],
       [`resource=${enc(resource)}%00`, 'resource with NUL'],
       [`resource=${enc(resource)}%7F`, 'resource with DEL'],
+      [`resource=%01${enc(resource)}`, 'resource with a control character'],
       [`resource=${'a'.repeat(2049 + rand.int(1000))}`, 'resource over 2048 characters'],
       [`resource[]=${enc(resource)}`, 'resource[] is not resource'],
       [`Resource=${enc(resource)}`, 'Resource is not resource'],
@@ -454,6 +464,7 @@ function queryPiece(rand: Rand, caller: Caller, others: readonly WorldIdentity[]
     pairs.push(
       rand.pick([
         `client_id=${ownClient}`,
+        `client_id=${ownClient}%0A`,
         `msi_res_id=${encodeURIComponent(ownRes)}`,
         `mi_res_id=${encodeURIComponent(ownRes)}`,
         `msi_res_id=${encodeURIComponent(ownRes)}&mi_res_id=${encodeURIComponent(ownRes)}`,
@@ -473,7 +484,8 @@ function queryPiece(rand: Rand, caller: Caller, others: readonly WorldIdentity[]
       [`principal_id=${own?.principalId ?? 'x'}`, 'principal_id'],
       [`client_id=${'0'.repeat(2049)}`, 'client_id over 2048 characters'],
       [`client_id=00000000-0000-0000-0000-000000000000`, 'unknown client id'],
-      [`client_id=${ownClient}%0A`, 'client id with a control character'],
+      [`client_id=${ownClient.slice(0, 8)}%0A${ownClient.slice(8)}`, 'client id with a line feed inside'],
+      [`client_id=${ownClient}%00`, 'client id with NUL'],
     ] as const);
     pairs.push(bad[0]);
     breaks.push(bad[1]);

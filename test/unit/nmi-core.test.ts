@@ -44,6 +44,23 @@ describe('routeRequest', () => {
     expect(routeRequest(path, open).kind).toBe('invalid');
   });
 
+  it.each([
+    '/metadata/identity/oauth2/token/..',
+    '/metadata/identity/oauth2/token/%2e%2e',
+    '/metadata/identity/oauth2/token/%252e%252e',
+    '/metadata/instance/../identity/oauth2/token',
+    '/metadata/versions/.',
+  ])('refuses the dot-segment path %s', (path) => {
+    expect(routeRequest(path, open).kind).toBe('invalid');
+  });
+
+  it.each(['/metadata/identity/issuecredential', '/metadata/identity/getplatformmetadata', '/metadata/identity', '/Metadata/Identity/info'])(
+    'never proxies the other identity endpoint %s',
+    (path) => {
+      expect(routeRequest(path, open).kind).toBe('invalid');
+    },
+  );
+
   it('refuses a path with broken percent-encoding', () => {
     expect(routeRequest('/metadata/%E0%A4%A/x', open).kind).toBe('invalid');
   });
@@ -287,6 +304,8 @@ describe('selectIdentity exceptions', () => {
     };
     expect(selectIdentity(input(mic, {}), standard).kind).toBe('node');
     expect(selectIdentity(input({ ...mic, namespace: 'apps' }, {}), standard).kind).toBe('pending');
+    const forged = { ...mic, ownerReferences: [{ ...mic.ownerReferences[0], controller: false }] };
+    expect(selectIdentity(input(forged, {}), standard).kind).toBe('pending');
   });
 });
 

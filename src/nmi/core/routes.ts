@@ -16,6 +16,8 @@ export interface RoutePolicy {
 const TOKEN_PATH = /^\/metadata\/identity\/oauth2\/token\/?$/i;
 const CANONICAL_TOKEN_PATH = /^\/metadata\/identity\/oauth2\/token\/?$/;
 const TOKEN_LOOKALIKE = /\/metadata\/identity.*oauth2.*token/;
+// Every other IMDS identity endpoint (e.g. credential issuance) would hand out the node's identity: never proxied.
+const IDENTITY_PREFIX = /^\/metadata\/identity(\/|$)/;
 const INSTANCE_PREFIX = /^\/metadata\/instance(\/|$)/;
 const HOST_TOKEN_PREFIX = /^\/host\/token(\/|$)/;
 const MAX_DECODE_ROUNDS = 4;
@@ -29,8 +31,15 @@ export function routeRequest(rawPath: string, policy: RoutePolicy): Route {
   if (isCanonicalTokenPath(rawPath)) {
     return { kind: 'token' };
   }
+  if (hasDotSegment(rawPath)) {
+    // No IMDS path has one; resolving them is the upstream's business and must not decide what we forward.
+    return { kind: 'invalid', reason: 'request path has a dot segment' };
+  }
   if (TOKEN_LOOKALIKE.test(normalised)) {
     return { kind: 'invalid', reason: 'request path looks like the token endpoint but is not its canonical form' };
+  }
+  if (IDENTITY_PREFIX.test(normalised)) {
+    return { kind: 'invalid', reason: 'identity endpoints other than the token path are not served' };
   }
   if (HOST_TOKEN_PREFIX.test(rawPath)) {
     return { kind: 'host-token' };
@@ -39,6 +48,19 @@ export function routeRequest(rawPath: string, policy: RoutePolicy): Route {
     return { kind: 'instance-blocked' };
   }
   return { kind: 'proxy' };
+}
+
+/** A `.` or `..` segment in the path once decoded, with backslashes read as slashes. */
+function hasDotSegment(rawPath: string): boolean {
+  let path = rawPath;
+  for (let round = 0; round < MAX_DECODE_ROUNDS && path.includes('%'); round++) {
+    try {
+      path = decodeURIComponent(path);
+    } catch {
+      return true;
+    }
+  }
+  return path.replace(/\\/g, '/').split('/').some((segment) => segment === '.' || segment === '..');
 }
 
 /** The token route: `/metadata` segment in any case (as the original), the rest exact, optional trailing slash. */

@@ -78,7 +78,8 @@ export function matchingException(
 
 function isMicPod(pod: PodView, micNamespace: string): boolean {
   if (pod.namespace !== micNamespace) return false;
-  return pod.ownerReferences.some((ref) => ref.kind === 'ReplicaSet' && /^mic-/.test(ref.name));
+  // Owner references are written by whoever creates the pod; the controlling one at least is set by the ReplicaSet.
+  return pod.ownerReferences.some((ref) => ref.controller && ref.kind === 'ReplicaSet' && /^mic-/.test(ref.name));
 }
 
 function selectStandard(input: SelectInput, policy: SelectPolicy): Selection {

@@ -127,8 +127,10 @@ export function parseImdsTokenBody(body: string, requestedResource: string): Tok
     throw new TokenError('upstream', 'IMDS answered 200 with a body that is not a JSON object', { status: 200, body });
   }
   const o = json as Record<string, unknown>;
+  // A 200 body carries a token: keep only its shape in the error, which ends up in logs.
+  const shape = JSON.stringify(Object.fromEntries(Object.keys(o).map((k) => [k, k === 'access_token' ? '[REDACTED]' : o[k]])));
   const bad = (what: string): TokenError =>
-    new TokenError('upstream', `IMDS answered 200 with ${what}`, { status: 200, body });
+    new TokenError('upstream', `IMDS answered 200 with ${what}`, { status: 200, body: shape });
   const accessToken = o['access_token'];
   if (typeof accessToken !== 'string' || accessToken === '') throw bad('no access_token');
   const expiresOn = epochSeconds(o['expires_on']);

@@ -164,6 +164,8 @@ class NetnsNetwork implements PodNetwork {
     for (const n of this.#nodes.values()) {
       await killNamespaceProcesses(n.netns);
       await run(['ip', 'netns', 'del', n.netns]);
+      // The namespace (and the uplink's peer) lingers until its last process is reaped; delete the root end now.
+      await run(['ip', 'link', 'del', `${this.name}n${n.index}`]);
     }
     this.#nodes.clear();
     await run(['ip', 'link', 'del', `${this.name}s`]);
@@ -188,6 +190,17 @@ async function killNamespaceProcesses(netns: string): Promise<void> {
     } catch {
       // Already gone.
     }
+  }
+  // SIGKILL is asynchronous: wait (briefly) until they are gone, so the namespace really goes with `ip netns del`.
+  for (let i = 0; i < 40 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -1,0 +1,323 @@
+// `npm run bench -- nmi [--duration-ms=N] [--cold=N] [--burst=N]`: NMI's token path, from one run.
+//
+//  * warm path (token cached): p50/p99 latency and requests/s at 1 and 64 concurrent clients, beside a bare node:http
+//    server answering a fixed JSON of the same size on the same machine (the physical limit here), as a ratio;
+//  * cold path (cache miss): latency of requests for a resource never asked before (NMI -> IMDS emulator -> signer);
+//  * the number of upstream IMDS token calls for 1,000 concurrent first requests for one identity.
+//
+// Processes: NMI runs as its own process exactly as deployed (`tsx cmd/nmi.ts`, info logging, stdout drained), the bare
+// server in another child; this process hosts the Kubernetes and Azure emulators (idle while the warm path is measured)
+// and the load generator (undici, keep-alive, one connection per client, sockets bound to the pod's IP). So NMI and
+// the load generator never share an event loop.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Agent } from 'undici';
+import { decodeToken } from '../src/sandbox/cloud/index.js';
+import { FAST_WAITS, startNmiWorld, TOKEN_PATH, VAULT, type NmiWorld, type WorldIdentity } from '../test/helpers/nmi-world.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+
+interface Options {
+  /** `--cpu-prof-dir=DIR`: write a CPU profile of the NMI process there (node --cpu-prof) for finding hot spots. */
+  readonly cpuProfDir: string | undefined;
+  readonly durationMs: number;
+  readonly cold: number;
+  readonly burst: number;
+}
+
+interface LoadResult {
+  readonly clients: number;
+  readonly requests: number;
+  readonly rps: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly errors: number;
+}
+
+export async function main(args: readonly string[]): Promise<void> {
+  const opts = parseArgs(args);
+  const world = await startNmiWorld({ startNmi: false });
+  const dir = await mkdtemp(join(tmpdir(), 'bench-nmi-'));
+  const children: ChildProcess[] = [];
+  try {
+    const kubeconfig = join(dir, 'kubeconfig');
+    await world.api.server.writeKubeconfig(kubeconfig);
+    const warmPod = await world.pod('bench-warm', '127.0.4.1');
+    const warmId = await world.managedIdentity('bench-warm-id');
+    await world.assign(warmPod, warmId);
+
+    const nmi = await startNmiProcess(kubeconfig, world.imds.url, opts.cpuProfDir);
+    children.push(nmi.child);
+    const bare = await startBareServer();
+    children.push(bare.child);
+
+    await untilServed(nmi.url, warmPod.ip, warmId);
+    const warmPath = `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(VAULT)}`;
+    const sample = await once(nmi.url, warmPod.ip, warmPath);
+    bare.setBody(sample.body);
+
+    const rows: Array<{ nmi: LoadResult; bare: LoadResult }> = [];
+    for (const clients of [1, 64]) {
+      const n = await load(nmi.url, warmPod.ip, warmPath, clients, opts.durationMs);
+      const b = await load(bare.url, warmPod.ip, warmPath, clients, opts.durationMs);
+      rows.push({ nmi: n, bare: b });
+    }
+
+    const cold = await coldPath(nmi.url, warmPod.ip, opts.cold);
+    const burst = await burstOfFirstRequests(world, nmi.url, opts.burst);
+
+    printReport(rows, cold, burst, opts, nmi.child.pid ?? 0, bare.child.pid ?? 0);
+  } finally {
+    for (const c of children) c.kill('SIGTERM');
+    await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
+    await world.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export default main;
+
+function parseArgs(args: readonly string[]): Options {
+  const get = (name: string, fallback: number) => {
+    const hit = args.find((a) => a.startsWith(`--${name}=`));
+    const value = hit === undefined ? fallback : Number(hit.slice(name.length + 3));
+    if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name}: expected a positive number`);
+    return value;
+  };
+  const prof = args.find((a) => a.startsWith('--cpu-prof-dir='));
+  return {
+    cpuProfDir: prof?.slice('--cpu-prof-dir='.length),
+    durationMs: get('duration-ms', 3000),
+    cold: get('cold', 200),
+    burst: get('burst', 1000),
+  };
+}
+
+/* ------------------------------------------------------------------------------------------ processes */
+
+async function startNmiProcess(kubeconfig: string, imdsUrl: string, cpuProfDir: string | undefined): Promise<{ child: ChildProcess; url: string }> {
+  const args = [
+    ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
+    '--import',
+    'tsx',
+    'cmd/nmi.ts',
+    '--node=node-0',
+    `--kubeconfig=${kubeconfig}`,
+    '--nmi-port=0',
+    '--http-probe-port=0',
+    '--prometheus-port=0',
+    '--probe-bind-address=127.0.0.1',
+    '--metrics-bind-address=127.0.0.1',
+    '--manage-iptables=false',
+    `--imds-endpoint=${imdsUrl}`,
+    '--kubelet-config=/nonexistent',
+    '--prefetch=false',
+    `--retry-attempts-for-created=${FAST_WAITS.retryAttemptsForCreated}`,
+    `--retry-attempts-for-assigned=${FAST_WAITS.retryAttemptsForAssigned}`,
+    `--find-identity-retry-interval=${FAST_WAITS.findIdentityRetryIntervalMs}ms`,
+    '--log-format=json',
+  ];
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+    const timer = setTimeout(() => reject(new Error('NMI did not start within 30 s')), 30_000);
+    child.once('exit', (code) => reject(new Error(`NMI exited with ${code} before it was ready`)));
+    lines.on('line', (line) => {
+      // Every line after "ready" is a log line: read and dropped, as a log shipper would.
+      if (!line.includes('"ready":true')) return;
+      clearTimeout(timer);
+      resolve((JSON.parse(line) as { url: string }).url);
+    });
+  });
+  return { child, url };
+}
+
+/** A bare node:http server answering a fixed JSON body (set to the size of NMI's answer) in its own process. */
+async function startBareServer(): Promise<{ child: ChildProcess; url: string; setBody(body: string): void }> {
+  const script = `
+    const http = require('node:http');
+    let body = Buffer.from('{}');
+    process.stdin.setEncoding('utf8');
+    let pending = '';
+    process.stdin.on('data', (d) => { pending += d; const i = pending.indexOf('\\n'); if (i >= 0) { body = Buffer.from(pending.slice(0, i)); pending = pending.slice(i + 1); process.stdout.write('body\\n'); } });
+    const server = http.createServer((req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': body.length });
+      res.end(body);
+    });
+    server.keepAliveTimeout = 65000;
+    server.listen(0, '127.0.0.1', () => process.stdout.write(JSON.stringify({ port: server.address().port }) + '\\n'));
+  `;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const iterator = lines[Symbol.asyncIterator]();
+  const first = await iterator.next();
+  const port = (JSON.parse(String(first.value)) as { port: number }).port;
+  return {
+    child,
+    url: `http://127.0.0.1:${port}`,
+    setBody(body) {
+      child.stdin?.write(`${body.replace(/\n/g, '')}\n`);
+    },
+  };
+}
+
+/* ---------------------------------------------------------------------------------------------- load */
+
+async function once(origin: string, fromIp: string, path: string): Promise<{ status: number; body: string }> {
+  const agent = new Agent({ localAddress: fromIp });
+  try {
+    const res = await agent.request({ origin, path, method: 'GET', headers: { Metadata: 'true' } });
+    return { status: res.statusCode, body: await res.body.text() };
+  } finally {
+    await agent.close();
+  }
+}
+
+async function untilServed(origin: string, fromIp: string, identity: WorldIdentity): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const reply = await once(origin, fromIp, `${TOKEN_PATH}?resource=${encodeURIComponent(VAULT)}`);
+    if (reply.status === 200 && decodeToken((JSON.parse(reply.body) as { access_token: string }).access_token).appid === identity.clientId) return;
+    if (Date.now() > deadline) throw new Error(`NMI never served the bench pod: ${reply.status} ${reply.body}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Closed loop: `clients` callers each send the next request as soon as the last answered, for `durationMs`. */
+async function load(origin: string, fromIp: string, path: string, clients: number, durationMs: number): Promise<LoadResult> {
+  const agent = new Agent({ localAddress: fromIp, connections: clients, pipelining: 1, keepAliveTimeout: 30_000 });
+  const headers = { Metadata: 'true' };
+  const run = async (until: number, record: number[] | undefined) => {
+    let errors = 0;
+    await Promise.all(
+      Array.from({ length: clients }, async () => {
+        while (performance.now() < until) {
+          const started = performance.now();
+          const res = await agent.request({ origin, path, method: 'GET', headers });
+          await res.body.dump();
+          if (res.statusCode !== 200) errors++;
+          record?.push(performance.now() - started);
+        }
+      }),
+    );
+    return errors;
+  };
+  try {
+    await run(performance.now() + Math.min(1000, durationMs / 3), undefined); // warm-up: connections, JIT
+    const latencies: number[] = [];
+    const started = performance.now();
+    const errors = await run(started + durationMs, latencies);
+    const elapsed = performance.now() - started;
+    latencies.sort((a, b) => a - b);
+    return {
+      clients,
+      requests: latencies.length,
+      rps: (latencies.length / elapsed) * 1000,
+      p50: percentile(latencies, 0.5),
+      p99: percentile(latencies, 0.99),
+      errors,
+    };
+  } finally {
+    await agent.close();
+  }
+}
+
+/** Sequential requests, each for a resource never asked for before: every one is a cache miss that goes to IMDS. */
+async function coldPath(origin: string, fromIp: string, count: number): Promise<{ p50: number; p99: number; errors: number }> {
+  const agent = new Agent({ localAddress: fromIp, connections: 1 });
+  const latencies: number[] = [];
+  let errors = 0;
+  try {
+    for (let i = 0; i < count; i++) {
+      const path = `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(`https://cold-${i}-${Date.now()}.example`)}`;
+      const started = performance.now();
+      const res = await agent.request({ origin, path, method: 'GET', headers: { Metadata: 'true' } });
+      await res.body.dump();
+      latencies.push(performance.now() - started);
+      if (res.statusCode !== 200) errors++;
+    }
+  } finally {
+    await agent.close();
+  }
+  latencies.sort((a, b) => a - b);
+  return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), errors };
+}
+
+/** A fresh pod and identity; `count` first requests at once; IMDS token calls counted from the emulator's log. */
+async function burstOfFirstRequests(world: NmiWorld, origin: string, count: number): Promise<{ upstream: number; ok: number; requests: number }> {
+  const pod = await world.pod('bench-burst', '127.0.4.2');
+  const identity = await world.managedIdentity('bench-burst-id');
+  await world.assign(pod, identity);
+  // NMI (another process) sees the pod and AAI through its own informers: wait until it would serve the pod, using
+  // a resource other than the burst's so that the burst's cache entry stays cold.
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const probe = await once(origin, pod.ip, `${TOKEN_PATH}?resource=${encodeURIComponent('https://probe.example')}`);
+    if (probe.status === 200) break;
+    if (Date.now() > deadline) throw new Error(`NMI never served the burst pod: ${probe.status} ${probe.body}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  world.azure.emulator.clearRequestLog();
+  const agent = new Agent({ localAddress: pod.ip, connections: count, pipelining: 1 });
+  let ok = 0;
+  try {
+    await Promise.all(
+      Array.from({ length: count }, async () => {
+        const res = await agent.request({ origin, path: `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(VAULT)}`, method: 'GET', headers: { Metadata: 'true' } });
+        const body = await res.body.text();
+        if (res.statusCode === 200 && decodeToken((JSON.parse(body) as { access_token: string }).access_token).appid === identity.clientId) ok++;
+      }),
+    );
+  } finally {
+    await agent.close();
+  }
+  const upstream = world.azure.emulator.requestLog().filter((e) => e.operation === 'imds_token').length;
+  return { upstream, ok, requests: count };
+}
+
+function percentile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
+}
+
+/* ---------------------------------------------------------------------------------------------- report */
+
+function printReport(
+  rows: ReadonlyArray<{ nmi: LoadResult; bare: LoadResult }>,
+  cold: { p50: number; p99: number; errors: number },
+  burst: { upstream: number; ok: number; requests: number },
+  opts: Options,
+  nmiPid: number,
+  barePid: number,
+): void {
+  const f = (n: number, d = 2) => n.toFixed(d).padStart(9);
+  const out: string[] = [];
+  out.push(`NMI bench — node ${process.version}, ${availableParallelism()} CPUs, ${opts.durationMs} ms per measurement`);
+  out.push(`  NMI: child process ${nmiPid} (tsx cmd/nmi.ts, info logs drained); bare node:http: child process ${barePid};`);
+  out.push('  load generator: undici keep-alive in the bench process, one connection per client, bound to the pod IP');
+  out.push('');
+  out.push('warm path (cached token)    NMI req/s   p50 ms   p99 ms |  bare req/s   p50 ms   p99 ms | NMI/bare throughput');
+  for (const { nmi, bare } of rows) {
+    out.push(
+      `  ${String(nmi.clients).padStart(2)} client(s)            ${f(nmi.rps, 0)}${f(nmi.p50)}${f(nmi.p99)} | ${f(bare.rps, 0)}  ${f(bare.p50)}${f(bare.p99)} | ${(nmi.rps / bare.rps).toFixed(2)}` +
+        (nmi.errors + bare.errors > 0 ? `  (errors: NMI ${nmi.errors}, bare ${bare.errors})` : ''),
+    );
+  }
+  const at64 = rows.find((r) => r.nmi.clients === 64);
+  out.push('');
+  out.push(`cold path (cache miss -> IMDS emulator in the bench process, ${opts.cold} requests): p50 ${cold.p50.toFixed(2)} ms, p99 ${cold.p99.toFixed(2)} ms${cold.errors ? `, errors ${cold.errors}` : ''}`);
+  out.push(`${burst.requests} concurrent first requests for one identity: ${burst.upstream} upstream IMDS token call(s), ${burst.ok}/${burst.requests} answered with the right token`);
+  out.push('');
+  if (at64) {
+    const ratio = at64.nmi.rps / at64.bare.rps;
+    out.push(`target warm throughput >= 0.5 x bare at 64 clients: ${ratio.toFixed(2)} ${ratio >= 0.5 ? 'MET' : 'MISSED'}`);
+    out.push(`target warm p99 <= 5 ms at 64 clients:              ${at64.nmi.p99.toFixed(2)} ms ${at64.nmi.p99 <= 5 ? 'MET' : 'MISSED'}`);
+  }
+  out.push(`target exactly 1 upstream call for the concurrent misses: ${burst.upstream} ${burst.upstream === 1 && burst.ok === burst.requests ? 'MET' : 'MISSED'}`);
+  process.stdout.write(`${out.join('\n')}\n`);
+}

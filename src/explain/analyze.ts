@@ -1,0 +1,185 @@
+// explain's reasoning, as a pure function: from what the cluster (and ARM) say about one pod, which bindings matched
+// and why the others did not, the pod's AzureAssignedIdentities, whether each identity is on the node's VM/VMSS,
+// whether an exception applies, and what NMI would answer now. No I/O here: gather.ts collects, render.ts prints.
+
+import {
+  POD_LABEL,
+  validateAzureIdentity,
+  type AzureAssignedIdentity,
+  type AzureIdentity,
+  type AzureIdentityBinding,
+  type AzurePodIdentityException,
+  type PodView,
+} from '../crds/index.js';
+
+export interface ExplainInput {
+  readonly pod: PodView;
+  readonly bindings: readonly AzureIdentityBinding[];
+  readonly identities: readonly AzureIdentity[];
+  /** AzureAssignedIdentities whose spec.pod / spec.podNamespace are this pod. */
+  readonly assigned: readonly AzureAssignedIdentity[];
+  readonly exceptions: readonly AzurePodIdentityException[];
+  readonly forceNamespaced: boolean;
+  /** Identities on the node's VM/VMSS from ARM, or why ARM was not asked. */
+  readonly arm: ArmView;
+  /** Objects that could not be read (legacy or malformed), with their problems. */
+  readonly ignored: readonly { readonly kind: string; readonly name: string; readonly problems: readonly string[] }[];
+}
+
+export type ArmView =
+  | { readonly kind: 'unavailable'; readonly reason: string }
+  | { readonly kind: 'ok'; readonly target: string; readonly userAssigned: readonly string[]; readonly systemAssigned: boolean };
+
+export interface BindingVerdict {
+  readonly namespace: string;
+  readonly name: string;
+  readonly selector: string;
+  readonly identity: string;
+  readonly matched: boolean;
+  /** Why it did not match, or why its identity cannot be used; empty when it matched with a usable identity. */
+  readonly reasons: readonly string[];
+}
+
+export interface IdentityVerdict {
+  readonly namespace: string;
+  readonly name: string;
+  readonly type: string;
+  readonly clientID: string;
+  readonly resourceID: string;
+  readonly problems: readonly string[];
+  /** AAI state for this pod and identity ('' legacy, Created, Assigned, Unassigned), or 'none'. */
+  readonly assignment: string;
+  /** Whether ARM shows it on the node's VM/VMSS; undefined when unknown or not applicable (service principal). */
+  readonly onNode: boolean | undefined;
+}
+
+export interface NmiAnswer {
+  readonly status: number;
+  readonly summary: string;
+}
+
+export interface ExplainReport {
+  readonly pod: {
+    readonly namespace: string;
+    readonly name: string;
+    readonly node: string;
+    readonly podIP: string;
+    readonly phase: string;
+    readonly label: string | undefined;
+  };
+  readonly exception: string | undefined;
+  readonly bindings: readonly BindingVerdict[];
+  readonly identities: readonly IdentityVerdict[];
+  readonly assigned: readonly { readonly name: string; readonly identity: string; readonly state: string; readonly node: string }[];
+  readonly arm: ArmView;
+  readonly nmi: NmiAnswer;
+  readonly ignored: ExplainInput['ignored'];
+  /** One line: does the pod get a token, and if not, the first thing to fix. */
+  readonly verdict: string;
+}
+
+const TYPE_NAMES: Readonly<Record<number, string>> = { 0: 'user-assigned managed identity', 1: 'service principal (secret)', 2: 'service principal (certificate)' };
+
+export function explain(input: ExplainInput): ExplainReport {
+  const { pod } = input;
+  const label = pod.labels[POD_LABEL];
+  const identityByKey = new Map(input.identities.map((i) => [`${i.namespace}/${i.name}`, i]));
+  const exception = input.exceptions.find(
+    (e) => e.namespace === pod.namespace && Object.keys(e.podLabels).length > 0 && Object.entries(e.podLabels).every(([k, v]) => pod.labels[k] === v),
+  );
+
+  const bindings: BindingVerdict[] = [];
+  const matchedIdentities: AzureIdentity[] = [];
+  for (const b of [...input.bindings].sort((x, y) => `${x.namespace}/${x.name}`.localeCompare(`${y.namespace}/${y.name}`))) {
+    const reasons: string[] = [];
+    const identity = identityByKey.get(`${b.namespace}/${b.azureIdentity}`);
+    if (label === undefined) reasons.push(`the pod has no ${POD_LABEL} label`);
+    else if (b.selector !== label) reasons.push(`selector "${b.selector}" ≠ the pod's ${POD_LABEL} "${label}"`);
+    const namespaced = input.forceNamespaced || identity?.namespaced === true;
+    if (namespaced && b.namespace !== pod.namespace) {
+      reasons.push(`namespaced matching (${input.forceNamespaced ? '--forceNamespaced' : 'identity annotation'}): binding is in ${b.namespace}, pod in ${pod.namespace}`);
+    }
+    const selectorMatched = reasons.length === 0;
+    if (!identity) reasons.push(`AzureIdentity ${b.namespace}/${b.azureIdentity} does not exist`);
+    else {
+      const problems = identityProblems(identity);
+      if (problems.length > 0) reasons.push(`AzureIdentity ${b.namespace}/${b.azureIdentity} is invalid: ${problems.join('; ')}`);
+      else if (selectorMatched && !matchedIdentities.includes(identity)) matchedIdentities.push(identity);
+    }
+    bindings.push({ namespace: b.namespace, name: b.name, selector: b.selector, identity: b.azureIdentity, matched: selectorMatched, reasons });
+  }
+
+  const assigned = input.assigned.map((a) => ({
+    name: a.name,
+    identity: a.identityRef ? `${a.identityRef.namespace}/${a.identityRef.name}` : '?',
+    state: a.state === '' ? '(legacy, no state)' : a.state,
+    node: a.nodeName,
+    clientID: a.identityRef?.clientID ?? '',
+  }));
+  const armIds = input.arm.kind === 'ok' ? new Set(input.arm.userAssigned.map((id) => id.toLowerCase())) : undefined;
+  const identities: IdentityVerdict[] = matchedIdentities.map((i) => {
+    const aai = input.assigned.find((a) => a.identityRef?.name === i.name && a.identityRef.namespace === i.namespace);
+    return {
+      namespace: i.namespace,
+      name: i.name,
+      type: i.type === null ? `invalid (${i.invalidType})` : (TYPE_NAMES[i.type] ?? String(i.type)),
+      clientID: i.clientID,
+      resourceID: i.resourceID,
+      problems: identityProblems(i),
+      assignment: aai ? (aai.state === '' ? '(legacy, no state)' : aai.state) : 'none',
+      onNode: i.type === 0 && armIds ? armIds.has(i.resourceID.toLowerCase()) : undefined,
+    };
+  });
+
+  const nmi = nmiAnswer(pod, exception, input.assigned);
+  return {
+    pod: { namespace: pod.namespace, name: pod.name, node: pod.nodeName, podIP: pod.podIP, phase: pod.phase, label },
+    exception: exception ? `${exception.namespace}/${exception.name}` : undefined,
+    bindings,
+    identities,
+    assigned: assigned.map(({ clientID: _c, ...rest }) => rest),
+    arm: input.arm,
+    nmi,
+    ignored: input.ignored,
+    verdict: verdict(nmi, bindings, identities, label),
+  };
+}
+
+function identityProblems(identity: AzureIdentity): string[] {
+  return validateAzureIdentity(identity);
+}
+
+/** What NMI does for this pod now (standard mode): the same order of checks as its token handler. */
+function nmiAnswer(pod: PodView, exception: AzurePodIdentityException | undefined, assigned: readonly AzureAssignedIdentity[]): NmiAnswer {
+  if (pod.podIP === '' || (pod.phase !== 'Running' && pod.phase !== 'Pending')) {
+    return { status: 500, summary: `NMI cannot tell this pod's requests apart: it has no pod IP or is ${pod.phase || 'not running'}` };
+  }
+  if (exception) return { status: 200, summary: `200 with the node's identity (from IMDS as the node): exception ${exception.namespace}/${exception.name} applies` };
+  const ready = assigned.filter((a) => a.state === 'Assigned' || a.state === '');
+  if (ready.length > 0) {
+    const names = ready.map((a) => `${a.identityRef?.namespace}/${a.identityRef?.name}`).join(', ');
+    return {
+      status: 200,
+      summary: `200 with a token for ${ready.length === 1 ? names : `the identity asked for by client_id/msi_res_id (no id: any one of ${names})`}`,
+    };
+  }
+  if (assigned.some((a) => a.state === 'Created')) {
+    return { status: 404, summary: 'waits while MIC attaches the identity (AzureAssignedIdentity Created), then 404 if it never becomes Assigned — check MIC logs and events' };
+  }
+  return { status: 404, summary: 'waits for an AzureAssignedIdentity that will not come, then 404 (503 with --set-retry-after-header): no binding gives this pod an identity' };
+}
+
+function verdict(nmi: NmiAnswer, bindings: readonly BindingVerdict[], identities: readonly IdentityVerdict[], label: string | undefined): string {
+  if (nmi.status === 200) {
+    const missing = identities.filter((i) => i.onNode === false && i.assignment === 'Assigned');
+    return missing.length > 0
+      ? `works for now, but ${missing.map((i) => i.name).join(', ')} is Assigned yet missing on the node in ARM (MIC's periodic check re-attaches it)`
+      : 'works: the pod gets a token';
+  }
+  if (label === undefined) return `no token: the pod has no ${POD_LABEL} label`;
+  const matched = bindings.filter((b) => b.matched);
+  if (matched.length === 0) return `no token: no AzureIdentityBinding has selector "${label}"${bindings.length > 0 ? ' (see the bindings below)' : ''}`;
+  if (identities.length === 0) return `no token: the matching binding(s) point at a missing or invalid AzureIdentity: ${matched.flatMap((b) => b.reasons).join('; ')}`;
+  if (identities.some((i) => i.assignment === 'Created')) return 'no token yet: the identity is not attached to the node yet (AzureAssignedIdentity Created)';
+  return 'no token: MIC has not created an AzureAssignedIdentity for this pod (is MIC running and leading?)';
+}

@@ -1,0 +1,148 @@
+// `npm run sandbox -- --demo`: a guided walk through the sandbox that checks every step it announces.
+// AzureIdentity (legacy capitalised fields) + AzureIdentityBinding from examples/demo → a labelled pod → its
+// program (unmodified @azure/identity) gets a token → the AzureAssignedIdentity and the VMSS identity list → the
+// pod is deleted → the identity is released. Resolves true only if every step did what it said.
+
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as k8s from '@kubernetes/client-node';
+import { parse as parseYaml } from 'yaml';
+import type { Sandbox } from './index.js';
+
+export interface DemoOptions {
+  readonly repoRoot: string;
+  /** Where the narration goes (one line per call). */
+  readonly say: (line: string) => void;
+  readonly stepTimeoutMs?: number;
+}
+
+const GROUP = 'aadpodidentity.k8s.io';
+
+export async function runDemo(sandbox: Sandbox, opts: DemoOptions): Promise<boolean> {
+  const { say } = opts;
+  const timeoutMs = opts.stepTimeoutMs ?? 60_000;
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(sandbox.endpoints.kubeconfig);
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const custom = kc.makeApiClient(k8s.CustomObjectsApi);
+  const identity = sandbox.endpoints.identities[0];
+  if (!identity) {
+    say('✗ the sandbox has no user-assigned identity to demonstrate with');
+    return false;
+  }
+  let ok = true;
+  const check = (passed: boolean, good: string, bad: string): boolean => {
+    say(passed ? `✓ ${good}` : `✗ ${bad}`);
+    ok &&= passed;
+    return passed;
+  };
+  const manifest = async (file: string): Promise<Record<string, unknown>> => {
+    const text = await readFile(join(opts.repoRoot, 'examples', 'demo', file), 'utf8');
+    const filled = text.replaceAll('${IDENTITY_RESOURCE_ID}', identity.id).replaceAll('${IDENTITY_CLIENT_ID}', identity.clientId);
+    return parseYaml(filled) as Record<string, unknown>;
+  };
+  const aaisOfPod = async (): Promise<Array<{ name: string; state: string; node: string }>> => {
+    const list = (await custom.listClusterCustomObject({ group: GROUP, version: 'v1', plural: 'azureassignedidentities' })) as {
+      items?: Array<{ metadata?: { name?: string }; spec?: { pod?: string; podNamespace?: string; nodename?: string }; status?: { status?: string } }>;
+    };
+    return (list.items ?? [])
+      .filter((a) => a.spec?.pod === 'demo-app' && a.spec.podNamespace === 'default')
+      .map((a) => ({ name: a.metadata?.name ?? '', state: a.status?.status ?? '', node: a.spec?.nodename ?? '' }));
+  };
+  const computeIdentities = (): string[] => {
+    const { compute, computeNames } = sandbox.endpoints.azure;
+    const names = compute === 'vmss' ? computeNames.slice(0, 1) : computeNames;
+    return names.flatMap((n) => {
+      const info = compute === 'vmss' ? sandbox.azure.getVmss(sandbox.resourceGroup, n) : sandbox.azure.getVm(sandbox.resourceGroup, n);
+      return (info?.identity.userAssignedIdentities ?? []).map((id) => id.toLowerCase());
+    });
+  };
+  const computeLabel = sandbox.endpoints.azure.compute === 'vmss' ? `VMSS ${sandbox.endpoints.azure.computeNames[0]}` : 'the VMs';
+
+  say(`Sandbox: ${sandbox.endpoints.network} network, ${sandbox.endpoints.nodes.length} nodes (${sandbox.endpoints.azure.compute}), state in ${sandbox.stateDir}`);
+  say('');
+  say('1. AzureIdentity from examples/demo/azureidentity-legacy.yaml (legacy fields Type, ResourceID, ClientID)');
+  const azureIdentity = await manifest('azureidentity-legacy.yaml');
+  await custom.createNamespacedCustomObject({ group: GROUP, version: 'v1', namespace: 'default', plural: 'azureidentities', body: azureIdentity });
+  const stored = (await custom.getNamespacedCustomObject({ group: GROUP, version: 'v1', namespace: 'default', plural: 'azureidentities', name: 'demo-identity' })) as {
+    spec?: Record<string, unknown>;
+  };
+  check(stored.spec?.ResourceID === identity.id, `created AzureIdentity default/demo-identity for ${identity.name} (client id ${identity.clientId})`, 'the API server did not keep the legacy ResourceID field');
+
+  say('2. AzureIdentityBinding from examples/demo/azureidentitybinding.yaml (selector "demo")');
+  await custom.createNamespacedCustomObject({
+    group: GROUP,
+    version: 'v1',
+    namespace: 'default',
+    plural: 'azureidentitybindings',
+    body: await manifest('azureidentitybinding.yaml'),
+  });
+  check(true, 'created AzureIdentityBinding default/demo-identity-binding', '');
+
+  say('3. A pod labelled aadpodidbinding=demo (examples/demo/pod.yaml)');
+  await core.createNamespacedPod({ namespace: 'default', body: (await manifest('pod.yaml')) as k8s.V1Pod });
+  const pod = await sandbox.kubelet.waitForPod('default/demo-app', timeoutMs);
+  check(true, `pod default/demo-app is Running on ${pod.node} with IP ${pod.ip}${pod.netns ? ` (network namespace ${pod.netns})` : ''}`, '');
+
+  say('4. The pod asks for a token: new ManagedIdentityCredential().getToken("https://management.azure.com/.default")');
+  const run = await sandbox.execInPod('default/demo-app', ['node', join(opts.repoRoot, 'examples', 'pod-token.mjs'), '--timeout-ms', String(timeoutMs)], {
+    timeoutMs: timeoutMs + 10_000,
+  });
+  const result = parseLine(run.stdout);
+  if (check(result?.ok === true, 'the pod got a token', `the pod got no token: ${result?.message ?? run.stderr.trim().slice(0, 300)}`)) {
+    const claims = result?.claims ?? {};
+    say(`   appid (client id): ${claims.appid}`);
+    say(`   oid (principal id): ${claims.oid}`);
+    say(`   xms_mirid: ${claims.xms_mirid}`);
+    say(`   aud: ${claims.aud}`);
+    check(
+      claims.appid === identity.clientId && claims.xms_mirid?.toLowerCase() === identity.id.toLowerCase(),
+      `the token is ${identity.name}'s, the pod's bound identity`,
+      `the token is not ${identity.name}'s (expected appid ${identity.clientId})`,
+    );
+  }
+
+  say('5. The AzureAssignedIdentity and the identities on the node');
+  const aais = await waitFor(async () => {
+    const list = await aaisOfPod();
+    return list.length === 1 && list[0]?.state === 'Assigned' ? list : undefined;
+  }, timeoutMs);
+  check(aais !== undefined, `AzureAssignedIdentity ${aais?.[0]?.name} is Assigned (node ${aais?.[0]?.node})`, 'no Assigned AzureAssignedIdentity for the pod');
+  const attached = computeIdentities();
+  for (const id of attached) say(`   ${computeLabel}: ${id}`);
+  check(attached.includes(identity.id.toLowerCase()), `${identity.name} is attached to ${computeLabel}`, `${identity.name} is not attached to ${computeLabel}`);
+
+  say('6. Delete the pod');
+  await core.deleteNamespacedPod({ namespace: 'default', name: 'demo-app' });
+  const released = await waitFor(async () => ((await aaisOfPod()).length === 0 && !computeIdentities().includes(identity.id.toLowerCase()) ? true : undefined), timeoutMs);
+  check(released === true, `the AzureAssignedIdentity is gone and ${identity.name} was released from ${computeLabel}`, `${identity.name} was not released after the pod was deleted`);
+
+  say('');
+  say(ok ? 'Demo passed: every step did what it said.' : 'Demo FAILED: see the ✗ lines above and the logs in ' + join(sandbox.stateDir, 'logs'));
+  return ok;
+}
+
+interface PodTokenLine {
+  readonly ok?: boolean;
+  readonly message?: string;
+  readonly claims?: { appid?: string; oid?: string; aud?: string; xms_mirid?: string };
+}
+
+function parseLine(stdout: string): PodTokenLine | undefined {
+  const line = stdout.trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(line) as PodTokenLine;
+  } catch {
+    return undefined;
+  }
+}
+
+async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return undefined;
+}
