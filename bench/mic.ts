@@ -12,7 +12,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -35,6 +35,7 @@ interface Options {
   readonly pollMs: number;
   readonly only: 'vmss' | 'vm' | undefined;
   readonly convergeOnly: boolean;
+  readonly tsx: boolean;
 }
 
 interface Row {
@@ -54,6 +55,7 @@ export async function main(argv: readonly string[]): Promise<void> {
       'poll-ms': { type: 'string', default: '250' },
       only: { type: 'string' },
       'converge-only': { type: 'boolean', default: false },
+      tsx: { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -65,6 +67,7 @@ export async function main(argv: readonly string[]): Promise<void> {
     pollMs: Number(values['poll-ms']),
     only: values.only === 'vmss' || values.only === 'vm' ? values.only : undefined,
     convergeOnly: values['converge-only'] === true,
+    tsx: values.tsx === true,
   };
   const rows: Row[] = [];
   const notes: string[] = [];
@@ -89,7 +92,7 @@ async function vmssRun(opts: Options, rows: Row[], notes: string[]): Promise<voi
     rows.push({ what: `converge from cold, 2 VMSS x 100 nodes, ${ids.length} identities, ${pods.length} pods`, value: `${fmtS(cold.fromStartMs)} (${fmtS(cold.fromReadyMs)} after MIC ready)`, target: '<= 15 s' });
     const patches = w.patchCount();
     rows.push({ what: 'ARM PATCH count (VMSS run) / minimum', value: `${patches} / ${w.minimumPatches(pods)}`, target: '= minimum' });
-    notes.push(`VMSS run: ${cold.kubeWrites} Kubernetes writes by MIC while converging (${cold.writeDetail}); MIC peak RSS ${fmtMb(cold.peakRssKb)}; emulator process busy ${pctOf(cold.emulatorCpu)} of one core meanwhile.`);
+    notes.push(`VMSS run: ${cold.kubeWrites} Kubernetes writes by MIC while converging (${cold.writeDetail}); MIC peak RSS ${fmtMb(cold.peakRssKb)}; MIC CPU time ${fmtS(cold.micCpuMs)} (start-up included); emulator process busy ${pctOf(cold.emulatorCpu)} of one core meanwhile; load average at start ${cold.load.toFixed(1)} on ${cpus().length} cores.`);
     if (opts.convergeOnly) return;
 
     // Steady state, ARM latency 0: pods using identities already attached, and pods needing a new attach.
@@ -138,7 +141,7 @@ async function vmRun(opts: Options, rows: Row[], notes: string[]): Promise<void>
     const cold = await w.startMicAndConverge(opts, pods.length);
     rows.push({ what: `converge from cold, 200 VMs, ${ids.length} identities, ${pods.length} pods`, value: `${fmtS(cold.fromStartMs)} (${fmtS(cold.fromReadyMs)} after MIC ready)`, target: '<= 15 s' });
     rows.push({ what: 'ARM PATCH count (VM run) / minimum', value: `${w.patchCount()} / ${w.minimumPatches(pods)}`, target: '= minimum' });
-    notes.push(`VM run: ${cold.kubeWrites} Kubernetes writes by MIC while converging (${cold.writeDetail}); MIC peak RSS ${fmtMb(cold.peakRssKb)}; emulator process busy ${pctOf(cold.emulatorCpu)} of one core meanwhile.`);
+    notes.push(`VM run: ${cold.kubeWrites} Kubernetes writes by MIC while converging (${cold.writeDetail}); MIC peak RSS ${fmtMb(cold.peakRssKb)}; MIC CPU time ${fmtS(cold.micCpuMs)} (start-up included); emulator process busy ${pctOf(cold.emulatorCpu)} of one core meanwhile; load average at start ${cold.load.toFixed(1)} on ${cpus().length} cores.`);
 
     const more = opts.rssPods - pods.length;
     if (more > 0) {
@@ -251,14 +254,16 @@ class BenchWorld {
     return pods;
   }
 
-  async startMicAndConverge(opts: Options, expected: number): Promise<{ fromStartMs: number; fromReadyMs: number; peakRssKb: number; kubeWrites: number; writeDetail: string; emulatorCpu: number }> {
+  async startMicAndConverge(opts: Options, expected: number): Promise<{ fromStartMs: number; fromReadyMs: number; peakRssKb: number; kubeWrites: number; writeDetail: string; emulatorCpu: number; micCpuMs: number; load: number }> {
     const before = this.api.requestLog().length;
     const started = Date.now();
     const cpu = process.cpuUsage();
+    const load = loadavg()[0]!;
     const ready = await this.#spawnMic(opts);
     await this.waitAssigned(expected, 300_000);
     const done = Date.now();
     const used = process.cpuUsage(cpu);
+    const micCpuMs = await this.micCpuMs();
     const emulatorCpu = (used.user + used.system) / 1000 / (done - started);
     await this.settle();
     const writes = this.api.requestLog().slice(before).filter((r) => r.method !== 'GET');
@@ -273,6 +278,8 @@ class BenchWorld {
       kubeWrites: writes.length,
       writeDetail: [...counts].map(([k, v]) => `${k} ${v}`).join(', '),
       emulatorCpu,
+      micCpuMs,
+      load,
     };
   }
 
@@ -326,6 +333,15 @@ class BenchWorld {
     return n;
   }
 
+  /** CPU time (user + system) the MIC process has used so far. */
+  async micCpuMs(): Promise<number> {
+    const pid = this.#mic?.pid;
+    if (pid === undefined) return 0;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // clock ticks at USER_HZ 100
+  }
+
   peakRssKb(): number {
     return this.#rssPeakKb;
   }
@@ -354,7 +370,7 @@ class BenchWorld {
     }));
     const args = [
       ...(process.env['BENCH_MIC_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== ''),
-      '--import', 'tsx', join(ROOT, 'cmd/mic.ts'),
+      ...(await micEntry(opts)),
       `--kubeconfig=${kubeconfig}`, `--cloudconfig=${azureJson}`, `--arm-endpoint=${this.azure.url}`,
       '--http-probe-port=0', '--prometheus-port=0', '--probe-bind-address=127.0.0.1', '--metrics-bind-address=127.0.0.1',
       `--clientQps=${opts.qps}`, `--clientBurst=${opts.qps}`, '--log-format=json',
@@ -451,6 +467,22 @@ class BenchWorld {
 
 /* ------------------------------------------------------------------------------------------- helpers */
 
+let compiled: Promise<string> | undefined;
+
+/** MIC as the image runs it (compiled JavaScript, no tsx), unless --tsx. Built once into tmp/ (git-ignored). */
+async function micEntry(opts: Options): Promise<string[]> {
+  if (opts.tsx) return ['--import', 'tsx', join(ROOT, 'cmd/mic.ts')];
+  compiled ??= (async () => {
+    const out = join(ROOT, 'tmp', 'bench-mic-build');
+    await new Promise<void>((resolve, reject) => {
+      const tsc = spawn(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.json'), '--outDir', out, '--sourceMap', 'false'], { stdio: 'inherit' });
+      tsc.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`tsc exited with ${String(code)}`))));
+    });
+    return join(out, 'cmd', 'mic.js');
+  })();
+  return [await compiled];
+}
+
 async function pool<T>(items: readonly T[], size: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   await Promise.all(
@@ -499,7 +531,7 @@ function print(opts: Options, rows: readonly Row[], notes: readonly string[]): v
   const line = (a: string, b: string, c: string) => `| ${a.padEnd(w1)} | ${b.padEnd(w2)} | ${c} |`;
   const out = [
     '',
-    `MIC benchmark (MIC in a child process via cmd/mic.ts; emulators in this process; --clientQps=${opts.qps} --clientBurst=${opts.qps}; ARM LRO poll ${opts.pollMs} ms)`,
+    `MIC benchmark (MIC in a child process: cmd/mic.ts ${opts.tsx ? 'under tsx' : 'compiled to JavaScript, as in the image'}; emulators in this process; --clientQps=${opts.qps} --clientBurst=${opts.qps}; ARM LRO poll ${opts.pollMs} ms)`,
     '',
     line('measure', 'result', 'target'),
     line('-'.repeat(w1), '-'.repeat(w2), '------'),

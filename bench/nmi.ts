@@ -1,4 +1,4 @@
-// `npm run bench -- nmi [--duration-ms=N] [--cold=N] [--burst=N]`: NMI's token path, from one run.
+// `npm run bench -- nmi [--duration-ms=N] [--rounds=N] [--cold=N] [--burst=N] [--cpu-prof-dir=DIR]`: NMI's token path, from one run.
 //
 //  * warm path (token cached): p50/p99 latency and requests/s at 1 and 64 concurrent clients, beside a bare node:http
 //    server answering a fixed JSON of the same size on the same machine (the physical limit here), as a ratio;
@@ -12,7 +12,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +26,8 @@ interface Options {
   /** `--cpu-prof-dir=DIR`: write a CPU profile of the NMI process there (node --cpu-prof) for finding hot spots. */
   readonly cpuProfDir: string | undefined;
   readonly durationMs: number;
+  /** NMI and bare are measured alternately this many times; the median round is reported (the machine is shared). */
+  readonly rounds: number;
   readonly cold: number;
   readonly burst: number;
 }
@@ -63,9 +65,13 @@ export async function main(args: readonly string[]): Promise<void> {
 
     const rows: Array<{ nmi: LoadResult; bare: LoadResult }> = [];
     for (const clients of [1, 64]) {
-      const n = await load(nmi.url, warmPod.ip, warmPath, clients, opts.durationMs);
-      const b = await load(bare.url, warmPod.ip, warmPath, clients, opts.durationMs);
-      rows.push({ nmi: n, bare: b });
+      const nmiRuns: LoadResult[] = [];
+      const bareRuns: LoadResult[] = [];
+      for (let round = 0; round < opts.rounds; round++) {
+        nmiRuns.push(await load(nmi.url, warmPod.ip, warmPath, clients, opts.durationMs));
+        bareRuns.push(await load(bare.url, warmPod.ip, warmPath, clients, opts.durationMs));
+      }
+      rows.push({ nmi: medianRun(nmiRuns), bare: medianRun(bareRuns) });
     }
 
     const cold = await coldPath(nmi.url, warmPod.ip, opts.cold);
@@ -92,7 +98,8 @@ function parseArgs(args: readonly string[]): Options {
   const prof = args.find((a) => a.startsWith('--cpu-prof-dir='));
   return {
     cpuProfDir: prof?.slice('--cpu-prof-dir='.length),
-    durationMs: get('duration-ms', 3000),
+    durationMs: get('duration-ms', 2000),
+    rounds: get('rounds', 3),
     cold: get('cold', 200),
     burst: get('burst', 1000),
   };
@@ -280,6 +287,12 @@ async function burstOfFirstRequests(world: NmiWorld, origin: string, count: numb
   return { upstream, ok, requests: count };
 }
 
+/** The round with the median throughput (its own latencies), so one disturbed round does not decide the figures. */
+function medianRun(runs: readonly LoadResult[]): LoadResult {
+  const sorted = [...runs].sort((a, b) => a.rps - b.rps);
+  return sorted[Math.floor(sorted.length / 2)] as LoadResult;
+}
+
 function percentile(sorted: readonly number[], q: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
@@ -297,7 +310,10 @@ function printReport(
 ): void {
   const f = (n: number, d = 2) => n.toFixed(d).padStart(9);
   const out: string[] = [];
-  out.push(`NMI bench — node ${process.version}, ${availableParallelism()} CPUs, ${opts.durationMs} ms per measurement`);
+  out.push(
+    `NMI bench — node ${process.version}, ${availableParallelism()} CPUs, load average ${loadavg()[0]?.toFixed(2)}; ` +
+      `${opts.durationMs} ms per measurement, median of ${opts.rounds} alternating rounds`,
+  );
   out.push(`  NMI: child process ${nmiPid} (tsx cmd/nmi.ts, info logs drained); bare node:http: child process ${barePid};`);
   out.push('  load generator: undici keep-alive in the bench process, one connection per client, bound to the pod IP');
   out.push('');

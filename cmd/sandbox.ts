@@ -89,10 +89,7 @@ async function main(argv: readonly string[]): Promise<number> {
 
   if (config.demo) {
     let passed = false;
-    const interrupted = new Promise<void>((resolveInterrupt) => {
-      process.once('SIGINT', () => resolveInterrupt());
-      process.once('SIGTERM', () => resolveInterrupt());
-    });
+    const interrupted = untilSignal();
     try {
       passed = (await Promise.race([runDemo(sandbox, { repoRoot: REPO_ROOT, say: (line) => process.stdout.write(`${line}\n`) }), interrupted.then(() => false)])) === true;
     } catch (error) {
@@ -114,12 +111,26 @@ async function main(argv: readonly string[]): Promise<number> {
       `  npm run explain -- --sandbox ${stateDir} <namespace>/<pod>\n` +
       'Press Ctrl-C to stop and remove everything.\n',
   );
-  await new Promise<void>((resolveSignal) => {
-    process.once('SIGINT', () => resolveSignal());
-    process.once('SIGTERM', () => resolveSignal());
-  });
+  await untilSignal();
   await stop();
   return 0;
+}
+
+/**
+ * Resolves on the first SIGINT/SIGTERM and keeps handling later ones: Ctrl-C reaches this process both from the
+ * terminal and relayed by tsx, and a second default-handled SIGINT would kill it before it removed what it made.
+ */
+function untilSignal(): Promise<void> {
+  return new Promise<void>((resolveSignal) => {
+    let seen = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      seen++;
+      if (seen === 1) resolveSignal();
+      else if (seen === 3) process.stderr.write(`sandbox: ${signal} again; still removing namespaces, rules and processes, please wait\n`);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
 }
 
 function parseRunConfig(argv: readonly string[]): RunConfig {

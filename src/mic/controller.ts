@@ -421,15 +421,17 @@ export class MicController {
   }
 
   #upsertAssigned(obj: KubeObject): void {
-    const n = normalizeAssignedIdentity(obj);
-    if (n.value === null) return;
-    const k = assignedKey(n.value.namespace, n.value.name);
-    this.#assigned.set(k, n.value);
+    const k = assignedKey(obj.metadata?.namespace ?? '', obj.metadata?.name ?? '');
     const ownObj = this.#own.get(k)?.obj;
-    if (ownObj !== undefined && ownObj !== null && ownObj.resourceVersion === n.value.resourceVersion) {
-      this.#own.delete(k); // our write's echo: nothing new to plan
+    if (ownObj !== undefined && ownObj !== null && ownObj.resourceVersion === obj.metadata?.resourceVersion) {
+      // Our write's echo: we hold this very version already normalised, and there is nothing new to plan.
+      this.#assigned.set(k, ownObj);
+      this.#own.delete(k);
       return;
     }
+    const n = normalizeAssignedIdentity(obj);
+    if (n.value === null) return;
+    this.#assigned.set(k, n.value);
     // A key our executor is writing right now: its task re-plans when it ends if the world wants something else.
     if (this.#executor.isBusy(k)) return;
     this.#enqueue();

@@ -3,13 +3,13 @@
 // the sandbox and cmd/mic.ts alike; it never reads the environment.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CoordinationV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import { CoordinationV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { EventRecorder, LeaderElector, RateLimiter, type EventClient } from '../kube/index.js';
 import { kubeEventSink } from './adapters/events.js';
 import { kubeAssignedIdentityWriter } from './adapters/kube-assigned.js';
-import { pooledApiClient } from './adapters/kube-http.js';
+import { kubeHttp, pooledApiClient } from './adapters/kube-http.js';
 import type { ArmOperation } from './arm.js';
 import type { MicConfig } from './config.js';
 import { MicController } from './controller.js';
@@ -62,13 +62,17 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
   const metrics = createMicMetrics();
   const kc = deps.kubeConfig;
   const limiter = new RateLimiter({ qps: config.clientQps, burst: config.clientBurst });
-  const core = pooledApiClient(kc, CoreV1Api);
+  const http = kubeHttp(kc);
+  // Events are writes too: through the same limiter and connection pool.
   const eventClient: EventClient = {
-    createNamespacedEvent: limiter.wrap((p: Parameters<EventClient['createNamespacedEvent']>[0]) => core.createNamespacedEvent(p)),
-    patchNamespacedEvent: limiter.wrap(
-      (p: Parameters<EventClient['patchNamespacedEvent']>[0], o?: Parameters<EventClient['patchNamespacedEvent']>[1]) =>
-        core.patchNamespacedEvent(p, o),
-    ),
+    createNamespacedEvent: limiter.wrap(async (p: { namespace: string; body: CoreV1Event }) => {
+      await http.send('POST', `/api/v1/namespaces/${encodeURIComponent(p.namespace)}/events`, p.body);
+      return p.body;
+    }),
+    patchNamespacedEvent: limiter.wrap(async (p: { name: string; namespace: string; body: object }) => {
+      await http.send('PATCH', `/api/v1/namespaces/${encodeURIComponent(p.namespace)}/events/${encodeURIComponent(p.name)}`, p.body, 'application/merge-patch+json');
+      return p.body as CoreV1Event;
+    }),
   };
   const recorder = new EventRecorder({
     client: eventClient,
@@ -91,7 +95,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     events,
     policy: { forceNamespaced: config.forceNamespaced, immutableClientIds: immutable, immutableResourceIds: new Set() },
     executor: {
-      writer: kubeAssignedIdentityWriter(pooledApiClient(kc, CustomObjectsApi), limiter),
+      writer: kubeAssignedIdentityWriter(http, limiter),
       arm,
       createDeleteBatch: config.createDeleteBatch,
       refreshConcurrency: config.armMaxConcurrency,

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CoordinationV1Api } from '@kubernetes/client-node';
 import { shouldSkipNetns } from '../helpers/netns.js';
-import { eventually, hostNetworkState, startTestSandbox, type TestSandbox } from '../helpers/sandbox.js';
+import { eventually, hostNetworkState, REPO_ROOT, startTestSandbox, type TestSandbox } from '../helpers/sandbox.js';
 
 const skip = shouldSkipNetns('end-to-end catalogue (netns sandbox)');
 
@@ -429,6 +429,59 @@ describe.skipIf(skip)('end-to-end catalogue on the netns sandbox', () => {
     await t.startPod(ns, 'app', 'sel', { nodeName: node.name });
     await assigned('app');
     expect((await t.podToken(ns, 'app')).claims?.appid).toBe(id!.clientId);
+  }, 90_000);
+});
+
+describe.skipIf(skip)('explain on the netns sandbox', () => {
+  let t: TestSandbox;
+  beforeAll(async () => {
+    t = await startTestSandbox({ network: 'netns', nodes: 1, mic: { replicas: 1 } });
+  }, 120_000);
+  afterAll(async () => {
+    await t?.stop();
+  }, 120_000);
+
+  const explainJson = async (target: string) => {
+    const { execFile } = await import('node:child_process');
+    return new Promise<{ code: number; report: Record<string, unknown> }>((resolve, reject) => {
+      execFile(process.execPath, ['--import', 'tsx', 'cmd/explain.ts', '--sandbox', t.sandbox.stateDir, '--json', target], { cwd: REPO_ROOT, timeout: 60_000 }, (error, stdout, stderr) => {
+        try {
+          resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, report: JSON.parse(stdout) as Record<string, unknown> });
+        } catch {
+          reject(new Error(`explain printed no JSON: ${stderr}`));
+        }
+      });
+    });
+  };
+
+  it('says why one pod gets a token and why others do not', async () => {
+    const id = t.sandbox.endpoints.identities[0]!;
+    await t.createIdentity('default', 'good', { type: 0, resourceID: id.id, clientID: id.clientId });
+    await t.createBinding('default', 'good', 'good', 'good');
+    await t.createBinding('default', 'dangling', 'no-such-identity', 'dangling');
+    await t.startPod('default', 'works', 'good');
+    await t.startPod('default', 'mislabelled', 'nothing-matches');
+    await t.startPod('default', 'dangling', 'dangling');
+    await eventually(async () => (await t.assignedFor('default', 'works')).some((a) => (a.status as { status?: string } | undefined)?.status === 'Assigned'), 30_000, 'Assigned');
+
+    const works = await explainJson('default/works');
+    expect(works.code).toBe(0);
+    expect(works.report).toMatchObject({
+      verdict: 'works: the pod gets a token',
+      nmi: { status: 200 },
+      identities: [{ name: 'good', assignment: 'Assigned', onNode: true, clientID: id.clientId }],
+      arm: { kind: 'ok' },
+    });
+
+    const mislabelled = await explainJson('default/mislabelled');
+    expect(mislabelled.code).toBe(3);
+    expect(mislabelled.report.nmi).toMatchObject({ status: 404 });
+    expect(mislabelled.report.bindings).toContainEqual(expect.objectContaining({ name: 'good', matched: false, reasons: ['selector "good" ≠ the pod\'s aadpodidbinding "nothing-matches"'] }));
+
+    const dangling = await explainJson('default/dangling');
+    expect(dangling.code).toBe(3);
+    expect(dangling.report.bindings).toContainEqual(expect.objectContaining({ name: 'dangling', matched: true, reasons: ['AzureIdentity default/no-such-identity does not exist'] }));
+    expect(String(dangling.report.verdict)).toContain('missing or invalid AzureIdentity');
   }, 90_000);
 });
 

@@ -1,8 +1,7 @@
-// AssignedIdentityWriter over client-node's CustomObjectsApi. Every call first takes a token from the shared write
-// RateLimiter (--clientQps/--clientBurst) and answers with the object as the API server returned it, normalised,
-// so the controller can overlay its own writes on the cache.
-import type { CustomObjectsApi } from '@kubernetes/client-node';
-import { API_VERSION, ASSIGNED_IDENTITY_FINALIZER, GROUP, Kinds, Plurals, VERSION } from '../../crds/names.js';
+// AssignedIdentityWriter over the API server's REST paths (adapters/kube-http.ts). Every call first takes a token
+// from the shared write RateLimiter (--clientQps/--clientBurst) and answers with the object as the API server
+// returned it, normalised, so the controller can overlay its own writes on the cache.
+import { API_VERSION, ASSIGNED_IDENTITY_FINALIZER, collectionPath, Kinds, objectPath, Plurals } from '../../crds/names.js';
 import { normalizeAssignedIdentity } from '../../crds/normalize.js';
 import type {
   AzureAssignedIdentity,
@@ -15,14 +14,18 @@ import type {
   ObjectView,
 } from '../../crds/types.js';
 import { httpStatus } from '../../kube/errors.js';
-import { patchOptions } from '../../kube/patch.js';
 import type { RateLimiter } from '../../kube/ratelimit.js';
 import type { AssignedSpec } from '../core/plan.js';
 import type { AssignedIdentityWriter, AssignedObjectRef } from '../ports.js';
+import type { KubeHttp } from './kube-http.js';
 
-export function kubeAssignedIdentityWriter(api: CustomObjectsApi, limiter: RateLimiter): AssignedIdentityWriter {
-  const base = { group: GROUP, version: VERSION, plural: Plurals.AzureAssignedIdentity };
-  const call = async <T>(what: string, ref: AssignedObjectRef, signal: AbortSignal, fn: () => Promise<T>): Promise<T> => {
+const PLURAL = Plurals.AzureAssignedIdentity;
+const MERGE = 'application/merge-patch+json';
+const JSON_PATCH = 'application/json-patch+json';
+
+export function kubeAssignedIdentityWriter(http: KubeHttp, limiter: RateLimiter): AssignedIdentityWriter {
+  const path = (ref: AssignedObjectRef): string => objectPath(PLURAL, ref.namespace, ref.name);
+  const call = async (what: string, ref: AssignedObjectRef, signal: AbortSignal, fn: () => Promise<unknown>): Promise<unknown> => {
     await limiter.acquire(signal);
     try {
       return await fn();
@@ -34,34 +37,26 @@ export function kubeAssignedIdentityWriter(api: CustomObjectsApi, limiter: RateL
   return {
     async create(spec, signal) {
       const body = assignedIdentityWire(spec, undefined);
-      const created = await call('create', spec, signal, () =>
-        api.createNamespacedCustomObject({ ...base, namespace: spec.namespace, body }),
-      );
+      const created = await call('create', spec, signal, () => http.send('POST', collectionPath(PLURAL, spec.namespace), body, undefined, signal));
       return view(created, 'create', spec);
     },
 
     async replace(ref, resourceVersion, spec, signal) {
       const body = assignedIdentityWire(spec, resourceVersion);
-      const replaced = await call('update', ref, signal, () =>
-        api.replaceNamespacedCustomObject({ ...base, namespace: ref.namespace, name: ref.name, body }),
-      );
+      const replaced = await call('update', ref, signal, () => http.send('PUT', path(ref), body, undefined, signal));
       return view(replaced, 'update', ref);
     },
 
     async setState(ref, state, signal) {
       const body = { status: { status: state, availableReplicas: 1 } };
-      const patched = await call('status update', ref, signal, () =>
-        api.patchNamespacedCustomObjectStatus({ ...base, namespace: ref.namespace, name: ref.name, body }, patchOptions('merge')),
-      );
+      const patched = await call('status update', ref, signal, () => http.send('PATCH', `${path(ref)}/status`, body, MERGE, signal));
       return view(patched, 'status update', ref);
     },
 
     async delete(ref, signal) {
       let answer: unknown;
       try {
-        answer = await call('delete', ref, signal, () =>
-          api.deleteNamespacedCustomObject({ ...base, namespace: ref.namespace, name: ref.name }),
-        );
+        answer = await call('delete', ref, signal, () => http.send('DELETE', path(ref), undefined, undefined, signal));
       } catch (err) {
         if (isGoneError(err)) return null;
         throw err;
@@ -81,9 +76,7 @@ export function kubeAssignedIdentityWriter(api: CustomObjectsApi, limiter: RateL
       ];
       let answer: unknown;
       try {
-        answer = await call('finalizer removal', ref, signal, () =>
-          api.patchNamespacedCustomObject({ ...base, namespace: ref.namespace, name: ref.name, body }, patchOptions('json')),
-        );
+        answer = await call('finalizer removal', ref, signal, () => http.send('PATCH', path(ref), body, JSON_PATCH, signal));
       } catch (err) {
         if (isGoneError(err)) return null;
         throw err;

@@ -38,6 +38,8 @@ export async function startProcess(spec: ProcessSpec, baseEnv: Readonly<Record<s
     cwd: spec.cwd,
     env: { ...baseEnv, ...(spec.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: a Ctrl-C at the terminal must not stop MIC/NMI behind the sandbox's back (stop() does).
+    detached: true,
   });
   let exitCode: number | null | undefined;
   const exited = new Promise<number | null>((resolve) => {
