@@ -100,8 +100,9 @@ async function main(): Promise<number> {
         })
         .finally(() => clearTimeout(deadline));
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    // `on`, not `once`: a second signal (a terminal's Ctrl-C plus a relayed one) must not kill us mid-cleanup.
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
   });
 }
 

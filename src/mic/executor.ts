@@ -356,11 +356,14 @@ class ArmBook {
   readonly #known = new Map<string, { ids: Set<string>; systemAssigned: boolean } | undefined>();
   /** Bumped whenever an ARM change starts or ends on a target, so a GET that overlapped one is discarded. */
   readonly #epoch = new Map<string, number>();
-  readonly #inflight = new Map<string, Promise<IdentityOutcome>>();
+  /** Identity changes by `target|op|id`: running (no `settled`), or settled recently (for steps that arrive late). */
+  readonly #inflight = new Map<string, { readonly p: Promise<IdentityOutcome>; settled?: { at: number; outcome: IdentityOutcome } }>();
   readonly #removing = new Map<string, Set<string>>();
   readonly #hold = new Map<string, { until: number; failures: number }>();
   readonly #refreshing = new Set<string>();
   readonly #calls = new Set<Promise<unknown>>();
+  readonly #callsPerTarget = new Map<string, number>();
+  #lastSweep = 0;
   readonly #refreshSlots: Semaphore;
 
   constructor(
@@ -410,19 +413,35 @@ class ArmBook {
     return out;
   }
 
+  /**
+   * The outcome a step waits for: the running change, or one that settled moments ago (the step's own Kubernetes
+   * write may finish after ARM did). Undefined when there is neither: the next cycle plans again.
+   */
   outcome(targetKey: string, resourceID: string, op: Op): Promise<IdentityOutcome> | undefined {
-    return this.#inflight.get(flightKey(targetKey, canonicalResourceId(resourceID), op));
+    const fk = flightKey(targetKey, canonicalResourceId(resourceID), op);
+    const f = this.#inflight.get(fk);
+    if (f === undefined) return undefined;
+    if (f.settled === undefined) return f.p;
+    if (this.now() - f.settled.at <= RECENT_OUTCOME_MS) return Promise.resolve(f.settled.outcome);
+    this.#inflight.delete(fk);
+    return undefined;
+  }
+
+  #running(fk: string): boolean {
+    const f = this.#inflight.get(fk);
+    return f !== undefined && f.settled === undefined;
   }
 
   /** Starts the ARM changes of a plan that are not already in flight; returns how many apply calls were made. */
   start(ops: readonly TargetOp[], ctx: ExecutionContext): number {
+    this.#sweep();
     let calls = 0;
     for (const op of ops) {
       const key = op.target.key;
       const target = ctx.armTargets.get(key);
       if (target === undefined || this.holdRemainingMs(key) !== undefined || ctx.signal.aborted) continue;
-      const add = op.add.filter((id) => !this.#inflight.has(flightKey(key, id, 'add')));
-      const remove = op.remove.filter((id) => !this.#inflight.has(flightKey(key, id, 'remove')));
+      const add = op.add.filter((id) => !this.#running(flightKey(key, id, 'add')));
+      const remove = op.remove.filter((id) => !this.#running(flightKey(key, id, 'remove')));
       if (add.length === 0 && remove.length === 0) continue;
       calls++;
       this.#call(key, target, add, remove);
@@ -432,6 +451,7 @@ class ArmBook {
 
   #call(key: string, target: ArmTarget, add: readonly string[], remove: readonly string[]): void {
     this.#bump(key);
+    this.#callsPerTarget.set(key, (this.#callsPerTarget.get(key) ?? 0) + 1);
     const removing = this.#removing.get(key) ?? new Set<string>();
     this.#removing.set(key, removing);
     for (const id of remove) removing.add(id);
@@ -450,15 +470,19 @@ class ArmBook {
           r.outcomes.find((x) => x.key === id && x.op === o) ??
           ({ id, key: id, op: o, status: 'failed', reason: 'fatal', message: 'no outcome for this identity' } as IdentityOutcome),
       );
-      this.#inflight.set(fk, p);
-      void p.then(() => {
-        if (this.#inflight.get(fk) === p) this.#inflight.delete(fk);
+      const entry: { readonly p: Promise<IdentityOutcome>; settled?: { at: number; outcome: IdentityOutcome } } = { p };
+      this.#inflight.set(fk, entry);
+      void p.then((outcome) => {
+        entry.settled = { at: this.now(), outcome };
       });
     };
     for (const id of remove) register(id, 'remove');
     for (const id of add) register(id, 'add');
 
     const done = result.then((r) => {
+      const left = (this.#callsPerTarget.get(key) ?? 1) - 1;
+      if (left > 0) this.#callsPerTarget.set(key, left);
+      else this.#callsPerTarget.delete(key);
       for (const id of remove) removing.delete(id);
       if (removing.size === 0 && this.#removing.get(key) === removing) this.#removing.delete(key);
       this.#bump(key);
@@ -524,9 +548,15 @@ class ArmBook {
   }
 
   #hasInflight(key: string): boolean {
-    const prefix = `${key}|`;
-    for (const k of this.#inflight.keys()) if (k.startsWith(prefix)) return true;
-    return false;
+    return (this.#callsPerTarget.get(key) ?? 0) > 0;
+  }
+
+  /** Forgets settled outcomes nobody can ask for any more (at most once a second). */
+  #sweep(): void {
+    const now = this.now();
+    if (now - this.#lastSweep < 1000) return;
+    this.#lastSweep = now;
+    for (const [k, f] of this.#inflight) if (f.settled !== undefined && now - f.settled.at > RECENT_OUTCOME_MS) this.#inflight.delete(k);
   }
 
   #bump(key: string): void {
@@ -544,6 +574,9 @@ function workSignature(w: KeyWork, current: AzureAssignedIdentity | undefined): 
   if (current !== undefined) return `ensure|${current.nodeName}|${ref(current.identityRef)}|${ref(current.bindingRef)}`;
   return 'unknown';
 }
+
+/** How long a settled ARM outcome still answers steps that ask for it late. */
+const RECENT_OUTCOME_MS = 10_000;
 
 function flightKey(targetKey: string, canonicalId: string, op: Op): string {
   return `${targetKey}|${op}|${canonicalId}`;

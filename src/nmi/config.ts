@@ -195,8 +195,8 @@ export const NMI_FLAGS = {
     kind: 'int',
     name: 'token-cache-size',
     default: 10_000,
-    min: 0,
-    help: 'Most tokens kept in the cache, one per (pod identity, resource); 0 disables caching',
+    min: 1,
+    help: 'Most tokens kept in the cache, one per (pod identity, resource); the least recently used is evicted beyond it',
   },
   tokenRefreshBefore: {
     kind: 'duration',

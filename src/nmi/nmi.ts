@@ -72,7 +72,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     imds: { endpoint: options.imdsEndpoint, ...(options.imdsTimeoutMs ? { attemptTimeoutMs: options.imdsTimeoutMs } : {}) },
     secrets: kubeSecretReader(core),
     servicePrincipal: options.authorityCaPem ? { caPem: options.authorityCaPem } : {},
-    cache: { maxEntries: Math.max(1, options.tokenCacheSize), refreshBeforeExpiryMs: options.tokenRefreshBeforeMs },
+    cache: { maxEntries: options.tokenCacheSize, refreshBeforeExpiryMs: options.tokenRefreshBeforeMs },
     logger: log,
   });
   metrics.setTokenCacheStats(() => tokens.stats());
@@ -84,6 +84,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
   let iptablesActive = !options.manageIptables;
   let iptTimer: NodeJS.Timeout | undefined;
   let stopping = false;
+  let iptFailures = 0;
   const syncIptables = async (first: boolean) => {
     if (iptables === undefined || stopping) return;
     try {
@@ -94,10 +95,14 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
         log.info({ flushed }, 'conntrack entries for the metadata address deleted');
       }
       iptablesActive = true;
+      iptFailures = 0;
     } catch (error) {
-      // Without the rule pods would reach the real IMDS: report not ready, keep retrying.
+      // Without the rule pods would reach the real IMDS: report not ready and retry soon, not at the next interval.
       iptablesActive = false;
-      log.error({ err: error }, 'iptables sync failed');
+      iptFailures++;
+      const retryMs = Math.min(options.iptUpdateIntervalMs, 250 * 2 ** Math.min(iptFailures, 8));
+      log.error({ err: error, failures: iptFailures, retryMs }, 'iptables sync failed');
+      if (!stopping) setTimeout(() => void syncIptables(false), retryMs).unref();
     }
   };
 
@@ -284,8 +289,8 @@ function informers(
     const n = normalizeAzureIdentity(obj);
     warn('AzureIdentity', obj, n.problems);
     if (n.value === null) return;
+    // Managed mode: no prefetch here, every NMI would fetch every identity of the cluster, not only its pods'.
     identities.upsertIdentity(n.value);
-    prefetch(n.value);
   }
   function upsertAssigned(obj: KubeObject) {
     const n = normalizeAssignedIdentity(obj);

@@ -21,6 +21,10 @@ export interface NmiServerConfig {
   readonly retryAttemptsForAssigned: number;
   readonly findIdentityRetryIntervalMs: number;
   readonly setRetryAfterHeader: boolean;
+  /** Token requests one pod IP may have in flight; beyond it 429 (a pod cannot hold NMI's memory hostage). */
+  readonly maxRequestsPerCaller?: number;
+  /** Token requests in flight in all. */
+  readonly maxRequestsTotal?: number;
 }
 
 export interface NmiServerDeps {
@@ -74,16 +78,20 @@ function createRequestHandler(deps: NmiServerDeps) {
     micNamespace: config.micNamespace,
   };
 
+  const perCaller = new Map<string, number>();
+  let inFlight = 0;
+
   return async function handle(req: Request, res: Response): Promise<void> {
     const started = now();
+    if (req.httpVersionMajor !== 1) return sendText(res, 505, 'HTTP Version Not Supported');
     const route = routeRequest(pathOf(req), { blockInstanceMetadata: config.blockInstanceMetadata });
     const outcome: Outcome = { namespace: '', resource: '' };
     try {
       switch (route.kind) {
         case 'token':
-          return await tokenRoute(req, res, outcome);
+          return await bounded(req, res, () => tokenRoute(req, res, outcome));
         case 'host-token':
-          return await hostTokenRoute(req, res, outcome);
+          return await bounded(req, res, () => hostTokenRoute(req, res, outcome));
         case 'invalid':
           logger.warn({ path: pathOf(req), remote: remoteIp(req), reason: route.reason }, 'refused request path');
           return sendText(res, 400, 'Invalid request');
@@ -98,6 +106,27 @@ function createRequestHandler(deps: NmiServerDeps) {
     }
   };
 
+  /** Caps what one caller and all callers can keep waiting; answers 429 with Retry-After beyond. */
+  async function bounded(req: Request, res: Response, work: () => Promise<void>): Promise<void> {
+    const ip = remoteIp(req);
+    const mine = perCaller.get(ip) ?? 0;
+    if (mine >= (config.maxRequestsPerCaller ?? 256) || inFlight >= (config.maxRequestsTotal ?? 8192)) {
+      logger.warn({ remote: ip, inFlight, callerInFlight: mine }, 'too many token requests in flight; refused');
+      res.setHeader('Retry-After', '1');
+      return sendText(res, 429, 'too many token requests in flight');
+    }
+    perCaller.set(ip, mine + 1);
+    inFlight++;
+    try {
+      await work();
+    } finally {
+      inFlight--;
+      const left = (perCaller.get(ip) ?? 1) - 1;
+      if (left === 0) perCaller.delete(ip);
+      else perCaller.set(ip, left);
+    }
+  }
+
   function hasMetadataHeader(req: Request): boolean {
     return !config.metadataHeaderRequired || req.headers['metadata'] === 'true';
   }
@@ -109,7 +138,6 @@ function createRequestHandler(deps: NmiServerDeps) {
     const parsed = parseTokenRequest(queryOf(req));
     if (!parsed.ok) return sendText(res, parsed.status, parsed.reason);
     const request = parsed.request;
-    outcome.resource = request.resource;
 
     // The abort signal is made only when something has to wait: creating one per request was a hot-path cost.
     const abort = lazyAbort(req, res);
@@ -117,10 +145,12 @@ function createRequestHandler(deps: NmiServerDeps) {
     const caller = known?.kind === 'pod' ? known : await deps.pods.findByIp(ip, abort.signal());
     if (caller.kind !== 'pod') {
       logger.warn({ remote: ip, reason: caller.reason }, 'token request from an unidentified caller denied');
-      return sendText(res, 500, caller.reason);
+      // The detail (which pods claim the IP) stays in the log: the caller is not told about other pods.
+      return sendText(res, 500, `failed to match pod IP ${ip} with a single live pod on this node`);
     }
     const pod = caller.pod;
     outcome.namespace = pod.namespace;
+    outcome.resource = request.resource;
     // Bindings are built only when a line is written: a child logger per request was a hot-path cost.
     const log = lazyChild(logger, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request.resource }));
 

@@ -414,3 +414,22 @@ describe('API emulator via client-node', () => {
     });
   });
 });
+
+describe('Secrets', () => {
+  it('fold stringData into base64 data, as the real server does', async () => {
+    const world = await startTestApiServer();
+    try {
+      const core = world.kc.makeApiClient(k8s.CoreV1Api);
+      await core.createNamespacedSecret({
+        namespace: 'default',
+        body: { metadata: { name: 'sp' }, data: { keep: Buffer.from('a').toString('base64') }, stringData: { clientSecret: 's3cret' } },
+      });
+      const secret = await core.readNamespacedSecret({ namespace: 'default', name: 'sp' });
+      expect(secret.stringData).toBeUndefined();
+      expect(Buffer.from(secret.data?.clientSecret ?? '', 'base64').toString()).toBe('s3cret');
+      expect(Buffer.from(secret.data?.keep ?? '', 'base64').toString()).toBe('a');
+    } finally {
+      await world.stop();
+    }
+  });
+});

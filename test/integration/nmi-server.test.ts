@@ -165,7 +165,8 @@ describe('NMI server', () => {
     state.upsertAssigned(aai(one, identity('id-one', 'c-one'), 'Assigned'));
     const reply = await call(port, TOKEN, { from: '127.0.1.20' });
     expect(reply.status).toBe(500);
-    expect(reply.body).toContain('claimed by several pods');
+    expect(reply.body).toBe('failed to match pod IP 127.0.1.20 with a single live pod on this node\n');
+    expect(reply.body).not.toContain('one');
     expect(issued).toEqual([]);
   });
 
@@ -261,6 +262,28 @@ describe('NMI server', () => {
     const noHeader = await call(port, '/doesnotexist', { from: '127.0.1.11', headers: {} });
     expect(noHeader.status).toBe(400);
     expect(noHeader.body).toContain('Required metadata header not specified');
+  });
+
+  it('refuses a caller’s token requests beyond its in-flight cap with 429, and serves it again once they end', async () => {
+    const greedy = pod('greedy', '127.0.1.50');
+    pods.upsert(greedy);
+    config.maxRequestsPerCaller = 3;
+    try {
+      const waiting = [1, 2, 3].map(() => call(port, TOKEN, { from: '127.0.1.50' }));
+      await new Promise((r) => setTimeout(r, 100));
+      const refused = await call(port, TOKEN, { from: '127.0.1.50' });
+      expect(refused.status).toBe(429);
+      expect(refused.headers['retry-after']).toBe('1');
+      const other = pod('other', '127.0.1.51');
+      pods.upsert(other);
+      state.upsertAssigned(aai(other, identity('id-other', 'c-other'), 'Assigned'));
+      expect((await call(port, TOKEN, { from: '127.0.1.51' })).status).toBe(200);
+      state.upsertAssigned(aai(greedy, identity('id-greedy', 'c-greedy'), 'Assigned'));
+      expect((await Promise.all(waiting)).map((r) => r.status)).toEqual([200, 200, 200]);
+      expect((await call(port, TOKEN, { from: '127.0.1.50' })).status).toBe(200);
+    } finally {
+      config.maxRequestsPerCaller = undefined;
+    }
   });
 
   it('serves /host/token only to loopback 127.0.0.1, with the identity wrapped', async () => {

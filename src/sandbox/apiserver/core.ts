@@ -6,7 +6,7 @@ import {
 } from './errors.js';
 import { crdResourceTypes, establishedStatus, validateCrd } from './crd.js';
 import { clone, deepEqual, isObject, meta, type Json, type JsonObject } from './json.js';
-import { generatedName, newUid, normalizeMeta, statusOnCreate, timestamp, validateName } from './objects.js';
+import { foldSecretStringData, generatedName, newUid, normalizeMeta, statusOnCreate, timestamp, validateName } from './objects.js';
 import { applyPatch, type PatchType } from './patch.js';
 import { Registry, apiVersionOf, builtinResourceTypes, storageKey, type ResourceType } from './resources.js';
 import type { Selector } from './selectors.js';
@@ -96,6 +96,7 @@ export class ApiCore {
     const status = statusOnCreate(t, obj);
     if (status === undefined) delete obj.status;
     else obj.status = status;
+    foldSecretStringData(t, obj);
     const warnings = this.admitCustom(t, obj, name, opts);
     this.validateKind(t, obj, name);
     if (this.store.get(this.key(t), ns, name)) throw alreadyExists(t, name);
@@ -218,6 +219,7 @@ export class ApiCore {
     if (oldMeta.deletionTimestamp && addsFinalizer(oldMeta, m)) {
       throw invalid(t.kind, t.group, name, [{ reason: 'FieldValueForbidden', field: 'metadata.finalizers', message: `Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers ${JSON.stringify(newFinalizers(oldMeta, m))}` }]);
     }
+    foldSecretStringData(t, obj);
     const warnings = this.admitCustom(t, obj, name, opts);
     this.validateKind(t, obj, name);
     if (t.generation && specChanged(t, old, obj)) m.generation = (typeof oldMeta.generation === 'number' ? oldMeta.generation : 0) + 1;

@@ -67,6 +67,17 @@ export function validateName(t: ResourceType, name: string): StatusCause[] {
   return [];
 }
 
+/** A Secret's `stringData` is write-only: the server folds it into base64 `data` (stringData wins) and drops it. */
+export function foldSecretStringData(t: ResourceType, obj: JsonObject): void {
+  if (t.group !== '' || t.kind !== 'Secret' || !isObject(obj.stringData)) return;
+  const data: JsonObject = isObject(obj.data) ? { ...obj.data } : {};
+  for (const [key, value] of Object.entries(obj.stringData)) {
+    if (typeof value === 'string') data[key] = Buffer.from(value, 'utf8').toString('base64');
+  }
+  obj.data = data;
+  delete obj.stringData;
+}
+
 /** Status a built-in kind gets on create, as its registry strategy's PrepareForCreate sets it. */
 export function statusOnCreate(t: ResourceType, obj: JsonObject): Json | undefined {
   if (t.group === '' && t.kind === 'Pod') return { phase: 'Pending', qosClass: podQosClass(obj) };

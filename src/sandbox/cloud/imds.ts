@@ -35,7 +35,15 @@ export async function startImdsListener(
 ): Promise<ImdsListener> {
   const api = new ImdsApi(ctx, target);
   const server = createServer((req, res) => {
-    const routed = api.route(req, res);
+    let routed: RoutedRequest;
+    try {
+      routed = api.route(req, res);
+    } catch (err) {
+      // A request target that is not a URL path (e.g. `//host` or `/\\x`): refused, never fatal to the emulator.
+      ctx.log.warn({ err, target: req.url }, 'imds request target refused');
+      sendJson(res, 400, { error: 'invalid_request', error_description: 'Bad request' });
+      return;
+    }
     void runRouted(routed, req, res, ctx.faults, (err) => ctx.log.error({ err }, 'imds handler failed'));
   });
   const host = opts.host ?? '127.0.0.1';

@@ -215,7 +215,13 @@ export async function startAzureEmulator(opts: AzureEmulatorOptions = {}): Promi
   };
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', baseUrl);
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', baseUrl);
+    } catch {
+      sendJson(res, 400, { error: { code: 'InvalidRequestUrl', message: 'The request URL is not valid.' } });
+      return;
+    }
     const routed =
       adminRoute(emulator, req, res, url) ??
       arm.route(req, res, url) ??
