@@ -93,6 +93,7 @@ async function vmssRun(opts: Options, rows: Row[], notes: string[]): Promise<voi
     const patches = w.patchCount();
     rows.push({ what: 'ARM PATCH count (VMSS run) / minimum', value: `${patches} / ${w.minimumPatches(pods)}`, target: '= minimum' });
     notes.push(`VMSS run: ${cold.kubeWrites} Kubernetes writes by MIC while converging (${cold.writeDetail}); MIC peak RSS ${fmtMb(cold.peakRssKb)}; MIC CPU time ${fmtS(cold.micCpuMs)} (start-up included); emulator process busy ${pctOf(cold.emulatorCpu)} of one core meanwhile; load average at start ${cold.load.toFixed(1)} on ${cpus().length} cores.`);
+    if (process.env['BENCH_MIC_HEAPSNAP']) await w.heapSnapshot();
     if (opts.convergeOnly) return;
 
     // Steady state, ARM latency 0: pods using identities already attached, and pods needing a new attach.
@@ -331,6 +332,12 @@ class BenchWorld {
     let n = 0;
     for (const s of perTarget.values()) n += Math.ceil(s.size / PER_PATCH);
     return n;
+  }
+
+  /** Diagnostics: makes MIC (started with --heapsnapshot-signal=SIGUSR2) write a heap snapshot into the repo root. */
+  async heapSnapshot(): Promise<void> {
+    this.#mic?.kill('SIGUSR2');
+    await sleep(15_000);
   }
 
   /** CPU time (user + system) the MIC process has used so far. */

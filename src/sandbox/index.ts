@@ -90,7 +90,8 @@ export interface Sandbox {
   stopMic(index: number): Promise<void>;
   nmi(node: string): ManagedProcess | undefined;
   /** Stops and starts a node's NMI (its rules go on stop and come back on start). */
-  restartNmi(node: string, opts?: { kill?: boolean }): Promise<void>;
+  /** Restarts a node's NMI; `extraArgs` are appended to its flags (the last occurrence of a flag wins). */
+  restartNmi(node: string, opts?: { kill?: boolean; extraArgs?: readonly string[] }): Promise<void>;
   /** How to run argv as a process of the pod `<namespace>/<name>` (which must be Running). */
   podCommand(key: string, argv: readonly string[]): PodCommand;
   /** Runs argv on a node (in its network namespace in netns mode) and collects its output. */
@@ -239,11 +240,11 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
             ];
       return [...prefix, node, '--import', 'tsx', join(opts.repoRoot, 'cmd', 'nmi.ts'), ...common, ...modeArgs, ...(opts.nmi?.args ?? [])];
     };
-    const startNmiFor = async (nodeName: string): Promise<ManagedProcess> => {
+    const startNmiFor = async (nodeName: string, extraArgs: readonly string[] = []): Promise<ManagedProcess> => {
       const p = await startProcess(
         {
           name: `nmi-${nodeName}`,
-          argv: nmiArgv(nodeName),
+          argv: [...nmiArgv(nodeName), ...extraArgs],
           env: childEnv({ NODE_NAME: nodeName }),
           cwd: opts.repoRoot,
           logFile: join(logsDir, `nmi-${nodeName}.log`),
@@ -346,7 +347,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
       restartNmi: async (name, o = {}) => {
         const p = nmis.get(name);
         if (p) await p.stop(o.kill ? 'SIGKILL' : 'SIGTERM', 20_000);
-        await startNmiFor(name);
+        await startNmiFor(name, o.extraArgs);
       },
       podCommand,
       execInNode: (name, argv, o = {}) => run([...(network.node(name)?.commandPrefix ?? []), ...argv], { timeoutMs: o.timeoutMs ?? 60_000 }),

@@ -430,6 +430,30 @@ describe.skipIf(skip)('end-to-end catalogue on the netns sandbox', () => {
     await assigned('app');
     expect((await t.podToken(ns, 'app')).claims?.appid).toBe(id!.clientId);
   }, 90_000);
+
+  it('answers 503 with Retry-After in that mode, and the SDK retries into a token once the identity is assigned', async () => {
+    const [id] = await setup('retry-after');
+    const node = t.sandbox.endpoints.nodes[1]!;
+    const retryArgs = ['--set-retry-after-header=true', '--retry-attempts-for-created=1', '--retry-attempts-for-assigned=1', '--find-identity-retry-interval=1s'];
+    await t.sandbox.restartNmi(node.name, { extraArgs: retryArgs });
+    try {
+      // The pod asks before any identity is bound: NMI gives up after its one-second budget with 503 + Retry-After.
+      await t.startPod(ns, 'app', 'late', { nodeName: node.name });
+      const pending = t.podToken(ns, 'app', { timeoutMs: 80_000 });
+      const metric = async () => {
+        const r = await t.sandbox.execInNode(node.name, ['node', '-e', "fetch('http://127.0.0.1:9090/metrics').then(r => r.text()).then(t => console.log(t))"]);
+        return r.stdout.split('\n').find((l) => l.startsWith('aadpodidentity_nmi_operations_duration_seconds_count') && l.includes('status_code="503"') && l.includes(`namespace="${ns}"`));
+      };
+      await eventually(metric, 30_000, 'a 503 answered to the pod');
+      await t.createIdentity(ns, 'ident', uamiSpec(id!));
+      await t.createBinding(ns, 'bind', 'ident', 'late');
+      await assigned('app');
+      const token = await pending;
+      expect(token).toMatchObject({ ok: true, claims: { appid: id!.clientId } });
+    } finally {
+      await t.sandbox.restartNmi(node.name);
+    }
+  }, 120_000);
 });
 
 describe.skipIf(skip)('explain on the netns sandbox', () => {
