@@ -24,6 +24,8 @@ export interface ExecutorOptions {
   readonly log: Logger;
   /** Concurrent Kubernetes writes per VM/VMSS (--createDeleteBatch). */
   readonly createDeleteBatch: number;
+  /** Concurrent Kubernetes writes in all (default 64): bounds memory when hundreds of targets have work at once. */
+  readonly maxConcurrentWrites?: number;
   /** Concurrent GETs when refreshing what ARM has attached. */
   readonly refreshConcurrency?: number;
   /** Every object our writes produced; null when the object is gone (uid of what was deleted). */
@@ -82,6 +84,7 @@ export class Executor {
   readonly #keyFailures = new Map<string, number>();
   readonly #tasks = new Set<Promise<void>>();
   readonly #writeSlots = new Map<string, Semaphore>();
+  readonly #allWrites: Semaphore;
   readonly #arm: ArmBook;
 
   constructor(opts: ExecutorOptions) {
@@ -89,6 +92,7 @@ export class Executor {
     this.#log = opts.log;
     this.#now = opts.now ?? Date.now;
     this.#arm = new ArmBook(opts, this.#now);
+    this.#allWrites = new Semaphore(opts.maxConcurrentWrites ?? 64);
   }
 
   /** ARM state per target for the next plan: known attachments minus identities being detached right now. */
@@ -338,7 +342,8 @@ export class Executor {
     let slot = this.#writeSlots.get(slotKey);
     if (slot === undefined) this.#writeSlots.set(slotKey, (slot = new Semaphore(this.#o.createDeleteBatch)));
     if (ctx.signal.aborted) throw new TaskStop(undefined);
-    return slot.run(fn);
+    const perTarget = slot;
+    return perTarget.run(() => this.#allWrites.run(() => (ctx.signal.aborted ? Promise.reject(new TaskStop(undefined)) : fn())));
   }
 
   #backoff(failures: number): number {
