@@ -386,7 +386,7 @@ class BenchWorld {
       ...(await micEntry(opts)),
       `--kubeconfig=${kubeconfig}`, `--cloudconfig=${azureJson}`, `--arm-endpoint=${this.azure.url}`,
       '--http-probe-port=0', '--prometheus-port=0', '--probe-bind-address=127.0.0.1', '--metrics-bind-address=127.0.0.1',
-      `--clientQps=${opts.qps}`, `--clientBurst=${opts.qps}`, '--log-format=json',
+      `--clientQps=${opts.qps}`, `--clientBurst=${opts.qps}`, `--arm-poll-interval=${opts.pollMs}ms`, '--log-format=json',
     ];
     // Kept after the run for a look at what MIC did.
     const logPath = join(tmpdir(), `bench-mic-${process.pid}-${BenchWorld.#runs++}.log`);
@@ -399,7 +399,6 @@ class BenchWorld {
         HOSTNAME: 'mic-bench',
         AZURE_AUTHORITY_HOST: this.azure.url,
         NODE_EXTRA_CA_CERTS: this.azure.caFile,
-        MIC_ARM_POLL_INTERVAL: String(opts.pollMs),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

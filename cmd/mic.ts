@@ -1,9 +1,9 @@
 // MIC entry point: parse flags once into a frozen config, build the logger, kube config and ARM client, start MIC,
 // and on SIGTERM/SIGINT stop it within a deadline. The only place MIC reads process.env or exits.
 //
-// Emulator runs (no real Azure) point ARM and AAD elsewhere with `--arm-endpoint` plus the env vars
-// AZURE_AUTHORITY_HOST (AAD authority for the service principal) and MIC_ARM_POLL_INTERVAL (LRO poll interval in
-// ms; default 5000, the original's); trust the emulator's CA with NODE_EXTRA_CA_CERTS.
+// Emulator runs (no real Azure) point ARM and AAD elsewhere with `--arm-endpoint` plus the env var
+// AZURE_AUTHORITY_HOST (AAD authority for the service principal, the variable @azure/identity itself reads);
+// trust the emulator's CA with NODE_EXTRA_CA_CERTS.
 import { readFileSync } from 'node:fs';
 import { parseCloudConfig, type AzureCloudConfig } from '../src/azure/cloud-config.js';
 import { armCredential } from '../src/azure/credentials.js';
@@ -45,12 +45,7 @@ async function main(): Promise<number> {
     process.stderr.write(`mic: ${err instanceof Error ? err.message : String(err)}\n`);
     return 2;
   }
-  const pollRaw = process.env['MIC_ARM_POLL_INTERVAL'];
-  const pollIntervalMs = pollRaw === undefined || pollRaw === '' ? 5000 : Number(pollRaw);
-  if (!Number.isFinite(pollIntervalMs) || pollIntervalMs < 1) {
-    process.stderr.write(`mic: MIC_ARM_POLL_INTERVAL must be a positive number of milliseconds, got '${pollRaw ?? ''}'\n`);
-    return 2;
-  }
+  const pollIntervalMs = config.armPollIntervalMs;
 
   const userAgent = `aad-pod-identity/MIC/${VERSION}${config.customUserAgent ? ` ${config.customUserAgent}` : ''}`;
   const kubeConfig = loadKubeConfig({ ...(config.kubeconfig ? { kubeconfigPath: config.kubeconfig } : { inCluster: true }), userAgent });

@@ -44,6 +44,8 @@ export interface MicConfig extends CommonSettings {
   readonly armEndpoint: string | undefined;
   /** Upper bound on concurrent ARM operations across all VMs and VMSSs. */
   readonly armMaxConcurrency: number;
+  /** Poll interval of ARM long-running operations. */
+  readonly armPollIntervalMs: number;
 }
 
 export type MicConfigResult =
@@ -171,6 +173,13 @@ export const MIC_FLAGS = {
     default: '',
     help: "Azure Resource Manager endpoint overriding the cloud's (https URL, e.g. an emulator)",
   },
+  armPollInterval: {
+    kind: 'duration',
+    name: 'arm-poll-interval',
+    default: 5_000,
+    minMs: 1,
+    help: 'How often a VM/VMSS identity update that ARM runs as a long-running operation is polled (the original: 5s)',
+  },
   armMaxConcurrency: {
     kind: 'int',
     name: 'arm-max-concurrency',
@@ -255,6 +264,7 @@ export function parseMicConfig(
     identityAssignmentReconcileIntervalMs: f.identityAssignmentReconcileInterval,
     armEndpoint,
     armMaxConcurrency: f.armMaxConcurrency,
+    armPollIntervalMs: f.armPollInterval,
   };
   return { ok: true, value: Object.freeze(config) };
 }

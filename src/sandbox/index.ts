@@ -271,6 +271,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
       `--kubeconfig=${kubeconfig}`,
       `--cloudconfig=${azureJson}`,
       `--arm-endpoint=${azure.url}`,
+      '--arm-poll-interval=200ms',
       `--leader-election-instance=mic-${index}`,
       '--http-probe-port=0',
       '--probe-bind-address=127.0.0.1',
@@ -284,7 +285,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
         {
           name: `mic-${index}`,
           argv: micArgv(index),
-          env: childEnv({ MIC_POD_NAMESPACE: 'default', HOSTNAME: `mic-${index}`, AZURE_AUTHORITY_HOST: azure.url, MIC_ARM_POLL_INTERVAL: '200' }),
+          env: childEnv({ MIC_POD_NAMESPACE: 'default', HOSTNAME: `mic-${index}`, AZURE_AUTHORITY_HOST: azure.url }),
           cwd: opts.repoRoot,
           logFile: join(logsDir, `mic-${index}.log`),
           isReadyLine: (line) => parseReadyLine(line) !== null,

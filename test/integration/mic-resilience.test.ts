@@ -70,7 +70,7 @@ async function startChildMic(instance: string): Promise<{ probe: string }> {
     `--kubeconfig=${kubeconfig}`, `--cloudconfig=${azureJson}`, `--arm-endpoint=${e.url}`,
     '--http-probe-port=0', '--prometheus-port=0', '--probe-bind-address=127.0.0.1', '--metrics-bind-address=127.0.0.1',
     '--leader-election-duration=2s', '--syncRetryDuration=3s', '--identity-assignment-reconcile-interval=1s',
-    '--log-format=json',
+    '--arm-poll-interval=20ms', '--log-format=json',
   ];
   const proc = spawn(process.execPath, args, {
     cwd: ROOT,
@@ -80,7 +80,6 @@ async function startChildMic(instance: string): Promise<{ probe: string }> {
       HOSTNAME: instance,
       AZURE_AUTHORITY_HOST: e.url,
       NODE_EXTRA_CA_CERTS: e.caFile,
-      MIC_ARM_POLL_INTERVAL: '20',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
