@@ -27,6 +27,7 @@ export function createNmiMetrics(): NmiMetricsRegistry {
     labelNames: ['operation_type'],
     registers: [registry],
   });
+  const children = new Map<string, ReturnType<typeof duration.labels>>();
   const namespaces = boundedValues();
   const resources = boundedValues();
   let cacheStats: (() => { hits: number; misses: number; upstreamCalls: number; refreshes: number; entries: number }) | undefined;
@@ -49,10 +50,16 @@ export function createNmiMetrics(): NmiMetricsRegistry {
   return {
     registry,
     observeRequest(route, status, namespace, resource, seconds) {
-      duration.observe(
-        { operation_type: route, status_code: String(status), namespace: namespaces(namespace), resource: resources(resource) },
-        seconds,
-      );
+      // One labelled child per series, looked up by a joined key: prom-client's label hashing was a hot-path cost.
+      const ns = namespaces(namespace);
+      const res = resources(resource);
+      const key = `${route}\u0000${status}\u0000${ns}\u0000${res}`;
+      let series = children.get(key);
+      if (series === undefined) {
+        series = duration.labels({ operation_type: route, status_code: String(status), namespace: ns, resource: res });
+        children.set(key, series);
+      }
+      series.observe(seconds);
     },
     countKubeError(operation) {
       kubeErrors.inc({ operation_type: operation });

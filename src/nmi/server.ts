@@ -78,6 +78,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     micNamespace: config.micNamespace,
   };
 
+  const bodies = new TokenBodies();
   const perCaller = new Map<string, number>();
   let inFlight = 0;
 
@@ -110,7 +111,7 @@ function createRequestHandler(deps: NmiServerDeps) {
   async function bounded(req: Request, res: Response, work: () => Promise<void>): Promise<void> {
     const ip = remoteIp(req);
     const mine = perCaller.get(ip) ?? 0;
-    if (mine >= (config.maxRequestsPerCaller ?? 256) || inFlight >= (config.maxRequestsTotal ?? 8192)) {
+    if (mine >= (config.maxRequestsPerCaller ?? 2048) || inFlight >= (config.maxRequestsTotal ?? 16384)) {
       logger.warn({ remote: ip, inFlight, callerInFlight: mine }, 'too many token requests in flight; refused');
       res.setHeader('Retry-After', '1');
       return sendText(res, 429, 'too many token requests in flight');
@@ -185,8 +186,9 @@ function createRequestHandler(deps: NmiServerDeps) {
       }
       case 'identity':
         return serveTokens(res, log, selection.identity, request, (tokens) => {
-          const bodies = tokens.map((t) => imdsTokenBody(t, request.resource, now() / 1000));
-          return bodies.length === 1 ? bodies[0] : bodies;
+          const nowSeconds = now() / 1000;
+          if (tokens.length === 1) return bodies.text(tokens[0], request.resource, nowSeconds);
+          return JSON.stringify(tokens.map((t) => imdsTokenBody(t, request.resource, nowSeconds)));
         });
     }
   }
@@ -213,7 +215,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     }
     const identity = selection.identity;
     return serveTokens(res, log, identity, parsed.request, (tokens) =>
-      hostTokenBody(tokens[0], parsed.request.resource, identity.clientID, now() / 1000),
+      JSON.stringify(hostTokenBody(tokens[0], parsed.request.resource, identity.clientID, now() / 1000)),
     );
   }
 
@@ -222,7 +224,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     log: LazyLogger,
     identity: AzureIdentity,
     request: TokenRequest,
-    render: (tokens: readonly IssuedToken[]) => unknown,
+    render: (tokens: readonly IssuedToken[]) => string,
   ): Promise<void> {
     let tokens: readonly IssuedToken[];
     try {
@@ -235,7 +237,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     if (tokens.length === 0) return sendText(res, 503, 'no token was issued');
     // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.
     if (log.isLevelEnabled('debug')) log.debug({ identity: `${identity.namespace}/${identity.name}` }, 'token served');
-    return sendJson(res, 200, render(tokens));
+    return sendJsonText(res, 200, render(tokens));
   }
 
   /** Re-decides on every identity change until a decision is final or the original's wait budget is spent. */
@@ -313,10 +315,36 @@ function abortOnClose(req: Request, res: Response): AbortSignal {
 }
 
 function sendJson(res: Response, status: number, body: unknown): void {
+  sendJsonText(res, status, JSON.stringify(body));
+}
+
+function sendJsonText(res: Response, status: number, text: string): void {
   if (res.headersSent || res.destroyed) return;
-  const text = JSON.stringify(body);
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/**
+ * The serialised IMDS body of a single token, reused within one second: it depends only on the token, the resource
+ * as asked and the current second (expires_in). Keyed by the token text itself, so a body is never another token's.
+ */
+class TokenBodies {
+  private readonly byToken = new Map<string, Map<string, { second: number; text: string }>>();
+
+  text(token: IssuedToken, resource: string, nowSeconds: number): string {
+    const second = Math.floor(nowSeconds);
+    let forToken = this.byToken.get(token.accessToken);
+    const hit = forToken?.get(resource);
+    if (hit !== undefined && hit.second === second) return hit.text;
+    const text = JSON.stringify(imdsTokenBody(token, resource, nowSeconds));
+    if (forToken === undefined) {
+      if (this.byToken.size >= 4096) this.byToken.clear();
+      this.byToken.set(token.accessToken, (forToken = new Map()));
+    }
+    if (forToken.size >= 64) forToken.clear();
+    forToken.set(resource, { second, text });
+    return text;
+  }
 }
 
 /** Error bodies as Go's http.Error writes them, which the original used. */

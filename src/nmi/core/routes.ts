@@ -24,12 +24,13 @@ const MAX_DECODE_ROUNDS = 4;
 
 /** Routes a raw request target (path without query, exactly as received on the wire). */
 export function routeRequest(rawPath: string, policy: RoutePolicy): Route {
+  // The canonical token path has nothing to decode: answered first, it is the hot path.
+  if (isCanonicalTokenPath(rawPath)) {
+    return { kind: 'token' };
+  }
   const normalised = normalisePath(rawPath);
   if (normalised === undefined) {
     return { kind: 'invalid', reason: 'request path cannot be decoded' };
-  }
-  if (isCanonicalTokenPath(rawPath)) {
-    return { kind: 'token' };
   }
   if (hasDotSegment(rawPath)) {
     // No IMDS path has one; resolving them is the upstream's business and must not decide what we forward.
