@@ -10,7 +10,7 @@
 // and the load generator (undici, keep-alive, one connection per client, sockets bound to the pod's IP). So NMI and
 // the load generator never share an event loop.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -74,10 +74,29 @@ export async function main(args: readonly string[]): Promise<void> {
       rows.push({ nmi: medianRun(nmiRuns), bare: medianRun(bareRuns) });
     }
 
+    // The same warm path driven by wrk (C, its own process) when it is installed: the undici load generator above shares
+    // the bench process's event loop, and its own cost shows in both columns' p99. wrk connects from 127.0.0.1, so
+    // a pod at that address holds the identity.
+    const wrkRows: Array<{ clients: number; nmi: LoadResult; bare: LoadResult }> = [];
+    if (await hasWrk()) {
+      const wrkPod = await world.pod('bench-wrk', '127.0.0.1');
+      await world.assign(wrkPod, warmId);
+      await untilServed(nmi.url, wrkPod.ip, warmId);
+      for (const clients of [1, 64]) {
+        wrkRows.push({
+          clients,
+          nmi: await wrkLoad(nmi.url + warmPath, clients, opts.durationMs),
+          bare: await wrkLoad(bare.url + warmPath, clients, opts.durationMs),
+        });
+      }
+    }
+
     const cold = await coldPath(nmi.url, warmPod.ip, opts.cold);
     const burst = await burstOfFirstRequests(world, nmi.url, opts.burst);
 
     printReport(rows, cold, burst, opts, nmi.child.pid ?? 0, bare.child.pid ?? 0);
+    if (wrkRows.length > 0) printWrk(wrkRows);
+    else console.log('\n(wrk is not installed: `apt-get install -y wrk` adds a second measurement with a C load generator)');
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
@@ -87,6 +106,40 @@ export async function main(args: readonly string[]): Promise<void> {
 }
 
 export default main;
+
+async function hasWrk(): Promise<boolean> {
+  return new Promise((resolve) => execFile('wrk', ['--version'], (error) => resolve(error === null || (error as { code?: unknown }).code === 1)));
+}
+
+/** wrk -c clients -t1 with the Metadata header; requests/s and the 50th/99th latency percentiles it prints. */
+async function wrkLoad(url: string, clients: number, durationMs: number): Promise<LoadResult> {
+  const seconds = Math.max(1, Math.round(durationMs / 1000));
+  const stdout = await new Promise<string>((resolve, reject) =>
+    execFile('wrk', ['-t1', `-c${clients}`, `-d${seconds}s`, '--latency', '-H', 'Metadata: true', url], { timeout: 60_000 }, (error, out) =>
+      error ? reject(error) : resolve(out),
+    ),
+  );
+  const ms = (label: string) => {
+    const m = new RegExp(`^\\s*${label}%\\s+([\\d.]+)(us|ms|s)`, 'm').exec(stdout);
+    if (!m) return Number.NaN;
+    const v = Number(m[1]);
+    return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
+  };
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? Number.NaN);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
+  return { clients, requests: Math.round(rps * seconds), rps, p50: ms('50'), p99: ms('99'), errors: non2xx };
+}
+
+function printWrk(rows: ReadonlyArray<{ clients: number; nmi: LoadResult; bare: LoadResult }>): void {
+  const f = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a').padStart(9);
+  console.log('\nwarm path driven by wrk (C, own process)  NMI req/s   p50 ms   p99 ms |  bare req/s   p50 ms   p99 ms | NMI/bare');
+  for (const { clients, nmi, bare } of rows) {
+    console.log(
+      `  ${String(clients).padStart(2)} client(s)                        ${f(nmi.rps, 0)}${f(nmi.p50)}${f(nmi.p99)} | ${f(bare.rps, 0)}  ${f(bare.p50)}${f(bare.p99)} | ${(nmi.rps / bare.rps).toFixed(2)}` +
+        (nmi.errors + bare.errors > 0 ? `  (non-2xx: NMI ${nmi.errors}, bare ${bare.errors})` : ''),
+    );
+  }
+}
 
 function parseArgs(args: readonly string[]): Options {
   const get = (name: string, fallback: number) => {
@@ -107,12 +160,20 @@ function parseArgs(args: readonly string[]): Options {
 
 /* ------------------------------------------------------------------------------------------ processes */
 
+/** cmd/nmi.ts compiled to JavaScript as the image runs it (tsx adds per-call helpers of its own to the hot path). */
+async function compiledNmi(): Promise<string> {
+  const out = join(ROOT, 'tmp', 'bench-nmi-build');
+  await new Promise<void>((resolve, reject) => {
+    const tsc = spawn(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.json'), '--outDir', out, '--sourceMap', 'false'], { stdio: 'inherit' });
+    tsc.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`tsc exited with ${String(code)}`))));
+  });
+  return join(out, 'cmd', 'nmi.js');
+}
+
 async function startNmiProcess(kubeconfig: string, imdsUrl: string, cpuProfDir: string | undefined): Promise<{ child: ChildProcess; url: string }> {
   const args = [
     ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
-    '--import',
-    'tsx',
-    'cmd/nmi.ts',
+    await compiledNmi(),
     '--node=node-0',
     `--kubeconfig=${kubeconfig}`,
     '--nmi-port=0',
@@ -314,7 +375,7 @@ function printReport(
     `NMI bench — node ${process.version}, ${availableParallelism()} CPUs, load average ${loadavg()[0]?.toFixed(2)}; ` +
       `${opts.durationMs} ms per measurement, median of ${opts.rounds} alternating rounds`,
   );
-  out.push(`  NMI: child process ${nmiPid} (tsx cmd/nmi.ts, info logs drained); bare node:http: child process ${barePid};`);
+  out.push(`  NMI: child process ${nmiPid} (cmd/nmi.ts compiled to JavaScript as in the image, info logs drained); bare node:http: child process ${barePid};`);
   out.push('  load generator: undici keep-alive in the bench process, one connection per client, bound to the pod IP');
   out.push('');
   out.push('warm path (cached token)    NMI req/s   p50 ms   p99 ms |  bare req/s   p50 ms   p99 ms | NMI/bare throughput');

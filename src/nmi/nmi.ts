@@ -20,7 +20,7 @@ import { NmiIdentityState } from './identity-state.js';
 import { createIptables, type InterceptTarget, type Iptables } from './iptables.js';
 import { createNmiMetrics } from './metrics.js';
 import { PodIndex } from './pod-index.js';
-import { createNmiRequestListener, type NmiServerConfig } from './server.js';
+import { createNmiRequestListener, handleExpectContinue, type NmiServerConfig } from './server.js';
 import { createTokenProvider, kubeSecretReader, tokenRequestIdentityFrom, type TokenProvider } from './tokens/index.js';
 
 export interface NmiOptions extends NmiServerConfig {
@@ -109,6 +109,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
   const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics,
     proxy: createImdsProxy({ imdsEndpoint: options.imdsEndpoint, logger: log }) });
   const server = createServer(app);
+  handleExpectContinue(server, app, options);
   server.keepAliveTimeout = 65_000;
   const url = await listen(server, options.listenAddress, options.port);
   const port = Number(new URL(url).port);

@@ -31,6 +31,8 @@ export interface TokenIssuer {
   /** Throws a TokenError-like error whose HTTP status `statusForTokenError` can map. */
   tokensFor(identity: AzureIdentity, resource: string, requestedClientId: string | undefined): Promise<readonly IssuedToken[]>;
   nodeToken(resource: string, clientId: string | undefined): Promise<IssuedToken>;
+  /** Tokens that can be served right now from a cache, without waiting; undefined when a fetch would be needed. */
+  cachedTokensFor?(identity: AzureIdentity, resource: string): readonly IssuedToken[] | undefined;
   /** 403 when the upstream token endpoint refused, 503 when it could not be reached. */
   statusForError(error: unknown): 403 | 503;
 }

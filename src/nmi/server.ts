@@ -1,7 +1,7 @@
 // NMI's token server: an express app that routes as the original (upstream-behaviour §3.2) and answers a pod's IMDS
 // token request with a token for that pod's own identity, and nothing else. No listen() here: nmi.ts and tests do it.
 
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import express, { type Express } from 'express';
 import type { Logger } from 'pino';
 import type { AzureIdentity, PodView } from '../crds/types.js';
@@ -49,14 +49,38 @@ type Response = ServerResponse;
  * express's router cost a measurable share of a cached-token request (bench/nmi.ts).
  */
 export function createNmiRequestListener(deps: NmiServerDeps): (req: IncomingMessage, res: ServerResponse) => void {
-  const handler = createRequestHandler(deps);
+  const { handle: handler, answerFromCache } = createRequestHandler(deps);
   return (req, res) => {
+    try {
+      if (answerFromCache(req, res)) return;
+    } catch (error) {
+      // Nothing was sent: the full path below decides and answers.
+      deps.logger.warn({ err: error, path: pathOf(req) }, 'warm path failed; taking the full path');
+    }
     handler(req, res).catch((error: unknown) => {
       deps.logger.error({ err: error, path: pathOf(req) }, 'request handler failed');
       if (!res.headersSent) sendText(res, 500, 'internal error');
       else res.destroy();
     });
   };
+}
+
+/**
+ * `Expect: 100-continue` handled by NMI rather than by Node: a token request has no body to wait for, so it gets its
+ * final answer directly (RFC 9110 allows that); only a request NMI forwards to IMDS is told to continue. Node's own
+ * handling could put a `100 Continue` between the bytes of a pipelined earlier response.
+ */
+export function handleExpectContinue(
+  server: Server,
+  listener: (req: IncomingMessage, res: ServerResponse) => void,
+  policy: { readonly blockInstanceMetadata: boolean },
+): void {
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    if (routeRequest(q === -1 ? url : url.slice(0, q), policy).kind === 'proxy') res.writeContinue();
+    listener(req, res);
+  });
 }
 
 /** The same listener inside an express app, for callers that want one. */
@@ -82,7 +106,42 @@ function createRequestHandler(deps: NmiServerDeps) {
   const perCaller = new Map<string, number>();
   let inFlight = 0;
 
-  return async function handle(req: Request, res: Response): Promise<void> {
+  /**
+   * The warm path, synchronous: a well-formed token request from a known pod whose identity is Assigned and whose
+   * token is cached is answered here, with exactly the checks of the full path and no waiting. Returns false, having
+   * sent nothing, whenever anything would need a wait, a fetch or an error answer: the full path then handles it.
+   */
+  function answerFromCache(req: Request, res: Response): boolean {
+    const cached = deps.tokens.cachedTokensFor;
+    const lookup = deps.pods.lookup;
+    if (cached === undefined || lookup === undefined || req.httpVersionMajor !== 1) return false;
+    // Only body-less requests (as the SDKs send): answering before a body is read would skip its parsing errors.
+    const length = req.headers['content-length'];
+    if (req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')) return false;
+    // Node writes `100 Continue` for these; answering in the same tick can put it after our headers on the wire.
+    if (req.headers['expect'] !== undefined) return false;
+    const started = now();
+    if (routeRequest(pathOf(req), { blockInstanceMetadata: config.blockInstanceMetadata }).kind !== 'token') return false;
+    if (!hasMetadataHeader(req)) return false;
+    const ip = remoteIp(req);
+    if (ip === '') return false;
+    const parsed = parseTokenRequest(queryOf(req));
+    if (!parsed.ok) return false;
+    const caller = lookup.call(deps.pods, ip);
+    if (caller.kind !== 'pod') return false;
+    const pod = caller.pod;
+    const selection = selectIdentity({ pod, request: parsed.request, ...deps.identities.selectionFor(pod) }, policy);
+    if (selection.kind !== 'identity') return false;
+    const tokens = cached.call(deps.tokens, selection.identity, parsed.request.resource);
+    if (tokens === undefined || tokens.length !== 1) return false;
+    sendJsonText(res, 200, bodies.text(tokens[0], parsed.request.resource, now() / 1000));
+    deps.metrics?.observeRequest('token', 200, pod.namespace, parsed.request.resource, (now() - started) / 1000);
+    return true;
+  }
+
+  return { handle, answerFromCache };
+
+  async function handle(req: Request, res: Response): Promise<void> {
     const started = now();
     if (req.httpVersionMajor !== 1) return sendText(res, 505, 'HTTP Version Not Supported');
     const route = routeRequest(pathOf(req), { blockInstanceMetadata: config.blockInstanceMetadata });
@@ -105,7 +164,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     } finally {
       deps.metrics?.observeRequest(route.kind, res.statusCode, outcome.namespace, outcome.resource, (now() - started) / 1000);
     }
-  };
+  }
 
   /** Caps what one caller and all callers can keep waiting; answers 429 with Retry-After beyond. */
   async function bounded(req: Request, res: Response, work: () => Promise<void>): Promise<void> {
@@ -224,7 +283,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     log: LazyLogger,
     identity: AzureIdentity,
     request: TokenRequest,
-    render: (tokens: readonly IssuedToken[]) => string,
+    render: (tokens: readonly IssuedToken[]) => string | Buffer,
   ): Promise<void> {
     let tokens: readonly IssuedToken[];
     try {
@@ -318,7 +377,7 @@ function sendJson(res: Response, status: number, body: unknown): void {
   sendJsonText(res, status, JSON.stringify(body));
 }
 
-function sendJsonText(res: Response, status: number, text: string): void {
+function sendJsonText(res: Response, status: number, text: string | Buffer): void {
   if (res.headersSent || res.destroyed) return;
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
@@ -329,14 +388,14 @@ function sendJsonText(res: Response, status: number, text: string): void {
  * as asked and the current second (expires_in). Keyed by the token text itself, so a body is never another token's.
  */
 class TokenBodies {
-  private readonly byToken = new Map<string, Map<string, { second: number; text: string }>>();
+  private readonly byToken = new Map<string, Map<string, { second: number; text: Buffer }>>();
 
-  text(token: IssuedToken, resource: string, nowSeconds: number): string {
+  text(token: IssuedToken, resource: string, nowSeconds: number): Buffer {
     const second = Math.floor(nowSeconds);
     let forToken = this.byToken.get(token.accessToken);
     const hit = forToken?.get(resource);
     if (hit !== undefined && hit.second === second) return hit.text;
-    const text = JSON.stringify(imdsTokenBody(token, resource, nowSeconds));
+    const text = Buffer.from(JSON.stringify(imdsTokenBody(token, resource, nowSeconds)));
     if (forToken === undefined) {
       if (this.byToken.size >= 4096) this.byToken.clear();
       this.byToken.set(token.accessToken, (forToken = new Map()));

@@ -5,7 +5,7 @@ import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
-import { createNmiApp, type NmiServerConfig } from '../../src/nmi/server.js';
+import { createNmiApp, handleExpectContinue, type NmiServerConfig } from '../../src/nmi/server.js';
 import { PodIndex } from '../../src/nmi/pod-index.js';
 import { NmiIdentityState } from '../../src/nmi/identity-state.js';
 import { createImdsProxy } from '../../src/nmi/adapters/proxy.js';
@@ -106,6 +106,7 @@ describe('NMI server', () => {
       proxy: createImdsProxy({ imdsEndpoint: `http://127.0.0.1:${(imds.address() as AddressInfo).port}`, logger }),
     });
     server = createServer(app);
+    handleExpectContinue(server, app, config);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     port = (server.address() as AddressInfo).port;
   });
@@ -284,6 +285,30 @@ describe('NMI server', () => {
     } finally {
       config.maxRequestsPerCaller = undefined;
     }
+  });
+
+  it('answers Expect: 100-continue token requests directly, and tells only forwarded requests to continue', async () => {
+    const { connect } = await import('node:net');
+    const raw = (from: string, text: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect({ host: '127.0.0.1', port, localAddress: from }, () => socket.write(text));
+        let out = '';
+        socket.on('data', (d) => (out += d.toString()));
+        socket.on('end', () => resolve(out));
+        socket.on('error', reject);
+      });
+    const web = pod('web', '127.0.1.60');
+    pods.upsert(web);
+    state.upsertAssigned(aai(web, identity('id-web', 'c-web'), 'Assigned'));
+    const token = await raw('127.0.1.60', `GET ${TOKEN} HTTP/1.1\r\nHost: x\r\nMetadata: true\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`);
+    expect(token.startsWith('HTTP/1.1 200 OK')).toBe(true);
+    expect(token).not.toContain('100 Continue');
+    const forwarded = await raw(
+      '127.0.1.60',
+      'POST /metadata/instance/compute HTTP/1.1\r\nHost: x\r\nMetadata: true\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}',
+    );
+    expect(forwarded.startsWith('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK')).toBe(true);
+    expect(forwarded).toContain('"path":"/metadata/instance/compute"');
   });
 
   it('serves /host/token only to loopback 127.0.0.1, with the identity wrapped', async () => {

@@ -12,6 +12,10 @@ export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
       });
       return tokens.map(toIssued);
     },
+    cachedTokensFor(identity, resource) {
+      if (identity.type === null) return undefined;
+      return provider.peekTokens(tokenRequestIdentityFrom(identity), resource)?.map(toIssued);
+    },
     async nodeToken(resource, clientId) {
       return toIssued(await provider.getNodeToken(resource, clientId));
     },

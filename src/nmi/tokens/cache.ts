@@ -135,6 +135,22 @@ export class TokenCache {
     return this.startFlight(key, identityKey, resource, fetcher).promise;
   }
 
+  /**
+   * The cached tokens for (identityKey, resource) if they can be served now, without waiting: `get`'s hit branch,
+   * synchronous (NMI's warm path). Starts the background refresh when due, as `get` does. Undefined on a miss.
+   */
+  peek(identityKey: string, resource: string, fetcher: TokenFetcher): readonly Token[] | undefined {
+    const key = cacheKey(identityKey, resource);
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    const now = this.now();
+    if (!this.servable(entry, now)) return undefined;
+    this.counters.hits++;
+    this.touch(key, entry);
+    if (now >= entry.refreshAtMs && now >= entry.nextRefreshTryMs) this.refreshInBackground(key, entry, fetcher);
+    return entry.tokens;
+  }
+
   /** Fetch ahead of the first request, unless a valid token or a fetch is already there. Never rejects. */
   async prefetch(identityKey: string, resource: string, fetcher: TokenFetcher): Promise<void> {
     const key = cacheKey(identityKey, resource);

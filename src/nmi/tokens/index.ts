@@ -27,6 +27,8 @@ export interface GetTokensOptions {
 export interface TokenProvider {
   /** One token, or for a multi-tenant service principal the primary then one per auxiliary tenant. */
   getTokens(identity: TokenRequestIdentity, resource: string, opts?: GetTokensOptions): Promise<readonly Token[]>;
+  /** The tokens `getTokens` would answer from the cache right now, or undefined (never waits, never fetches). */
+  peekTokens(identity: TokenRequestIdentity, resource: string): readonly Token[] | undefined;
   /** The node's own identity (exception path): a user-assigned client id, or the system-assigned identity. */
   getNodeToken(resource: string, clientId?: string): Promise<Token>;
   /** Fetch ahead of the first request (e.g. when an identity is assigned to a pod on this node). Never rejects. */
@@ -61,6 +63,9 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
         log?.warn({ identity: identity.cacheKey }, 'requested client id differs from the identity; using the identity');
       }
       return cache.get(identity.cacheKey, resource, fetcherFor(identity, resource));
+    },
+    peekTokens(identity, resource) {
+      return cache.peek(identity.cacheKey, resource, fetcherFor(identity, resource));
     },
     async getNodeToken(resource, clientId) {
       const tokens = await cache.get(nodeIdentityCacheKey(clientId), resource, async () => [
