@@ -48,7 +48,8 @@ async function main(): Promise<number> {
   const pollIntervalMs = config.armPollIntervalMs;
 
   const userAgent = `aad-pod-identity/MIC/${VERSION}${config.customUserAgent ? ` ${config.customUserAgent}` : ''}`;
-  const kubeConfig = loadKubeConfig({ ...(config.kubeconfig ? { kubeconfigPath: config.kubeconfig } : { inCluster: true }), userAgent });
+  // No --kubeconfig: KUBECONFIG, ~/.kube/config, then the pod's service account (client-node's default order), as NMI.
+  const kubeConfig = loadKubeConfig({ ...(config.kubeconfig ? { kubeconfigPath: config.kubeconfig } : {}), userAgent });
   const clusterIdentity = cloud.auth.kind === 'managedIdentity' ? cloud.auth.userAssignedIdentityId : undefined;
   const credential = armCredential(cloud);
 

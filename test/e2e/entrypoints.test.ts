@@ -116,5 +116,60 @@ describe.skipIf(skip)('image entrypoints', () => {
     expect(await exited).toBe(0);
     const after = await sh(['ip', 'netns', 'exec', ns, 'iptables', '-w', '5', '-t', 'nat', '-S']);
     expect(after.stdout).not.toContain('aad-metadata');
+    api.kill('SIGTERM');
   }, 60_000);
+
+  it('starts MIC with the Deployment args: leads, reports Active, serves metrics, and exits 0 on SIGTERM', async () => {
+    const kubeconfig = join(work, 'kubeconfig-mic');
+    const api = inNs(['node', '--import', 'tsx', join(ROOT, 'cmd/apiserver.ts'), '--crd-dir', join(ROOT, 'config/crd'), '--kubeconfig-out', kubeconfig]);
+    await firstLine(api, (l) => l.includes('"ready"'), 'apiserver');
+    const createNs = inNs(['node', '--import', 'tsx', '-e', `
+      import('@kubernetes/client-node').then(async (k8s) => {
+        const kc = new k8s.KubeConfig(); kc.loadFromFile(${JSON.stringify(kubeconfig)});
+        await kc.makeApiClient(k8s.CoreV1Api).createNamespace({ body: { metadata: { name: 'aad-pod-identity' } } });
+        console.log('created');
+      });`]);
+    await firstLine(createNs, (l) => l.includes('created'), 'namespace creation');
+
+    // MIC's own service principal in the emulated tenant, and azure.json naming it, as on an AKS node.
+    const caFile = join(work, 'azure-ca.pem');
+    const state = join(work, 'azure-state.json');
+    const clientId = '3b4c5d6e-0000-4000-8000-00000000c11d';
+    writeFileSync(state, JSON.stringify({ resourceGroups: ['nodes'], servicePrincipals: [{ clientId, secret: 'mic-secret' }] }));
+    const azure = inNs(['node', '--import', 'tsx', join(ROOT, 'cmd/azure-emulator.ts'), '--state-file', state, '--ca-out', caFile]);
+    const azureReady = JSON.parse(await firstLine(azure, (l) => l.includes('"ready"'), 'azure emulator'));
+    const azureJson = join(work, 'azure.json');
+    writeFileSync(azureJson, JSON.stringify({
+      cloud: 'AzurePublicCloud', tenantId: azureReady.tenantId, aadClientId: clientId, aadClientSecret: 'mic-secret',
+      subscriptionId: azureReady.subscriptionId, resourceGroup: 'nodes', vmType: 'vmss',
+    }));
+
+    const { args, env } = containerOf('Deployment', 'mic', { 'metadata.namespace': 'aad-pod-identity', 'metadata.name': 'mic-7f9c-abcde' });
+    expect(args).toContain('--leader-election-instance=mic-7f9c-abcde');
+    // The one difference from the manifest: azure.json is the test's file, and ARM and AAD are the emulator's.
+    const micArgs = [...args.map((a) => (a.startsWith('--cloudconfig=') ? `--cloudconfig=${azureJson}` : a)), `--arm-endpoint=${azureReady.url}`];
+    const mic = inNs(['node', join(work, 'dist/cmd/mic.js'), ...micArgs], {
+      ...env, KUBECONFIG: kubeconfig, AZURE_AUTHORITY_HOST: azureReady.url, NODE_EXTRA_CA_CERTS: caFile,
+    });
+    let output = '';
+    mic.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+    mic.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+
+    let health = await fetchInNs('http://127.0.0.1:8080/healthz');
+    for (let i = 0; i < 100 && health.body !== 'Active'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      health = await fetchInNs('http://127.0.0.1:8080/healthz');
+    }
+    if (health.body !== 'Active') throw new Error(`MIC never became Active; azure: ${JSON.stringify(azureReady)}; MIC said: ${output.slice(-3000)}`);
+    expect((await fetchInNs('http://127.0.0.1:8080/readyz')).status).toBe(200);
+    const metrics = await fetchInNs('http://127.0.0.1:8888/metrics');
+    expect(metrics.status).toBe(200);
+    expect(metrics.body).toContain('aadpodidentity_mic_new_leader_election_count');
+
+    const exited = new Promise<number | null>((r) => mic.once('exit', (code) => r(code)));
+    mic.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    api.kill('SIGTERM');
+    azure.kill('SIGTERM');
+  }, 90_000);
 });
