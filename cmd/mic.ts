@@ -9,7 +9,7 @@ import { parseCloudConfig, type AzureCloudConfig } from '../src/azure/cloud-conf
 import { armCredential } from '../src/azure/credentials.js';
 import { createLogger } from '../src/common/log.js';
 import { loadKubeConfig } from '../src/kube/index.js';
-import { createArmIdentityClient } from '../src/mic/arm.js';
+import { armClientFactory } from '../src/mic/arm-wiring.js';
 import { micUsage, parseMicConfig, type MicConfig } from '../src/mic/config.js';
 import { startMic } from '../src/mic/mic.js';
 
@@ -45,7 +45,6 @@ async function main(): Promise<number> {
     process.stderr.write(`mic: ${err instanceof Error ? err.message : String(err)}\n`);
     return 2;
   }
-  const pollIntervalMs = config.armPollIntervalMs;
 
   const userAgent = `aad-pod-identity/MIC/${VERSION}${config.customUserAgent ? ` ${config.customUserAgent}` : ''}`;
   // No --kubeconfig: KUBECONFIG, ~/.kube/config, then the pod's service account (client-node's default order), as NMI.
@@ -57,21 +56,7 @@ async function main(): Promise<number> {
     kubeConfig,
     logger,
     ...(clusterIdentity ? { clusterIdentityClientId: clusterIdentity } : {}),
-    armClient: (onCall) =>
-      createArmIdentityClient({
-        credential,
-        subscriptionId: cloud.subscriptionId,
-        resourceGroup: cloud.resourceGroup,
-        endpoint: cloud.environment.resourceManagerEndpoint,
-        scope: `${cloud.environment.resourceManagerAudience}/.default`,
-        logger: logger.child({ component: 'arm' }),
-        immutableIdentities: [...config.immutableUserMsis, ...(clusterIdentity ? [clusterIdentity] : [])],
-        maxConcurrency: config.armMaxConcurrency,
-        maxRetries: config.updateUserMsiMaxRetry,
-        retryIntervalMs: config.updateUserMsiRetryIntervalMs,
-        pollIntervalMs,
-        onCall,
-      }),
+    armClient: armClientFactory({ config, cloud, credential, logger, ...(clusterIdentity ? { clusterIdentityClientId: clusterIdentity } : {}) }),
   });
   process.stdout.write(`${JSON.stringify({ ready: true, probe: mic.probeUrl, metrics: mic.metricsUrl })}\n`);
 

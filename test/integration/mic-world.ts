@@ -9,7 +9,7 @@ import { armCredential } from '../../src/azure/credentials.js';
 import { GROUP, Plurals, VERSION } from '../../src/crds/names.js';
 import { normalizeAssignedIdentity } from '../../src/crds/normalize.js';
 import type { AzureAssignedIdentity } from '../../src/crds/types.js';
-import { createArmIdentityClient } from '../../src/mic/arm.js';
+import { armClientFactory } from '../../src/mic/arm-wiring.js';
 import { parseMicConfig } from '../../src/mic/config.js';
 import { startMic, type MicHandle } from '../../src/mic/mic.js';
 import { CRD_DIR, startTestApiServer, type TestApiServer } from '../helpers/apiserver.js';
@@ -94,6 +94,7 @@ export async function startMicWorld(): Promise<MicWorld> {
           '--update-user-msi-retry-interval=50ms',
           '--clientQps=500',
           '--clientBurst=500',
+          '--arm-poll-interval=20ms',
           ...(opts.flags ?? []),
         ],
         { MIC_POD_NAMESPACE: 'default', HOSTNAME: opts.instance ?? `mic-${randomUUID().slice(0, 8)}` },
@@ -103,22 +104,7 @@ export async function startMicWorld(): Promise<MicWorld> {
       const mic = await startMic(config, {
         kubeConfig: api.kc,
         logger: silent.child({ instance: config.leaderElection.instance }),
-        armClient: (onCall) =>
-          createArmIdentityClient({
-            credential,
-            subscriptionId: cloud.subscriptionId,
-            resourceGroup: cloud.resourceGroup,
-            endpoint: cloud.environment.resourceManagerEndpoint,
-            scope: `${cloud.environment.resourceManagerAudience}/.default`,
-            caPem: e.caPem,
-            logger: silent,
-            immutableIdentities: config.immutableUserMsis,
-            pollIntervalMs: 20,
-            retryIntervalMs: config.updateUserMsiRetryIntervalMs,
-            maxRetries: config.updateUserMsiMaxRetry,
-            maxThrottleWaitMs: 300,
-            onCall,
-          }),
+        armClient: armClientFactory({ config, cloud, credential, logger: silent, caPem: e.caPem, maxThrottleWaitMs: 300 }),
         tuning: { watchTimeoutSeconds: 20, reflectorBackoff: { initialMs: 50, maxMs: 500 }, retryBaseMs: 100, maxRetryDelayMs: 1000 },
       });
       mics.push(mic);
