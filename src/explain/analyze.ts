@@ -11,6 +11,7 @@ import {
   type AzurePodIdentityException,
   type PodView,
 } from '../crds/index.js';
+import { matchingException, selectIdentity } from '../nmi/core/select.js';
 
 export interface ExplainInput {
   readonly pod: PodView;
@@ -20,6 +21,8 @@ export interface ExplainInput {
   readonly assigned: readonly AzureAssignedIdentity[];
   readonly exceptions: readonly AzurePodIdentityException[];
   readonly forceNamespaced: boolean;
+  /** NMI's `--MICNamespace` (default `default`). */
+  readonly micNamespace?: string;
   /** Identities on the node's VM/VMSS from ARM, or why ARM was not asked. */
   readonly arm: ArmView;
   /** Objects that could not be read (legacy or malformed), with their problems. */
@@ -84,9 +87,8 @@ export function explain(input: ExplainInput): ExplainReport {
   const { pod } = input;
   const label = pod.labels[POD_LABEL];
   const identityByKey = new Map(input.identities.map((i) => [`${i.namespace}/${i.name}`, i]));
-  const exception = input.exceptions.find(
-    (e) => e.namespace === pod.namespace && Object.keys(e.podLabels).length > 0 && Object.entries(e.podLabels).every(([k, v]) => pod.labels[k] === v),
-  );
+  // The exception rule NMI applies (any one label pair, value case-insensitive), from NMI's own pure core.
+  const exception = matchingException(pod, input.exceptions);
 
   const bindings: BindingVerdict[] = [];
   const matchedIdentities: AzureIdentity[] = [];
@@ -131,7 +133,7 @@ export function explain(input: ExplainInput): ExplainReport {
     };
   });
 
-  const nmi = nmiAnswer(pod, exception, input.assigned);
+  const nmi = nmiAnswer(input, exception);
   return {
     pod: { namespace: pod.namespace, name: pod.name, node: pod.nodeName, podIP: pod.podIP, phase: pod.phase, label },
     exception: exception ? `${exception.namespace}/${exception.name}` : undefined,
@@ -149,24 +151,35 @@ function identityProblems(identity: AzureIdentity): string[] {
   return validateAzureIdentity(identity);
 }
 
-/** What NMI does for this pod now (standard mode): the same order of checks as its token handler. */
-function nmiAnswer(pod: PodView, exception: AzurePodIdentityException | undefined, assigned: readonly AzureAssignedIdentity[]): NmiAnswer {
+/** What NMI does for this pod now (standard mode): its own pure decision, on the same inputs. */
+function nmiAnswer(input: ExplainInput, exception: AzurePodIdentityException | undefined): NmiAnswer {
+  const { pod } = input;
   if (pod.podIP === '' || (pod.phase !== 'Running' && pod.phase !== 'Pending')) {
     return { status: 500, summary: `NMI cannot tell this pod's requests apart: it has no pod IP or is ${pod.phase || 'not running'}` };
   }
   if (exception) return { status: 200, summary: `200 with the node's identity (from IMDS as the node): exception ${exception.namespace}/${exception.name} applies` };
-  const ready = assigned.filter((a) => a.state === 'Assigned' || a.state === '');
-  if (ready.length > 0) {
-    const names = ready.map((a) => `${a.identityRef?.namespace}/${a.identityRef?.name}`).join(', ');
-    return {
-      status: 200,
-      summary: `200 with a token for ${ready.length === 1 ? names : `the identity asked for by client_id/msi_res_id (no id: any one of ${names})`}`,
-    };
+  const selection = selectIdentity(
+    { pod, request: {}, exceptions: [], assigned: input.assigned, bindings: [], identities: [] },
+    { mode: 'standard', forceNamespaced: input.forceNamespaced, micNamespace: input.micNamespace ?? 'default' },
+  );
+  switch (selection.kind) {
+    case 'identity': {
+      const ready = input.assigned.filter((a) => (a.state === 'Assigned' || a.state === '') && a.nodeName === pod.nodeName);
+      const names = ready.map((a) => `${a.identityRef?.namespace}/${a.identityRef?.name}`).join(', ');
+      return {
+        status: 200,
+        summary: `200 with a token for ${ready.length <= 1 ? `${selection.identity.namespace}/${selection.identity.name}` : `the identity asked for by client_id/msi_res_id (no id: ${selection.identity.namespace}/${selection.identity.name}, of ${names})`}`,
+      };
+    }
+    case 'node':
+      return { status: 200, summary: `200 with the node's identity: ${selection.reason}` };
+    case 'pending':
+      return selection.created
+        ? { status: 404, summary: 'waits while MIC attaches the identity (AzureAssignedIdentity Created), then 404 if it never becomes Assigned — check MIC logs and events' }
+        : { status: 404, summary: 'waits for an AzureAssignedIdentity that will not come, then 404 (503 with --set-retry-after-header): no binding gives this pod an identity on its node' };
+    case 'none':
+      return { status: 404, summary: `404: ${selection.reason}` };
   }
-  if (assigned.some((a) => a.state === 'Created')) {
-    return { status: 404, summary: 'waits while MIC attaches the identity (AzureAssignedIdentity Created), then 404 if it never becomes Assigned — check MIC logs and events' };
-  }
-  return { status: 404, summary: 'waits for an AzureAssignedIdentity that will not come, then 404 (503 with --set-retry-after-header): no binding gives this pod an identity' };
 }
 
 function verdict(nmi: NmiAnswer, bindings: readonly BindingVerdict[], identities: readonly IdentityVerdict[], label: string | undefined): string {

@@ -1,0 +1,104 @@
+import { describe, expect, it } from 'vitest';
+import { explain, type ExplainInput } from '../../src/explain/analyze.js';
+import type {
+  AzureAssignedIdentity,
+  AzureIdentity,
+  AzureIdentityBinding,
+  AzurePodIdentityException,
+  PodView,
+} from '../../src/crds/types.js';
+
+const meta = (namespace: string, name: string) => ({
+  namespace, name, uid: `u-${namespace}-${name}`, resourceVersion: '1', labels: {}, annotations: {},
+  creationTimestamp: '', finalizers: [], deleting: false,
+});
+
+const CLIENT = '0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b';
+const RESOURCE = '/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/web';
+
+function identity(namespace: string, name: string, extra: Partial<AzureIdentity> = {}): AzureIdentity {
+  return {
+    ...meta(namespace, name), type: 0, invalidType: '', resourceID: RESOURCE, clientID: CLIENT, clientPassword: null,
+    tenantID: '', auxiliaryTenantIDs: [], adEndpoint: '', adResourceID: '', namespaced: false, ...extra,
+  };
+}
+
+function binding(namespace: string, name: string, azureIdentity: string, selector: string): AzureIdentityBinding {
+  return { ...meta(namespace, name), azureIdentity, selector, weight: null };
+}
+
+const pod: PodView = {
+  namespace: 'apps', name: 'web', uid: 'u-web', resourceVersion: '1', labels: { aadpodidbinding: 'web', app: 'Web' },
+  nodeName: 'node-1', podIP: '10.0.0.5', podIPs: ['10.0.0.5'], phase: 'Running', hostNetwork: false, deleting: false,
+  ownerReferences: [],
+};
+
+function aai(id: AzureIdentity, state: AzureAssignedIdentity['state'], nodeName = 'node-1'): AzureAssignedIdentity {
+  return { ...meta('default', `web-apps-${id.name}`), identityRef: id, bindingRef: null, pod: 'web', podNamespace: 'apps', nodeName, state };
+}
+
+function input(extra: Partial<ExplainInput>): ExplainInput {
+  return {
+    pod, bindings: [], identities: [], assigned: [], exceptions: [], forceNamespaced: false,
+    arm: { kind: 'ok', target: 'vmss/ss', userAssigned: [RESOURCE.toUpperCase()], systemAssigned: false }, ignored: [], ...extra,
+  };
+}
+
+describe('explain', () => {
+  it('says a bound, assigned and attached identity works, and what NMI answers', () => {
+    const id = identity('apps', 'web');
+    const report = explain(input({ bindings: [binding('apps', 'web', 'web', 'web')], identities: [id], assigned: [aai(id, 'Assigned')] }));
+    expect(report.verdict).toBe('works: the pod gets a token');
+    expect(report.nmi).toEqual({ status: 200, summary: '200 with a token for apps/web' });
+    expect(report.identities).toEqual([expect.objectContaining({ name: 'web', assignment: 'Assigned', onNode: true, problems: [] })]);
+    expect(report.bindings).toEqual([expect.objectContaining({ name: 'web', matched: true, reasons: [] })]);
+  });
+
+  it('names the selector mismatch when no binding matches the label', () => {
+    const report = explain(input({ bindings: [binding('apps', 'other', 'web', 'other')], identities: [identity('apps', 'web')] }));
+    expect(report.bindings[0]).toMatchObject({ matched: false, reasons: ['selector "other" ≠ the pod\'s aadpodidbinding "web"'] });
+    expect(report.verdict).toBe('no token: no AzureIdentityBinding has selector "web" (see the bindings below)');
+    expect(report.nmi.status).toBe(404);
+  });
+
+  it('points at a binding whose identity is missing or invalid', () => {
+    const missing = explain(input({ bindings: [binding('apps', 'web', 'nope', 'web')] }));
+    expect(missing.verdict).toContain('AzureIdentity apps/nope does not exist');
+    const invalid = explain(input({ bindings: [binding('apps', 'web', 'web', 'web')], identities: [identity('apps', 'web', { clientID: 'not-a-guid' })] }));
+    expect(invalid.bindings[0]?.reasons[0]).toMatch(/^AzureIdentity apps\/web is invalid: /);
+  });
+
+  it('explains namespaced matching across namespaces', () => {
+    const report = explain(input({ bindings: [binding('other', 'web', 'web', 'web')], identities: [identity('other', 'web')], forceNamespaced: true }));
+    expect(report.bindings[0]?.reasons).toEqual(['namespaced matching (--forceNamespaced): binding is in other, pod in apps']);
+  });
+
+  it('says an identity is still being attached while its AAI is Created', () => {
+    const id = identity('apps', 'web');
+    const report = explain(input({ bindings: [binding('apps', 'web', 'web', 'web')], identities: [id], assigned: [aai(id, 'Created')] }));
+    expect(report.verdict).toBe('no token yet: the identity is not attached to the node yet (AzureAssignedIdentity Created)');
+    expect(report.nmi.status).toBe(404);
+  });
+
+  it('does not count an AAI for another node, as NMI does not', () => {
+    const id = identity('apps', 'web');
+    const report = explain(input({ bindings: [binding('apps', 'web', 'web', 'web')], identities: [id], assigned: [aai(id, 'Assigned', 'node-2')] }));
+    expect(report.nmi.status).toBe(404);
+  });
+
+  it('applies an exception as NMI does: any one label pair, value case-insensitive', () => {
+    const exception: AzurePodIdentityException = { ...meta('apps', 'skip'), podLabels: { app: 'web', missing: 'x' } };
+    const report = explain(input({ exceptions: [exception] }));
+    expect(report.exception).toBe('apps/skip');
+    expect(report.nmi.status).toBe(200);
+    expect(report.nmi.summary).toContain("node's identity");
+  });
+
+  it('warns when an Assigned identity is missing on the node in ARM', () => {
+    const id = identity('apps', 'web');
+    const report = explain(
+      input({ bindings: [binding('apps', 'web', 'web', 'web')], identities: [id], assigned: [aai(id, 'Assigned')], arm: { kind: 'ok', target: 'vmss/ss', userAssigned: [], systemAssigned: true } }),
+    );
+    expect(report.verdict).toContain('is Assigned yet missing on the node in ARM');
+  });
+});
