@@ -152,6 +152,7 @@ describe(`NMI fuzzing (seed ${SEED})`, () => {
     );
 
     const failures: string[] = [];
+    const extraRefusals: string[] = [];
     const tally = new Map<string, number>();
     let wellFormed = 0;
     for (const o of outcomes) {
@@ -160,7 +161,13 @@ describe(`NMI fuzzing (seed ${SEED})`, () => {
       for (const [i, res] of o.responses.entries()) {
         const req = o.requests[i];
         if (!req) {
-          failures.push(`${o.transport}: more responses than requests (${res.status})`);
+          // Node's HTTP layer may answer bytes left over after a response with its own 400 (timing-dependent with slow
+          // writes); only an extra answer that carries a token would break what this test pins.
+          if (res.status === 200) {
+            failures.push(`${o.transport}: more responses than requests (${res.status} ${res.body.slice(0, 80)}): ${o.requests.map(describe1).join(' | ')}`);
+          } else {
+            extraRefusals.push(`${o.transport}: extra ${res.status} after ${o.requests.map(describe1).join(' | ')}`);
+          }
           continue;
         }
         const ok = o.transport !== 'cut' && o.transport !== 'garbage' && req.breaks.length === 0 && o.caller.identity !== undefined;
@@ -196,6 +203,7 @@ describe(`NMI fuzzing (seed ${SEED})`, () => {
       `NMI fuzz: ${outcomes.length} connections, ${outcomes.reduce((n, o) => n + o.requests.length, 0)} requests, ${wellFormed} well-formed; ` +
         `transports ${JSON.stringify(Object.fromEntries(tally))}; statuses ${JSON.stringify(Object.fromEntries([...statuses].sort((a, b) => a[0] - b[0])))}; failures ${failures.length}`,
     );
+    if (extraRefusals.length > 0) console.log(`extra non-200 answers from the HTTP layer: ${extraRefusals.slice(0, 5).join('\n')}`);
     if (failures.length > 0) {
       const kinds = new Map<string, number>();
       for (const f of failures) {
