@@ -41,6 +41,12 @@ export interface ReflectorOptions<T extends KubeObject> {
    * JSON objects too (not client-node class instances), so that listed and watched objects look alike.
    */
   readonly list?: (opts: ListOptions) => Promise<ListPage<T>>;
+  /**
+   * What the store keeps of each object (default: all of it). Handlers still get the full object on add and update;
+   * `onUpdate`'s old object and `onDelete`'s relisted object are the kept form. A consumer that keeps its own view
+   * (MIC) needs only the metadata here, which halves its memory.
+   */
+  readonly storeTransform?: (obj: T) => T;
   /** Store to fill (default: a new one without indexes). */
   readonly store?: Store<T>;
   readonly handlers?: ReflectorHandlers<T>;
@@ -62,6 +68,20 @@ type WatchOutcome =
   | { readonly kind: 'stopped' }
   | { readonly kind: 'gone' }
   | { readonly kind: 'closed' | 'timeout'; readonly events: number; readonly durationMs: number };
+
+/** A storeTransform that keeps only what the reflector itself needs: identity, version, and labels for indexes. */
+export function keepMetadataOnly<T extends KubeObject>(obj: T): T {
+  const m = obj.metadata ?? {};
+  return {
+    metadata: {
+      name: m.name,
+      namespace: m.namespace,
+      uid: m.uid,
+      resourceVersion: m.resourceVersion,
+      ...(m.labels ? { labels: m.labels } : {}),
+    },
+  } as T;
+}
 
 export class Reflector<T extends KubeObject = KubeObject> {
   readonly store: Store<T>;
@@ -228,7 +248,7 @@ export class Reflector<T extends KubeObject = KubeObject> {
   }
 
   #apply(obj: T): void {
-    const result = this.store.upsert(obj);
+    const result = this.store.upsert(this.#opts.storeTransform ? this.#opts.storeTransform(obj) : obj);
     switch (result.kind) {
       case 'added':
         this.#notify('add', () => this.#handlers.onAdd?.(obj));

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startApiServer, type ApiServerHandle } from '../../src/sandbox/apiserver/index.js';
 import { loadKubeConfig } from '../../src/kube/kubeconfig.js';
 import { listAll } from '../../src/kube/list.js';
-import { Reflector, type ReflectorEvent } from '../../src/kube/reflector.js';
+import { keepMetadataOnly, Reflector, type ReflectorEvent } from '../../src/kube/reflector.js';
 import { Store, type KubeObject } from '../../src/kube/store.js';
 
 interface Pod extends KubeObject {
@@ -114,6 +114,25 @@ describe('Reflector against the API emulator', () => {
     expect(q.get('allowWatchBookmarks')).toBe('true');
     expect(q.get('timeoutSeconds')).toBe('30');
     expect(q.get('resourceVersion')).not.toBe('');
+  });
+
+  it('keeps only the transformed form in the store while handlers get whole objects', async () => {
+    const w = await world();
+    await createPod(w.core, 'p1');
+    const whole: Pod[] = [];
+    const { r } = reflect(w, {
+      storeTransform: keepMetadataOnly,
+      handlers: { onAdd: (p) => whole.push(p), onUpdate: (_o, p) => whole.push(p) },
+    });
+    r.start();
+    expect(await r.synced()).toBe(true);
+    await createPod(w.core, 'p2');
+    await waitFor(() => r.store.has('default/p2'), 'p2 in the store');
+    expect(whole.map((p) => p.spec?.nodeName)).toEqual(['node-a', 'node-a']);
+    const kept = r.store.get('default/p2') as Pod;
+    expect(kept.spec).toBeUndefined();
+    expect(kept.metadata).toMatchObject({ name: 'p2', namespace: 'default', labels: { app: 'x' } });
+    expect(kept.metadata?.uid).toBe(whole[1]?.metadata?.uid);
   });
 
   it('re-watches from the last resourceVersion when the server ends the watch, without relisting', async () => {
