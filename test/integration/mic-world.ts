@@ -4,7 +4,6 @@
 import { randomUUID } from 'node:crypto';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import pino from 'pino';
-import { parseCloudConfig } from '../../src/azure/cloud-config.js';
 import { armCredential } from '../../src/azure/credentials.js';
 import { GROUP, Plurals, VERSION } from '../../src/crds/names.js';
 import { normalizeAssignedIdentity } from '../../src/crds/normalize.js';
@@ -13,7 +12,7 @@ import { armClientFactory } from '../../src/mic/arm-wiring.js';
 import { parseMicConfig } from '../../src/mic/config.js';
 import { startMic, type MicHandle } from '../../src/mic/mic.js';
 import { CRD_DIR, startTestApiServer, type TestApiServer } from '../helpers/apiserver.js';
-import { startTestAzure, type TestAzure } from '../helpers/azure.js';
+import { servicePrincipalCloudConfig, startTestAzure, type TestAzure } from '../helpers/azure.js';
 
 export const VMSS = 'ss1';
 export const VM = 'vm1';
@@ -60,17 +59,7 @@ export async function startMicWorld(): Promise<MicWorld> {
   await core.createNode({ body: { metadata: { name: NODES.vmss1 }, spec: { providerID: `${computeId('virtualMachineScaleSets', VMSS)}/virtualMachines/1` } } });
   await core.createNode({ body: { metadata: { name: NODES.vm }, spec: { providerID: computeId('virtualMachines', VM) } } });
 
-  const cloud = parseCloudConfig({
-    fileText: JSON.stringify({
-      cloud: 'AzurePublicCloud',
-      tenantId: e.tenantId,
-      aadClientId: az.servicePrincipal.clientId,
-      aadClientSecret: az.servicePrincipal.secret,
-      subscriptionId: e.subscriptionId,
-      resourceGroup: rg,
-    }),
-    customEndpoints: { resourceManagerEndpoint: e.url, activeDirectoryEndpoint: e.url },
-  });
+  const cloud = servicePrincipalCloudConfig(az);
   const credential = armCredential(cloud, { caPem: e.caPem, tokenTimeoutMs: 10_000 });
   const mics: MicHandle[] = [];
   const ns = (n?: string) => n ?? 'default';
