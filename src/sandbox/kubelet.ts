@@ -53,6 +53,8 @@ interface PodObject {
   readonly deleting: boolean;
   readonly podIP: string;
   readonly hostNetwork: boolean;
+  /** spec.containers' names and images, for containerStatuses (kubectl's READY column). */
+  readonly containers: readonly { readonly name: string; readonly image: string }[];
 }
 
 interface Running {
@@ -164,7 +166,7 @@ class SandboxKubelet implements Kubelet {
     }
     // Pods deleted while we were not watching.
     for (const [uid, key] of this.#byUid) {
-      if (!seen.has(uid)) this.#enqueue({ uid, namespace: key.split('/')[0] ?? '', name: key.split('/')[1] ?? '', nodeName: '', deleting: true, podIP: '', hostNetwork: false }, 'DELETED');
+      if (!seen.has(uid)) this.#enqueue({ uid, namespace: key.split('/')[0] ?? '', name: key.split('/')[1] ?? '', nodeName: '', deleting: true, podIP: '', hostNetwork: false, containers: [] }, 'DELETED');
     }
     await Promise.allSettled([...this.#chains.values()]);
   }
@@ -257,6 +259,15 @@ class SandboxKubelet implements Kubelet {
         podIPs: [{ ip: attachment.ip }],
         hostIP,
         startTime: now,
+        containerStatuses: pod.containers.map((c) => ({
+          name: c.name,
+          image: c.image,
+          imageID: '',
+          ready: true,
+          started: true,
+          restartCount: 0,
+          state: { running: { startedAt: now } },
+        })),
         conditions: [
           { type: 'PodScheduled', status: 'True', lastTransitionTime: now },
           { type: 'Initialized', status: 'True', lastTransitionTime: now },
@@ -345,6 +356,10 @@ function podFrom(obj: unknown): PodObject | null {
     deleting: str(m.deletionTimestamp) !== '',
     podIP: str(o.status?.podIP),
     hostNetwork: o.spec?.hostNetwork === true,
+    containers: (Array.isArray(o.spec?.containers) ? (o.spec.containers as unknown[]) : []).map((c) => {
+      const container = (typeof c === 'object' && c !== null ? c : {}) as Record<string, unknown>;
+      return { name: str(container.name), image: str(container.image) };
+    }),
   };
 }
 

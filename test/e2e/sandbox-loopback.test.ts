@@ -36,9 +36,13 @@ describe('the loopback sandbox', () => {
     expect((await t.podToken('default', 'pod-none', { maxRetries: 0 })).ok).toBe(false);
   }, 60_000);
 
-  it('removes a deleted pod from the kubelet and frees its address', async () => {
+  it('reports a started pod Running with ready containers, and removes a deleted pod and frees its address', async () => {
     await t.startPod('default', 'short-lived');
     expect(t.sandbox.kubelet.pods().has('default/short-lived')).toBe(true);
+    const status = (await t.core.readNamespacedPod({ namespace: 'default', name: 'short-lived' })).status;
+    expect(status?.phase).toBe('Running');
+    expect(status?.containerStatuses?.length).toBeGreaterThan(0);
+    expect(status?.containerStatuses?.every((c) => c.ready)).toBe(true);
     await t.deletePod('default', 'short-lived');
     await eventually(() => !t.sandbox.kubelet.pods().has('default/short-lived'), 10_000, 'pod torn down');
   });
