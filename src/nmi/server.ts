@@ -1,5 +1,5 @@
-// NMI's token server: an express app that routes as the original (upstream-behaviour §3.2) and answers a pod's IMDS
-// token request with a token for that pod's own identity, and nothing else. No listen() here: nmi.ts and tests do it.
+// NMI's token server: a request listener that routes as the original (upstream-behaviour §3.2) and answers a pod's
+// IMDS token request with a token for that pod's own identity, and nothing else. No listen() here: nmi.ts and tests do it.
 
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import express, { type Express } from 'express';
