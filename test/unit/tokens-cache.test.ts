@@ -135,6 +135,32 @@ describe('TokenCache', () => {
     expect(n).toBe(2);
   });
 
+  it('stops refreshing an entry no caller used within idleTtlMs, and background refreshes do not count as use', async () => {
+    const clock = manualClock();
+    const cache = new TokenCache({ now: clock.now, idleTtlMs: 70 * 60_000 });
+    let n = 0;
+    const fetcher = async () => [token(`v${++n}`, clock.now() / 1000 + 3600)];
+    await cache.prefetch('idle', 'r', fetcher);
+    await cache.get('used', 'r', fetcher);
+    clock.advance(40 * 60_000);
+    expect(cache.refreshDue()).toBe(2);
+    await flush();
+    clock.advance(40 * 60_000);
+    await cache.get('used', 'r', fetcher); // a caller: the idle clock of 'used' restarts (and it refreshes, being due)
+    await flush();
+    // 80 min since 'idle' was fetched, refreshed once in the background, never used: dropped although still valid.
+    const evictions = cache.stats().evictions;
+    expect(cache.refreshDue()).toBe(0);
+    expect(cache.stats().evictions).toBe(evictions + 1);
+    expect(cache.stats().entries).toBe(1);
+    const served = n;
+    await cache.get('used', 'r', fetcher);
+    expect(n).toBe(served);
+    const before = n;
+    await cache.get('idle', 'r', fetcher);
+    expect(n).toBe(before + 1);
+  });
+
   it('keeps serving the old token when a background refresh fails, and retries only after refreshRetryMs', async () => {
     const clock = manualClock();
     const cache = new TokenCache({ now: clock.now, refreshRetryMs: 60_000 });

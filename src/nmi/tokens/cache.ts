@@ -28,6 +28,8 @@ export interface TokenCacheOptions {
   readonly expirySkewMs?: number;
   /** How long an `upstream` failure is remembered; 0 disables negative caching. */
   readonly negativeTtlMs?: number;
+  /** An entry no caller used for this long is dropped instead of refreshed (default 1 h). */
+  readonly idleTtlMs?: number;
   /** Wait after a failed background refresh before trying again. */
   readonly refreshRetryMs?: number;
   /** Milliseconds since the epoch; injectable for tests. */
@@ -56,6 +58,8 @@ interface Entry {
   readonly expiresAtMs: number;
   readonly refreshAtMs: number;
   nextRefreshTryMs: number;
+  /** Last time a caller was served from this entry (or when it was first fetched). */
+  lastUsedMs: number;
   readonly fetcher: TokenFetcher;
 }
 
@@ -75,6 +79,7 @@ export class TokenCache {
   private readonly flights = new Map<string, Flight>();
   private readonly negatives = new Map<string, Negative>();
   private readonly maxEntries: number;
+  private readonly idleTtlMs: number;
   private readonly refreshFraction: number;
   private readonly refreshBeforeExpiryMs: number;
   private readonly expirySkewMs: number;
@@ -102,6 +107,7 @@ export class TokenCache {
     this.expirySkewMs = Math.max(0, opts.expirySkewMs ?? 30_000);
     this.negativeTtlMs = Math.max(0, opts.negativeTtlMs ?? 2_000);
     this.refreshRetryMs = Math.max(0, opts.refreshRetryMs ?? 30_000);
+    this.idleTtlMs = Math.max(1, opts.idleTtlMs ?? 60 * 60_000);
     this.now = opts.now ?? Date.now;
     this.logger = opts.logger;
   }
@@ -113,7 +119,7 @@ export class TokenCache {
     const entry = this.entries.get(key);
     if (entry && this.servable(entry, now)) {
       this.counters.hits++;
-      this.touch(key, entry);
+      this.touch(key, entry, now);
       if (now >= entry.refreshAtMs && now >= entry.nextRefreshTryMs) this.refreshInBackground(key, entry, fetcher);
       return entry.tokens;
     }
@@ -146,7 +152,7 @@ export class TokenCache {
     const now = this.now();
     if (!this.servable(entry, now)) return undefined;
     this.counters.hits++;
-    this.touch(key, entry);
+    this.touch(key, entry, now);
     if (now >= entry.refreshAtMs && now >= entry.nextRefreshTryMs) this.refreshInBackground(key, entry, fetcher);
     return entry.tokens;
   }
@@ -192,6 +198,12 @@ export class TokenCache {
         this.entries.delete(key);
         continue;
       }
+      // Nobody asked for it in a long while (a pod gone, a prefetch never used): stop refreshing it.
+      if (now - e.lastUsedMs > this.idleTtlMs) {
+        this.entries.delete(key);
+        this.counters.evictions++;
+        continue;
+      }
       if (now >= e.refreshAtMs && now >= e.nextRefreshTryMs && !this.flights.has(key)) {
         this.refreshInBackground(key, e, e.fetcher);
         started++;
@@ -225,7 +237,8 @@ export class TokenCache {
     return now < e.expiresAtMs - this.expirySkewMs;
   }
 
-  private touch(key: string, e: Entry): void {
+  private touch(key: string, e: Entry, now: number): void {
+    e.lastUsedMs = now;
     // Map keeps insertion order: re-inserting makes this the most recently used.
     this.entries.delete(key);
     this.entries.set(key, e);
@@ -285,6 +298,8 @@ export class TokenCache {
       expiresAtMs,
       refreshAtMs: refreshPoint(fetchedAtMs, expiresAtMs, this.refreshFraction, this.refreshBeforeExpiryMs),
       nextRefreshTryMs: 0,
+      // A refresh keeps the entry's idle clock: only callers reset it.
+      lastUsedMs: this.entries.get(key)?.lastUsedMs ?? fetchedAtMs,
       fetcher,
     };
     this.negatives.delete(key);
