@@ -28,6 +28,11 @@ export const Plurals = {
 export const POD_LABEL = 'aadpodidbinding';
 /** AzureAssignedIdentity label holding the node name; NMI filters its watch on it. */
 export const NODE_NAME_LABEL = 'nodename';
+/**
+ * AzureAssignedIdentity label holding the uid of the pod it was made for (ours): NMI serves an AAI only to that pod
+ * incarnation, so a pod recreated under the same name never inherits its predecessor's identity.
+ */
+export const POD_UID_LABEL = 'aadpodidentity.k8s.io/pod-uid';
 export const ASSIGNED_IDENTITY_FINALIZER = 'azureassignedidentity.finalizers.aadpodidentity.k8s.io';
 /** Key and value are compared exactly (case-sensitive), as the original does. */
 export const BEHAVIOR_ANNOTATION = 'aadpodidentity.k8s.io/Behavior';

@@ -6,7 +6,7 @@
 // We fold every key that matches a field case-insensitively (Go's encoding/json rule) into the camelCase field.
 // The camelCase key wins whenever it holds a value; legacy keys used are reported so callers can warn.
 // Nothing here throws: garbage becomes a problem string and an empty value.
-import { isNamespacedBehavior } from './names.js';
+import { isNamespacedBehavior, POD_UID_LABEL } from './names.js';
 import {
   asArray,
   asRecord,
@@ -69,6 +69,7 @@ export function normalizeAssignedIdentity(raw: unknown): Normalized<AzureAssigne
           podNamespace: r.string(spec, 'podNamespace', specAt.path),
           nodeName: r.string(spec, 'nodename', specAt.path),
           state: readState(statusAt.value, status, r, statusAt.path),
+          podUid: meta.labels[POD_UID_LABEL] ?? '',
         };
   return r.result(value);
 }

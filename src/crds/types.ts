@@ -84,6 +84,8 @@ export interface AzureAssignedIdentity extends ObjectView {
   /** spec.nodename (lower-case key on the wire). */
   readonly nodeName: string;
   readonly state: AssignedIdentityState;
+  /** Label `aadpodidentity.k8s.io/pod-uid`: the pod incarnation this AAI is for; '' on AAIs written without it. */
+  readonly podUid: string;
 }
 
 export interface OwnerReferenceView {

@@ -27,7 +27,9 @@ describe('MIC', () => {
     expect(w.vmIds()).toEqual([]);
     const aai = (await w.assigned()).find((a) => a.name === 'p1-default-id1')!;
     expect(aai).toMatchObject({ namespace: 'default', pod: 'p1', podNamespace: 'default', nodeName: NODES.vmss0 });
-    expect(aai.labels).toEqual({ nodename: NODES.vmss0 });
+    const podUid = (await w.core.readNamespacedPod({ namespace: 'default', name: 'p1' })).metadata?.uid;
+    expect(aai.labels).toEqual({ nodename: NODES.vmss0, 'aadpodidentity.k8s.io/pod-uid': podUid });
+    expect(aai.podUid).toBe(podUid);
     expect(aai.finalizers).toEqual(['azureassignedidentity.finalizers.aadpodidentity.k8s.io']);
     expect(aai.identityRef?.resourceID).toBe(id.id);
     expect(aai.bindingRef?.selector).toBe('app1');
@@ -38,6 +40,28 @@ describe('MIC', () => {
     expect(metrics).toMatch(/aadpodidentity_assigned_identity_addition_count 1/);
     expect(metrics).toMatch(/aadpodidentity_mic_new_leader_election_count 1/);
     await eventually(async () => expect((await w.events('binding applied')).map((e) => e.name)).toContain('b1'));
+  });
+
+  it('writes the new pod uid into the AAI when a pod is recreated under the same name', async () => {
+    const id = w.msi('id-r');
+    await w.createIdentity('id-r', { type: 0, resourceID: id.id, clientID: id.clientId });
+    await w.createBinding('b-r', { azureIdentity: 'id-r', selector: 'app-r' });
+    await w.createPod('pr', NODES.vmss0, 'app-r');
+    await w.startMic();
+    await eventually(async () => expect(await stateOf('pr-default-id-r')).toBe('Assigned'));
+    const uidOf = async () => (await w.core.readNamespacedPod({ namespace: 'default', name: 'pr' })).metadata?.uid;
+    const first = await uidOf();
+    expect((await w.assigned()).find((a) => a.name === 'pr-default-id-r')?.podUid).toBe(first);
+
+    await w.deletePod('pr');
+    await w.createPod('pr', NODES.vmss0, 'app-r');
+    const second = await uidOf();
+    expect(second).not.toBe(first);
+    await eventually(async () => {
+      const aai = (await w.assigned()).find((a) => a.name === 'pr-default-id-r');
+      expect(aai?.podUid).toBe(second);
+      expect(aai?.state).toBe('Assigned');
+    });
   });
 
   it('releases the identity when the pod goes: AAI deleted, identity detached from the VM', async () => {

@@ -38,7 +38,7 @@ function pod(name: string, ip: string, extra: Partial<PodView> = {}): PodView {
 function aai(p: PodView, id: AzureIdentity, state: AzureAssignedIdentity['state']): AzureAssignedIdentity {
   return {
     ...meta('default', `${p.name}-${p.namespace}-${id.name}`), identityRef: id, bindingRef: null,
-    pod: p.name, podNamespace: p.namespace, nodeName: NODE, state,
+    pod: p.name, podNamespace: p.namespace, nodeName: NODE, state, podUid: '',
   };
 }
 

@@ -34,7 +34,7 @@ const pod: PodView = {
 };
 
 function aai(id: AzureIdentity, state: AzureAssignedIdentity['state'], nodeName = 'node-1'): AzureAssignedIdentity {
-  return { ...meta('default', `web-apps-${id.name}`), identityRef: id, bindingRef: null, pod: 'web', podNamespace: 'apps', nodeName, state };
+  return { ...meta('default', `web-apps-${id.name}`), identityRef: id, bindingRef: null, pod: 'web', podNamespace: 'apps', nodeName, state, podUid: '' };
 }
 
 function input(extra: Partial<ExplainInput>): ExplainInput {

@@ -24,6 +24,7 @@ function want(p: PodView, b: AzureIdentityBinding, id: AzureIdentity, namespace 
     binding: b,
     pod: p.name,
     podNamespace: p.namespace,
+    podUid: p.uid,
     nodeName: p.nodeName,
   };
 }

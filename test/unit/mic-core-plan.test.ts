@@ -313,6 +313,28 @@ describe('MIC plan: updates', () => {
     );
   });
 
+  it('rewrites the AAI for a pod recreated under the same name, so it names the new pod incarnation, with no ARM call', () => {
+    const p = pod('default', 'web', 'sel-a', 'vm0');
+    const reborn = { ...p, uid: 'uid-reborn' };
+    const s = snapshot({ pods: [reborn], nodes: [vmNode('vm0')], identities: [idA], bindings: [bindA], assigned: [aai(p, bindA, idA)] });
+    const spec = expectedSpec(reborn, bindA, idA, 'Assigned');
+    expect(spec.labels['aadpodidentity.k8s.io/pod-uid']).toBe('uid-reborn');
+    expect(run(s)).toEqual(
+      planOf({
+        updateAssigned: [
+          { before: { key: spec.key, namespace: 'default', name: spec.name, resourceVersion: '7' }, after: spec, afterTarget: undefined },
+        ],
+      }),
+    );
+  });
+
+  it('leaves an AAI written without a pod uid alone (no churn on upgrade)', () => {
+    const p = pod('default', 'web', 'sel-a', 'vm0');
+    const legacy = { ...aai(p, bindA, idA), podUid: '', labels: { nodename: 'vm0' } };
+    const s = snapshot({ pods: [p], nodes: [vmNode('vm0')], identities: [idA], bindings: [bindA], assigned: [legacy] });
+    expect(isEmptyPlan(run(s))).toBe(true);
+  });
+
   it('updates an AAI whose pod came back on another node: old VM loses the identity first, new VM gains it', () => {
     const old = pod('default', 'db-0', 'sel-a', 'vm0');
     const moved = pod('default', 'db-0', 'sel-a', 'vm1');

@@ -163,7 +163,7 @@ export function expectedSpec(
     pod: p.name,
     podNamespace: p.namespace,
     nodeName: p.nodeName,
-    labels: { nodename: p.nodeName },
+    labels: { nodename: p.nodeName, 'aadpodidentity.k8s.io/pod-uid': p.uid },
     finalizers: [ASSIGNED_IDENTITY_FINALIZER],
     state,
   };
@@ -188,6 +188,7 @@ export function assigned(
     bindingRef: s.bindingRef,
     pod: s.pod,
     podNamespace: s.podNamespace,
+    podUid: s.labels['aadpodidentity.k8s.io/pod-uid'] ?? '',
     nodeName: s.nodeName,
     state,
   };

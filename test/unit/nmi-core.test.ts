@@ -172,6 +172,7 @@ function assigned(pod: PodView, id: AzureIdentity, state: AzureAssignedIdentity[
     podNamespace: pod.namespace,
     nodeName: pod.nodeName,
     state,
+    podUid: '',
   };
 }
 
@@ -268,6 +269,14 @@ describe('selectIdentity in standard mode', () => {
     expect(selectIdentity(input(p, { assigned: [assigned(p, local, 'Assigned')] }), standard)).toMatchObject({
       identity: { name: 'id-local' },
     });
+  });
+
+  it('serves an AAI only to the pod incarnation it was made for, and legacy AAIs without a uid to any', () => {
+    const mine = { ...assigned(p, a, 'Assigned'), podUid: p.uid };
+    expect(selectIdentity(input(p, { assigned: [mine] }), standard)).toMatchObject({ kind: 'identity' });
+    const predecessor = { ...assigned(p, a, 'Assigned'), podUid: 'uid-of-the-deleted-pod' };
+    expect(selectIdentity(input(p, { assigned: [predecessor] }), standard).kind).toBe('pending');
+    expect(selectIdentity(input(p, { assigned: [assigned(p, a, 'Assigned')] }), standard)).toMatchObject({ kind: 'identity' });
   });
 
   it('ignores AAIs being deleted', () => {

@@ -20,6 +20,8 @@ export interface DesiredAssignment {
   readonly binding: AzureIdentityBinding;
   readonly pod: string;
   readonly podNamespace: string;
+  /** The pod's uid, written as a label so NMI serves the AAI to this pod incarnation only. */
+  readonly podUid: string;
   readonly nodeName: string;
 }
 
@@ -118,6 +120,7 @@ function assignmentsForPod(
       binding,
       pod: pod.name,
       podNamespace: pod.namespace,
+      podUid: pod.uid,
       nodeName: pod.nodeName,
     });
   }

@@ -20,7 +20,7 @@
 // - An update that keeps the same identity on the same target keeps state Assigned instead of going through
 //   Created again (the original re-assigned it, making NMI refuse tokens meanwhile).
 // - An AAI is tracked by `namespace/name`, not the original's name alone.
-import { ASSIGNED_IDENTITY_FINALIZER, NODE_NAME_LABEL } from '../../crds/names.js';
+import { ASSIGNED_IDENTITY_FINALIZER, NODE_NAME_LABEL, POD_UID_LABEL } from '../../crds/names.js';
 import type {
   AssignedIdentityState,
   AzureAssignedIdentity,
@@ -420,6 +420,8 @@ function matches(aai: AzureAssignedIdentity, d: DesiredAssignment): boolean {
     identity.resourceVersion === d.identity.resourceVersion &&
     aai.pod === d.pod &&
     aai.podNamespace === d.podNamespace &&
+    // An AAI written before pod uids were recorded matches any incarnation; one with a uid only its own.
+    (aai.podUid === '' || aai.podUid === d.podUid) &&
     aai.nodeName === d.nodeName
   );
 }
@@ -434,7 +436,7 @@ function spec(d: DesiredAssignment, state: 'Created' | 'Assigned'): AssignedSpec
     pod: d.pod,
     podNamespace: d.podNamespace,
     nodeName: d.nodeName,
-    labels: { [NODE_NAME_LABEL]: d.nodeName },
+    labels: { [NODE_NAME_LABEL]: d.nodeName, ...(d.podUid !== '' ? { [POD_UID_LABEL]: d.podUid } : {}) },
     finalizers: [ASSIGNED_IDENTITY_FINALIZER],
     state,
   };

@@ -86,6 +86,8 @@ function selectStandard(input: SelectInput, policy: SelectPolicy): Selection {
   const { pod, request } = input;
   const mine = input.assigned
     .filter((a) => a.pod === pod.name && a.podNamespace === pod.namespace && a.nodeName === pod.nodeName)
+    // Made for another incarnation of a pod with this name (recreated): not this pod's, whatever its name says.
+    .filter((a) => a.podUid === '' || a.podUid === pod.uid)
     .filter((a) => !a.deleting && a.identityRef !== null)
     .filter((a) => !isNamespaced(a.identityRef as AzureIdentity, policy) || a.identityRef?.namespace === pod.namespace)
     .filter((a) => matchesRequest(a.identityRef as AzureIdentity, request))
