@@ -1,4 +1,4 @@
-// Everything that is not a token path goes to IMDS verbatim (upstream-behaviour §3.7): same method, path, query,
+// Everything that is not a token path goes to IMDS (upstream-behaviour §3.7): same method, normalised path, query,
 // headers and body; status, headers and body copied back. A transport failure answers 500.
 
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -24,6 +24,14 @@ export function createImdsProxy(options: ImdsProxyOptions): MetadataProxy {
   return {
     forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
       return new Promise((resolve) => {
+        const path = upstreamTarget(req.url ?? '');
+        if (path === undefined) {
+          options.logger.warn({ path: req.url }, 'refused to proxy a request target that is not origin-form');
+          res.writeHead(400, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
+          res.end('Invalid request\n');
+          resolve();
+          return;
+        }
         const headers: Record<string, string | string[]> = {};
         for (const [name, value] of Object.entries(req.headers)) {
           if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
@@ -35,7 +43,7 @@ export function createImdsProxy(options: ImdsProxyOptions): MetadataProxy {
             hostname: base.hostname,
             port: base.port || 80,
             method: req.method,
-            path: req.url,
+            path,
             headers,
             timeout: timeoutMs,
           },
@@ -69,4 +77,22 @@ export function createImdsProxy(options: ImdsProxyOptions): MetadataProxy {
       });
     },
   };
+}
+
+const PARSE_BASE = 'http://imds.invalid';
+
+/**
+ * The path and query to send upstream, parsed and normalised (WHATWG URL), never the raw target; undefined unless the
+ * target is origin-form and names no other host.
+ */
+export function upstreamTarget(rawTarget: string): string | undefined {
+  if (rawTarget.charCodeAt(0) !== 47 || rawTarget.charCodeAt(1) === 47 || rawTarget.charCodeAt(1) === 92) return undefined;
+  let url: URL;
+  try {
+    url = new URL(rawTarget, PARSE_BASE);
+  } catch {
+    return undefined;
+  }
+  if (url.origin !== PARSE_BASE) return undefined;
+  return `${url.pathname}${url.search}`;
 }

@@ -28,6 +28,10 @@ export function routeRequest(rawPath: string, policy: RoutePolicy): Route {
   if (isCanonicalTokenPath(rawPath)) {
     return { kind: 'token' };
   }
+  if (!isOriginForm(rawPath)) {
+    // Absolute-form, `//host/...`, `*` and the like: what they name is not ours to guess, nor to forward.
+    return { kind: 'invalid', reason: 'request target is not origin-form (a path with a single leading slash)' };
+  }
   const normalised = normalisePath(rawPath);
   if (normalised === undefined) {
     return { kind: 'invalid', reason: 'request path cannot be decoded' };
@@ -49,6 +53,13 @@ export function routeRequest(rawPath: string, policy: RoutePolicy): Route {
     return { kind: 'instance-blocked' };
   }
   return { kind: 'proxy' };
+}
+
+/** A single leading `/` (not `//` or `/\\`, which URL parsers read as a host): RFC 9112 origin-form. */
+export function isOriginForm(rawPath: string): boolean {
+  if (rawPath.charCodeAt(0) !== 47) return false;
+  const second = rawPath.charCodeAt(1);
+  return second !== 47 && second !== 92;
 }
 
 /** A `.` or `..` segment in the path once decoded, with backslashes read as slashes. */
