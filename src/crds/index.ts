@@ -3,3 +3,4 @@ export * from './types.js';
 export * from './names.js';
 export * from './normalize.js';
 export * from './validate.js';
+export * from './namespace-policy.js';
