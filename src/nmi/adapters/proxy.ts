@@ -3,6 +3,7 @@
 
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { isOriginForm } from '../core/routes.js';
 import type { MetadataProxy } from '../ports.js';
 
 const HOP_BY_HOP = new Set([
@@ -86,7 +87,7 @@ const PARSE_BASE = 'http://imds.invalid';
  * target is origin-form and names no other host.
  */
 export function upstreamTarget(rawTarget: string): string | undefined {
-  if (rawTarget.charCodeAt(0) !== 47 || rawTarget.charCodeAt(1) === 47 || rawTarget.charCodeAt(1) === 92) return undefined;
+  if (!isOriginForm(rawTarget)) return undefined;
   let url: URL;
   try {
     url = new URL(rawTarget, PARSE_BASE);
