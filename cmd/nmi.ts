@@ -75,6 +75,8 @@ async function main(): Promise<number> {
       retryAttemptsForAssigned: config.retryAttemptsForAssigned,
       findIdentityRetryIntervalMs: config.findIdentityRetryIntervalMs,
       setRetryAfterHeader: config.setRetryAfterHeader,
+      allowCrossNamespaceSecrets: config.allowCrossNamespaceSecrets,
+      allowedAdEndpoints: config.allowedAdEndpoints,
     },
     kubeConfig,
     logger,

@@ -209,6 +209,14 @@ const KNOWN_CLOUDS: Readonly<Record<string, Omit<CloudEnvironment, 'imdsEndpoint
     isPublicCloud: false,
   },
 };
+/**
+ * The AAD authority hosts of the clouds named above (public, US Government, China, Germany): the adEndpoint values
+ * MIC and NMI accept without an admin's `--allowed-ad-endpoints`.
+ */
+export const KNOWN_CLOUD_AUTHORITIES: readonly string[] = Object.freeze(
+  Object.values(KNOWN_CLOUDS).map((c) => c.activeDirectoryEndpoint),
+);
+
 // go-autorest's aliases for the same environments.
 const ALIASES: Readonly<Record<string, string>> = { AZURECLOUD: 'AZUREPUBLICCLOUD', AZUREUSGOVERNMENT: 'AZUREUSGOVERNMENTCLOUD' };
 

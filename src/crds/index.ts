@@ -4,3 +4,4 @@ export * from './names.js';
 export * from './normalize.js';
 export * from './validate.js';
 export * from './namespace-policy.js';
+export * from './credential-policy.js';

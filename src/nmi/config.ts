@@ -2,6 +2,7 @@
 // NmiConfig. Only cmd/nmi.ts passes process.argv/process.env in.
 import { isIPv4 } from 'node:net';
 import { bindAddressErrors, COMMON_FLAGS, commonSettings, type CommonSettings } from '../common/common-flags.js';
+import { parseAllowedAdEndpoints } from '../crds/credential-policy.js';
 import { klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
 
 export type OperationMode = 'standard' | 'managed';
@@ -49,6 +50,10 @@ export interface NmiConfig extends CommonSettings {
   readonly tokenCacheSize: number;
   /** A cached token is refreshed this long before it expires, and never served closer to expiry than this. */
   readonly tokenRefreshBeforeMs: number;
+  /** Read an identity's clientPassword Secret even when it is in another namespace than the identity. */
+  readonly allowCrossNamespaceSecrets: boolean;
+  /** Authority origins (https://host[:port]) an adEndpoint may name besides the known clouds' AAD authorities. */
+  readonly allowedAdEndpoints: readonly string[];
 }
 
 export type NmiConfigResult =
@@ -204,6 +209,18 @@ export const NMI_FLAGS = {
     default: 300_000,
     help: 'Refresh a cached token this long before it expires; a token closer to expiry is never served',
   },
+  allowCrossNamespaceSecrets: {
+    kind: 'bool',
+    name: 'allow-cross-namespace-secrets',
+    default: false,
+    help: "Read a service principal identity's clientPassword Secret even when it is in another namespace than the identity (off: refused before the Secret is read)",
+  },
+  allowedAdEndpoints: {
+    kind: 'list',
+    name: 'allowed-ad-endpoints',
+    default: [],
+    help: 'AAD authorities (comma-separated https URLs) an AzureIdentity adEndpoint may name besides the known clouds\' (login.microsoftonline.com, .us, .de, login.chinacloudapi.cn); any other adEndpoint is refused before any connection',
+  },
   ...klogCompatFlags(),
 } as const satisfies FlagDefs;
 
@@ -241,6 +258,7 @@ export function parseNmiConfig(
     else errors.push(`--imds-endpoint: ${url.error}`);
   }
   errors.push(...bindAddressErrors(f));
+  const allowedAdEndpoints = parseAllowedAdEndpoints(f.allowedAdEndpoints, errors);
 
   if (errors.length > 0 && !help && !f.version) return { ok: false, errors };
 
@@ -274,6 +292,8 @@ export function parseNmiConfig(
     manageIptables: f.manageIptables,
     tokenCacheSize: f.tokenCacheSize,
     tokenRefreshBeforeMs: f.tokenRefreshBefore,
+    allowCrossNamespaceSecrets: f.allowCrossNamespaceSecrets,
+    allowedAdEndpoints,
   };
   return { ok: true, value: Object.freeze(config) };
 }

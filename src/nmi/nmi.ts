@@ -46,6 +46,10 @@ export interface NmiOptions extends NmiServerConfig {
   readonly tokenRefreshBeforeMs: number;
   /** Extra CA for service-principal authorities (the emulator's); real clouds need none. */
   readonly authorityCaPem?: string;
+  /** `--allowed-ad-endpoints`: authorities an adEndpoint may name besides the known clouds' (default none). */
+  readonly allowedAdEndpoints?: readonly string[];
+  /** `--allow-cross-namespace-secrets`: a clientPassword Secret may be in another namespace (default false). */
+  readonly allowCrossNamespaceSecrets?: boolean;
   readonly imdsTimeoutMs?: number;
   readonly watchTimeoutSeconds?: number;
 }
@@ -71,7 +75,11 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
   const tokens = createTokenProvider({
     imds: { endpoint: options.imdsEndpoint, ...(options.imdsTimeoutMs ? { attemptTimeoutMs: options.imdsTimeoutMs } : {}) },
     secrets: kubeSecretReader(core),
-    servicePrincipal: options.authorityCaPem ? { caPem: options.authorityCaPem } : {},
+    servicePrincipal: {
+      ...(options.authorityCaPem ? { caPem: options.authorityCaPem } : {}),
+      allowedAuthorities: options.allowedAdEndpoints ?? [],
+      allowCrossNamespaceSecrets: options.allowCrossNamespaceSecrets === true,
+    },
     cache: { maxEntries: options.tokenCacheSize, refreshBeforeExpiryMs: options.tokenRefreshBeforeMs },
     logger: log,
   });

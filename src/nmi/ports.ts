@@ -33,8 +33,13 @@ export interface TokenIssuer {
   nodeToken(resource: string, clientId: string | undefined): Promise<IssuedToken>;
   /** Tokens that can be served right now from a cache, without waiting; undefined when a fetch would be needed. */
   cachedTokensFor?(identity: AzureIdentity, resource: string): readonly IssuedToken[] | undefined;
-  /** 403 when the upstream token endpoint refused, 503 when it could not be reached. */
+  /** 403 when the upstream token endpoint or NMI's credential policy refused, 503 when it could not be reached. */
   statusForError(error: unknown): 403 | 503;
+  /**
+   * The part of the error the pod may read: never a Secret's name, namespace, keys or content. Without it the pod
+   * gets a generic sentence.
+   */
+  messageForError?(error: unknown): string;
 }
 
 export interface MetadataProxy {

@@ -291,7 +291,9 @@ function createRequestHandler(deps: NmiServerDeps) {
     } catch (error) {
       const status = deps.tokens.statusForError(error);
       log.warn({ err: error, identity: `${identity.namespace}/${identity.name}`, status }, 'token acquisition failed');
-      return sendText(res, status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${messageOf(error)}`);
+      // The log has the detail; the body only what the issuer says a pod may read (no Secret names, keys or content).
+      const detail = deps.tokens.messageForError?.(error) ?? 'token acquisition failed; the NMI log on this node says why';
+      return sendText(res, status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${detail}`);
     }
     if (tokens.length === 0) return sendText(res, 503, 'no token was issued');
     // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.

@@ -225,6 +225,8 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
         `--imds-endpoint=${imds.get(nodeName)?.url ?? ''}`,
         '--log-format=json',
         '--allow-network-plugin-kubenet',
+        // The emulator's AAD stands in for the cloud's authority, which NMI allows only when told so.
+        `--allowed-ad-endpoints=${azure.url}`,
       ];
       const modeArgs =
         mode === 'netns'

@@ -64,11 +64,17 @@ describe('token provider against the Azure emulator', () => {
   };
   const rg = 'rg-nmi';
 
-  const providerWith = (o: { imdsAttemptTimeoutMs?: number; spTimeoutMs?: number } = {}) =>
+  const providerWith = (o: { imdsAttemptTimeoutMs?: number; spTimeoutMs?: number; allowedAuthorities?: string[] } = {}) =>
     createTokenProvider({
       imds: { endpoint: imdsUrl(),  attemptTimeoutMs: o.imdsAttemptTimeoutMs ?? 5_000, maxAttempts: 2, baseDelayMs: 10, totalBudgetMs: 10_000 },
       secrets,
-      servicePrincipal: { caPem: azure.caPem, defaultAuthority: azure.url, timeoutMs: o.spTimeoutMs ?? 10_000, maxRetries: 0 },
+      servicePrincipal: {
+        caPem: azure.caPem,
+        defaultAuthority: azure.url,
+        timeoutMs: o.spTimeoutMs ?? 10_000,
+        maxRetries: 0,
+        ...(o.allowedAuthorities ? { allowedAuthorities: o.allowedAuthorities } : {}),
+      },
       cache: { negativeTtlMs: 0 },
     });
 
@@ -88,6 +94,7 @@ describe('token provider against the Azure emulator', () => {
 
   const uami = (name: string, clientID: string): TokenRequestIdentity => ({
     cacheKey: identityCacheKey({ namespace: 'default', name, uid: randomUUID(), resourceVersion: '1' }),
+    namespace: 'default',
     type: 0,
     clientID,
   });
@@ -151,6 +158,7 @@ describe('token provider against the Azure emulator', () => {
 
     const spIdentity = (clientID: string, type: 1 | 2, extra: Partial<TokenRequestIdentity> = {}): TokenRequestIdentity => ({
       cacheKey: identityCacheKey({ namespace: 'default', name: `sp-${clientID}`, uid: randomUUID(), resourceVersion: '1' }),
+      namespace: 'default',
       type,
       clientID,
       tenantID: azure.tenantId,
@@ -189,10 +197,10 @@ describe('token provider against the Azure emulator', () => {
       const clientId = randomUUID();
       azure.registerServicePrincipal({ clientId, secret: 's' });
       secrets.put('default', `sp-${clientId}`, { clientSecret: Buffer.from('s') });
-      tokens = providerWith();
       // a loopback port nothing listens on (the IMDS listener's port is HTTP, so take one and free it)
       const closed = await azure.startImds({ vm: 'node-1' });
       await closed.stop();
+      tokens = providerWith({ allowedAuthorities: [`https://127.0.0.1:${closed.port}`] });
       const down = await tokens
         .getTokens(spIdentity(clientId, 1, { adEndpoint: `https://127.0.0.1:${closed.port}` }), VAULT)
         .catch((e: unknown) => e);

@@ -18,6 +18,7 @@ function fakeImds() {
 
 const uami = (name: string, clientID: string, rv = '1'): TokenRequestIdentity => ({
   cacheKey: identityCacheKey({ namespace: 'default', name, uid: `uid-${name}`, resourceVersion: rv }),
+  namespace: 'default',
   type: 0,
   clientID,
 });
@@ -41,7 +42,7 @@ describe('createTokenProvider', () => {
 
   it('uses msi_res_id when the identity has only a resource id', async () => {
     const { p, imds } = provider();
-    const id: TokenRequestIdentity = { cacheKey: 'default/r@u#1', type: 0, clientID: '', resourceID: '/subscriptions/s/rg/x' };
+    const id: TokenRequestIdentity = { cacheKey: 'default/r@u#1', namespace: 'default', type: 0, clientID: '', resourceID: '/subscriptions/s/rg/x' };
     await p.getTokens(id, 'r');
     expect(imds.urls[0]?.searchParams.get('msi_res_id')).toBe('/subscriptions/s/rg/x');
   });
@@ -91,7 +92,7 @@ describe('createTokenProvider', () => {
 
   it('a service principal without a secret reference is invalid (503), without any network call', async () => {
     const { p, imds } = provider();
-    const sp: TokenRequestIdentity = { cacheKey: 'default/sp@u#1', type: 1, clientID: 'c', tenantID: 't' };
+    const sp: TokenRequestIdentity = { cacheKey: 'default/sp@u#1', namespace: 'default', type: 1, clientID: 'c', tenantID: 't' };
     await expect(p.getTokens(sp, 'r')).rejects.toMatchObject({ kind: 'invalid' });
     expect(imds.urls).toHaveLength(0);
   });
@@ -105,7 +106,7 @@ describe('tokenRequestIdentityFrom', () => {
   };
   it('keys by namespace/name, uid and resourceVersion, and keeps only the fields that are set', () => {
     const t = tokenRequestIdentityFrom({ ...base, type: 1, tenantID: 't', clientPassword: { name: 's', namespace: 'ns' } });
-    expect(t).toEqual({ cacheKey: 'ns/id@u1#7', type: 1, clientID: 'c', tenantID: 't', clientPassword: { name: 's', namespace: 'ns' } });
+    expect(t).toEqual({ cacheKey: 'ns/id@u1#7', namespace: 'ns', type: 1, clientID: 'c', tenantID: 't', clientPassword: { name: 's', namespace: 'ns' } });
     expect(tokenRequestIdentityFrom({ ...base, type: 0, resourceVersion: '8' }).cacheKey).not.toBe(t.cacheKey);
   });
   it('refuses an unsupported type as invalid', () => {

@@ -15,7 +15,7 @@ describe('selectClientSecret', () => {
   it('takes the only key when there is one', () => {
     expect(selectClientSecret({ password: b('only') }, ref)).toBe('only');
   });
-  it('refuses several keys with none named clientSecret, naming them', () => {
+  it('refuses several keys with none named clientSecret, counting them but never naming them', () => {
     const err = (() => {
       try {
         selectClientSecret({ b: b('1'), a: b('2') }, ref);
@@ -25,8 +25,11 @@ describe('selectClientSecret', () => {
     })();
     expect(err).toBeInstanceOf(TokenError);
     expect(err).toMatchObject({ kind: 'invalid' });
-    expect((err as Error).message).toContain('(a, b)');
+    expect((err as Error).message).toContain('2 keys');
     expect((err as Error).message).toContain('default/sp');
+    expect((err as Error).message).not.toMatch(/\ba\b.*\bb\b|\(a, b\)/);
+    // the pod is told nothing about the Secret
+    expect((err as TokenError).publicMessage).not.toMatch(/sp|keys|clientSecret/);
   });
   it('refuses an empty secret and an empty value', () => {
     expect(() => selectClientSecret({}, ref)).toThrow(/has no data/);
@@ -39,8 +42,9 @@ describe('selectCertificate', () => {
     expect(selectCertificate({ certificate: b('pfx'), password: b('pw') }, ref)).toEqual({ pfx: b('pfx'), password: 'pw' });
     expect(selectCertificate({ certificate: b('pfx') }, ref).password).toBe('');
   });
-  it('refuses a secret without certificate, naming the keys it has', () => {
-    expect(() => selectCertificate({ cert: b('x') }, ref)).toThrow(/no certificate key \(keys: cert\)/);
+  it('refuses a secret without certificate, without naming the keys it has', () => {
+    expect(() => selectCertificate({ 'team-a-cert-key': b('x') }, ref)).toThrow(/no certificate key \(it has 1 other keys\)/);
+    expect(() => selectCertificate({ 'team-a-cert-key': b('x') }, ref)).not.toThrow(/team-a-cert-key/);
   });
 });
 
@@ -52,20 +56,31 @@ describe('readSecret and kubeSecretReader', () => {
         return { data: { clientSecret: Buffer.from('abc').toString('base64') } };
       },
     });
-    const data = await readSecret(reader, ref);
+    const data = await readSecret(reader, ref, 'default');
     expect(data['clientSecret']?.toString()).toBe('abc');
   });
   it('turns a failed read into an invalid TokenError with the cause', async () => {
     const cause = new Error('404 not found');
     const reader = { get: async () => Promise.reject(cause) };
-    const err = await readSecret(reader, ref).catch((e: unknown) => e);
+    const err = await readSecret(reader, ref, 'default').catch((e: unknown) => e);
     expect(err).toMatchObject({ kind: 'invalid' });
     expect((err as Error).cause).toBe(cause);
   });
   it('refuses a reference without a namespace', async () => {
-    await expect(readSecret({ get: async () => ({}) }, { name: 'x', namespace: '' })).rejects.toMatchObject({
+    await expect(readSecret({ get: async () => ({}) }, { name: 'x', namespace: '' }, 'default')).rejects.toMatchObject({
       kind: 'invalid',
     });
+  });
+  it("refuses a Secret outside the identity's namespace without reading it, unless allowed", async () => {
+    const reads: string[] = [];
+    const reader = { get: async (ns: string, name: string) => (reads.push(`${ns}/${name}`), { clientSecret: b('x') }) };
+    const err = await readSecret(reader, { name: 'victim', namespace: 'team-a' }, 'team-b').catch((e: unknown) => e);
+    expect(err).toMatchObject({ kind: 'refused' });
+    expect((err as Error).message).toContain('--allow-cross-namespace-secrets');
+    expect((err as TokenError).publicMessage).not.toMatch(/team-a|victim/);
+    expect(reads).toEqual([]);
+    await readSecret(reader, { name: 'victim', namespace: 'team-a' }, 'team-b', true);
+    expect(reads).toEqual(['team-a/victim']);
   });
 });
 

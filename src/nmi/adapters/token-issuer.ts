@@ -2,7 +2,7 @@
 
 import type { IssuedToken } from '../core/imds-body.js';
 import type { TokenIssuer } from '../ports.js';
-import { tokenErrorHttpStatus, tokenRequestIdentityFrom, type TokenProvider } from '../tokens/index.js';
+import { tokenErrorHttpStatus, tokenErrorPublicMessage, tokenRequestIdentityFrom, type TokenProvider } from '../tokens/index.js';
 
 export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
   return {
@@ -20,6 +20,7 @@ export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
       return toIssued(await provider.getNodeToken(resource, clientId));
     },
     statusForError: tokenErrorHttpStatus,
+    messageForError: tokenErrorPublicMessage,
   };
 }
 

@@ -12,6 +12,7 @@ export function tokenRequestIdentityFrom(identity: AzureIdentity): TokenRequestI
   }
   return {
     cacheKey: identityCacheKey(identity),
+    namespace: identity.namespace,
     type: identity.type,
     clientID: identity.clientID,
     ...(identity.resourceID ? { resourceID: identity.resourceID } : {}),

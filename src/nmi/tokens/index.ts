@@ -124,6 +124,8 @@ export { tokenRequestIdentityFrom } from './identity.js';
 export {
   TokenError,
   tokenErrorHttpStatus,
+  tokenErrorPublicMessage,
+  GENERIC_CREDENTIAL_MESSAGE,
   identityCacheKey,
   nodeIdentityCacheKey,
 } from './types.js';

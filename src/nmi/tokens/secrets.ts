@@ -1,5 +1,6 @@
 // Reading the Secret an AzureIdentity's clientPassword points at, and picking the credential out of it.
 // The original took "the first value it iterates" for type 1 (random with several keys); we choose deterministically.
+import { secretNamespaceRefusal } from '../../crds/credential-policy.js';
 import { TokenError, type SecretRef } from './types.js';
 
 /** Port: the decoded `data` of a Secret (values are raw bytes). NMI implements it over the Kubernetes API. */
@@ -24,11 +25,24 @@ export function kubeSecretReader(core: SecretApi): SecretReader {
   };
 }
 
-/** Read the referenced Secret, turning every failure into an `invalid` TokenError that names it. */
-export async function readSecret(reader: SecretReader, ref: SecretRef | undefined): Promise<Record<string, Buffer>> {
+/**
+ * Read the referenced Secret, turning every failure into an `invalid` TokenError. A Secret outside the identity's
+ * namespace is refused (`refused`) before any read, unless `allowCrossNamespace` (NMI's
+ * `--allow-cross-namespace-secrets`). Messages name the Secret for NMI's log; the pod only sees `publicMessage`.
+ */
+export async function readSecret(
+  reader: SecretReader,
+  ref: SecretRef | undefined,
+  identityNamespace: string,
+  allowCrossNamespace = false,
+): Promise<Record<string, Buffer>> {
   if (!ref || !ref.name || !ref.namespace) {
-    throw new TokenError('invalid', 'identity has no clientPassword secret reference with both name and namespace');
+    throw new TokenError('invalid', 'identity has no clientPassword secret reference with both name and namespace', {
+      publicMessage: 'the identity has no clientPassword secret reference with both name and namespace',
+    });
   }
+  const refusal = secretNamespaceRefusal(identityNamespace, ref, { allowCrossNamespaceSecrets: allowCrossNamespace });
+  if (refusal) throw new TokenError('refused', `identity in namespace ${identityNamespace} refused: ${refusal.reason}`);
   try {
     return await reader.get(ref.namespace, ref.name);
   } catch (cause) {
@@ -38,7 +52,8 @@ export async function readSecret(reader: SecretReader, ref: SecretRef | undefine
 
 /**
  * Type 1: the client secret is under `clientSecret`; failing that, the only key. Several keys and none named
- * `clientSecret` is ambiguous, so it is an error naming the keys rather than a guess.
+ * `clientSecret` is ambiguous, so it is an error rather than a guess. Errors give the number of keys, never their
+ * names or values (a key name can be a secret too).
  */
 export function selectClientSecret(data: Record<string, Buffer>, ref: SecretRef): string {
   const keys = Object.keys(data).sort();
@@ -50,7 +65,7 @@ export function selectClientSecret(data: Record<string, Buffer>, ref: SecretRef)
   else {
     throw new TokenError(
       'invalid',
-      `${where} has several keys (${keys.join(', ')}) and none is named clientSecret; cannot tell which is the secret`,
+      `${where} has ${keys.length} keys and none is named clientSecret; cannot tell which is the secret (put it under clientSecret)`,
     );
   }
   const text = (value ?? Buffer.alloc(0)).toString('utf8');
@@ -63,7 +78,7 @@ export function selectCertificate(data: Record<string, Buffer>, ref: SecretRef):
   const where = `secret ${ref.namespace}/${ref.name}`;
   const pfx = data['certificate'];
   if (!pfx || pfx.length === 0) {
-    throw new TokenError('invalid', `${where} has no certificate key (keys: ${Object.keys(data).sort().join(', ')})`);
+    throw new TokenError('invalid', `${where} has no certificate key (it has ${Object.keys(data).length} other keys)`);
   }
   const password = data['password']?.toString('utf8') ?? '';
   return { pfx, password };

@@ -10,6 +10,8 @@ import {
   type ClientSecretCredentialOptions,
 } from '@azure/identity';
 import type { Logger } from 'pino';
+import { KNOWN_CLOUD_AUTHORITIES } from '../../azure/cloud-config.js';
+import { adEndpointRefusal, allowedAuthoritySet } from '../../crds/credential-policy.js';
 import { pkcs12ToPem } from './pkcs12.js';
 import { readSecret, selectCertificate, selectClientSecret, type SecretReader } from './secrets.js';
 import { TokenError, type Token, type TokenRequestIdentity } from './types.js';
@@ -18,8 +20,15 @@ export const DEFAULT_AUTHORITY = 'https://login.microsoftonline.com/';
 
 export interface ServicePrincipalOptions {
   readonly secrets: SecretReader;
-  /** Authority when the identity sets no adEndpoint. */
+  /** Authority when the identity sets no adEndpoint; an adEndpoint naming it is allowed. */
   readonly defaultAuthority?: string;
+  /**
+   * Authorities an identity's adEndpoint may name besides the known clouds' and the default (`--allowed-ad-endpoints`).
+   * Any other adEndpoint is refused before the Secret is read or a connection is made.
+   */
+  readonly allowedAuthorities?: readonly string[];
+  /** `--allow-cross-namespace-secrets`: read a clientPassword Secret outside the identity's namespace. */
+  readonly allowCrossNamespaceSecrets?: boolean;
   /** Deadline for one token acquisition (the SDK has none of its own). */
   readonly timeoutMs?: number;
   /** Retries the SDK pipeline makes on 5xx/429/transport errors; small in tests. */
@@ -41,6 +50,11 @@ export function createServicePrincipalTokenSource(opts: ServicePrincipalOptions)
   const timeoutMs = opts.timeoutMs ?? 20_000;
   const maxCredentials = Math.max(1, opts.maxCredentials ?? 1_000);
   const now = opts.now ?? Date.now;
+  const allowedAuthorities = allowedAuthoritySet([
+    ...KNOWN_CLOUD_AUTHORITIES,
+    opts.defaultAuthority || DEFAULT_AUTHORITY,
+    ...(opts.allowedAuthorities ?? []),
+  ]);
   const agent = opts.caPem ? new HttpsAgent({ ca: opts.caPem, keepAlive: true }) : undefined;
   // Credentials per (identity key, secret content): MSAL's own cache lives in the instance, so reusing it matters.
   const credentials = new Map<string, TokenCredential>();
@@ -86,9 +100,16 @@ export function createServicePrincipalTokenSource(opts: ServicePrincipalOptions)
       if (identity.type !== 1 && identity.type !== 2) {
         throw new TokenError('invalid', `identity type ${String(identity.type)} is not a service principal`);
       }
-      if (!identity.tenantID) throw new TokenError('invalid', 'service principal identity has no tenantID');
-      if (!identity.clientID) throw new TokenError('invalid', 'service principal identity has no clientID');
-      const data = await readSecret(opts.secrets, identity.clientPassword);
+      if (!identity.tenantID) {
+        throw new TokenError('invalid', 'service principal identity has no tenantID', { publicMessage: 'the identity has no tenantID' });
+      }
+      if (!identity.clientID) {
+        throw new TokenError('invalid', 'service principal identity has no clientID', { publicMessage: 'the identity has no clientID' });
+      }
+      // Both refusals come before the Secret is read and before any connection: the tenant does not choose either.
+      const authority = adEndpointRefusal(identity.adEndpoint, { allowedAuthorities });
+      if (authority) throw new TokenError('refused', `identity ${identity.cacheKey} refused: ${authority.reason}`);
+      const data = await readSecret(opts.secrets, identity.clientPassword, identity.namespace, opts.allowCrossNamespaceSecrets === true);
       const tenants = [identity.tenantID, ...(identity.type === 1 ? (identity.auxiliaryTenantIDs ?? []) : [])];
       const scope = scopeForResource(resource);
       const tokens: Token[] = [];

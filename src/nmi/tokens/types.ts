@@ -16,6 +16,8 @@ export interface TokenRequestIdentity {
    * `nodeIdentityCacheKey()`; two identities that differ in anything that matters must have different keys.
    */
   readonly cacheKey: string;
+  /** The AzureIdentity's namespace: its clientPassword Secret must be in it (unless an admin allows otherwise). */
+  readonly namespace: string;
   readonly type: IdentityType;
   readonly clientID: string;
   readonly resourceID?: string;
@@ -40,31 +42,52 @@ export interface Token {
 }
 
 /**
- * Why a token could not be had. NMI maps `upstream` (IMDS or AAD answered non-2xx) to 403 and everything else to
- * 503, as the original does (see `tokenErrorHttpStatus`).
+ * Why a token could not be had. NMI maps `upstream` (IMDS or AAD answered non-2xx) and `refused` to 403 and
+ * everything else to 503, as the original does for the first three (see `tokenErrorHttpStatus`).
  * - `upstream`: the token endpoint answered with an error status; `status` and `body` are what it said.
  * - `unavailable`: transport failure, timeout, or retries exhausted without an answer.
  * - `invalid`: our input is unusable (secret missing or malformed, PKCS#12 that will not decode, unknown type).
+ * - `refused`: the identity asks for something the admin's policy does not allow (a Secret in another namespace,
+ *   an authority not allowed); refused before any Secret read or connection.
  */
-export type TokenErrorKind = 'upstream' | 'unavailable' | 'invalid';
+export type TokenErrorKind = 'upstream' | 'unavailable' | 'invalid' | 'refused';
+
+/** What a pod is told when its identity's credential cannot be used: the detail (Secret, keys) stays in NMI's log. */
+export const GENERIC_CREDENTIAL_MESSAGE = "the identity's credential cannot be used; the NMI log on this node says why";
 
 export class TokenError extends Error {
   override readonly name = 'TokenError';
   readonly kind: TokenErrorKind;
   readonly status?: number;
   readonly body?: string;
+  /**
+   * The text that may go into the answer to the pod. `message` may name a Secret, its namespace or its keys and is
+   * for the log only; for `invalid` and `refused` errors this is a generic sentence unless the thrower chose one.
+   */
+  readonly publicMessage: string;
 
-  constructor(kind: TokenErrorKind, message: string, opts: { status?: number; body?: string; cause?: unknown } = {}) {
+  constructor(
+    kind: TokenErrorKind,
+    message: string,
+    opts: { status?: number; body?: string; cause?: unknown; publicMessage?: string } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.kind = kind;
     if (opts.status !== undefined) this.status = opts.status;
     if (opts.body !== undefined) this.body = opts.body;
+    this.publicMessage =
+      opts.publicMessage ?? (kind === 'invalid' || kind === 'refused' ? GENERIC_CREDENTIAL_MESSAGE : message);
   }
 }
 
-/** The status NMI answers with for a failed token acquisition (upstream §3.3 step 7). */
+/** The status NMI answers with for a failed token acquisition (upstream §3.3 step 7; `refused` is ours). */
 export function tokenErrorHttpStatus(err: unknown): 403 | 503 {
-  return err instanceof TokenError && err.kind === 'upstream' ? 403 : 503;
+  return err instanceof TokenError && (err.kind === 'upstream' || err.kind === 'refused') ? 403 : 503;
+}
+
+/** What the pod may be told about a failed acquisition; never a Secret's name, namespace, keys or content. */
+export function tokenErrorPublicMessage(err: unknown): string {
+  return err instanceof TokenError ? err.publicMessage : 'token acquisition failed; the NMI log on this node says why';
 }
 
 /** Cache key for an AzureIdentity: a recreated (new uid) or edited (new resourceVersion) identity never shares tokens. */
