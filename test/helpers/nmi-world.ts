@@ -123,7 +123,8 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
     let nmi: NmiHandle | undefined;
     if (opts.startNmi ?? true) {
       // The emulator's AAD stands in for a cloud authority: allowed as an admin would with --allowed-ad-endpoints.
-      const options = { ...nmiOptions(imds.url, azure.emulator.caPem), allowedAdEndpoints: [azure.emulator.url], ...opts.nmi };
+      const allowedAdEndpoints = [azure.emulator.url, ...(opts.nmi?.allowedAdEndpoints ?? [])];
+      const options = { ...nmiOptions(imds.url, azure.emulator.caPem), ...opts.nmi, allowedAdEndpoints };
       nmi = await startNmi(options, kc, logger);
       cleanups.push(() => (nmi as NmiHandle).stop());
       await waitUntil(() => (nmi as NmiHandle).active(), 'NMI caches synced', 10_000);
