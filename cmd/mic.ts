@@ -56,6 +56,7 @@ async function main(): Promise<number> {
     kubeConfig,
     logger,
     ...(clusterIdentity ? { clusterIdentityClientId: clusterIdentity } : {}),
+    cloudAuthority: cloud.environment.activeDirectoryEndpoint,
     armClient: armClientFactory({ config, cloud, credential, logger, ...(clusterIdentity ? { clusterIdentityClientId: clusterIdentity } : {}) }),
   });
   process.stdout.write(`${JSON.stringify({ ready: true, probe: mic.probeUrl, metrics: mic.metricsUrl })}\n`);

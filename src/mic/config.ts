@@ -1,6 +1,7 @@
 // MIC's command line: every flag of the original (same names, same defaults, except --clientQps) plus ours,
 // parsed once into a frozen MicConfig. Only cmd/mic.ts passes process.argv/process.env in.
 import { bindAddressErrors, COMMON_FLAGS, commonSettings, type CommonSettings } from '../common/common-flags.js';
+import { parseAllowedAdEndpoints } from '../crds/credential-policy.js';
 import { klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
 
 export interface LeaderElectionConfig {
@@ -46,6 +47,10 @@ export interface MicConfig extends CommonSettings {
   readonly armMaxConcurrency: number;
   /** Poll interval of ARM long-running operations. */
   readonly armPollIntervalMs: number;
+  /** Assign service principal identities whose clientPassword Secret is in another namespace than the identity. */
+  readonly allowCrossNamespaceSecrets: boolean;
+  /** Authority origins (https://host[:port]) an adEndpoint may name besides the known clouds' and MIC's own cloud's. */
+  readonly allowedAdEndpoints: readonly string[];
 }
 
 export type MicConfigResult =
@@ -187,6 +192,18 @@ export const MIC_FLAGS = {
     min: 1,
     help: 'Maximum concurrent ARM operations across all VMs and VMSSs',
   },
+  allowCrossNamespaceSecrets: {
+    kind: 'bool',
+    name: 'allow-cross-namespace-secrets',
+    default: false,
+    help: "Assign service principal identities whose clientPassword Secret is in another namespace than the identity (off: skipped with an event; set the same on NMI)",
+  },
+  allowedAdEndpoints: {
+    kind: 'list',
+    name: 'allowed-ad-endpoints',
+    default: [],
+    help: "AAD authorities (comma-separated https URLs) an AzureIdentity adEndpoint may name besides the known clouds' and the cloud config's; other identities are skipped with an event (set the same on NMI)",
+  },
   ...klogCompatFlags(),
 } as const satisfies FlagDefs;
 
@@ -232,6 +249,7 @@ export function parseMicConfig(
     else errors.push(`--arm-endpoint: ${url.error}`);
   }
   errors.push(...bindAddressErrors(f));
+  const allowedAdEndpoints = parseAllowedAdEndpoints(f.allowedAdEndpoints, errors);
 
   if (errors.length > 0 && !help && !f.version) return { ok: false, errors };
 
@@ -265,6 +283,8 @@ export function parseMicConfig(
     armEndpoint,
     armMaxConcurrency: f.armMaxConcurrency,
     armPollIntervalMs: f.armPollInterval,
+    allowCrossNamespaceSecrets: f.allowCrossNamespaceSecrets,
+    allowedAdEndpoints,
   };
   return { ok: true, value: Object.freeze(config) };
 }

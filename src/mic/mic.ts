@@ -6,6 +6,8 @@ import type { AddressInfo } from 'node:net';
 import { CoordinationV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { KNOWN_CLOUD_AUTHORITIES } from '../azure/cloud-config.js';
+import { allowedAuthoritySet } from '../crds/credential-policy.js';
 import { EventRecorder, LeaderElector, RateLimiter, type EventClient } from '../kube/index.js';
 import { kubeEventSink } from './adapters/events.js';
 import { kubeAssignedIdentityWriter } from './adapters/kube-assigned.js';
@@ -26,6 +28,8 @@ export interface MicDeps {
   readonly armClient: (onCall: ArmCallObserver) => ArmPort;
   /** Client ID of the cluster identity (azure.json userAssignedIdentityID): never detached, as in the original. */
   readonly clusterIdentityClientId?: string;
+  /** The cloud config's AAD authority (MIC's own): an identity's adEndpoint may name it, besides the known clouds'. */
+  readonly cloudAuthority?: string;
   /** Knobs for tests and benchmarks; production uses the defaults. */
   readonly tuning?: MicTuning;
 }
@@ -93,7 +97,19 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     log,
     metrics,
     events,
-    policy: { forceNamespaced: config.forceNamespaced, immutableClientIds: immutable, immutableResourceIds: new Set() },
+    policy: {
+      forceNamespaced: config.forceNamespaced,
+      immutableClientIds: immutable,
+      immutableResourceIds: new Set(),
+      credentials: {
+        allowCrossNamespaceSecrets: config.allowCrossNamespaceSecrets,
+        allowedAuthorities: allowedAuthoritySet([
+          ...KNOWN_CLOUD_AUTHORITIES,
+          ...(deps.cloudAuthority ? [deps.cloudAuthority] : []),
+          ...config.allowedAdEndpoints,
+        ]),
+      },
+    },
     executor: {
       writer: kubeAssignedIdentityWriter(http, limiter),
       arm,

@@ -72,6 +72,8 @@ export const Reasons = {
   LegacyFields: 'legacy fields',
   /** Ours: an AzureIdentity that cannot be used (bad resource ID, missing client ID, ...); skipped. */
   InvalidIdentity: 'invalid identity',
+  /** Ours: a service principal identity whose Secret namespace or adEndpoint the admin's policy refuses; skipped. */
+  RefusedIdentity: 'identity refused',
   /** Ours: an AzureIdentityBinding that cannot be used (empty selector, ...); skipped. */
   InvalidBinding: 'invalid binding',
 } as const;

@@ -109,6 +109,12 @@ export class Reconciler {
           `${kind} ${namespace}/${name} is ignored: ${s.reason}`);
         continue;
       }
+      if (s.code === 'CrossNamespaceSecret' || s.code === 'AdEndpointNotAllowed') {
+        const obj = view.identity(namespace, name);
+        if (obj === undefined) continue;
+        this.#warnOnce(subjectOf('AzureIdentity', obj), Reasons.RefusedIdentity, `AzureIdentity ${namespace}/${name} is not assigned: ${s.reason}`);
+        continue;
+      }
       const key = `${kind}/${namespace}/${name}/${s.code}/${s.reason}`;
       if (this.#logged.has(key)) continue;
       if (this.#logged.size >= MAX_REMEMBERED) this.#logged.clear();

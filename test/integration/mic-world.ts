@@ -93,6 +93,7 @@ export async function startMicWorld(): Promise<MicWorld> {
       const mic = await startMic(config, {
         kubeConfig: api.kc,
         logger: silent.child({ instance: config.leaderElection.instance }),
+        cloudAuthority: cloud.environment.activeDirectoryEndpoint,
         armClient: armClientFactory({ config, cloud, credential, logger: silent, caPem: e.caPem, maxThrottleWaitMs: 300 }),
         tuning: { watchTimeoutSeconds: 20, reflectorBackoff: { initialMs: 50, maxMs: 500 }, retryBaseMs: 100, maxRetryDelayMs: 1000 },
       });

@@ -248,6 +248,50 @@ describe('MIC with identities it cannot or need not attach', () => {
     expect(w.vmIds()).toEqual([]);
   });
 
+  // Issue 10 rows 1 and 2, MIC's side: team-b's service principal naming team-a's Secret, or an authority of its own.
+  const tenantIdentities = async () => {
+    await w.core.createNamespace({ body: { metadata: { name: 'team-b' } } });
+    const sp = (name: string, extra: Record<string, unknown>) =>
+      w.createIdentity(name, {
+        type: 1,
+        clientID: '11111111-2222-3333-4444-555555555555',
+        tenantID: w.az.emulator.tenantId,
+        clientPassword: { name: `${name}-secret`, namespace: 'team-b' },
+        ...extra,
+      }, { namespace: 'team-b' });
+    await sp('stolen', { clientPassword: { name: 'team-a-creds', namespace: 'team-a' } });
+    await sp('evil', { adEndpoint: 'https://127.0.0.1:1/' });
+    await sp('own', { adEndpoint: w.az.emulator.url }); // MIC's own cloud authority (the emulator here)
+    for (const name of ['stolen', 'evil', 'own']) {
+      await w.createBinding(`b-${name}`, { azureIdentity: name, selector: `app-${name}` }, 'team-b');
+      await w.createPod(`p-${name}`, NODES.vm, `app-${name}`, 'team-b');
+    }
+  };
+
+  it("skips a service principal whose Secret is in another namespace or whose adEndpoint is not allowed, with a Warning event", async () => {
+    await tenantIdentities();
+    const mic = await w.startMic();
+    await eventually(async () => expect(await stateOf('p-own-team-b-own')).toBe('Assigned'));
+    await eventually(async () => {
+      const refused = await w.events('identity refused');
+      expect(refused.map((e) => `${e.kind}/${e.name}/${e.type}`).sort()).toEqual(['AzureIdentity/evil/Warning', 'AzureIdentity/stolen/Warning']);
+      expect(refused.find((e) => e.name === 'stolen')!.message).toContain('--allow-cross-namespace-secrets');
+      expect(refused.find((e) => e.name === 'evil')!.message).toContain('--allowed-ad-endpoints');
+    });
+    await mic.idle();
+    expect((await w.assigned()).map((a) => a.name).sort()).toEqual(['p-own-team-b-own']);
+  });
+
+  it('assigns them when the admin allows cross-namespace Secrets and that authority', async () => {
+    await tenantIdentities();
+    await w.startMic({ flags: ['--allow-cross-namespace-secrets', '--allowed-ad-endpoints=https://127.0.0.1:1'] });
+    await eventually(async () => {
+      const states = await Promise.all(['stolen', 'evil', 'own'].map((n) => stateOf(`p-${n}-team-b-${n}`)));
+      expect(states).toEqual(['Assigned', 'Assigned', 'Assigned']);
+    });
+    expect(await w.events('identity refused')).toEqual([]);
+  });
+
   it('accepts legacy capitalised manifests and says so once with a warning event', async () => {
     const id = w.msi('legacy');
     await w.createIdentity('legacy', { type: 0, ResourceID: id.id, ClientID: id.clientId });

@@ -43,6 +43,30 @@ describe('MIC desired state', () => {
     });
   });
 
+  it("skips a service principal whose Secret is in another namespace or whose adEndpoint is not allowed, unless the admin allows it", () => {
+    const stolen: AzureIdentity = { ...identity('team-b', 'stolen', { type: 1 }), clientPassword: { name: 'creds', namespace: 'team-a' } };
+    const evil: AzureIdentity = { ...identity('team-b', 'evil', { type: 1 }), adEndpoint: 'https://attacker.example/' };
+    const fine: AzureIdentity = { ...identity('team-b', 'fine', { type: 1 }), adEndpoint: 'https://LOGIN.microsoftonline.com/' };
+    const bindings = [binding('team-b', 'b1', 'stolen', 's1'), binding('team-b', 'b2', 'evil', 's2'), binding('team-b', 'b3', 'fine', 's3')];
+    const pods = [pod('team-b', 'p1', 's1', 'vm0'), pod('team-b', 'p2', 's2', 'vm0'), pod('team-b', 'p3', 's3', 'vm0')];
+    const world = snapshot({ pods, identities: [stolen, evil, fine], bindings });
+
+    const got = computeDesired(world, policy());
+    expect(got.assignments.map((a) => a.identity.name)).toEqual(['fine']);
+    const refused = got.skipped.filter((s) => s.subject.kind === 'AzureIdentity');
+    expect(refused.map((s) => `${s.subject.name}:${s.code}`)).toEqual(['evil:AdEndpointNotAllowed', 'stolen:CrossNamespaceSecret']);
+    expect(refused[0]?.reason).toContain('--allowed-ad-endpoints');
+    expect(refused[1]?.reason).toContain('--allow-cross-namespace-secrets');
+    expect(got.skipped.filter((s) => s.code === 'IdentityNotFound').map((s) => s.subject.name)).toEqual(['b1', 'b2']);
+
+    const allowed = computeDesired(
+      world,
+      policy({ credentials: { allowCrossNamespaceSecrets: true, allowedAuthorities: new Set(['https://login.microsoftonline.com', 'https://attacker.example']) } }),
+    );
+    expect(allowed.assignments.map((a) => a.identity.name)).toEqual(['stolen', 'evil', 'fine']); // by AAI key: p1, p2, p3
+    expect(allowed.skipped).toEqual([]);
+  });
+
   it('gives nothing to unscheduled pods and says why', () => {
     const id = identity('default', 'id');
     const b = binding('default', 'b', 'id', 's');

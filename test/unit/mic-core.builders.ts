@@ -223,7 +223,13 @@ export function snapshot(parts: Partial<ClusterSnapshot> = {}): ClusterSnapshot 
 }
 
 export function policy(parts: Partial<MicPolicy> = {}): MicPolicy {
-  return { forceNamespaced: false, immutableClientIds: new Set(), immutableResourceIds: new Set(), ...parts };
+  return {
+    forceNamespaced: false,
+    immutableClientIds: new Set(),
+    immutableResourceIds: new Set(),
+    credentials: { allowCrossNamespaceSecrets: false, allowedAuthorities: new Set(['https://login.microsoftonline.com']) },
+    ...parts,
+  };
 }
 
 /** What the reconciler does: desired state, then plan. */

@@ -6,6 +6,7 @@ import {
   POD_LABEL,
 } from '../../crds/names.js';
 import type { AzureIdentity, AzureIdentityBinding, PodView } from '../../crds/types.js';
+import { credentialRefusals, type CredentialPolicy } from '../../crds/credential-policy.js';
 import { validateAzureIdentity, validateBinding } from '../../crds/validate.js';
 import { cmp, compareSkips, skip, type Skip } from './skip.js';
 import { assignedKey, type ClusterSnapshot, type MicPolicy } from './snapshot.js';
@@ -34,9 +35,9 @@ export interface DesiredState {
 
 type DesiredInput = Pick<ClusterSnapshot, 'pods' | 'identities' | 'bindings'>;
 
-export function computeDesired(snapshot: DesiredInput, policy: Pick<MicPolicy, 'forceNamespaced'>): DesiredState {
+export function computeDesired(snapshot: DesiredInput, policy: Pick<MicPolicy, 'forceNamespaced' | 'credentials'>): DesiredState {
   const skipped: Skip[] = [];
-  const identities = usableIdentities(snapshot.identities, skipped);
+  const identities = usableIdentities(snapshot.identities, policy.credentials, skipped);
   const bindingsBySelector = indexBindings(snapshot.bindings, identities, skipped);
   const assignments: DesiredAssignment[] = [];
 
@@ -144,8 +145,15 @@ function podRefusal(pod: PodView, selector: string): Skip | undefined {
   return undefined;
 }
 
-/** Identities keyed `namespace/name`, leaving out (with a Skip) the invalid and the deleting ones. */
-function usableIdentities(identities: readonly AzureIdentity[], skipped: Skip[]): Map<string, AzureIdentity> {
+/**
+ * Identities keyed `namespace/name`, leaving out (with a Skip) the invalid and the deleting ones, and the service
+ * principals whose Secret or authority the credential policy refuses.
+ */
+function usableIdentities(
+  identities: readonly AzureIdentity[],
+  credentials: CredentialPolicy,
+  skipped: Skip[],
+): Map<string, AzureIdentity> {
   const out = new Map<string, AzureIdentity>();
   for (const identity of identities) {
     if (identity.deleting) {
@@ -155,6 +163,12 @@ function usableIdentities(identities: readonly AzureIdentity[], skipped: Skip[])
     const reasons = validateAzureIdentity(identity);
     if (reasons.length > 0) {
       skipped.push(skip('AzureIdentity', identity.namespace, identity.name, 'IdentityInvalid', reasons.join('; ')));
+      continue;
+    }
+    const refusals = credentialRefusals(identity, credentials);
+    if (refusals.length > 0) {
+      const code = (refusals[0] as (typeof refusals)[number]).code;
+      skipped.push(skip('AzureIdentity', identity.namespace, identity.name, code, refusals.map((r) => r.reason).join('; ')));
       continue;
     }
     out.set(`${identity.namespace}/${identity.name}`, identity);

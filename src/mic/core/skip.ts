@@ -21,6 +21,10 @@ export type SkipCode =
   | 'IdentityNotFound'
   | 'IdentityInvalid'
   | 'IdentityDeleting'
+  /** A service principal whose clientPassword Secret is in another namespace (--allow-cross-namespace-secrets). */
+  | 'CrossNamespaceSecret'
+  /** A service principal whose adEndpoint is not an allowed authority (--allowed-ad-endpoints). */
+  | 'AdEndpointNotAllowed'
   | 'NamespaceMismatch'
   | 'NameConflict'
   | 'NodeNotFound'

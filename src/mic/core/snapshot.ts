@@ -1,6 +1,7 @@
 // The plain, readonly inputs of MIC's pure core: what the caches hold, what ARM is known to have attached,
 // our own writes the caches have not shown yet, and the policy flags. The shell (reconciler) builds these;
 // nothing here does I/O.
+import type { CredentialPolicy } from '../../crds/credential-policy.js';
 import type {
   AzureAssignedIdentity,
   AzureIdentity,
@@ -60,6 +61,11 @@ export interface MicPolicy {
   readonly immutableClientIds: ReadonlySet<string>;
   /** Resource IDs never removed (e.g. the cluster identity), canonical. */
   readonly immutableResourceIds: ReadonlySet<string>;
+  /**
+   * Which clientPassword Secrets and adEndpoints a service principal identity may use (the shell fills the allowed
+   * authorities from the known clouds, the cloud config and --allowed-ad-endpoints); others are skipped.
+   */
+  readonly credentials: CredentialPolicy;
 }
 
 export const NO_PENDING: PendingWrites = Object.freeze({
