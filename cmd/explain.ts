@@ -6,14 +6,18 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseCloudConfig } from '../src/azure/cloud-config.js';
+import { KNOWN_CLOUD_AUTHORITIES, parseCloudConfig } from '../src/azure/cloud-config.js';
 import { armCredential } from '../src/azure/credentials.js';
+import { allowedAuthoritySet, parseAllowedAdEndpoints, type CredentialPolicy } from '../src/crds/credential-policy.js';
 import { explain } from '../src/explain/analyze.js';
 import { gatherExplainInput, PodNotFoundError, type ArmAccess } from '../src/explain/gather.js';
 import { renderExplain } from '../src/explain/render.js';
 import { loadKubeConfig } from '../src/kube/index.js';
 
-const USAGE = 'usage: npm run explain -- [--kubeconfig PATH] [--cloudconfig azure.json [--arm-endpoint URL]] [--sandbox DIR] [--forceNamespaced] [--json] <namespace>/<pod>\n';
+const USAGE =
+  'usage: npm run explain -- [--kubeconfig PATH] [--cloudconfig azure.json [--arm-endpoint URL]] [--sandbox DIR] [--forceNamespaced] ' +
+  '[--allow-cross-namespace-secrets] [--allowed-ad-endpoints URL,...] [--json] <namespace>/<pod>\n' +
+  '  (give the same --forceNamespaced, --allow-cross-namespace-secrets and --allowed-ad-endpoints as MIC and NMI run with)\n';
 
 async function main(): Promise<number> {
   let values: Record<string, string | boolean | undefined>;
@@ -27,6 +31,8 @@ async function main(): Promise<number> {
         'arm-endpoint': { type: 'string' },
         sandbox: { type: 'string' },
         forceNamespaced: { type: 'boolean', default: false },
+        'allow-cross-namespace-secrets': { type: 'boolean', default: false },
+        'allowed-ad-endpoints': { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -50,15 +56,31 @@ async function main(): Promise<number> {
   const kubeconfigPath = typeof values.kubeconfig === 'string' ? values.kubeconfig : sandboxDir ? join(sandboxDir, 'kubeconfig') : undefined;
   const kubeConfig = loadKubeConfig(kubeconfigPath ? { kubeconfigPath } : {});
 
-  let arm: ArmAccess | undefined;
+  let arm: (ArmAccess & { authority: string }) | undefined;
   try {
     arm = armAccess(values, sandboxDir);
   } catch (error) {
     process.stderr.write(`explain: ${error instanceof Error ? error.message : String(error)}\n`);
     return 2;
   }
+  const flagErrors: string[] = [];
+  const listed = typeof values['allowed-ad-endpoints'] === 'string' ? values['allowed-ad-endpoints'].split(',') : [];
+  const allowedAdEndpoints = parseAllowedAdEndpoints(listed, flagErrors);
+  if (flagErrors.length > 0) {
+    process.stderr.write(`explain: ${flagErrors.join('; ')}\n`);
+    return 2;
+  }
+  // What MIC allows: the known clouds, its cloud config's authority, and the flag.
+  const credentials: CredentialPolicy = {
+    allowCrossNamespaceSecrets: values['allow-cross-namespace-secrets'] === true,
+    allowedAuthorities: allowedAuthoritySet([...KNOWN_CLOUD_AUTHORITIES, ...(arm ? [arm.authority] : []), ...allowedAdEndpoints]),
+  };
   try {
-    const input = await gatherExplainInput(kubeConfig, namespace, pod, { forceNamespaced: values.forceNamespaced === true, ...(arm ? { arm } : {}) });
+    const input = await gatherExplainInput(kubeConfig, namespace, pod, {
+      forceNamespaced: values.forceNamespaced === true,
+      credentials,
+      ...(arm ? { arm } : {}),
+    });
     const report = explain(input);
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : renderExplain(report));
     return report.nmi.status === 200 ? 0 : 3;
@@ -72,7 +94,10 @@ async function main(): Promise<number> {
 }
 
 /** ARM access from --cloudconfig (+ --arm-endpoint, AZURE_AUTHORITY_HOST) or from a sandbox state directory. */
-function armAccess(values: Record<string, string | boolean | undefined>, sandboxDir: string | undefined): ArmAccess | undefined {
+function armAccess(
+  values: Record<string, string | boolean | undefined>,
+  sandboxDir: string | undefined,
+): (ArmAccess & { authority: string }) | undefined {
   let cloudconfig = typeof values.cloudconfig === 'string' ? values.cloudconfig : undefined;
   let armEndpoint = typeof values['arm-endpoint'] === 'string' ? values['arm-endpoint'] : undefined;
   let caPem: string | undefined;
@@ -98,6 +123,7 @@ function armAccess(values: Record<string, string | boolean | undefined>, sandbox
   return {
     credential: armCredential(cloud, caPem ? { caPem, tokenTimeoutMs: 20_000 } : { tokenTimeoutMs: 20_000 }),
     endpoint: cloud.environment.resourceManagerEndpoint,
+    authority: cloud.environment.activeDirectoryEndpoint,
     ...(caPem ? { caPem } : {}),
   };
 }

@@ -3,8 +3,10 @@
 // whether an exception applies, and what NMI would answer now. No I/O here: gather.ts collects, render.ts prints.
 
 import {
+  credentialRefusals,
   POD_LABEL,
   validateAzureIdentity,
+  type CredentialPolicy,
   type AzureAssignedIdentity,
   type AzureIdentity,
   type AzureIdentityBinding,
@@ -25,6 +27,11 @@ export interface ExplainInput {
   readonly micNamespace?: string;
   /** Identities on the node's VM/VMSS from ARM, or why ARM was not asked. */
   readonly arm: ArmView;
+  /**
+   * The clientPassword-namespace and adEndpoint rules MIC and NMI apply (their `--allow-cross-namespace-secrets`,
+   * `--allowed-ad-endpoints`, the known clouds' authorities); without it, only the defaults' cross-namespace rule.
+   */
+  readonly credentials?: CredentialPolicy;
   /** Objects that could not be read (legacy or malformed), with their problems. */
   readonly ignored: readonly { readonly kind: string; readonly name: string; readonly problems: readonly string[] }[];
 }
@@ -105,8 +112,11 @@ export function explain(input: ExplainInput): ExplainReport {
     if (!identity) reasons.push(`AzureIdentity ${b.namespace}/${b.azureIdentity} does not exist`);
     else {
       const problems = identityProblems(identity);
+      const refusals = refusalsOf(identity, input.credentials);
       if (problems.length > 0) reasons.push(`AzureIdentity ${b.namespace}/${b.azureIdentity} is invalid: ${problems.join('; ')}`);
-      else if (selectorMatched && !matchedIdentities.includes(identity)) matchedIdentities.push(identity);
+      else if (refusals.length > 0) {
+        reasons.push(`AzureIdentity ${b.namespace}/${b.azureIdentity} is refused (MIC skips it, NMI denies it): ${refusals.join('; ')}`);
+      } else if (selectorMatched && !matchedIdentities.includes(identity)) matchedIdentities.push(identity);
     }
     bindings.push({ namespace: b.namespace, name: b.name, selector: b.selector, identity: b.azureIdentity, matched: selectorMatched, reasons });
   }
@@ -149,6 +159,15 @@ export function explain(input: ExplainInput): ExplainReport {
 
 function identityProblems(identity: AzureIdentity): string[] {
   return validateAzureIdentity(identity);
+}
+
+const DEFAULT_CREDENTIALS: CredentialPolicy = { allowCrossNamespaceSecrets: false, allowedAuthorities: new Set() };
+
+/** Why MIC and NMI refuse this identity's Secret or authority (the defaults' Secret rule when no policy is given). */
+function refusalsOf(identity: AzureIdentity, credentials: CredentialPolicy | undefined): string[] {
+  const refusals = credentialRefusals(identity, credentials ?? DEFAULT_CREDENTIALS);
+  // Without the admin's settings an adEndpoint cannot be judged: say nothing rather than guess.
+  return refusals.filter((r) => credentials !== undefined || r.code !== 'AdEndpointNotAllowed').map((r) => r.reason);
 }
 
 /** What NMI does for this pod now (standard mode): its own pure decision, on the same inputs. */

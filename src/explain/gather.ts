@@ -14,6 +14,7 @@ import {
   normalizeBinding,
   normalizeException,
   podViewFrom,
+  type CredentialPolicy,
   type Normalized,
 } from '../crds/index.js';
 import type { ArmView, ExplainInput } from './analyze.js';
@@ -34,7 +35,7 @@ export async function gatherExplainInput(
   kubeConfig: KubeConfig,
   namespace: string,
   podName: string,
-  opts: { forceNamespaced: boolean; arm?: ArmAccess },
+  opts: { forceNamespaced: boolean; arm?: ArmAccess; credentials?: CredentialPolicy },
 ): Promise<ExplainInput> {
   const core = kubeConfig.makeApiClient(CoreV1Api);
   const custom = kubeConfig.makeApiClient(CustomObjectsApi);
@@ -78,6 +79,7 @@ export async function gatherExplainInput(
     assigned,
     exceptions: keep('AzurePodIdentityException', rawExceptions, normalizeException),
     forceNamespaced: opts.forceNamespaced,
+    ...(opts.credentials ? { credentials: opts.credentials } : {}),
     arm: await armView(core, pod.nodeName, opts.arm),
     ignored,
   };

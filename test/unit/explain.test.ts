@@ -54,6 +54,24 @@ describe('explain', () => {
     expect(report.bindings).toEqual([expect.objectContaining({ name: 'web', matched: true, reasons: [] })]);
   });
 
+  it("says why a service principal is refused: a Secret in another namespace, an authority not allowed", () => {
+    const sp = (name: string, extra: Partial<AzureIdentity>) =>
+      identity('apps', name, { type: 1, resourceID: '', tenantID: 't', clientPassword: { name: 's', namespace: 'apps' }, ...extra });
+    const credentials = { allowCrossNamespaceSecrets: false, allowedAuthorities: new Set(['https://login.microsoftonline.com']) };
+    const stolen = explain(input({ bindings: [binding('apps', 'web', 'web', 'web')], identities: [sp('web', { clientPassword: { name: 's', namespace: 'team-a' } })], credentials }));
+    expect(stolen.bindings[0]?.reasons[0]).toMatch(/^AzureIdentity apps\/web is refused .*--allow-cross-namespace-secrets/);
+    expect(stolen.identities).toEqual([]);
+    expect(stolen.verdict).toContain('--allow-cross-namespace-secrets');
+    const evil = explain(input({ bindings: [binding('apps', 'web', 'web', 'web')], identities: [sp('web', { adEndpoint: 'https://evil.example' })], credentials }));
+    expect(evil.bindings[0]?.reasons[0]).toContain('--allowed-ad-endpoints');
+    const allowed = explain(input({
+      bindings: [binding('apps', 'web', 'web', 'web')],
+      identities: [sp('web', { adEndpoint: 'https://evil.example', clientPassword: { name: 's', namespace: 'team-a' } })],
+      credentials: { allowCrossNamespaceSecrets: true, allowedAuthorities: new Set(['https://evil.example']) },
+    }));
+    expect(allowed.bindings[0]?.reasons).toEqual([]);
+  });
+
   it('names the selector mismatch when no binding matches the label', () => {
     const report = explain(input({ bindings: [binding('apps', 'other', 'web', 'other')], identities: [identity('apps', 'web')] }));
     expect(report.bindings[0]).toMatchObject({ matched: false, reasons: ['selector "other" ≠ the pod\'s aadpodidbinding "web"'] });
