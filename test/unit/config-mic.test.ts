@@ -15,6 +15,16 @@ function errors(argv: string[], env: Record<string, string | undefined> = ENV): 
 }
 
 describe('parseMicConfig', () => {
+  it('parses the credential policy flags: off and empty by default, authorities as https origins', () => {
+    expect(config([]).allowCrossNamespaceSecrets).toBe(false);
+    expect(config([]).allowedAdEndpoints).toEqual([]);
+    const c = config(['--allow-cross-namespace-secrets', '--allowed-ad-endpoints=https://ADFS.example/adfs/, https://127.0.0.1:8443']);
+    expect(c.allowCrossNamespaceSecrets).toBe(true);
+    expect(c.allowedAdEndpoints).toEqual(['https://adfs.example', 'https://127.0.0.1:8443']);
+    expect(errors(['--allowed-ad-endpoints=http://adfs.example'])).toEqual(['--allowed-ad-endpoints: "http://adfs.example" does not use https']);
+    expect(errors(['--allowed-ad-endpoints=https://u:p@adfs.example'])).toEqual(['--allowed-ad-endpoints: an authority URL must not carry user information']);
+  });
+
   it("keeps every default of the original MIC (v1.8.17 cmd/mic/main.go), except the documented QPS", () => {
     const c = config([]);
     expect(c).toMatchObject({

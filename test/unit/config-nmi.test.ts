@@ -113,6 +113,16 @@ describe('parseNmiConfig', () => {
     ]);
   });
 
+  it('parses the credential policy flags: off and empty by default, authorities as https origins', () => {
+    expect(config([]).allowCrossNamespaceSecrets).toBe(false);
+    expect(config([]).allowedAdEndpoints).toEqual([]);
+    const c = config(['--allow-cross-namespace-secrets', '--allowed-ad-endpoints=https://ADFS.example/adfs/, https://127.0.0.1:8443']);
+    expect(c.allowCrossNamespaceSecrets).toBe(true);
+    expect(c.allowedAdEndpoints).toEqual(['https://adfs.example', 'https://127.0.0.1:8443']);
+    expect(errors(['--allowed-ad-endpoints=http://adfs.example'])).toEqual(['--allowed-ad-endpoints: "http://adfs.example" does not use https']);
+    expect(errors(['--allowed-ad-endpoints=https://u:p@adfs.example'])).toEqual(['--allowed-ad-endpoints: an authority URL must not carry user information']);
+  });
+
   it('validates addresses', () => {
     expect(errors(['--metadata-ip=metadata'])).toEqual(["--metadata-ip: expected an IPv4 address, got 'metadata'"]);
     expect(errors(['--nmi-listen-address=::1'])).toEqual(["--nmi-listen-address: expected an IPv4 address, got '::1'"]);
