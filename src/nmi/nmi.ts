@@ -17,7 +17,7 @@ import { Reflector, type KubeObject } from '../kube/index.js';
 import { createImdsProxy } from './adapters/proxy.js';
 import { tokenIssuerFrom } from './adapters/token-issuer.js';
 import { NmiIdentityState } from './identity-state.js';
-import { createIptables, type InterceptTarget, type Iptables } from './iptables.js';
+import { CHAIN, createIptables, type InterceptTarget, type Iptables } from './iptables.js';
 import { createNmiMetrics } from './metrics.js';
 import { PodIndex } from './pod-index.js';
 import { createNmiRequestListener, handleExpectContinue, type NmiServerConfig } from './server.js';
@@ -59,7 +59,8 @@ export interface NmiHandle {
   readonly identities: NmiIdentityState;
   /** True once the caches synced and (when managed) the iptables rules are in place. */
   active(): boolean;
-  stop(opts?: { keepIptables?: boolean }): Promise<void>;
+  /** Stops serving; the iptables rules stay in place (fail closed), see uninstallIptables. */
+  stop(): Promise<void>;
 }
 
 export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logger: Logger): Promise<NmiHandle> {
@@ -168,16 +169,12 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     pods,
     identities,
     active,
-    async stop(stopOpts = {}) {
+    async stop() {
       stopping = true;
       if (iptTimer) clearInterval(iptTimer);
-      if (iptables !== undefined && !stopOpts.keepIptables) {
-        try {
-          await iptables.cleanup();
-        } catch (error) {
-          log.error({ err: error }, 'iptables cleanup failed');
-        }
-      }
+      // The rules stay: with NMI gone, pods' metadata traffic is DNATed to a closed port (refused), never to the
+      // node's IMDS. Only `nmi --uninstall-iptables` (uninstallIptables) removes them.
+      if (iptables !== undefined) log.info({ chain: CHAIN }, 'iptables rules kept: metadata connections are refused until NMI is back');
       tokens.stop();
       await Promise.all(reflectors.map((r) => r.stop()));
       await Promise.all([close(server), close(probe), close(metricsServer)]);
