@@ -94,6 +94,7 @@ async function main(): Promise<number> {
       retryAttemptsForAssigned: config.retryAttemptsForAssigned,
       findIdentityRetryIntervalMs: config.findIdentityRetryIntervalMs,
       setRetryAfterHeader: config.setRetryAfterHeader,
+      startupTaint: config.startupTaint,
     },
     kubeConfig,
     logger,
