@@ -83,7 +83,11 @@ describe.each(['deployment-rbac.yaml', 'managed-mode-deployment.yaml'])('%s', (f
     expect(pod.spec.hostNetwork).toBe(true);
     expect(pod.spec.dnsPolicy).toBe('ClusterFirstWithHostNet');
     expect(pod.spec.priorityClassName).toBe('system-node-critical');
-    expect(pod.spec.tolerations).toEqual([{ operator: 'Exists' }]);
+    // Its own startup taint first (so it survives a narrower list), then everything, as the original.
+    expect(pod.spec.tolerations).toEqual([{ key: c.startupTaint, operator: 'Exists' }, { operator: 'Exists' }]);
+    expect(c.startupTaint).toBe('aadpodidentity.k8s.io/nmi-not-ready');
+    const nmiRole = one(all, 'ClusterRole', 'aad-pod-id-nmi-role');
+    expect(nmiRole['rules']).toContainEqual({ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] });
     expect(container.securityContext.capabilities).toEqual({ drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
     expect(container.volumeMounts.map((m: Obj) => m['mountPath'])).toContain('/run/xtables.lock');
     if (file === 'managed-mode-deployment.yaml') {
