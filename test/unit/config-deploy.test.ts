@@ -162,3 +162,20 @@ describe('deployment-rbac.yaml MIC', () => {
     }
   });
 });
+
+describe('nmi-uninstall-iptables.yaml', () => {
+  it('runs `nmi --uninstall-iptables` on every node with what iptables needs, then idles unprivileged', () => {
+    const ds = one(docs('nmi-uninstall-iptables.yaml'), 'DaemonSet', 'aad-pod-id-nmi-uninstall-iptables');
+    const pod = ds['spec'].template.spec as Obj;
+    expect(pod['hostNetwork']).toBe(true);
+    expect(pod['tolerations']).toEqual([{ operator: 'Exists' }]);
+    const [init] = pod['initContainers'] as Obj[];
+    const parsed = parseNmiConfig(init?.['args'] ?? [], {});
+    expect(parsed.ok ? parsed.value.uninstallIptables : parsed.errors).toBe(true);
+    expect(init?.['securityContext'].capabilities).toEqual({ drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
+    expect((init?.['volumeMounts'] as Obj[]).map((m) => m['mountPath'])).toEqual(['/run/xtables.lock']);
+    const [idle] = pod['containers'] as Obj[];
+    expect(idle?.['securityContext'].capabilities).toEqual({ drop: ['ALL'] });
+    expect(idle?.['securityContext'].runAsNonRoot).toBe(true);
+  });
+});
