@@ -1,9 +1,11 @@
-// NMI entry point: parse flags once, build, start, stop on SIGTERM (removing the iptables rules), exit.
+// NMI entry point: parse flags once, build, start, stop on SIGTERM (keeping the iptables rules: fail closed), exit.
+// `--uninstall-iptables` is the one path that removes the rules: it does only that and exits.
 
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../src/common/log.js';
 import { loadKubeConfig } from '../src/kube/index.js';
 import { parseNmiConfig, nmiUsage } from '../src/nmi/config.js';
+import { CHAIN, createIptables } from '../src/nmi/iptables.js';
 import { KUBENET_REFUSAL, kubeletUsesKubenet } from '../src/nmi/kubenet.js';
 import { startNmi } from '../src/nmi/nmi.js';
 
@@ -30,6 +32,23 @@ async function main(): Promise<number> {
     level: config.logVerbosity >= 4 ? 'debug' : 'info',
     base: { app: 'nmi', node: config.node },
   });
+
+  if (config.uninstallIptables) {
+    const iptables = createIptables(
+      { metadataIp: config.metadataIp, metadataPort: config.metadataPort, nmiHost: config.nmiListenAddress, nmiPort: config.nmiPort },
+      { binary: config.iptablesBinary },
+    );
+    try {
+      const existed = (await iptables.listChain()) !== undefined;
+      await iptables.cleanup();
+      logger.info({ chain: CHAIN, existed }, 'iptables rules removed: pods on this node now reach the instance metadata service directly');
+      process.stdout.write(`${JSON.stringify({ uninstalled: true, chain: CHAIN, existed })}\n`);
+      return 0;
+    } catch (error) {
+      logger.error({ err: error, chain: CHAIN }, 'removing the iptables rules failed');
+      return 1;
+    }
+  }
 
   if (!config.allowNetworkPluginKubenet) {
     let kubeletDefaults = '';
@@ -77,6 +96,7 @@ async function main(): Promise<number> {
       setRetryAfterHeader: config.setRetryAfterHeader,
       allowCrossNamespaceSecrets: config.allowCrossNamespaceSecrets,
       allowedAdEndpoints: config.allowedAdEndpoints,
+      startupTaint: config.startupTaint,
     },
     kubeConfig,
     logger,

@@ -46,6 +46,10 @@ export interface NmiConfig extends CommonSettings {
   readonly prefetchResources: readonly string[];
   /** Program iptables (off only in the loopback sandbox). */
   readonly manageIptables: boolean;
+  /** `--uninstall-iptables`: remove the aad-metadata chain and its jump, then exit (nothing else is started). */
+  readonly uninstallIptables: boolean;
+  /** Taint key removed from this node once the rules are in place and the caches synced; '' disables. */
+  readonly startupTaint: string;
   /** Most (identity, resource) tokens kept; 0 disables the cache. */
   readonly tokenCacheSize: number;
   /** A cached token is refreshed this long before it expires, and never served closer to expiry than this. */
@@ -196,6 +200,18 @@ export const NMI_FLAGS = {
     default: true,
     help: 'Program the aad-metadata nat chain; false only where interception is done otherwise (local sandbox in loopback mode)',
   },
+  uninstallIptables: {
+    kind: 'bool',
+    name: 'uninstall-iptables',
+    default: false,
+    help: 'Remove the aad-metadata nat chain and its PREROUTING jump, then exit: the uninstall step (a stopping NMI keeps its rules, so pods never reach the node\'s IMDS)',
+  },
+  startupTaint: {
+    kind: 'string',
+    name: 'startup-taint',
+    default: 'aadpodidentity.k8s.io/nmi-not-ready',
+    help: "Taint key (any value, any effect) NMI removes from its node once its iptables rules are in place and its caches synced; empty disables",
+  },
   tokenCacheSize: {
     kind: 'int',
     name: 'token-cache-size',
@@ -241,7 +257,7 @@ export function parseNmiConfig(
   if (operationMode === 'managed' && !forceNamespaced) {
     errors.push('--operation-mode=managed requires namespaced mode: add --forceNamespaced (or env FORCENAMESPACED=true)');
   }
-  if (f.node === '') {
+  if (f.node === '' && !f.uninstallIptables) {
     errors.push('--node is required: pass --node=$(NODE_NAME) with NODE_NAME from fieldRef spec.nodeName, or set env NODE_NAME');
   }
   if (!isIPv4(f.metadataIp)) errors.push(`--metadata-ip: expected an IPv4 address, got '${f.metadataIp}'`);
@@ -250,6 +266,11 @@ export function parseNmiConfig(
     errors.push(`--nmi-listen-address: expected an IPv4 address, got '${f.nmiListenAddress}'`);
   }
   if (f.iptablesBinary.trim() === '') errors.push('--iptables-binary: must not be empty');
+  if (f.startupTaint !== '' && !isTaintKey(f.startupTaint)) {
+    errors.push(
+      `--startup-taint: expected a taint key (a qualified name such as aadpodidentity.k8s.io/nmi-not-ready, no value or effect), got '${f.startupTaint}'`,
+    );
+  }
 
   let imdsEndpoint = `http://${f.metadataIp}:${f.metadataPort}`;
   if (f.imdsEndpoint !== '') {
@@ -290,12 +311,24 @@ export function parseNmiConfig(
     prefetch: f.prefetch,
     prefetchResources: f.prefetchResources,
     manageIptables: f.manageIptables,
+    uninstallIptables: f.uninstallIptables,
+    startupTaint: f.startupTaint,
     tokenCacheSize: f.tokenCacheSize,
     tokenRefreshBeforeMs: f.tokenRefreshBefore,
     allowCrossNamespaceSecrets: f.allowCrossNamespaceSecrets,
     allowedAdEndpoints,
   };
   return { ok: true, value: Object.freeze(config) };
+}
+
+// A Kubernetes qualified name: optional DNS-subdomain prefix and '/', then a name of at most 63 characters.
+const QUALIFIED_NAME = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+function isTaintKey(key: string): boolean {
+  const slash = key.indexOf('/');
+  const prefix = slash < 0 ? '' : key.slice(0, slash);
+  const name = slash < 0 ? key : key.slice(slash + 1);
+  return QUALIFIED_NAME.test(key) && prefix.length <= 253 && name.length <= 63;
 }
 
 /** `--help` text for NMI. */

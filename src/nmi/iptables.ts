@@ -50,7 +50,7 @@ export interface Iptables {
   expectedRules(): readonly string[];
   /** Makes the chain, its rules and the PREROUTING jump exactly what they should be; idempotent. */
   ensure(): Promise<EnsureResult>;
-  /** Removes the jump and the chain; tolerates either being gone already. */
+  /** Removes the jump and the chain; tolerates either being gone already. Only `nmi --uninstall-iptables` calls it. */
   cleanup(): Promise<void>;
   /** Deletes conntrack entries for the metadata address so open connections get re-routed; returns false if absent. */
   flushConntrack(): Promise<boolean>;

@@ -17,10 +17,11 @@ import { Reflector, type KubeObject } from '../kube/index.js';
 import { createImdsProxy } from './adapters/proxy.js';
 import { tokenIssuerFrom } from './adapters/token-issuer.js';
 import { NmiIdentityState } from './identity-state.js';
-import { createIptables, type InterceptTarget, type Iptables } from './iptables.js';
+import { CHAIN, createIptables, type InterceptTarget, type Iptables } from './iptables.js';
 import { createNmiMetrics } from './metrics.js';
 import { PodIndex } from './pod-index.js';
 import { createNmiRequestListener, handleExpectContinue, type NmiServerConfig } from './server.js';
+import { removeStartupTaint, type StartupTaintOutcome } from './startup-taint.js';
 import { createTokenProvider, kubeSecretReader, tokenRequestIdentityFrom, type TokenProvider } from './tokens/index.js';
 
 export interface NmiOptions extends NmiServerConfig {
@@ -52,6 +53,8 @@ export interface NmiOptions extends NmiServerConfig {
   readonly allowCrossNamespaceSecrets?: boolean;
   readonly imdsTimeoutMs?: number;
   readonly watchTimeoutSeconds?: number;
+  /** Taint key removed from this node once active() (`--startup-taint`); empty or absent: none. */
+  readonly startupTaint?: string;
 }
 
 export interface NmiHandle {
@@ -63,7 +66,10 @@ export interface NmiHandle {
   readonly identities: NmiIdentityState;
   /** True once the caches synced and (when managed) the iptables rules are in place. */
   active(): boolean;
-  stop(opts?: { keepIptables?: boolean }): Promise<void>;
+  /** Settles when the startup taint is handled: removed, absent (or disabled), or stopped first. */
+  startupTaint(): Promise<StartupTaintOutcome>;
+  /** Stops serving; the iptables rules stay in place (fail closed): only `nmi --uninstall-iptables` removes them. */
+  stop(): Promise<void>;
 }
 
 export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logger: Logger): Promise<NmiHandle> {
@@ -85,6 +91,18 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
   });
   metrics.setTokenCacheStats(() => tokens.stats());
 
+  // The startup taint comes off only once active(): rules in place and caches synced (onReady runs at both).
+  const taintStop = new AbortController();
+  let taintOutcome: Promise<StartupTaintOutcome> | undefined;
+  let resolveTaint: (outcome: StartupTaintOutcome) => void = () => undefined;
+  const taintHandled = new Promise<StartupTaintOutcome>((resolve) => (resolveTaint = resolve));
+  if (!options.startupTaint) resolveTaint('absent');
+  const onReady = () => {
+    if (!options.startupTaint || taintOutcome !== undefined || !active()) return;
+    taintOutcome = removeStartupTaint({ core, node: options.node, key: options.startupTaint, log, signal: taintStop.signal });
+    void taintOutcome.then(resolveTaint);
+  };
+
   const reflectors = informers(options, kubeConfig, log, pods, identities, tokens, metrics);
   for (const r of reflectors) r.start();
 
@@ -93,6 +111,8 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
   let iptTimer: NodeJS.Timeout | undefined;
   let stopping = false;
   let iptFailures = 0;
+  let synced = false;
+  const active = () => synced && iptablesActive;
   const syncIptables = async (first: boolean) => {
     if (iptables === undefined || stopping) return;
     try {
@@ -104,6 +124,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
       }
       iptablesActive = true;
       iptFailures = 0;
+      onReady();
     } catch (error) {
       // Without the rule pods would reach the real IMDS: report not ready and retry soon, not at the next interval.
       iptablesActive = false;
@@ -131,12 +152,11 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     iptTimer = setInterval(() => void syncIptables(false), options.iptUpdateIntervalMs);
   }
 
-  let synced = false;
   void Promise.all(reflectors.map((r) => r.synced())).then((all) => {
     synced = all.every(Boolean);
     if (synced) log.info({ pods: pods.size }, 'caches synced');
+    onReady();
   });
-  const active = () => synced && iptablesActive;
 
   const probe = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -176,16 +196,15 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     pods,
     identities,
     active,
-    async stop(stopOpts = {}) {
+    startupTaint: () => taintHandled,
+    async stop() {
       stopping = true;
+      taintStop.abort();
+      resolveTaint('stopped');
       if (iptTimer) clearInterval(iptTimer);
-      if (iptables !== undefined && !stopOpts.keepIptables) {
-        try {
-          await iptables.cleanup();
-        } catch (error) {
-          log.error({ err: error }, 'iptables cleanup failed');
-        }
-      }
+      // The rules stay: with NMI gone, pods' metadata traffic is DNATed to a closed port (refused), never to the
+      // node's IMDS. Only `nmi --uninstall-iptables` removes them.
+      if (iptables !== undefined) log.info({ chain: CHAIN }, 'iptables rules kept: metadata connections are refused until NMI is back');
       tokens.stop();
       await Promise.all(reflectors.map((r) => r.stop()));
       await Promise.all([close(server), close(probe), close(metricsServer)]);

@@ -89,8 +89,10 @@ export interface Sandbox {
   startMic(index: number): Promise<ManagedProcess>;
   stopMic(index: number): Promise<void>;
   nmi(node: string): ManagedProcess | undefined;
-  /** Stops and starts a node's NMI (its rules go on stop and come back on start). */
-  /** Restarts a node's NMI; `extraArgs` are appended to its flags (the last occurrence of a flag wins). */
+  /**
+   * Restarts a node's NMI (its rules stay while it is down, so pods are refused, and are refreshed on start);
+   * `extraArgs` are appended to its flags (the last occurrence of a flag wins).
+   */
   restartNmi(node: string, opts?: { kill?: boolean; extraArgs?: readonly string[] }): Promise<void>;
   /** How to run argv as a process of the pod `<namespace>/<name>` (which must be Running). */
   podCommand(key: string, argv: readonly string[]): PodCommand;

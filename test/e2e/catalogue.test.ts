@@ -404,7 +404,7 @@ describe.skipIf(skip)('end-to-end catalogue on the netns sandbox', () => {
     }
   });
 
-  it('restores the rules when NMI restarts, never duplicates them, and removes them when NMI stops', async () => {
+  it('restores the rules when NMI restarts, never duplicates them, keeps them when NMI stops, and the uninstall mode removes them', async () => {
     const [id] = await setup('nmi-restart');
     const node = t.sandbox.endpoints.nodes[0]!;
     const nat = async () => {
@@ -421,7 +421,11 @@ describe.skipIf(skip)('end-to-end catalogue on the netns sandbox', () => {
     // Killed without cleanup: the rules stay; the new NMI must not add a second copy.
     await t.sandbox.restartNmi(node.name, { kill: true });
     expect((await nat()).sort()).toEqual([...expected].sort());
+    // Stopped cleanly: the rules stay too (fail closed); the uninstall mode is what removes them.
     await t.sandbox.nmi(node.name)!.stop('SIGTERM', 20_000);
+    expect((await nat()).sort()).toEqual([...expected].sort());
+    const uninstall = await t.sandbox.execInNode(node.name, [process.execPath, '--import', 'tsx', `${REPO_ROOT}/cmd/nmi.ts`, '--uninstall-iptables']);
+    expect(uninstall.code, uninstall.stderr).toBe(0);
     expect(await nat()).toEqual([]);
     await t.sandbox.restartNmi(node.name);
     expect((await nat()).sort()).toEqual([...expected].sort());

@@ -83,7 +83,7 @@ describe.skipIf(skip)('image entrypoints', () => {
     expect((await sh(['ip', 'netns', 'list'])).stdout).not.toContain(ns);
   });
 
-  it('starts NMI with the DaemonSet args: probes, metrics, iptables rules, and removes the rules on SIGTERM', async () => {
+  it('starts NMI with the DaemonSet args: probes, metrics, iptables rules that stay on SIGTERM, and --uninstall-iptables removes them', async () => {
     const kubeconfig = join(work, 'kubeconfig');
     const api = inNs(['node', '--import', 'tsx', join(ROOT, 'cmd/apiserver.ts'), '--crd-dir', join(ROOT, 'config/crd'), '--kubeconfig-out', kubeconfig]);
     await firstLine(api, (l) => l.includes('"ready"'), 'apiserver');
@@ -114,6 +114,18 @@ describe.skipIf(skip)('image entrypoints', () => {
     const exited = new Promise<number | null>((r) => nmi.once('exit', (code) => r(code)));
     nmi.kill('SIGTERM');
     expect(await exited).toBe(0);
+    // Fail closed: a stopped NMI leaves the chain in place; only the uninstall mode removes it.
+    const kept = await sh(['ip', 'netns', 'exec', ns, 'iptables', '-w', '5', '-t', 'nat', '-S', 'aad-metadata']);
+    expect(kept.stdout.trim().split('\n')).toEqual(chain.stdout.trim().split('\n'));
+
+    const uninstall = inNs(['node', join(work, 'dist/cmd/nmi.js'), '--uninstall-iptables'], env);
+    const uninstalled = new Promise<number | null>((r) => uninstall.once('exit', (code) => r(code)));
+    expect(JSON.parse(await firstLine(uninstall, (l) => l.includes('"uninstalled"'), 'nmi --uninstall-iptables'))).toEqual({
+      uninstalled: true,
+      chain: 'aad-metadata',
+      existed: true,
+    });
+    expect(await uninstalled).toBe(0);
     const after = await sh(['ip', 'netns', 'exec', ns, 'iptables', '-w', '5', '-t', 'nat', '-S']);
     expect(after.stdout).not.toContain('aad-metadata');
     api.kill('SIGTERM');

@@ -85,6 +85,16 @@ describe('chart contents', () => {
     expect(nmiUsed.filter((n) => !nmiNames.has(n))).toEqual([]);
   });
 
+  it('lets NMI remove its startup taint: it always tolerates the key, and may get and patch nodes while it is set', () => {
+    const nmi = values['nmi'] as Record<string, unknown>;
+    expect(nmi['startupTaint']).toBe(NMI_FLAGS.startupTaint.default);
+    const ds = templates.find((t) => t.name === 'nmi-daemonset.yaml')?.text ?? '';
+    expect(ds).toContain('- "--startup-taint={{ .Values.nmi.startupTaint }}"');
+    expect(ds).toMatch(/\{\{- with \.Values\.nmi\.startupTaint \}\}\s*#[^\n]*\n\s*- key: \{\{ \. \| quote \}\}\s*operator: Exists/);
+    const rbac = templates.find((t) => t.name === 'nmi-rbac.yaml')?.text ?? '';
+    expect(rbac).toMatch(/\{\{- if \.Values\.nmi\.startupTaint \}\}[^{]*resources: \["nodes"\]\s*verbs: \["get", "patch"\]\s*\{\{- end \}\}/);
+  });
+
   it('versions the images as the package', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
     const chart = parse(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as { appVersion: string; version: string };

@@ -83,7 +83,11 @@ describe.each(['deployment-rbac.yaml', 'managed-mode-deployment.yaml'])('%s', (f
     expect(pod.spec.hostNetwork).toBe(true);
     expect(pod.spec.dnsPolicy).toBe('ClusterFirstWithHostNet');
     expect(pod.spec.priorityClassName).toBe('system-node-critical');
-    expect(pod.spec.tolerations).toEqual([{ operator: 'Exists' }]);
+    // Its own startup taint first (so it survives a narrower list), then everything, as the original.
+    expect(pod.spec.tolerations).toEqual([{ key: c.startupTaint, operator: 'Exists' }, { operator: 'Exists' }]);
+    expect(c.startupTaint).toBe('aadpodidentity.k8s.io/nmi-not-ready');
+    const nmiRole = one(all, 'ClusterRole', 'aad-pod-id-nmi-role');
+    expect(nmiRole['rules']).toContainEqual({ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] });
     expect(container.securityContext.capabilities).toEqual({ drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
     expect(container.volumeMounts.map((m: Obj) => m['mountPath'])).toContain('/run/xtables.lock');
     if (file === 'managed-mode-deployment.yaml') {
@@ -156,5 +160,22 @@ describe('deployment-rbac.yaml MIC', () => {
         expect(m[1]).toMatch(new RegExp(`^ghcr\\.io/aad-pod-identity-ts/aad-pod-identity-ts/(mic|nmi):v${pkg.version.replace(/\./g, '\\.')}$`));
       }
     }
+  });
+});
+
+describe('nmi-uninstall-iptables.yaml', () => {
+  it('runs `nmi --uninstall-iptables` on every node with what iptables needs, then idles unprivileged', () => {
+    const ds = one(docs('nmi-uninstall-iptables.yaml'), 'DaemonSet', 'aad-pod-id-nmi-uninstall-iptables');
+    const pod = ds['spec'].template.spec as Obj;
+    expect(pod['hostNetwork']).toBe(true);
+    expect(pod['tolerations']).toEqual([{ operator: 'Exists' }]);
+    const [init] = pod['initContainers'] as Obj[];
+    const parsed = parseNmiConfig(init?.['args'] ?? [], {});
+    expect(parsed.ok ? parsed.value.uninstallIptables : parsed.errors).toBe(true);
+    expect(init?.['securityContext'].capabilities).toEqual({ drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
+    expect((init?.['volumeMounts'] as Obj[]).map((m) => m['mountPath'])).toEqual(['/run/xtables.lock']);
+    const [idle] = pod['containers'] as Obj[];
+    expect(idle?.['securityContext'].capabilities).toEqual({ drop: ['ALL'] });
+    expect(idle?.['securityContext'].runAsNonRoot).toBe(true);
   });
 });

@@ -139,3 +139,20 @@ describe('parseNmiConfig', () => {
     for (const def of Object.values(NMI_FLAGS)) expect(text).toContain(`--${def.name}`);
   });
 });
+
+describe('fail-closed flags', () => {
+  it('runs --uninstall-iptables without --node, and keeps the rules otherwise', () => {
+    expect(config([]).uninstallIptables).toBe(false);
+    expect(config(['--uninstall-iptables'], {}).uninstallIptables).toBe(true);
+    expect(errors([], {}).join('\n')).toContain('--node is required');
+  });
+
+  it('removes the startup taint aadpodidentity.k8s.io/nmi-not-ready by default; empty disables; a key only', () => {
+    expect(config([]).startupTaint).toBe('aadpodidentity.k8s.io/nmi-not-ready');
+    expect(config(['--startup-taint=']).startupTaint).toBe('');
+    expect(config(['--startup-taint=example.com/nmi']).startupTaint).toBe('example.com/nmi');
+    for (const bad of ['aadpodidentity.k8s.io/nmi-not-ready:NoSchedule', 'k=v', 'Upper.Case/x', '/x', 'a/b/c', `x/${'a'.repeat(64)}`]) {
+      expect(errors([`--startup-taint=${bad}`]).join('\n'), bad).toContain('--startup-taint: expected a taint key');
+    }
+  });
+});

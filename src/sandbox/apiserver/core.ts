@@ -6,7 +6,7 @@ import {
 } from './errors.js';
 import { crdResourceTypes, establishedStatus, validateCrd } from './crd.js';
 import { clone, deepEqual, isObject, meta, type Json, type JsonObject } from './json.js';
-import { foldSecretStringData, generatedName, newUid, normalizeMeta, statusOnCreate, timestamp, validateName } from './objects.js';
+import { foldSecretStringData, generatedName, newUid, normalizeMeta, statusOnCreate, timestamp, validateName, validateNodeTaints } from './objects.js';
 import { applyPatch, type PatchType } from './patch.js';
 import { Registry, apiVersionOf, builtinResourceTypes, storageKey, type ResourceType } from './resources.js';
 import type { Selector } from './selectors.js';
@@ -362,6 +362,10 @@ export class ApiCore {
   private validateKind(t: ResourceType, obj: JsonObject, name: string): void {
     if (t.group === 'apiextensions.k8s.io' && t.kind === 'CustomResourceDefinition') {
       const causes = validateCrd(obj);
+      if (causes.length > 0) throw invalid(t.kind, t.group, name, causes);
+    }
+    if (t.group === '' && t.kind === 'Node') {
+      const causes = validateNodeTaints(obj);
       if (causes.length > 0) throw invalid(t.kind, t.group, name, causes);
     }
   }

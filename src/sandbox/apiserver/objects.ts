@@ -67,6 +67,72 @@ export function validateName(t: ResourceType, name: string): StatusCause[] {
   return [];
 }
 
+const TAINT_EFFECTS = ['NoSchedule', 'PreferNoSchedule', 'NoExecute'];
+const QUALIFIED_NAME_PART = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+
+/**
+ * `spec.taints` as the API server's node validation checks it (validateNodeTaints): the key is a qualified name, the
+ * value a label value, the effect one of the three, and no two taints share key and effect. The Duplicate message
+ * renders the taint as JSON where Go prints its struct.
+ */
+export function validateNodeTaints(node: JsonObject): StatusCause[] {
+  const spec = isObject(node.spec) ? node.spec : {};
+  if (!Array.isArray(spec.taints)) return [];
+  const causes: StatusCause[] = [];
+  const seen = new Set<string>();
+  spec.taints.forEach((taint, i) => {
+    const field = `spec.taints[${i}]`;
+    const t = isObject(taint) ? taint : {};
+    const key = typeof t.key === 'string' ? t.key : '';
+    const value = typeof t.value === 'string' ? t.value : '';
+    const effect = typeof t.effect === 'string' ? t.effect : '';
+    causes.push(...qualifiedNameCauses(key, `${field}.key`));
+    if (value.length > 63 || !LABEL_VALUE.test(value)) {
+      causes.push({
+        reason: 'FieldValueInvalid',
+        field: `${field}.value`,
+        message: `Invalid value: ${JSON.stringify(value)}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')`,
+      });
+    }
+    if (effect === '') {
+      causes.push({ reason: 'FieldValueRequired', field: `${field}.effect`, message: 'Required value' });
+    } else if (!TAINT_EFFECTS.includes(effect)) {
+      causes.push({
+        reason: 'FieldValueNotSupported',
+        field: `${field}.effect`,
+        message: `Unsupported value: ${JSON.stringify(effect)}: supported values: ${TAINT_EFFECTS.map((e) => JSON.stringify(e)).join(', ')}`,
+      });
+    }
+    const id = `${effect}\u0000${key}`;
+    if (seen.has(id)) {
+      causes.push({
+        reason: 'FieldValueDuplicate',
+        field,
+        message: `Duplicate value: ${JSON.stringify(taint)}: taints must be unique by key and effect pair`,
+      });
+    }
+    seen.add(id);
+  });
+  return causes;
+}
+
+function qualifiedNameCauses(key: string, field: string): StatusCause[] {
+  const slash = key.indexOf('/');
+  const prefix = slash < 0 ? undefined : key.slice(0, slash);
+  const name = slash < 0 ? key : key.slice(slash + 1);
+  const bad = (message: string): StatusCause[] => [{ reason: 'FieldValueInvalid', field, message: `Invalid value: ${JSON.stringify(key)}: ${message}` }];
+  if (key === '') return [{ reason: 'FieldValueInvalid', field, message: `Invalid value: "": name part must be non-empty` }];
+  if (prefix !== undefined && (prefix === '' || prefix.length > 253 || !DNS1123_SUBDOMAIN.test(prefix) || name.includes('/'))) {
+    return bad("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')");
+  }
+  if (name.length > 63) return bad('name part must be no more than 63 characters');
+  if (!QUALIFIED_NAME_PART.test(name)) {
+    return bad("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')");
+  }
+  return [];
+}
+
 /** A Secret's `stringData` is write-only: the server folds it into base64 `data` (stringData wins) and drops it. */
 export function foldSecretStringData(t: ResourceType, obj: JsonObject): void {
   if (t.group !== '' || t.kind !== 'Secret' || !isObject(obj.stringData)) return;
