@@ -11,6 +11,15 @@ export const COMMON_FLAGS = {
     default: false,
     help: 'Forces namespaced identities, binding, and assignment (also on with env FORCENAMESPACED=true)',
   },
+  namespaceIdentityPolicy: {
+    kind: 'string',
+    name: 'namespace-identity-policy',
+    default: 'off',
+    choices: ['off', 'enforce'],
+    help:
+      'enforce: a namespace may use only the Azure identities its Namespace annotation aadpodidentity.k8s.io/permitted-identities ' +
+      'lists (no annotation: none); off: any, as the original',
+  },
   probeBindAddress: {
     kind: 'string',
     name: 'probe-bind-address',
@@ -43,6 +52,8 @@ export interface CommonSettings {
   readonly kubeconfig: string | undefined;
   /** `--forceNamespaced` or env FORCENAMESPACED=true (ORed, as the original). */
   readonly forceNamespaced: boolean;
+  /** `--namespace-identity-policy`: 'enforce' makes MIC and NMI check the Namespace annotation (src/crds/namespace-policy.ts). */
+  readonly namespaceIdentityPolicy: NamespaceIdentityPolicyMode;
   /** Host to bind the probe server to; '' means every interface, as the original's `:port`. */
   readonly probeBindAddress: string;
   readonly metricsBindAddress: string;
@@ -53,11 +64,14 @@ export interface CommonSettings {
   readonly logVerbosity: number;
 }
 
+export type NamespaceIdentityPolicyMode = 'off' | 'enforce';
+
 export function commonSettings(f: CommonFlagValues, env: Readonly<Record<string, string | undefined>>): CommonSettings {
   return {
     version: f.version,
     kubeconfig: f.kubeconfig === '' ? undefined : f.kubeconfig,
     forceNamespaced: f.forceNamespaced || env['FORCENAMESPACED'] === 'true',
+    namespaceIdentityPolicy: f.namespaceIdentityPolicy === 'enforce' ? 'enforce' : 'off',
     probeBindAddress: f.probeBindAddress,
     metricsBindAddress: f.metricsBindAddress,
     enableProfile: f.enableProfile,

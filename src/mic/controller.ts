@@ -1,5 +1,5 @@
-// MIC's controller: informers (our Reflector) on labelled pods, nodes, AzureIdentity, AzureIdentityBinding and
-// AzureAssignedIdentity keep normalised views in memory; events only enqueue the single `sync` key of a
+// MIC's controller: informers (our Reflector) on labelled pods, nodes, AzureIdentity, AzureIdentityBinding,
+// AzureAssignedIdentity (and Namespaces, with --namespace-identity-policy=enforce) keep normalised views in memory; events only enqueue the single `sync` key of a
 // deduplicating work queue; each cycle plans from memory (never relisting) and dispatches without waiting.
 // Informers run on every replica (fast failover); the queue, the timers and every write run only while leading.
 //
@@ -8,6 +8,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { collectionPath, Plurals, POD_LABEL, POD_LABEL_SELECTOR } from '../crds/names.js';
+import { parseNamespacePolicy, type NamespacePolicy } from '../crds/namespace-policy.js';
 import { normalizeAssignedIdentity, normalizeAzureIdentity, normalizeBinding } from '../crds/normalize.js';
 import {
   nodeViewFrom,
@@ -68,6 +69,8 @@ export class MicController {
   readonly #identities = new Map<string, Tracked<AzureIdentity>>();
   readonly #bindings = new Map<string, Tracked<AzureIdentityBinding>>();
   readonly #assigned = new Map<string, AzureAssignedIdentity>();
+  /** Namespace → its parsed permitted-identities policy (undefined: no annotation); filled only under enforce. */
+  readonly #namespaces = new Map<string, NamespacePolicy | undefined>();
   readonly #own = new Map<string, OwnWrite>();
   readonly #executor: Executor;
   readonly #reconciler: Reconciler;
@@ -231,6 +234,7 @@ export class MicController {
     const identities = this.#identities;
     const bindings = this.#bindings;
     const pods = this.#pods;
+    const namespacePolicies = this.#namespaces;
     return {
       snapshot: (): Omit<ClusterSnapshot, 'attachments'> => ({
         pods: [...pods.values()],
@@ -239,6 +243,7 @@ export class MicController {
         bindings: [...bindings.values()].map((t) => t.view),
         assigned: [...assigned.values()],
         pending: { created: new Set(), deleted },
+        namespacePolicies,
       }),
       assignedByKey: assigned,
       armTargets,
@@ -249,6 +254,7 @@ export class MicController {
       },
       identity: (ns, name) => identities.get(`${ns}/${name}`)?.view,
       binding: (ns, name) => bindings.get(`${ns}/${name}`)?.view,
+      pod: (ns, name) => pods.get(`${ns}/${name}`),
     };
   }
 
@@ -375,7 +381,38 @@ export class MicController {
         },
       },
     });
-    return [pods, nodes, identities, bindings, assigned];
+    const all = [pods, nodes, identities, bindings, assigned];
+    if (o.policy.namespaceIdentityPolicy === 'enforce') {
+      all.push(
+        new Reflector({
+          ...common,
+          path: '/api/v1/namespaces',
+          name: 'namespaces',
+          handlers: {
+            onAdd: (obj) => this.#upsertNamespace(obj),
+            onUpdate: (_old, obj) => this.#upsertNamespace(obj),
+            onDelete: (obj) => {
+              if (this.#namespaces.delete(obj.metadata?.name ?? '')) this.#enqueue();
+            },
+          },
+        }),
+      );
+    }
+    return all;
+  }
+
+  #upsertNamespace(obj: KubeObject): void {
+    const name = obj.metadata?.name ?? '';
+    if (name === '') return;
+    const policy = parseNamespacePolicy(obj.metadata?.annotations ?? {});
+    const old = this.#namespaces.get(name);
+    const known = this.#namespaces.has(name);
+    this.#namespaces.set(name, policy);
+    if (policy !== undefined && policy.problems.length > 0 && JSON.stringify(old) !== JSON.stringify(policy)) {
+      this.#log.warn({ namespace: name, problems: policy.problems }, 'invalid permitted-identities annotation: the namespace may use no identity');
+    }
+    // Only an annotation change can change an assignment.
+    if (!known || JSON.stringify(old) !== JSON.stringify(policy)) this.#enqueue();
   }
 
   #upsertPod(obj: KubeObject): void {

@@ -109,6 +109,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
           ...config.allowedAdEndpoints,
         ]),
       },
+      namespaceIdentityPolicy: config.namespaceIdentityPolicy,
     },
     executor: {
       writer: kubeAssignedIdentityWriter(http, limiter),

@@ -76,4 +76,6 @@ export const Reasons = {
   RefusedIdentity: 'identity refused',
   /** Ours: an AzureIdentityBinding that cannot be used (empty selector, ...); skipped. */
   InvalidBinding: 'invalid binding',
+  /** Ours: --namespace-identity-policy=enforce and the namespace's annotation does not permit the identity; skipped. */
+  IdentityNotPermitted: 'IdentityNotPermitted',
 } as const;

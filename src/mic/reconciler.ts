@@ -4,7 +4,7 @@
 // object version, everything else one log line per distinct reason.
 import type { Logger } from 'pino';
 import { API_VERSION, Kinds } from '../crds/names.js';
-import type { AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding } from '../crds/types.js';
+import type { AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, PodView } from '../crds/types.js';
 import type { ArmTarget } from './arm.js';
 import { computeDesired } from './core/desired.js';
 import { isEmptyPlan, plan, type Plan } from './core/plan.js';
@@ -25,6 +25,7 @@ export interface ClusterView {
   legacy(): Iterable<{ readonly object: AzureIdentity | AzureIdentityBinding; readonly kind: 'AzureIdentity' | 'AzureIdentityBinding'; readonly fields: readonly string[] }>;
   identity(namespace: string, name: string): AzureIdentity | undefined;
   binding(namespace: string, name: string): AzureIdentityBinding | undefined;
+  pod(namespace: string, name: string): PodView | undefined;
 }
 
 export interface ReconcilerOptions {
@@ -115,6 +116,15 @@ export class Reconciler {
         this.#warnOnce(subjectOf('AzureIdentity', obj), Reasons.RefusedIdentity, `AzureIdentity ${namespace}/${name} is not assigned: ${s.reason}`);
         continue;
       }
+      if (s.code === 'IdentityNotPermitted') {
+        // The tenant sees why in its own namespace; the message tells what a cluster admin would add.
+        const subject =
+          kind === 'AzureIdentity' ? optional(view.identity(namespace, name), (o) => subjectOf('AzureIdentity', o))
+          : kind === 'Pod' ? optional(view.pod(namespace, name), podSubject)
+          : undefined;
+        if (subject !== undefined) this.#warnOnce(subject, Reasons.IdentityNotPermitted, `${kind} ${namespace}/${name} gets no identity: ${s.reason}`);
+        continue;
+      }
       const key = `${kind}/${namespace}/${name}/${s.code}/${s.reason}`;
       if (this.#logged.has(key)) continue;
       if (this.#logged.size >= MAX_REMEMBERED) this.#logged.clear();
@@ -133,13 +143,22 @@ export class Reconciler {
   }
 
   #warnOnce(subject: EventSubject, reason: string, message: string): void {
-    const key = `${subject.kind}/${subject.namespace}/${subject.name}@${subject.uid}/${subject.resourceVersion ?? ''}/${reason}`;
+    const key = `${subject.kind}/${subject.namespace}/${subject.name}@${subject.uid}/${subject.resourceVersion ?? ''}/${reason}/${message}`;
     if (this.#warned.has(key)) return;
     if (this.#warned.size >= MAX_REMEMBERED) this.#warned.clear();
     this.#warned.add(key);
     this.#o.log.warn({ kind: subject.kind, namespace: subject.namespace, name: subject.name, reason }, message);
     this.#o.events.warning(subject, reason, message);
   }
+}
+
+function optional<T, R>(value: T | undefined, f: (v: T) => R): R | undefined {
+  return value === undefined ? undefined : f(value);
+}
+
+/** Pods by uid only: a status change bumps the resourceVersion, and must not repeat the event. */
+function podSubject(p: PodView): EventSubject {
+  return { apiVersion: 'v1', kind: 'Pod', namespace: p.namespace, name: p.name, uid: p.uid };
 }
 
 function subjectOf(kind: 'AzureIdentity' | 'AzureIdentityBinding', o: AzureIdentity | AzureIdentityBinding): EventSubject {

@@ -5,6 +5,7 @@ import {
   assignedIdentityNamespace,
   POD_LABEL,
 } from '../../crds/names.js';
+import { identityRefusal, type NamespacePolicies } from '../../crds/namespace-policy.js';
 import type { AzureIdentity, AzureIdentityBinding, PodView } from '../../crds/types.js';
 import { credentialRefusals, type CredentialPolicy } from '../../crds/credential-policy.js';
 import { validateAzureIdentity, validateBinding } from '../../crds/validate.js';
@@ -33,11 +34,16 @@ export interface DesiredState {
   readonly skipped: readonly Skip[];
 }
 
-type DesiredInput = Pick<ClusterSnapshot, 'pods' | 'identities' | 'bindings'>;
+type DesiredInput = Pick<ClusterSnapshot, 'pods' | 'identities' | 'bindings' | 'namespacePolicies'>;
 
-export function computeDesired(snapshot: DesiredInput, policy: Pick<MicPolicy, 'forceNamespaced' | 'credentials'>): DesiredState {
+export function computeDesired(
+  snapshot: DesiredInput,
+  policy: Pick<MicPolicy, 'forceNamespaced' | 'credentials' | 'namespaceIdentityPolicy'>,
+): DesiredState {
   const skipped: Skip[] = [];
-  const identities = usableIdentities(snapshot.identities, policy.credentials, skipped);
+  // undefined: the namespace policy is off and nothing is checked.
+  const policies = policy.namespaceIdentityPolicy === 'enforce' ? (snapshot.namespacePolicies ?? new Map()) : undefined;
+  const identities = usableIdentities(snapshot.identities, policy.credentials, policies, skipped);
   const bindingsBySelector = indexBindings(snapshot.bindings, identities, skipped);
   const assignments: DesiredAssignment[] = [];
 
@@ -56,7 +62,7 @@ export function computeDesired(snapshot: DesiredInput, policy: Pick<MicPolicy, '
       );
       continue;
     }
-    assignments.push(...assignmentsForPod(pod, matches, policy.forceNamespaced, skipped));
+    assignments.push(...assignmentsForPod(pod, matches, policy.forceNamespaced, policies, skipped));
   }
 
   assignments.sort((a, b) => cmp(a.key, b.key));
@@ -74,6 +80,7 @@ function assignmentsForPod(
   pod: PodView,
   matches: readonly ResolvedBinding[],
   forceNamespaced: boolean,
+  policies: NamespacePolicies | undefined,
   skipped: Skip[],
 ): DesiredAssignment[] {
   const out: DesiredAssignment[] = [];
@@ -91,6 +98,15 @@ function assignmentsForPod(
           `binding ${binding.namespace}/${binding.name} and identity ${identity.namespace}/${identity.name} are namespaced ` +
             `and the pod is in namespace ${pod.namespace}`,
         ),
+      );
+      continue;
+    }
+    // The identity's own namespace was checked in usableIdentities; here the pod's, when it is another one.
+    const refusal = policies === undefined ? undefined : identityRefusal(policies, identity, pod.namespace);
+    if (refusal !== undefined) {
+      skipped.push(
+        skip('Pod', pod.namespace, pod.name, 'IdentityNotPermitted',
+          `binding ${binding.namespace}/${binding.name} names identity ${identity.namespace}/${identity.name}: ${refusal.reason}`),
       );
       continue;
     }
@@ -146,12 +162,14 @@ function podRefusal(pod: PodView, selector: string): Skip | undefined {
 }
 
 /**
- * Identities keyed `namespace/name`, leaving out (with a Skip) the invalid and the deleting ones, and the service
- * principals whose Secret or authority the credential policy refuses.
+ * Identities keyed `namespace/name`, leaving out (with a Skip) the invalid and the deleting ones, the service
+ * principals whose Secret or authority the credential policy refuses, and under an enforced namespace policy
+ * those their own namespace does not permit.
  */
 function usableIdentities(
   identities: readonly AzureIdentity[],
   credentials: CredentialPolicy,
+  policies: NamespacePolicies | undefined,
   skipped: Skip[],
 ): Map<string, AzureIdentity> {
   const out = new Map<string, AzureIdentity>();
@@ -169,6 +187,11 @@ function usableIdentities(
     if (refusals.length > 0) {
       const code = (refusals[0] as (typeof refusals)[number]).code;
       skipped.push(skip('AzureIdentity', identity.namespace, identity.name, code, refusals.map((r) => r.reason).join('; ')));
+      continue;
+    }
+    const refusal = policies === undefined ? undefined : identityRefusal(policies, identity, identity.namespace);
+    if (refusal !== undefined) {
+      skipped.push(skip('AzureIdentity', identity.namespace, identity.name, 'IdentityNotPermitted', refusal.reason));
       continue;
     }
     out.set(`${identity.namespace}/${identity.name}`, identity);

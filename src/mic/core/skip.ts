@@ -25,6 +25,7 @@ export type SkipCode =
   | 'CrossNamespaceSecret'
   /** A service principal whose adEndpoint is not an allowed authority (--allowed-ad-endpoints). */
   | 'AdEndpointNotAllowed'
+  | 'IdentityNotPermitted'
   | 'NamespaceMismatch'
   | 'NameConflict'
   | 'NodeNotFound'

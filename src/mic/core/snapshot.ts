@@ -2,6 +2,7 @@
 // our own writes the caches have not shown yet, and the policy flags. The shell (reconciler) builds these;
 // nothing here does I/O.
 import type { CredentialPolicy } from '../../crds/credential-policy.js';
+import type { NamespacePolicies } from '../../crds/namespace-policy.js';
 import type {
   AzureAssignedIdentity,
   AzureIdentity,
@@ -25,6 +26,11 @@ export interface ClusterSnapshot {
   readonly attachments: ReadonlyMap<string, TargetAttachment | undefined>;
   /** Our own AAI writes the cache has not reflected yet. */
   readonly pending: PendingWrites;
+  /**
+   * The namespaces' identity policies (their permitted-identities annotation), read only when
+   * `MicPolicy.namespaceIdentityPolicy` is 'enforce'; a namespace missing here permits nothing then.
+   */
+  readonly namespacePolicies?: NamespacePolicies;
 }
 
 /** A node plus the VM/VMSS that carries its identities, resolved by the shell from `spec.providerID`. */
@@ -66,6 +72,8 @@ export interface MicPolicy {
    * authorities from the known clouds, the cloud config and --allowed-ad-endpoints); others are skipped.
    */
   readonly credentials: CredentialPolicy;
+  /** --namespace-identity-policy: 'enforce' assigns only identities the namespaces' annotations permit. Default 'off'. */
+  readonly namespaceIdentityPolicy?: 'off' | 'enforce';
 }
 
 export const NO_PENDING: PendingWrites = Object.freeze({
