@@ -89,6 +89,7 @@ async function main(): Promise<number> {
       blockInstanceMetadata: config.blockInstanceMetadata,
       operationMode: config.operationMode,
       forceNamespaced: config.forceNamespaced,
+      namespaceIdentityPolicy: config.namespaceIdentityPolicy,
       micNamespace: config.micNamespace,
       retryAttemptsForCreated: config.retryAttemptsForCreated,
       retryAttemptsForAssigned: config.retryAttemptsForAssigned,

@@ -12,6 +12,7 @@ import {
   normalizeException,
 } from '../crds/normalize.js';
 import { collectionPath, nodeLabelSelector, Plurals } from '../crds/names.js';
+import { parseNamespacePolicy, type NamespacePolicy } from '../crds/namespace-policy.js';
 import { podViewFrom } from '../crds/types.js';
 import { Reflector, type KubeObject } from '../kube/index.js';
 import { createImdsProxy } from './adapters/proxy.js';
@@ -87,6 +88,9 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
       allowCrossNamespaceSecrets: options.allowCrossNamespaceSecrets === true,
     },
     cache: { maxEntries: options.tokenCacheSize, refreshBeforeExpiryMs: options.tokenRefreshBeforeMs },
+    // Under the namespace policy a managed identity is fetched by the resource ID the policy checked, never by a
+    // client ID the tenant wrote, and the token must be for the client ID the AzureIdentity declares.
+    verifyManagedIdentity: options.namespaceIdentityPolicy === 'enforce',
     logger: log,
   });
   metrics.setTokenCacheStats(() => tokens.stats());
@@ -103,7 +107,9 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     void taintOutcome.then(resolveTaint);
   };
 
-  const reflectors = informers(options, kubeConfig, log, pods, identities, tokens, metrics);
+  // Filled by the Namespace informer only under --namespace-identity-policy=enforce.
+  const namespacePolicies = new Map<string, NamespacePolicy | undefined>();
+  const reflectors = informers(options, kubeConfig, log, pods, identities, tokens, metrics, namespacePolicies);
   for (const r of reflectors) r.start();
 
   let iptables: Iptables | undefined;
@@ -135,7 +141,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     }
   };
 
-  const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics,
+  const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics, namespacePolicies,
     proxy: createImdsProxy({ imdsEndpoint: options.imdsEndpoint, logger: log }) });
   const server = createServer(app);
   handleExpectContinue(server, app, options);
@@ -221,6 +227,7 @@ function informers(
   identities: NmiIdentityState,
   tokens: TokenProvider,
   metrics: ReturnType<typeof createNmiMetrics>,
+  namespacePolicies: Map<string, NamespacePolicy | undefined>,
 ): Reflector[] {
   const common = {
     kubeConfig,
@@ -297,7 +304,31 @@ function informers(
       }),
     );
   }
+  if (options.namespaceIdentityPolicy === 'enforce') {
+    reflectors.push(
+      new Reflector({
+        ...common,
+        path: '/api/v1/namespaces',
+        name: 'namespaces',
+        handlers: {
+          onAdd: (o) => upsertNamespace(o),
+          onUpdate: (_o, n) => upsertNamespace(n),
+          onDelete: (o) => namespacePolicies.delete(o.metadata?.name ?? ''),
+        },
+      }),
+    );
+  }
   return reflectors;
+
+  function upsertNamespace(obj: KubeObject) {
+    const name = obj.metadata?.name ?? '';
+    if (name === '') return;
+    const policy = parseNamespacePolicy(obj.metadata?.annotations ?? {});
+    if (policy !== undefined && policy.problems.length > 0) {
+      log.warn({ namespace: name, problems: policy.problems }, 'invalid permitted-identities annotation: the namespace may use no identity');
+    }
+    namespacePolicies.set(name, policy);
+  }
 
   function upsertPod(obj: KubeObject) {
     const pod = podViewFrom(obj);

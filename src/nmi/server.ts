@@ -4,7 +4,9 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import express, { type Express } from 'express';
 import type { Logger } from 'pino';
+import type { NamespacePolicies } from '../crds/namespace-policy.js';
 import type { AzureIdentity, PodView } from '../crds/types.js';
+import { namespacePolicyDenial } from './core/namespace-policy.js';
 import { hostTokenBody, imdsTokenBody, METADATA_HEADER_MISSING, type IssuedToken } from './core/imds-body.js';
 import { routeRequest } from './core/routes.js';
 import { selectIdentity, type Selection, type SelectPolicy } from './core/select.js';
@@ -16,6 +18,8 @@ export interface NmiServerConfig {
   readonly blockInstanceMetadata: boolean;
   readonly operationMode: 'standard' | 'managed';
   readonly forceNamespaced: boolean;
+  /** --namespace-identity-policy: 'enforce' checks the Namespace annotations before serving a bound identity. */
+  readonly namespaceIdentityPolicy?: 'off' | 'enforce';
   readonly micNamespace: string;
   readonly retryAttemptsForCreated: number;
   readonly retryAttemptsForAssigned: number;
@@ -36,6 +40,8 @@ export interface NmiServerDeps {
   readonly logger: Logger;
   readonly metrics?: NmiMetrics;
   readonly nowMs?: () => number;
+  /** The namespaces' identity policies as NMI's Namespace informer sees them (read under enforce; none: deny all). */
+  readonly namespacePolicies?: NamespacePolicies;
 }
 
 /** The original's Retry-After for `--set-retry-after-header`. */
@@ -102,6 +108,12 @@ function createRequestHandler(deps: NmiServerDeps) {
     micNamespace: config.micNamespace,
   };
 
+  const enforced = config.namespaceIdentityPolicy === 'enforce';
+  const noPolicies: NamespacePolicies = new Map();
+  /** Under enforce, why this pod may not have this identity's token (undefined when off or permitted). */
+  const policyDenial = (pod: PodView, identity: AzureIdentity) =>
+    enforced ? namespacePolicyDenial(deps.namespacePolicies ?? noPolicies, pod, identity) : undefined;
+
   const bodies = new TokenBodies();
   const perCaller = new Map<string, number>();
   let inFlight = 0;
@@ -132,6 +144,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     const pod = caller.pod;
     const selection = selectIdentity({ pod, request: parsed.request, ...deps.identities.selectionFor(pod) }, policy);
     if (selection.kind !== 'identity') return false;
+    if (enforced && policyDenial(pod, selection.identity) !== undefined) return false;
     const tokens = cached.call(deps.tokens, selection.identity, parsed.request.resource);
     if (tokens === undefined || tokens.length !== 1) return false;
     sendJsonText(res, 200, bodies.text(tokens[0], parsed.request.resource, now() / 1000));
@@ -243,12 +256,18 @@ function createRequestHandler(deps: NmiServerDeps) {
         }
         return sendText(res, 404, notFoundMessage(pod, selection));
       }
-      case 'identity':
+      case 'identity': {
+        const denial = policyDenial(pod, selection.identity);
+        if (denial !== undefined) {
+          log.warn({ identity: `${selection.identity.namespace}/${selection.identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
+          return sendText(res, denial.status, denial.body);
+        }
         return serveTokens(res, log, selection.identity, request, (tokens) => {
           const nowSeconds = now() / 1000;
           if (tokens.length === 1) return bodies.text(tokens[0], request.resource, nowSeconds);
           return JSON.stringify(tokens.map((t) => imdsTokenBody(t, request.resource, nowSeconds)));
         });
+      }
     }
   }
 
@@ -273,6 +292,11 @@ function createRequestHandler(deps: NmiServerDeps) {
       return sendText(res, 404, selection.kind === 'node' ? `pod ${podns}/${podname} has no identity` : notFoundMessage(pod, selection));
     }
     const identity = selection.identity;
+    const denial = policyDenial(pod, identity);
+    if (denial !== undefined) {
+      log.warn({ identity: `${identity.namespace}/${identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
+      return sendText(res, denial.status, denial.body);
+    }
     return serveTokens(res, log, identity, parsed.request, (tokens) =>
       JSON.stringify(hostTokenBody(tokens[0], parsed.request.resource, identity.clientID, now() / 1000)),
     );

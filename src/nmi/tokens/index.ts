@@ -16,6 +16,11 @@ export interface TokenProviderOptions {
   readonly secrets: SecretReader;
   readonly servicePrincipal?: Omit<ServicePrincipalOptions, 'secrets' | 'logger'>;
   readonly cache?: Omit<TokenCacheOptions, 'logger'>;
+  /**
+   * Fetch user-assigned identities by their resource ID (msi_res_id) and refuse a token whose client_id is not the
+   * identity's declared clientID (never cached). Off: by clientID, as the original.
+   */
+  readonly verifyManagedIdentity?: boolean;
   readonly logger?: Logger;
 }
 
@@ -53,7 +58,9 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
   });
   const cache = new TokenCache({ ...opts.cache, ...(log ? { logger: log } : {}) });
 
-  const fetcherFor = (identity: TokenRequestIdentity, resource: string) => () => fetchTokens(imds, sp, identity, resource);
+  const verify = opts.verifyManagedIdentity === true;
+  const fetcherFor = (identity: TokenRequestIdentity, resource: string) => () =>
+    verify && identity.type === 0 ? verifiedManagedIdentityToken(imds, identity, resource) : fetchTokens(imds, sp, identity, resource);
 
   return {
     getTokens(identity, resource, getOpts = {}) {
@@ -87,6 +94,22 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
     start: (ms) => cache.start(ms),
     stop: () => cache.stop(),
   };
+}
+
+/**
+ * A user-assigned identity's token asked for by resource ID, accepted only when IMDS says it is for the declared
+ * client ID: a tenant that wrote a permitted resource ID with another identity's client ID gets nothing.
+ */
+async function verifiedManagedIdentityToken(imds: ImdsClient, identity: TokenRequestIdentity, resource: string): Promise<readonly Token[]> {
+  if (!identity.resourceID) throw new TokenError('invalid', 'managed identity has no resourceID to ask IMDS for');
+  const token = await imds.getToken(resource, { resourceId: identity.resourceID });
+  if (token.clientId === undefined || token.clientId.toLowerCase() !== identity.clientID.trim().toLowerCase()) {
+    throw new TokenError(
+      'upstream',
+      "IMDS issued the token of the identity's resource ID for another client ID than the AzureIdentity's spec.clientID: refused",
+    );
+  }
+  return [token];
 }
 
 async function fetchTokens(
