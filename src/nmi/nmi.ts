@@ -12,7 +12,7 @@ import {
   normalizeException,
 } from '../crds/normalize.js';
 import { collectionPath, nodeLabelSelector, Plurals } from '../crds/names.js';
-import { parseNamespacePolicy, type NamespacePolicy } from '../crds/namespace-policy.js';
+import { parseNamespacePolicy, type NamespacePolicies, type NamespacePolicy } from '../crds/namespace-policy.js';
 import { podViewFrom } from '../crds/types.js';
 import { Reflector, type KubeObject } from '../kube/index.js';
 import { createImdsProxy } from './adapters/proxy.js';
@@ -65,6 +65,8 @@ export interface NmiHandle {
   readonly tokens: TokenProvider;
   readonly pods: PodIndex;
   readonly identities: NmiIdentityState;
+  /** The Namespace policies NMI enforces (empty unless --namespace-identity-policy=enforce). */
+  readonly namespacePolicies: NamespacePolicies;
   /** True once the caches synced and (when managed) the iptables rules are in place. */
   active(): boolean;
   /** Settles when the startup taint is handled: removed, absent (or disabled), or stopped first. */
@@ -201,6 +203,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     tokens,
     pods,
     identities,
+    namespacePolicies,
     active,
     startupTaint: () => taintHandled,
     async stop() {
