@@ -125,3 +125,23 @@ function declared(root: unknown, path: readonly string[]): boolean {
   }
   return true;
 }
+
+describe('chart: namespace identity policy (issue 10 row 6)', () => {
+  it('accepts off and enforce only, and passes the flag to both MIC and NMI', () => {
+    const validate = validator();
+    expect(validate({ ...values, namespaceIdentityPolicy: 'enforce' })).toBe(true);
+    expect(validate({ ...values, namespaceIdentityPolicy: 'on' })).toBe(false);
+    for (const file of ['mic-deployment.yaml', 'nmi-daemonset.yaml']) {
+      expect(templates.find((t) => t.name === file)?.text).toContain('"--namespace-identity-policy={{ . }}"');
+    }
+  });
+
+  it('grants MIC and NMI read access to Namespaces only when the policy is enforced', () => {
+    for (const file of ['mic-rbac.yaml', 'nmi-rbac.yaml']) {
+      const text = templates.find((t) => t.name === file)?.text ?? '';
+      expect(text, file).toMatch(
+        /\{\{- if eq \(toString \.Values\.namespaceIdentityPolicy\) "enforce" \}\}\n(?:\s*#.*\n)?\s*- apiGroups: \[""\]\n\s*resources: \["namespaces"\]\n\s*verbs: \["get", "list", "watch"\]\n\s*\{\{- end \}\}/,
+      );
+    }
+  });
+});
