@@ -1,5 +1,5 @@
 // `npm run explain -- [--kubeconfig PATH] [--cloudconfig azure.json [--arm-endpoint URL]] [--sandbox DIR]
-//   [--forceNamespaced] [--json] <namespace>/<pod>`: why a pod does or does not get a token.
+//   [--forceNamespaced] [--namespace-identity-policy off|enforce] [--json] <namespace>/<pod>`: why a pod does or does not get a token.
 // Works against any cluster the kubeconfig points at; ARM is asked when a cloud config is given (--sandbox DIR reads
 // the sandbox's kubeconfig, azure.json, CA and ARM endpoint from DIR).
 
@@ -16,8 +16,8 @@ import { loadKubeConfig } from '../src/kube/index.js';
 
 const USAGE =
   'usage: npm run explain -- [--kubeconfig PATH] [--cloudconfig azure.json [--arm-endpoint URL]] [--sandbox DIR] [--forceNamespaced] ' +
-  '[--allow-cross-namespace-secrets] [--allowed-ad-endpoints URL,...] [--json] <namespace>/<pod>\n' +
-  '  (give the same --forceNamespaced, --allow-cross-namespace-secrets and --allowed-ad-endpoints as MIC and NMI run with)\n';
+  '[--allow-cross-namespace-secrets] [--allowed-ad-endpoints URL,...] [--namespace-identity-policy off|enforce] [--json] <namespace>/<pod>\n' +
+  '  (give the same --forceNamespaced, --allow-cross-namespace-secrets, --allowed-ad-endpoints and --namespace-identity-policy as MIC and NMI run with)\n';
 
 async function main(): Promise<number> {
   let values: Record<string, string | boolean | undefined>;
@@ -33,6 +33,7 @@ async function main(): Promise<number> {
         forceNamespaced: { type: 'boolean', default: false },
         'allow-cross-namespace-secrets': { type: 'boolean', default: false },
         'allowed-ad-endpoints': { type: 'string' },
+        'namespace-identity-policy': { type: 'string', default: 'off' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -50,6 +51,11 @@ async function main(): Promise<number> {
   const [namespace, pod] = target.includes('/') ? target.split('/', 2) : ['default', target];
   if (!pod || !namespace) {
     process.stderr.write(USAGE);
+    return 2;
+  }
+  const policyMode = values['namespace-identity-policy'];
+  if (policyMode !== 'off' && policyMode !== 'enforce') {
+    process.stderr.write(`explain: --namespace-identity-policy: expected one of off, enforce, got '${String(policyMode)}'\n${USAGE}`);
     return 2;
   }
   const sandboxDir = typeof values.sandbox === 'string' ? values.sandbox : undefined;
@@ -79,6 +85,7 @@ async function main(): Promise<number> {
     const input = await gatherExplainInput(kubeConfig, namespace, pod, {
       forceNamespaced: values.forceNamespaced === true,
       credentials,
+      namespaceIdentityPolicy: policyMode,
       ...(arm ? { arm } : {}),
     });
     const report = explain(input);

@@ -13,6 +13,8 @@ import {
   type AzurePodIdentityException,
   type PodView,
 } from '../crds/index.js';
+import { identityRefusal, type NamespacePolicies } from '../crds/namespace-policy.js';
+import { namespacePolicyDenial } from '../nmi/core/namespace-policy.js';
 import { matchingException, selectIdentity } from '../nmi/core/select.js';
 
 export interface ExplainInput {
@@ -23,6 +25,8 @@ export interface ExplainInput {
   readonly assigned: readonly AzureAssignedIdentity[];
   readonly exceptions: readonly AzurePodIdentityException[];
   readonly forceNamespaced: boolean;
+  /** `--namespace-identity-policy=enforce`, with the Namespaces' parsed policies; absent or 'off': not checked. */
+  readonly namespacePolicy?: { readonly mode: 'off' | 'enforce'; readonly policies: NamespacePolicies };
   /** NMI's `--MICNamespace` (default `default`). */
   readonly micNamespace?: string;
   /** Identities on the node's VM/VMSS from ARM, or why ARM was not asked. */
@@ -113,10 +117,15 @@ export function explain(input: ExplainInput): ExplainReport {
     else {
       const problems = identityProblems(identity);
       const refusals = refusalsOf(identity, input.credentials);
+      const refusal =
+        enforced(input) && problems.length === 0 && refusals.length === 0
+          ? identityRefusal(input.namespacePolicy.policies, identity, pod.namespace)
+          : undefined;
       if (problems.length > 0) reasons.push(`AzureIdentity ${b.namespace}/${b.azureIdentity} is invalid: ${problems.join('; ')}`);
       else if (refusals.length > 0) {
         reasons.push(`AzureIdentity ${b.namespace}/${b.azureIdentity} is refused (MIC skips it, NMI denies it): ${refusals.join('; ')}`);
-      } else if (selectorMatched && !matchedIdentities.includes(identity)) matchedIdentities.push(identity);
+      } else if (refusal !== undefined) reasons.push(`IdentityNotPermitted: ${refusal.reason}`);
+      else if (selectorMatched && !matchedIdentities.includes(identity)) matchedIdentities.push(identity);
     }
     bindings.push({ namespace: b.namespace, name: b.name, selector: b.selector, identity: b.azureIdentity, matched: selectorMatched, reasons });
   }
@@ -157,6 +166,10 @@ export function explain(input: ExplainInput): ExplainReport {
   };
 }
 
+function enforced(input: ExplainInput): input is ExplainInput & { namespacePolicy: NonNullable<ExplainInput['namespacePolicy']> } {
+  return input.namespacePolicy?.mode === 'enforce';
+}
+
 function identityProblems(identity: AzureIdentity): string[] {
   return validateAzureIdentity(identity);
 }
@@ -183,6 +196,8 @@ function nmiAnswer(input: ExplainInput, exception: AzurePodIdentityException | u
   );
   switch (selection.kind) {
     case 'identity': {
+      const denial = enforced(input) ? namespacePolicyDenial(input.namespacePolicy.policies, pod, selection.identity) : undefined;
+      if (denial !== undefined) return { status: 403, summary: `403, IdentityNotPermitted: ${denial.reason}` };
       const ready = input.assigned.filter((a) => (a.state === 'Assigned' || a.state === '') && a.nodeName === pod.nodeName);
       const names = ready.map((a) => `${a.identityRef?.namespace}/${a.identityRef?.name}`).join(', ');
       return {
@@ -210,6 +225,10 @@ function verdict(nmi: NmiAnswer, bindings: readonly BindingVerdict[], identities
   }
   if (label === undefined) return `no token: the pod has no ${POD_LABEL} label`;
   const matched = bindings.filter((b) => b.matched);
+  const refused = matched.flatMap((b) => b.reasons).find((r) => r.startsWith('IdentityNotPermitted: '));
+  if (nmi.status === 403 || (identities.length === 0 && refused !== undefined)) {
+    return `no token: the namespace identity policy does not permit the identity (${refused ?? nmi.summary})`;
+  }
   if (matched.length === 0) return `no token: no AzureIdentityBinding has selector "${label}"${bindings.length > 0 ? ' (see the bindings below)' : ''}`;
   if (identities.length === 0) return `no token: the matching binding(s) point at a missing or invalid AzureIdentity: ${matched.flatMap((b) => b.reasons).join('; ')}`;
   if (identities.some((i) => i.assignment === 'Created')) return 'no token yet: the identity is not attached to the node yet (AzureAssignedIdentity Created)';

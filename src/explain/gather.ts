@@ -5,6 +5,7 @@ import type { TokenCredential } from '@azure/core-auth';
 import { ComputeManagementClient } from '@azure/arm-compute';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { parseProviderId } from '../azure/resource-id.js';
+import { parseNamespacePolicy, type NamespacePolicy } from '../crds/namespace-policy.js';
 import {
   GROUP,
   VERSION,
@@ -35,7 +36,7 @@ export async function gatherExplainInput(
   kubeConfig: KubeConfig,
   namespace: string,
   podName: string,
-  opts: { forceNamespaced: boolean; arm?: ArmAccess; credentials?: CredentialPolicy },
+  opts: { forceNamespaced: boolean; namespaceIdentityPolicy?: 'off' | 'enforce'; arm?: ArmAccess; credentials?: CredentialPolicy },
 ): Promise<ExplainInput> {
   const core = kubeConfig.makeApiClient(CoreV1Api);
   const custom = kubeConfig.makeApiClient(CustomObjectsApi);
@@ -71,6 +72,8 @@ export async function gatherExplainInput(
       return [n.value];
     });
 
+  const namespacePolicy =
+    opts.namespaceIdentityPolicy === 'enforce' ? { mode: 'enforce' as const, policies: await namespacePolicies(core) } : undefined;
   const assigned = keep('AzureAssignedIdentity', rawAssigned, normalizeAssignedIdentity).filter((a) => a.pod === pod.name && a.podNamespace === pod.namespace);
   return {
     pod,
@@ -80,9 +83,16 @@ export async function gatherExplainInput(
     exceptions: keep('AzurePodIdentityException', rawExceptions, normalizeException),
     forceNamespaced: opts.forceNamespaced,
     ...(opts.credentials ? { credentials: opts.credentials } : {}),
+    ...(namespacePolicy ? { namespacePolicy } : {}),
     arm: await armView(core, pod.nodeName, opts.arm),
     ignored,
   };
+}
+
+/** Every Namespace's permitted-identities policy, as MIC and NMI read them. */
+async function namespacePolicies(core: CoreV1Api): Promise<Map<string, NamespacePolicy | undefined>> {
+  const list = await core.listNamespace({});
+  return new Map(list.items.map((ns) => [ns.metadata?.name ?? '', parseNamespacePolicy(ns.metadata?.annotations ?? {})]));
 }
 
 async function armView(core: CoreV1Api, nodeName: string, arm: ArmAccess | undefined): Promise<ArmView> {

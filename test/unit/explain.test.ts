@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { parseNamespacePolicy } from '../../src/crds/namespace-policy.js';
 import { explain, type ExplainInput } from '../../src/explain/analyze.js';
 import type {
   AzureAssignedIdentity,
@@ -118,5 +119,25 @@ describe('explain', () => {
       input({ bindings: [binding('apps', 'web', 'web', 'web')], identities: [id], assigned: [aai(id, 'Assigned')], arm: { kind: 'ok', target: 'vmss/ss', userAssigned: [], systemAssigned: true } }),
     );
     expect(report.verdict).toContain('is Assigned yet missing on the node in ARM');
+  });
+});
+
+describe('explain with --namespace-identity-policy=enforce', () => {
+  const KEY = 'aadpodidentity.k8s.io/permitted-identities';
+  const id = identity('apps', 'web');
+  const base = { bindings: [binding('apps', 'web', 'web', 'web')], identities: [id], assigned: [aai(id, 'Assigned')] };
+
+  it('shows IdentityNotPermitted on the binding and a 403 from NMI when the namespace does not permit the identity', () => {
+    const report = explain(input({ ...base, namespacePolicy: { mode: 'enforce', policies: new Map([['apps', parseNamespacePolicy({})]]) } }));
+    expect(report.bindings[0]?.reasons[0]).toMatch(/^IdentityNotPermitted: Namespace apps has no aadpodidentity.k8s.io\/permitted-identities annotation/);
+    expect(report.bindings[0]?.reasons[0]).toContain(`add "${RESOURCE.toLowerCase()}"`);
+    expect(report.nmi.status).toBe(403);
+    expect(report.verdict).toMatch(/^no token: the namespace identity policy does not permit the identity/);
+  });
+
+  it('works when the annotation permits it, and off ignores the annotations', () => {
+    const permitted = new Map([['apps', parseNamespacePolicy({ [KEY]: RESOURCE })]]);
+    expect(explain(input({ ...base, namespacePolicy: { mode: 'enforce', policies: permitted } })).verdict).toBe('works: the pod gets a token');
+    expect(explain(input({ ...base, namespacePolicy: { mode: 'off', policies: new Map() } })).verdict).toBe('works: the pod gets a token');
   });
 });
