@@ -101,4 +101,27 @@ describe.skipIf(skip)('kubectl against the API emulator', () => {
     await kubectl('delete', 'pod', 'from-kubectl', 'web');
     expect((await core.listNamespacedPod({ namespace: 'default' })).items).toEqual([]);
   });
+  it("annotates a Namespace with the permitted-identities policy (what a cluster admin runs), and a watch sees the change", async () => {
+    const core = world.kc.makeApiClient(k8s.CoreV1Api);
+    // From a manifest: `kubectl create namespace NAME` sends protobuf, which the emulator does not speak.
+    const nsManifest = join(dir, 'namespace.yaml');
+    await writeFile(nsManifest, 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n');
+    expect(await kubectl('create', '-f', nsManifest)).toContain('namespace/team-a created');
+    const list = await core.listNamespace({});
+    const watch = new k8s.Watch(world.kc);
+    const seen = new Promise<Record<string, string>>((resolve, reject) => {
+      void watch
+        .watch('/api/v1/namespaces', { resourceVersion: list.metadata?.resourceVersion, fieldSelector: 'metadata.name=team-a' }, (type, obj: k8s.V1Namespace) => {
+          if (type === 'MODIFIED' && obj.metadata?.annotations) resolve(obj.metadata.annotations);
+        }, (err) => { if (err) reject(err as Error); })
+        .then((req) => seen.finally(() => req.abort()));
+    });
+    const id = '/subscriptions/s/resourceGroups/team-a/providers/Microsoft.ManagedIdentity/userAssignedIdentities/*';
+    expect(await kubectl('annotate', 'namespace', 'team-a', `aadpodidentity.k8s.io/permitted-identities=${id}`)).toContain('namespace/team-a annotated');
+    expect(await seen).toMatchObject({ 'aadpodidentity.k8s.io/permitted-identities': id });
+    const printed = await kubectl('get', 'namespace', 'team-a', '-o', String.raw`jsonpath={.metadata.annotations.aadpodidentity\.k8s\.io/permitted-identities}`);
+    expect(printed).toBe(id);
+    expect(await kubectl('annotate', 'namespace', 'team-a', 'aadpodidentity.k8s.io/permitted-identities-')).toContain('namespace/team-a annotated');
+    expect((await core.readNamespace({ name: 'team-a' })).metadata?.annotations ?? {}).toEqual({});
+  });
 });
