@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  identityRefusal,
   parseNamespacePolicy,
   PERMITTED_IDENTITIES_ANNOTATION as KEY,
   policyRefusal,
@@ -41,5 +42,27 @@ describe('namespace identity policy', () => {
     const p = parseNamespacePolicy({ [KEY]: `${B}, team-a-rg` });
     expect(p?.problems[0]).toContain('team-a-rg');
     expect(policyRefusal('team-b', p, msi(B))).toContain('is invalid');
+  });
+
+  it('treats certificate service principals (type 2) like type 1, and an unknown type as not permitted', () => {
+    const p = parseNamespacePolicy({ [KEY]: `clientid:1111*, ${B}` });
+    expect(policyRefusal('x', p, { type: 2, resourceID: '', clientID: '11112222' })).toBeUndefined();
+    expect(policyRefusal('x', p, { type: 2, resourceID: B, clientID: '3333' })).toContain('client ID');
+    expect(policyRefusal('x', p, { type: null, resourceID: B, clientID: '1111' })).toContain('unknown type');
+  });
+
+  it("names the entry to add in the refusing namespace's message", () => {
+    expect(policyRefusal('team-b', undefined, msi(A))).toContain(`add "${A.toLowerCase()}" to the ${KEY} annotation of Namespace team-b`);
+  });
+
+  it("checks the identity's own namespace and the pod's", () => {
+    const policies = new Map([
+      ['team-a', parseNamespacePolicy({ [KEY]: A })],
+      ['team-b', parseNamespacePolicy({ [KEY]: B })],
+    ]);
+    expect(identityRefusal(policies, { ...msi(A), namespace: 'team-a' }, 'team-a')).toBeUndefined();
+    expect(identityRefusal(policies, { ...msi(A), namespace: 'team-b' }, 'team-b')?.namespace).toBe('team-b');
+    expect(identityRefusal(policies, { ...msi(A), namespace: 'team-a' }, 'team-b')?.namespace).toBe('team-b');
+    expect(identityRefusal(policies, { ...msi(A), namespace: 'team-c' }, 'team-a')?.namespace).toBe('team-c');
   });
 });
