@@ -66,6 +66,14 @@ describe('NMI namespace identity policy (issue 10 row 6)', () => {
     expect(ok.status, ok.body).toBe(200);
     expect(decodeToken(accessTokenOf(ok)).oid).toBe(a.principalId);
 
+    // /host/token (host-network callers naming a pod) applies the same check.
+    const host = (pod: { namespace: string; name: string }) =>
+      w.call('127.0.0.1', `/host/token/?resource=${encodeURIComponent(VAULT)}`, { headers: { podns: pod.namespace, podname: pod.name } });
+    const hostRefused = await host(attacker);
+    expect(hostRefused.status).toBe(403);
+    expect(hostRefused.body).toContain(KEY);
+    expect((await host(victim)).status).toBe(200);
+
     // Even if team-b's own annotation were widened to name team-a's identity, only an admin could do it: then it works.
     await permit(w, 'team-b', a.resourceId);
     const widened = await w.call(attacker.ip, tokenPath);
