@@ -60,7 +60,7 @@ describe('verified managed identity fetch (verifyManagedIdentity)', () => {
     const p = createTokenProvider({ imds: { endpoint: 'http://imds.invalid', fetch, maxAttempts: 1 }, secrets: { get: async () => ({}) }, verifyManagedIdentity: true, cache: { negativeTtlMs: 0 } });
     return { p, urls };
   }
-  const id = { cacheKey: identityCacheKey({ namespace: 'team-b', name: 'id', uid: 'u', resourceVersion: '1' }), type: 0 as const, clientID: 'AAAA-1', resourceID: A };
+  const id = { cacheKey: identityCacheKey({ namespace: 'team-b', name: 'id', uid: 'u', resourceVersion: '1' }), namespace: 'team-b', type: 0 as const, clientID: 'AAAA-1', resourceID: A };
 
   it('asks IMDS by msi_res_id and accepts the token of the declared client ID (case-insensitive)', async () => {
     const { p, urls } = provider('aaaa-1');
