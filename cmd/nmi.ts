@@ -1,15 +1,16 @@
 // NMI entry point: parse flags once, build, start, stop on SIGTERM (keeping the iptables rules: fail closed), exit.
 // `--uninstall-iptables` is the one path that removes the rules: it does only that and exits.
 
-import { readFileSync } from 'node:fs';
 import { createLogger } from '../src/common/log.js';
 import { loadKubeConfig } from '../src/kube/index.js';
 import { parseNmiConfig, nmiUsage } from '../src/nmi/config.js';
 import { CHAIN, createIptables } from '../src/nmi/iptables.js';
-import { KUBENET_REFUSAL, kubeletUsesKubenet } from '../src/nmi/kubenet.js';
+import { detectKubenet, KUBENET_REFUSAL } from '../src/nmi/kubenet.js';
 import { startNmi } from '../src/nmi/nmi.js';
 
 const VERSION = '0.1.0';
+// A readdir of a small root-owned directory: cheap enough to poll until the runtime writes its CNI config.
+const KUBENET_RECHECK_MS = 2_000;
 
 async function main(): Promise<number> {
   const parsed = parseNmiConfig(process.argv.slice(2), process.env);
@@ -50,17 +51,17 @@ async function main(): Promise<number> {
     }
   }
 
+  const kubenetSources = { kubeletConfig: config.kubeletConfig, cniConfDir: config.cniConfDir };
+  let kubenetRecheck = false;
   if (!config.allowNetworkPluginKubenet) {
-    let kubeletDefaults = '';
-    try {
-      kubeletDefaults = readFileSync(config.kubeletConfig, 'utf8');
-    } catch {
-      // No kubelet defaults file: nothing says kubenet.
-    }
-    if (kubeletUsesKubenet(kubeletDefaults)) {
-      logger.fatal({ kubeletConfig: config.kubeletConfig }, KUBENET_REFUSAL);
+    const detected = detectKubenet(kubenetSources);
+    for (const note of detected.notes) logger.warn({ kubeletConfig: config.kubeletConfig, cniConfDir: config.cniConfDir }, note);
+    if (detected.kubenet !== undefined) {
+      logger.fatal({ kubeletConfig: config.kubeletConfig, cniConfDir: config.cniConfDir, reason: detected.kubenet }, KUBENET_REFUSAL);
       return 1;
     }
+    // The runtime writes its CNI config once the node has a pod CIDR, possibly after NMI started: look again.
+    kubenetRecheck = !detected.cniNetworkFound && config.cniConfDir !== '';
   }
 
   const userAgent = `aad-pod-identity/NMI/${VERSION}${config.customUserAgent ? ` ${config.customUserAgent}` : ''}`;
@@ -106,9 +107,29 @@ async function main(): Promise<number> {
 
   return new Promise<number>((resolve) => {
     let stopping = false;
+    const recheck = kubenetRecheck
+      ? setInterval(() => {
+          const detected = detectKubenet(kubenetSources);
+          if (detected.kubenet !== undefined) {
+            clearInterval(recheck);
+            if (stopping) return;
+            stopping = true;
+            logger.fatal({ kubeletConfig: config.kubeletConfig, cniConfDir: config.cniConfDir, reason: detected.kubenet }, KUBENET_REFUSAL);
+            // stop() keeps the DNAT rules: pods get refused connections, never the real IMDS.
+            void nmi
+              .stop()
+              .catch((error: unknown) => logger.error({ err: error }, 'stop failed'))
+              .finally(() => resolve(1));
+          } else if (detected.cniNetworkFound) {
+            clearInterval(recheck);
+            logger.info({ cniConfDir: config.cniConfDir }, 'CNI network config found; not kubenet-shaped');
+          }
+        }, KUBENET_RECHECK_MS)
+      : undefined;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
+      if (recheck) clearInterval(recheck);
       logger.info({ signal }, 'stopping');
       const deadline = setTimeout(() => {
         logger.error('stop took longer than 20 s; exiting');

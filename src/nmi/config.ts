@@ -38,6 +38,8 @@ export interface NmiConfig extends CommonSettings {
   readonly operationMode: OperationMode;
   readonly allowNetworkPluginKubenet: boolean;
   readonly kubeletConfig: string;
+  /** CNI conf dir read by the kubenet guard ('' skips the CNI check). */
+  readonly cniConfDir: string;
   readonly setRetryAfterHeader: boolean;
   readonly enableConntrackDeletion: boolean;
   /** Fetch tokens ahead of time for identities assigned to pods on this node. */
@@ -169,7 +171,18 @@ export const NMI_FLAGS = {
     default: false,
     help: 'Allow running aad-pod-identity in cluster with kubenet',
   },
-  kubeletConfig: { kind: 'string', name: 'kubelet-config', default: '/etc/default/kubelet', help: 'Path to kubelet default config' },
+  kubeletConfig: {
+    kind: 'string',
+    name: 'kubelet-config',
+    default: '/etc/default/kubelet',
+    help: "Path to kubelet default config (an EnvironmentFile; the kubenet guard reads --network-plugin from it as the kubelet's flag parser would)",
+  },
+  cniConfDir: {
+    kind: 'string',
+    name: 'cni-conf-dir',
+    default: '/etc/cni/net.d',
+    help: "CNI conf dir the kubenet guard reads: kubenet-shaped when the runtime's network (first valid .conf/.conflist/.json by name) starts with the bridge plugin; '' skips this check",
+  },
   setRetryAfterHeader: {
     kind: 'bool',
     name: 'set-retry-after-header',
@@ -306,6 +319,7 @@ export function parseNmiConfig(
     operationMode,
     allowNetworkPluginKubenet: f.allowNetworkPluginKubenet,
     kubeletConfig: f.kubeletConfig,
+    cniConfDir: f.cniConfDir,
     setRetryAfterHeader: f.setRetryAfterHeader,
     enableConntrackDeletion: f.enableConntrackDeletion,
     prefetch: f.prefetch,
