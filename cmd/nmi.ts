@@ -6,6 +6,7 @@ import { loadKubeConfig } from '../src/kube/index.js';
 import { parseNmiConfig, nmiUsage } from '../src/nmi/config.js';
 import { CHAIN, createIptables } from '../src/nmi/iptables.js';
 import { detectKubenet, KUBENET_REFUSAL } from '../src/nmi/kubenet.js';
+import { bearerTokenFileProblem } from '../src/nmi/metrics-endpoint.js';
 import { startNmi } from '../src/nmi/nmi.js';
 
 const VERSION = '0.1.0';
@@ -51,6 +52,14 @@ async function main(): Promise<number> {
     }
   }
 
+  if (config.metricsBearerTokenFile !== '') {
+    const problem = bearerTokenFileProblem(config.metricsBearerTokenFile);
+    if (problem !== undefined) {
+      logger.fatal({ metricsBearerTokenFile: config.metricsBearerTokenFile }, problem);
+      return 1;
+    }
+  }
+
   const kubenetSources = { kubeletConfig: config.kubeletConfig, cniConfDir: config.cniConfDir };
   let kubenetRecheck = false;
   if (!config.allowNetworkPluginKubenet) {
@@ -75,6 +84,7 @@ async function main(): Promise<number> {
       probePort: config.httpProbePort,
       metricsAddress: config.metricsBindAddress || '0.0.0.0',
       metricsPort: config.prometheusPort,
+      metricsBearerTokenFile: config.metricsBearerTokenFile,
       imdsEndpoint: config.imdsEndpoint,
       enableScaleFeatures: config.enableScaleFeatures,
       manageIptables: config.manageIptables,

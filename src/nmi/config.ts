@@ -29,6 +29,8 @@ export interface NmiConfig extends CommonSettings {
   readonly micNamespace: string;
   readonly httpProbePort: number;
   readonly prometheusPort: number;
+  /** Contents a scraper sends as `Authorization: Bearer` to get the series with namespace and resource labels. */
+  readonly metricsBearerTokenFile: string;
   readonly retryAttemptsForCreated: number;
   readonly retryAttemptsForAssigned: number;
   readonly findIdentityRetryIntervalMs: number;
@@ -119,6 +121,12 @@ export const NMI_FLAGS = {
     help: 'HTTP health and readiness probe port (/healthz, /readyz); the manifests use 8085',
   },
   prometheusPort: { kind: 'int', name: 'prometheus-port', default: 9090, min: 0, max: 65535, help: 'Prometheus port for metrics (/metrics)' },
+  metricsBearerTokenFile: {
+    kind: 'string',
+    name: 'metrics-bearer-token-file',
+    default: '',
+    help: "File holding a token; /metrics requests with 'Authorization: Bearer <token>' get the series with namespace and resource labels, a wrong token 401. Without it (or without the header) /metrics has no tenant labels; re-read when the file changes",
+  },
   retryAttemptsForCreated: {
     kind: 'int',
     name: 'retry-attempts-for-created',
@@ -310,6 +318,7 @@ export function parseNmiConfig(
     micNamespace: f.micNamespace,
     httpProbePort: f.httpProbePort,
     prometheusPort: f.prometheusPort,
+    metricsBearerTokenFile: f.metricsBearerTokenFile,
     retryAttemptsForCreated: f.retryAttemptsForCreated,
     retryAttemptsForAssigned: f.retryAttemptsForAssigned,
     findIdentityRetryIntervalMs: f.findIdentityRetryInterval,

@@ -19,6 +19,7 @@ import { createImdsProxy } from './adapters/proxy.js';
 import { tokenIssuerFrom } from './adapters/token-issuer.js';
 import { NmiIdentityState } from './identity-state.js';
 import { CHAIN, createIptables, type InterceptTarget, type Iptables } from './iptables.js';
+import { createMetricsListener } from './metrics-endpoint.js';
 import { createNmiMetrics } from './metrics.js';
 import { PodIndex } from './pod-index.js';
 import { createNmiRequestListener, handleExpectContinue, type NmiServerConfig } from './server.js';
@@ -33,6 +34,8 @@ export interface NmiOptions extends NmiServerConfig {
   readonly probePort: number;
   readonly metricsAddress: string;
   readonly metricsPort: number;
+  /** File whose contents a scraper must send as `Authorization: Bearer` for the series with tenant labels. */
+  readonly metricsBearerTokenFile?: string;
   readonly imdsEndpoint: string;
   readonly enableScaleFeatures: boolean;
   /** Program iptables (false in the loopback sandbox and in tests without root). */
@@ -179,19 +182,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     res.writeHead(404).end();
   });
   const probeUrl = await listen(probe, options.probeAddress, options.probePort);
-  const metricsServer = createServer((req, res) => {
-    if ((req.url ?? '/').split('?')[0] !== '/metrics') return void res.writeHead(404).end();
-    metrics.registry
-      .metrics()
-      .then((text) => {
-        res.writeHead(200, { 'content-type': metrics.registry.contentType });
-        res.end(text);
-      })
-      .catch((error: unknown) => {
-        log.warn({ err: error }, 'metrics collection failed');
-        res.writeHead(500).end();
-      });
-  });
+  const metricsServer = createServer(createMetricsListener({ metrics, bearerTokenFile: options.metricsBearerTokenFile, logger: log }));
   const metricsUrl = await listen(metricsServer, options.metricsAddress, options.metricsPort);
   tokens.start(Math.min(30_000, Math.max(1_000, options.tokenRefreshBeforeMs / 4)));
   log.info({ url, probeUrl, metricsUrl, mode: options.operationMode }, 'NMI started');

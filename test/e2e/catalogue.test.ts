@@ -6,6 +6,8 @@
 // its own identities, so what it asserts on the VMSS is its own, and afterEach removes its pods and custom resources.
 
 import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CoordinationV1Api } from '@kubernetes/client-node';
 import { shouldSkipNetns } from '../helpers/netns.js';
@@ -440,14 +442,19 @@ describe.skipIf(skip)('end-to-end catalogue on the netns sandbox', () => {
   it('answers 503 with Retry-After in that mode, and the SDK retries into a token once the identity is assigned', async () => {
     const [id] = await setup('retry-after');
     const node = t.sandbox.endpoints.nodes[1]!;
-    const retryArgs = ['--set-retry-after-header=true', '--retry-attempts-for-created=1', '--retry-attempts-for-assigned=1', '--find-identity-retry-interval=1s'];
+    // The per-namespace series need the metrics bearer token (issue 10 row 12); anonymous scrapes have no namespace label.
+    const scrapeToken = randomUUID();
+    const tokenFile = join(t.sandbox.stateDir, 'metrics-token');
+    writeFileSync(tokenFile, `${scrapeToken}\n`);
+    const retryArgs = ['--set-retry-after-header=true', '--retry-attempts-for-created=1', '--retry-attempts-for-assigned=1', '--find-identity-retry-interval=1s', `--metrics-bearer-token-file=${tokenFile}`];
     await t.sandbox.restartNmi(node.name, { extraArgs: retryArgs });
     try {
       // The pod asks before any identity is bound: NMI gives up after its one-second budget with 503 + Retry-After.
       await t.startPod(ns, 'app', 'late', { nodeName: node.name });
       const pending = t.podToken(ns, 'app', { timeoutMs: 80_000 });
       const metric = async () => {
-        const r = await t.sandbox.execInNode(node.name, ['node', '-e', "fetch('http://127.0.0.1:9090/metrics').then(r => r.text()).then(t => console.log(t))"]);
+        const scrape = `fetch('http://127.0.0.1:9090/metrics', { headers: { authorization: 'Bearer ${scrapeToken}' } }).then(r => r.text()).then(t => console.log(t))`;
+        const r = await t.sandbox.execInNode(node.name, ['node', '-e', scrape]);
         return r.stdout.split('\n').find((l) => l.startsWith('aadpodidentity_nmi_operations_duration_seconds_count') && l.includes('status_code="503"') && l.includes(`namespace="${ns}"`));
       };
       await eventually(metric, 30_000, 'a 503 answered to the pod');
