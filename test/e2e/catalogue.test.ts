@@ -439,6 +439,38 @@ describe.skipIf(skip)('end-to-end catalogue on the netns sandbox', () => {
     expect((await t.podToken(ns, 'app')).claims?.appid).toBe(id!.clientId);
   }, 90_000);
 
+  it('shows a pod on the node no namespace, resource or pod name on the node’s :9090/metrics and :8085 probes (issue 10 row 12)', async () => {
+    const [id] = await setup('scrape');
+    const node = t.sandbox.endpoints.nodes[0]!;
+    await t.createIdentity(ns, 'ident', uamiSpec(id!));
+    await t.createBinding(ns, 'bind', 'ident', 'sel');
+    await t.startPod(ns, 'victim-app', 'sel', { nodeName: node.name });
+    await assigned('victim-app');
+    expect((await t.podToken(ns, 'victim-app')).ok).toBe(true);
+    const other = `${ns}-snoop`;
+    await t.createNamespace(other);
+    await t.startPod(other, 'snoop', '', { nodeName: node.name });
+    try {
+      const route = await t.sandbox.execInPod(`${other}/snoop`, ['ip', 'route', 'show', 'default']);
+      const nodeIp = /via (\S+)/.exec(route.stdout)?.[1];
+      expect(nodeIp, route.stdout).toMatch(/^10\./);
+      const read = async (url: string) => {
+        const r = await t.sandbox.execInPod(`${other}/snoop`, ['node', '-e', `fetch(${JSON.stringify(url)}).then(async r => console.log(JSON.stringify({ status: r.status, body: await r.text() })))`]);
+        return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { status?: number; body?: string };
+      };
+      const metrics = await read(`http://${nodeIp}:9090/metrics`);
+      expect(metrics.status).toBe(200);
+      expect(metrics.body).toContain('aadpodidentity_nmi_operations_duration_seconds_count{operation_type="token",status_code="200"}');
+      for (const path of ['/healthz', '/readyz']) {
+        const probe = await read(`http://${nodeIp}:8085${path}`);
+        expect(probe.status, path).toBe(200);
+        expect(`${metrics.body}\n${probe.body}`).not.toMatch(new RegExp(`${ns}|victim-app|namespace=|resource=|management\\.azure|${id!.clientId}`));
+      }
+    } finally {
+      await t.deletePod(other, 'snoop').catch(() => undefined);
+    }
+  }, 90_000);
+
   it('answers 503 with Retry-After in that mode, and the SDK retries into a token once the identity is assigned', async () => {
     const [id] = await setup('retry-after');
     const node = t.sandbox.endpoints.nodes[1]!;
