@@ -103,6 +103,33 @@ describe('chart contents', () => {
     expect((values['nmi'] as { tag: string }).tag).toBe(chart.appVersion);
   });
 
+  it('mounts the metrics bearer token Secret where --metrics-bearer-token-file points, only when one is named', () => {
+    const text = templates.find((t) => t.name === 'nmi-daemonset.yaml')?.text ?? '';
+    const arg = /\{\{- if \.Values\.nmi\.metricsBearerTokenSecret\.name \}\}\n\s*- "--metrics-bearer-token-file=([^"]+)"\n\s*\{\{- end \}\}/.exec(text);
+    expect(arg, 'the flag, guarded by the Secret name').not.toBeNull();
+    const file = arg![1]!;
+    const mount = /\{\{- if \.Values\.nmi\.metricsBearerTokenSecret\.name \}\}\n\s*- name: metrics-token\n\s*mountPath: (\S+)\n\s*readOnly: true\n\s*\{\{- end \}\}/.exec(text);
+    expect(mount, 'the read-only mount, guarded by the Secret name').not.toBeNull();
+    const volume = /- name: metrics-token\n\s*secret:\n\s*secretName: \{\{ \.name \}\}\n\s*items:\n\s*- key: \{\{ \.key \}\}\n\s*path: (\S+)/.exec(text);
+    expect(volume, 'the Secret volume with the key projected to a fixed file name').not.toBeNull();
+    expect(file).toBe(`${mount![1]}/${volume![1]}`);
+    const nmi = values['nmi'] as { metricsBearerTokenSecret: { name: string; key: string } };
+    expect(nmi.metricsBearerTokenSecret).toEqual({ name: '', key: 'token' });
+    const validate = validator();
+    const secret = (s: object) => validate({ ...values, nmi: { ...nmi, metricsBearerTokenSecret: s } });
+    expect(secret({ name: 'nmi-scrape', key: 'token' })).toBe(true);
+    expect(secret({ name: 'Bad_Name', key: 'token' })).toBe(false);
+    expect(secret({ name: 'nmi-scrape', key: '../x' })).toBe(false);
+  });
+
+  it('mounts the CNI conf dir the kubenet guard reads, read-only, where --cni-conf-dir points', () => {
+    const text = templates.find((t) => t.name === 'nmi-daemonset.yaml')?.text ?? '';
+    expect(text).toContain('- "--cni-conf-dir={{ .Values.nmi.cniConfDir }}"');
+    expect(text).toMatch(/- name: cni-conf\n\s*mountPath: \{\{ \. \}\}\n\s*readOnly: true/);
+    expect(text).toMatch(/- name: cni-conf\n\s*hostPath:\n\s*path: \{\{ \. \}\}\n\s*type: DirectoryOrCreate/);
+    expect((values['nmi'] as { cniConfDir: string }).cniConfDir).toBe('/etc/cni/net.d');
+  });
+
   it('balances template control blocks in every file', () => {
     for (const t of templates) {
       const opens = [...t.text.matchAll(/\{\{-?\s*(if|range|with|define)\b/g)].length;
