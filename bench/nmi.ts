@@ -184,6 +184,7 @@ async function startNmiProcess(kubeconfig: string, imdsUrl: string, cpuProfDir: 
     '--manage-iptables=false',
     `--imds-endpoint=${imdsUrl}`,
     '--kubelet-config=/nonexistent',
+    '--cni-conf-dir=',
     '--prefetch=false',
     `--retry-attempts-for-created=${FAST_WAITS.retryAttemptsForCreated}`,
     `--retry-attempts-for-assigned=${FAST_WAITS.retryAttemptsForAssigned}`,

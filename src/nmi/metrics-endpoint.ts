@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 
 export interface MetricsEndpointOptions {
-  readonly metrics: { readonly registry: Registry; readonly anonymousRegistry: Registry };
+  readonly metrics: { readonly registry: Registry; anonymousMetrics(): Promise<string> };
   /** '' or undefined: anonymous view only, whatever the request carries. */
   readonly bearerTokenFile?: string | undefined;
   readonly logger: Logger;
@@ -32,11 +32,10 @@ export function createMetricsListener(opts: MetricsEndpointOptions): (req: Incom
     opts.logger.warn({ reason, tokenFile }, 'metrics request refused (401); check the scraper\'s bearer token against --metrics-bearer-token-file');
   };
 
-  const serve = (res: ServerResponse, registry: Registry) => {
-    registry
-      .metrics()
+  const serve = (res: ServerResponse, full: boolean) => {
+    (full ? opts.metrics.registry.metrics() : opts.metrics.anonymousMetrics())
       .then((text) => {
-        res.writeHead(200, { 'content-type': registry.contentType });
+        res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
         res.end(text);
       })
       .catch((error: unknown) => {
@@ -53,14 +52,14 @@ export function createMetricsListener(opts: MetricsEndpointOptions): (req: Incom
   return (req, res) => {
     if ((req.url ?? '/').split('?')[0] !== '/metrics') return void res.writeHead(404).end();
     const header = req.headers.authorization;
-    if (expected === undefined || header === undefined) return serve(res, opts.metrics.anonymousRegistry);
+    if (expected === undefined || header === undefined) return serve(res, false);
     const presented = /^Bearer[ \t]+([^ \t]+)[ \t]*$/i.exec(header)?.[1];
     if (presented === undefined) return refuse(res, 'the Authorization header is not a bearer token');
     expected().then(
       (digest) => {
         if (digest === undefined) return refuse(res, 'the bearer token file is unreadable or empty');
         if (!timingSafeEqual(sha256(presented), digest)) return refuse(res, 'wrong bearer token');
-        serve(res, opts.metrics.registry);
+        serve(res, true);
       },
       (error: unknown) => {
         opts.logger.warn({ err: error, tokenFile }, 'reading the metrics bearer token failed');

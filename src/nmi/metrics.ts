@@ -1,9 +1,10 @@
 // NMI's Prometheus metrics with the original's names (upstream-behaviour §2.10). Label values that a caller controls
-// are bounded, so a pod cannot grow the series count without limit. Two registries: `registry` has every series,
-// with the callers' namespace and resource; `anonymousRegistry` has the same metrics without those labels, for
-// scrapers without the metrics bearer token (pods on the node can reach :9090: issue 10 row 12).
+// are bounded, so a pod cannot grow the series count without limit. Two views: `registry` has every series, with the
+// callers' namespace and resource; `anonymousMetrics()` is the same registry with TENANT_LABELS summed away at scrape
+// time, for scrapers without the metrics bearer token (pods on the node can reach :9090: issue 10 row 12). Summing
+// at scrape time keeps the request path to one observation, and strips those labels from any metric added later.
 
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { NmiMetrics } from './ports.js';
 
 const MAX_LABEL_VALUES = 200;
@@ -15,37 +16,27 @@ export const TENANT_LABELS: readonly string[] = ['namespace', 'resource'];
 export interface NmiMetricsRegistry extends NmiMetrics {
   /** Every series, tenant labels included. */
   readonly registry: Registry;
-  /** The same metrics without TENANT_LABELS. */
-  readonly anonymousRegistry: Registry;
+  /** The exposition text of `registry` without TENANT_LABELS (series that differ only in them are summed). */
+  anonymousMetrics(): Promise<string>;
   setTokenCacheStats(read: () => { hits: number; misses: number; upstreamCalls: number; refreshes: number; entries: number }): void;
 }
 
 export function createNmiMetrics(): NmiMetricsRegistry {
   const registry = new Registry();
-  const anonymousRegistry = new Registry();
-  const buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 10, 50, 100];
   const duration = new Histogram({
     name: 'aadpodidentity_nmi_operations_duration_seconds',
     help: 'Duration of NMI operations, by route (not raw path), status code, pod namespace and resource',
     labelNames: ['operation_type', 'status_code', 'namespace', 'resource'],
-    buckets,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 10, 50, 100],
     registers: [registry],
-  });
-  const anonymousDuration = new Histogram({
-    name: 'aadpodidentity_nmi_operations_duration_seconds',
-    help: 'Duration of NMI operations, by route (not raw path) and status code (namespace and resource only with the metrics bearer token)',
-    labelNames: ['operation_type', 'status_code'],
-    buckets,
-    registers: [anonymousRegistry],
   });
   const kubeErrors = new Counter({
     name: 'aadpodidentity_kubernetes_api_operations_errors_count',
     help: 'Kubernetes API operation errors',
     labelNames: ['operation_type'],
-    registers: [registry, anonymousRegistry],
+    registers: [registry],
   });
   const children = new Map<string, ReturnType<typeof duration.labels>>();
-  const anonymousChildren = new Map<string, ReturnType<typeof anonymousDuration.labels>>();
   const namespaces = boundedValues();
   const resources = boundedValues();
   let cacheStats: (() => { hits: number; misses: number; upstreamCalls: number; refreshes: number; entries: number }) | undefined;
@@ -53,7 +44,7 @@ export function createNmiMetrics(): NmiMetricsRegistry {
     name: 'aadpodidentity_nmi_token_cache',
     help: 'Token cache counters since start: hits, misses, upstream_calls, refreshes, and current size',
     labelNames: ['kind'],
-    registers: [registry, anonymousRegistry],
+    registers: [registry],
     collect() {
       const s = cacheStats?.();
       if (s === undefined) return;
@@ -67,7 +58,7 @@ export function createNmiMetrics(): NmiMetricsRegistry {
 
   return {
     registry,
-    anonymousRegistry,
+    anonymousMetrics: async () => renderWithout(await registry.getMetricsAsJSON(), TENANT_LABELS),
     observeRequest(route, status, namespace, resource, seconds) {
       // One labelled child per series, looked up by a joined key: prom-client's label hashing was a hot-path cost.
       const ns = namespaces(namespace);
@@ -79,13 +70,6 @@ export function createNmiMetrics(): NmiMetricsRegistry {
         children.set(key, series);
       }
       series.observe(seconds);
-      const anonymousKey = `${route}\u0000${status}`;
-      let anonymous = anonymousChildren.get(anonymousKey);
-      if (anonymous === undefined) {
-        anonymous = anonymousDuration.labels({ operation_type: route, status_code: String(status) });
-        anonymousChildren.set(anonymousKey, anonymous);
-      }
-      anonymous.observe(seconds);
     },
     countKubeError(operation) {
       kubeErrors.inc({ operation_type: operation });
@@ -104,4 +88,45 @@ function boundedValues(): (value: string) => string {
     seen.add(value);
     return value;
   };
+}
+
+/**
+ * Prometheus text exposition (format 0.0.4) of these metrics with `dropped` labels removed: values of series left
+ * with the same labels are added, which is right for counters, histogram buckets/sums/counts and the gauges here.
+ */
+export function renderWithout(metrics: readonly MetricObjectWithValues<MetricValue<string>>[], dropped: readonly string[]): string {
+  const drop = new Set(dropped);
+  const lines: string[] = [];
+  for (const metric of metrics) {
+    lines.push(`# HELP ${metric.name} ${escapeHelp(metric.help)}`, `# TYPE ${metric.name} ${metric.type}`);
+    const series = new Map<string, { line: string; value: number }>();
+    for (const v of metric.values) {
+      const name = (v as { metricName?: string }).metricName ?? metric.name;
+      const labels = Object.entries(v.labels as Record<string, string | number | undefined>)
+        .filter(([k, value]) => !drop.has(k) && value !== undefined)
+        .map(([k, value]) => `${k}="${escapeLabel(String(value))}"`)
+        .join(',');
+      const line = labels === '' ? name : `${name}{${labels}}`;
+      const seen = series.get(line);
+      if (seen === undefined) series.set(line, { line, value: v.value });
+      else seen.value += v.value;
+    }
+    for (const { line, value } of series.values()) lines.push(`${line} ${formatValue(value)}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function escapeHelp(text: string): string {
+  return text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+
+function escapeLabel(text: string): string {
+  return text.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+function formatValue(value: number): string {
+  if (Number.isNaN(value)) return 'NaN';
+  if (value === Infinity) return '+Inf';
+  if (value === -Infinity) return '-Inf';
+  return String(value);
 }
