@@ -102,6 +102,7 @@ async function main(): Promise<number> {
       forceNamespaced: config.forceNamespaced,
       namespaceIdentityPolicy: config.namespaceIdentityPolicy,
       micNamespace: config.micNamespace,
+      micServiceAccount: config.micServiceAccount,
       retryAttemptsForCreated: config.retryAttemptsForCreated,
       retryAttemptsForAssigned: config.retryAttemptsForAssigned,
       findIdentityRetryIntervalMs: config.findIdentityRetryIntervalMs,

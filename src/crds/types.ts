@@ -111,6 +111,8 @@ export interface PodView {
   readonly hostNetwork: boolean;
   readonly deleting: boolean;
   readonly ownerReferences: readonly OwnerReferenceView[];
+  /** spec.serviceAccountName (or the deprecated spec.serviceAccount); absent or empty never matches MIC's. */
+  readonly serviceAccountName?: string;
 }
 
 /** The parts of a Node that MIC uses (providerID locates the VM or VMSS instance). */
@@ -236,6 +238,7 @@ export function podViewFrom(raw: unknown): PodView | null {
     podIPs: podIPs.length > 0 ? podIPs : podIP !== '' ? [podIP] : [],
     phase: asString(status.phase),
     hostNetwork: spec.hostNetwork === true,
+    serviceAccountName: asString(spec.serviceAccountName) || asString(spec.serviceAccount),
     deleting: isSet(meta.deletionTimestamp),
     ownerReferences: asArray(meta.ownerReferences).map((entry) => {
       const ref = asRecord(entry);

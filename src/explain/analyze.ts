@@ -27,8 +27,10 @@ export interface ExplainInput {
   readonly forceNamespaced: boolean;
   /** `--namespace-identity-policy=enforce`, with the Namespaces' parsed policies; absent or 'off': not checked. */
   readonly namespacePolicy?: { readonly mode: 'off' | 'enforce'; readonly policies: NamespacePolicies };
-  /** NMI's `--MICNamespace` (default `default`). */
+  /** NMI's `--MICNamespace` (default empty: no pod is MIC by who it runs as). */
   readonly micNamespace?: string;
+  /** NMI's `--mic-service-account`. */
+  readonly micServiceAccount?: string;
   /** Identities on the node's VM/VMSS from ARM, or why ARM was not asked. */
   readonly arm: ArmView;
   /**
@@ -189,10 +191,10 @@ function nmiAnswer(input: ExplainInput, exception: AzurePodIdentityException | u
   if (pod.podIP === '' || (pod.phase !== 'Running' && pod.phase !== 'Pending')) {
     return { status: 500, summary: `NMI cannot tell this pod's requests apart: it has no pod IP or is ${pod.phase || 'not running'}` };
   }
-  if (exception) return { status: 200, summary: `200 with the node's identity (from IMDS as the node): exception ${exception.namespace}/${exception.name} applies` };
+  if (exception) return { status: 200, summary: `200 with the node's identity (from IMDS as the node; never one an AzureIdentity declares: 403): exception ${exception.namespace}/${exception.name} applies` };
   const selection = selectIdentity(
     { pod, request: {}, exceptions: [], assigned: input.assigned, bindings: [], identities: [] },
-    { mode: 'standard', forceNamespaced: input.forceNamespaced, micNamespace: input.micNamespace ?? 'default' },
+    { mode: 'standard', forceNamespaced: input.forceNamespaced, micNamespace: input.micNamespace ?? '', micServiceAccount: input.micServiceAccount ?? '' },
   );
   switch (selection.kind) {
     case 'identity': {

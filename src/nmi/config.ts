@@ -25,8 +25,9 @@ export interface NmiConfig extends CommonSettings {
   readonly node: string;
   readonly iptUpdateIntervalMs: number;
   readonly iptablesBinary: string;
-  /** Namespace whose `mic-*` pods get the node's identity without a binding. */
+  /** MIC's namespace: its pods running as `micServiceAccount` get the node's identity without a binding ('' = none). */
   readonly micNamespace: string;
+  readonly micServiceAccount: string;
   readonly httpProbePort: number;
   readonly prometheusPort: number;
   /** Contents a scraper sends as `Authorization: Bearer` to get the series with namespace and resource labels. */
@@ -109,8 +110,14 @@ export const NMI_FLAGS = {
   micNamespace: {
     kind: 'string',
     name: 'MICNamespace',
-    default: 'default',
-    help: 'MIC namespace to short circuit MIC token requests',
+    default: '',
+    help: "MIC's namespace: pods there running as --mic-service-account get the node's own identities (empty: none; the original's default was 'default')",
+  },
+  micServiceAccount: {
+    kind: 'string',
+    name: 'mic-service-account',
+    default: 'aad-pod-identity-mic',
+    help: "MIC's ServiceAccount in --MICNamespace, by which NMI recognises MIC's pods",
   },
   httpProbePort: {
     kind: 'int',
@@ -316,6 +323,7 @@ export function parseNmiConfig(
     iptUpdateIntervalMs: f.iptUpdateIntervalSec,
     iptablesBinary: f.iptablesBinary,
     micNamespace: f.micNamespace,
+    micServiceAccount: f.micServiceAccount,
     httpProbePort: f.httpProbePort,
     prometheusPort: f.prometheusPort,
     metricsBearerTokenFile: f.metricsBearerTokenFile,

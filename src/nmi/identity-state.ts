@@ -1,5 +1,6 @@
-// What NMI knows about identities, from its informers: AAIs on this node (standard mode), bindings and identities
-// (managed mode), and exceptions; indexed the way the token handler reads them, with change notification.
+// What NMI knows about identities, from its informers: AAIs on this node (standard mode), bindings (managed mode),
+// identities (both modes: managed mode selects from them, and no mode lets the node path serve one they declare) and
+// exceptions; indexed the way the token handler reads them, with change notification.
 
 import type {
   AzureAssignedIdentity,
@@ -8,6 +9,7 @@ import type {
   AzurePodIdentityException,
   PodView,
 } from '../crds/types.js';
+import { declaredIdentitiesOf, type DeclaredIdentities } from './core/node-path.js';
 import { ChangeNotifier } from './notify.js';
 import type { IdentityState } from './ports.js';
 
@@ -56,6 +58,8 @@ export class NmiIdentityState implements IdentityState {
   readonly identities = new NamespacedMap<AzureIdentity>();
   readonly exceptions = new NamespacedMap<AzurePodIdentityException>();
   private readonly changes = new ChangeNotifier();
+  private identitiesSynced = false;
+  private declared: DeclaredIdentities | undefined;
 
   upsertAssigned(aai: AzureAssignedIdentity): void {
     this.removeAssignedIndex(aai.namespace, aai.name);
@@ -83,11 +87,26 @@ export class NmiIdentityState implements IdentityState {
 
   upsertIdentity(i: AzureIdentity): void {
     this.identities.set(i);
+    this.declared = undefined;
     this.changes.notify();
   }
 
   removeIdentity(namespace: string, name: string): void {
-    if (this.identities.delete(namespace, name)) this.changes.notify();
+    if (!this.identities.delete(namespace, name)) return;
+    this.declared = undefined;
+    this.changes.notify();
+  }
+
+  /** Called once the AzureIdentity informer has listed: until then nothing can be said to be undeclared. */
+  markIdentitiesSynced(): void {
+    this.identitiesSynced = true;
+    this.changes.notify();
+  }
+
+  /** Every identity an AzureIdentity in the cluster declares; undefined until the AzureIdentity list is in. */
+  declaredIdentities(): DeclaredIdentities | undefined {
+    if (!this.identitiesSynced) return undefined;
+    return (this.declared ??= declaredIdentitiesOf(this.identities.values()));
   }
 
   upsertException(e: AzurePodIdentityException): void {

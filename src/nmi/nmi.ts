@@ -257,6 +257,24 @@ function informers(
       },
     }),
   ];
+  // Both modes: managed mode selects from AzureIdentities, and the node path never serves an identity one declares.
+  const identityReflector = new Reflector({
+    ...common,
+    path: collectionPath(Plurals.AzureIdentity),
+    name: 'azureidentities',
+    handlers: {
+      onAdd: (o) => upsertIdentity(o),
+      onUpdate: (_o, n) => upsertIdentity(n),
+      onDelete: (o) => {
+        identities.removeIdentity(o.metadata?.namespace ?? '', o.metadata?.name ?? '');
+        tokens.invalidateIdentity(o.metadata?.namespace ?? '', o.metadata?.name ?? '');
+      },
+    },
+  });
+  void identityReflector.synced().then((ok) => {
+    if (ok) identities.markIdentitiesSynced();
+  });
+  reflectors.push(identityReflector);
   if (options.operationMode === 'standard') {
     reflectors.push(
       new Reflector({
@@ -281,19 +299,6 @@ function informers(
           onAdd: (o) => upsertBinding(o),
           onUpdate: (_o, n) => upsertBinding(n),
           onDelete: (o) => identities.removeBinding(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
-        },
-      }),
-      new Reflector({
-        ...common,
-        path: collectionPath(Plurals.AzureIdentity),
-        name: 'azureidentities',
-        handlers: {
-          onAdd: (o) => upsertIdentity(o),
-          onUpdate: (_o, n) => upsertIdentity(n),
-          onDelete: (o) => {
-            identities.removeIdentity(o.metadata?.namespace ?? '', o.metadata?.name ?? '');
-            tokens.invalidateIdentity(o.metadata?.namespace ?? '', o.metadata?.name ?? '');
-          },
         },
       }),
     );
@@ -342,7 +347,7 @@ function informers(
     const n = normalizeAzureIdentity(obj);
     warn('AzureIdentity', obj, n.problems);
     if (n.value === null) return;
-    // Managed mode: no prefetch here, every NMI would fetch every identity of the cluster, not only its pods'.
+    // No prefetch here: every NMI would fetch every identity of the cluster, not only its pods'.
     identities.upsertIdentity(n.value);
   }
   function upsertAssigned(obj: KubeObject) {

@@ -3,6 +3,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AzureIdentity, PodView } from '../crds/types.js';
+import type { DeclaredIdentities } from './core/node-path.js';
 import type { SelectInput } from './core/select.js';
 import type { IssuedToken } from './core/imds-body.js';
 
@@ -23,6 +24,8 @@ export interface PodDirectory {
 export interface IdentityState {
   /** Everything `selectIdentity` reads for this pod, from the informer caches, at this instant. */
   selectionFor(pod: PodView): Omit<SelectInput, 'pod' | 'request'>;
+  /** What AzureIdentities declare, for the node path; undefined until NMI has listed them (then refuse: 503). */
+  declaredIdentities(): DeclaredIdentities | undefined;
   /** Resolves when anything identity-related changes (AAI, binding, identity, exception), or after `timeoutMs`. */
   waitForChange(timeoutMs: number, signal: AbortSignal): Promise<void>;
 }
@@ -30,7 +33,13 @@ export interface IdentityState {
 export interface TokenIssuer {
   /** Throws a TokenError-like error whose HTTP status `statusForTokenError` can map. */
   tokensFor(identity: AzureIdentity, resource: string, requestedClientId: string | undefined): Promise<readonly IssuedToken[]>;
-  nodeToken(resource: string, clientId: string | undefined): Promise<IssuedToken>;
+  /**
+   * The node's own identity (exception or MIC pod): by client ID, by resource ID, or IMDS's default. `vet` runs on a
+   * freshly fetched token before it is cached: an error it returns is thrown instead, and nothing is cached.
+   */
+  nodeToken(resource: string, identity: NodeIdentityRequest, vet?: (token: IssuedToken) => Error | undefined): Promise<IssuedToken>;
+  /** Forget cached node-identity tokens (a token the node path may no longer serve). */
+  forgetNodeTokens?(): void;
   /** Tokens that can be served right now from a cache, without waiting; undefined when a fetch would be needed. */
   cachedTokensFor?(identity: AzureIdentity, resource: string): readonly IssuedToken[] | undefined;
   /** 403 when the upstream token endpoint or NMI's credential policy refused, 503 when it could not be reached. */
@@ -40,6 +49,11 @@ export interface TokenIssuer {
    * gets a generic sentence.
    */
   messageForError?(error: unknown): string;
+}
+
+export interface NodeIdentityRequest {
+  readonly clientId?: string;
+  readonly resourceId?: string;
 }
 
 export interface MetadataProxy {

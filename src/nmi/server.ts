@@ -9,9 +9,11 @@ import type { AzureIdentity, PodView } from '../crds/types.js';
 import { namespacePolicyDenial } from './core/namespace-policy.js';
 import { hostTokenBody, imdsTokenBody, METADATA_HEADER_MISSING, type IssuedToken } from './core/imds-body.js';
 import { routeRequest } from './core/routes.js';
+import { NODE_PATH_REMEDY, nodeRequestRefusal, nodeTokenRefusal, type NodeRefusal } from './core/node-path.js';
 import { selectIdentity, type Selection, type SelectPolicy } from './core/select.js';
 import { parseTokenRequest, type TokenRequest } from './core/token-request.js';
-import type { IdentityState, MetadataProxy, NmiMetrics, PodDirectory, TokenIssuer } from './ports.js';
+import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, TokenIssuer } from './ports.js';
+import { clientIdOfToken } from './tokens/claims.js';
 
 export interface NmiServerConfig {
   readonly metadataHeaderRequired: boolean;
@@ -21,6 +23,7 @@ export interface NmiServerConfig {
   /** --namespace-identity-policy: 'enforce' checks the Namespace annotations before serving a bound identity. */
   readonly namespaceIdentityPolicy?: 'off' | 'enforce';
   readonly micNamespace: string;
+  readonly micServiceAccount: string;
   readonly retryAttemptsForCreated: number;
   readonly retryAttemptsForAssigned: number;
   readonly findIdentityRetryIntervalMs: number;
@@ -106,6 +109,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     mode: config.operationMode,
     forceNamespaced: config.forceNamespaced,
     micNamespace: config.micNamespace,
+    micServiceAccount: config.micServiceAccount,
   };
 
   const enforced = config.namespaceIdentityPolicy === 'enforce';
@@ -237,16 +241,8 @@ function createRequestHandler(deps: NmiServerDeps) {
     }
 
     switch (selection.kind) {
-      case 'node': {
-        log.info({ reason: selection.reason }, 'serving the node identity');
-        try {
-          const token = await deps.tokens.nodeToken(request.resource, selection.clientId);
-          return sendJson(res, 200, imdsTokenBody(token, request.resource, now() / 1000));
-        } catch (error) {
-          log.warn({ err: error }, 'node token request failed');
-          return sendText(res, 403, `failed to get the node identity's token: ${messageOf(error)}`);
-        }
-      }
+      case 'node':
+        return serveNodeIdentity(res, log, request, selection.reason);
       case 'pending':
       case 'none': {
         log.warn({ reason: selection.reason }, 'no identity for the pod');
@@ -269,6 +265,46 @@ function createRequestHandler(deps: NmiServerDeps) {
         });
       }
     }
+  }
+
+  /**
+   * The node's own identity for an excepted or MIC pod, never one an AzureIdentity declares: checked on the request
+   * before IMDS is asked, and on the token IMDS returns (before it is cached, and again when served from the cache).
+   */
+  async function serveNodeIdentity(res: Response, log: LazyLogger, request: TokenRequest, why: string): Promise<void> {
+    const declared = deps.identities.declaredIdentities();
+    if (declared === undefined) {
+      log.warn({ reason: why }, 'node identity refused: AzureIdentities not listed yet');
+      return sendText(res, 503, 'NMI has not yet listed AzureIdentities; retry shortly');
+    }
+    const refused = nodeRequestRefusal(request, declared);
+    if (refused !== undefined) return refuseNodeIdentity(res, log, refused, why);
+    const vet = (token: IssuedToken): Error | undefined => {
+      const current = deps.identities.declaredIdentities();
+      const r = current === undefined ? undefined : nodeTokenRefusal(clientIdOfToken(token), current);
+      return r === undefined ? undefined : new NodeIdentityRefused(r);
+    };
+    let token: IssuedToken;
+    try {
+      token = await deps.tokens.nodeToken(request.resource, nodeIdentityRequest(request), vet);
+    } catch (error) {
+      if (error instanceof NodeIdentityRefused) return refuseNodeIdentity(res, log, error.refusal, why);
+      log.warn({ err: error }, 'node token request failed');
+      return sendText(res, 403, `failed to get the node identity's token: ${messageOf(error)}`);
+    }
+    // A token cached before an AzureIdentity declared its identity: not served, and forgotten.
+    const stale = vet(token);
+    if (stale instanceof NodeIdentityRefused) {
+      deps.tokens.forgetNodeTokens?.();
+      return refuseNodeIdentity(res, log, stale.refusal, why);
+    }
+    log.info({ reason: why }, 'serving the node identity');
+    return sendJson(res, 200, imdsTokenBody(token, request.resource, now() / 1000));
+  }
+
+  function refuseNodeIdentity(res: Response, log: LazyLogger, refusal: NodeRefusal, why: string): void {
+    log.warn({ reason: refusal.reason, nodePath: why, allow: NODE_PATH_REMEDY }, 'node identity refused');
+    return sendText(res, refusal.status, refusal.body);
   }
 
   async function hostTokenRoute(req: Request, res: Response, outcome: Outcome): Promise<void> {
@@ -339,6 +375,20 @@ function createRequestHandler(deps: NmiServerDeps) {
       await deps.identities.waitForChange(Math.min(remaining, interval), abort.signal());
     }
   }
+}
+
+/** A node-path token that must not be served: thrown from the vet so that the cache keeps nothing. */
+class NodeIdentityRefused extends Error {
+  constructor(readonly refusal: NodeRefusal) {
+    super(refusal.reason);
+  }
+}
+
+/** IMDS takes one selector; msi_res_id and mi_res_id are synonyms there, so the resource ID goes as msi_res_id. */
+function nodeIdentityRequest(request: TokenRequest): NodeIdentityRequest {
+  if (request.clientId !== undefined) return { clientId: request.clientId };
+  if (request.resourceId !== undefined) return { resourceId: request.resourceId };
+  return {};
 }
 
 interface Outcome {

@@ -333,6 +333,7 @@ export function nmiOptions(imdsUrl: string, authorityCaPem: string): NmiOptions 
     operationMode: 'standard',
     forceNamespaced: false,
     micNamespace: 'kube-system',
+    micServiceAccount: 'aad-pod-identity-mic',
     setRetryAfterHeader: false,
     ...FAST_WAITS,
   };

@@ -80,9 +80,10 @@ describe('NMI server', () => {
       issued.push(`${id.name}|${resource}`);
       return [{ accessToken: `token-for-${id.clientID}`, expiresOn: Math.floor(Date.now() / 1000) + 3600 }];
     },
-    async nodeToken(resource, clientId) {
-      issued.push(`node:${clientId ?? 'system'}|${resource}`);
-      return { accessToken: `node-token-${clientId ?? 'system'}`, expiresOn: Math.floor(Date.now() / 1000) + 3600 };
+    async nodeToken(resource, identity) {
+      const id = identity.clientId ?? identity.resourceId ?? 'system';
+      issued.push(`node:${id}|${resource}`);
+      return { accessToken: `node-token-${id}`, clientId: identity.clientId ?? 'node-default-client', expiresOn: Math.floor(Date.now() / 1000) + 3600 };
     },
     statusForError: (e) => ((e as { httpStatus?: 403 | 503 }).httpStatus ?? 503),
   };
@@ -95,12 +96,13 @@ describe('NMI server', () => {
     await new Promise<void>((r) => imds.listen(0, '127.0.0.1', r));
     config = {
       metadataHeaderRequired: true, blockInstanceMetadata: false, operationMode: 'standard', forceNamespaced: false,
-      micNamespace: 'default', retryAttemptsForCreated: 4, retryAttemptsForAssigned: 2, findIdentityRetryIntervalMs: 100,
+      micNamespace: 'default', micServiceAccount: 'aad-pod-identity-mic', retryAttemptsForCreated: 4, retryAttemptsForAssigned: 2, findIdentityRetryIntervalMs: 100,
       setRetryAfterHeader: false,
     };
     const logger = pino({ level: 'silent' });
     pods = new PodIndex({ nodeName: NODE, lookupWaitMs: 200 });
     state = new NmiIdentityState();
+    state.markIdentitiesSynced();
     const app = createNmiApp({
       config, pods, identities: state, tokens, logger,
       proxy: createImdsProxy({ imdsEndpoint: `http://127.0.0.1:${(imds.address() as AddressInfo).port}`, logger }),

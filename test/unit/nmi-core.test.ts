@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { routeRequest, normalisePath } from '../../src/nmi/core/routes.js';
 import { parseTokenRequest } from '../../src/nmi/core/token-request.js';
-import { selectIdentity, type SelectInput, type SelectPolicy } from '../../src/nmi/core/select.js';
+import { isMicPod, selectIdentity, type SelectInput, type SelectPolicy } from '../../src/nmi/core/select.js';
 import { imdsTokenBody } from '../../src/nmi/core/imds-body.js';
 import type {
   AzureAssignedIdentity,
@@ -193,8 +193,8 @@ function pod(namespace: string, name: string, labels: Record<string, string> = {
   };
 }
 
-const standard: SelectPolicy = { mode: 'standard', forceNamespaced: false, micNamespace: 'default' };
-const managed: SelectPolicy = { mode: 'managed', forceNamespaced: true, micNamespace: 'default' };
+const standard: SelectPolicy = { mode: 'standard', forceNamespaced: false, micNamespace: 'aad-pod-identity', micServiceAccount: 'aad-pod-identity-mic' };
+const managed: SelectPolicy = { mode: 'managed', forceNamespaced: true, micNamespace: 'aad-pod-identity', micServiceAccount: 'aad-pod-identity-mic' };
 
 function input(p: PodView, extra: Partial<SelectInput>): SelectInput {
   return { pod: p, request: {}, exceptions: [], assigned: [], bindings: [], identities: [], ...extra };
@@ -306,15 +306,22 @@ describe('selectIdentity exceptions', () => {
     expect(selectIdentity(input(p, { exceptions: [exception('apps', { app: 'else' })] }), standard).kind).toBe('pending');
   });
 
-  it('treats a MIC ReplicaSet pod in the MIC namespace as excepted, and nowhere else', () => {
-    const mic = {
-      ...pod('default', 'mic-abc'),
+  it('treats a pod running as MIC’s ServiceAccount in MIC’s namespace as MIC, and nothing else', () => {
+    const mic = { ...pod('aad-pod-identity', 'mic-abc'), serviceAccountName: 'aad-pod-identity-mic' };
+    expect(selectIdentity(input(mic, {}), standard).kind).toBe('node');
+    // The same ServiceAccount name in another namespace is another ServiceAccount.
+    expect(selectIdentity(input({ ...mic, namespace: 'apps' }, {}), standard).kind).toBe('pending');
+    // The original's heuristic: a hand-written controller reference to a ReplicaSet named mic-*, in MIC's namespace.
+    const forged = {
+      ...pod('aad-pod-identity', 'mic-5d9f-x'),
+      serviceAccountName: 'default',
       ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'mic-5d9f', uid: 'u', controller: true }],
     };
-    expect(selectIdentity(input(mic, {}), standard).kind).toBe('node');
-    expect(selectIdentity(input({ ...mic, namespace: 'apps' }, {}), standard).kind).toBe('pending');
-    const forged = { ...mic, ownerReferences: [{ ...mic.ownerReferences[0], controller: false }] };
     expect(selectIdentity(input(forged, {}), standard).kind).toBe('pending');
+    expect(selectIdentity(input({ ...forged, serviceAccountName: undefined }, {}), standard).kind).toBe('pending');
+    // No MIC namespace configured: nobody is MIC, whatever its ServiceAccount.
+    expect(selectIdentity(input(mic, {}), { ...standard, micNamespace: '' }).kind).toBe('pending');
+    expect(isMicPod({ ...mic, namespace: '' }, { micNamespace: '', micServiceAccount: 'aad-pod-identity-mic' })).toBe(false);
   });
 });
 

@@ -61,7 +61,7 @@ describe('createTokenProvider', () => {
   it('node tokens are cached apart from pod identities with the same client id', async () => {
     const { p, imds } = provider();
     await p.getTokens(uami('a', 'client-a'), 'r');
-    const node = await p.getNodeToken('r', 'client-a');
+    const node = await p.getNodeToken('r', { clientId: 'client-a' });
     const system = await p.getNodeToken('r');
     expect(node.accessToken).toBe('tok-for-client-a');
     expect(system.accessToken).toBe('tok-for-system');

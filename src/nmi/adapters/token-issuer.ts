@@ -16,8 +16,11 @@ export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
       if (identity.type === null) return undefined;
       return provider.peekTokens(tokenRequestIdentityFrom(identity), resource)?.map(toIssued);
     },
-    async nodeToken(resource, clientId) {
-      return toIssued(await provider.getNodeToken(resource, clientId));
+    async nodeToken(resource, identity, vet) {
+      return toIssued(await provider.getNodeToken(resource, identity, vet ? { vet: (token) => vet(toIssued(token)) } : {}));
+    },
+    forgetNodeTokens() {
+      provider.invalidateNodeTokens();
     },
     statusForError: tokenErrorHttpStatus,
     messageForError: tokenErrorPublicMessage,

@@ -25,8 +25,10 @@ export type Selection =
 export interface SelectPolicy {
   readonly mode: 'standard' | 'managed';
   readonly forceNamespaced: boolean;
-  /** `--MICNamespace`: a pod there whose owning ReplicaSet is named `mic-*` is treated as excepted, as the original. */
+  /** `--MICNamespace`: MIC's namespace; empty means no pod is recognised as MIC (it then needs an exception). */
   readonly micNamespace: string;
+  /** `--mic-service-account`: a pod in `micNamespace` running as this ServiceAccount is MIC. */
+  readonly micServiceAccount: string;
 }
 
 export interface SelectInput {
@@ -47,8 +49,8 @@ export function selectIdentity(input: SelectInput, policy: SelectPolicy): Select
   if (exception !== undefined) {
     return nodeSelection(input, `pod matches AzurePodIdentityException ${exception.namespace}/${exception.name}`);
   }
-  if (isMicPod(input.pod, policy.micNamespace)) {
-    return nodeSelection(input, `pod is MIC in namespace ${policy.micNamespace}`);
+  if (isMicPod(input.pod, policy)) {
+    return nodeSelection(input, `pod runs as MIC's ServiceAccount ${policy.micNamespace}/${policy.micServiceAccount}`);
   }
   return policy.mode === 'managed' ? selectManaged(input, policy) : selectStandard(input, policy);
 }
@@ -76,10 +78,14 @@ export function matchingException(
     );
 }
 
-function isMicPod(pod: PodView, micNamespace: string): boolean {
-  if (pod.namespace !== micNamespace) return false;
-  // Owner references are written by whoever creates the pod; the controlling one at least is set by the ReplicaSet.
-  return pod.ownerReferences.some((ref) => ref.controller && ref.kind === 'ReplicaSet' && /^mic-/.test(ref.name));
+/**
+ * MIC is who it runs as: its ServiceAccount in its namespace. Names and owner references are written by whoever
+ * creates the pod (the original trusted a ReplicaSet named `mic-*`); which ServiceAccount a pod may run as is limited
+ * to its namespace, so only those who may create pods in MIC's namespace can pass, and they are its admins.
+ */
+export function isMicPod(pod: PodView, policy: Pick<SelectPolicy, 'micNamespace' | 'micServiceAccount'>): boolean {
+  if (policy.micNamespace === '' || policy.micServiceAccount === '') return false;
+  return pod.namespace === policy.micNamespace && pod.serviceAccountName === policy.micServiceAccount;
 }
 
 function selectStandard(input: SelectInput, policy: SelectPolicy): Selection {

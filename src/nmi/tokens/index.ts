@@ -1,7 +1,7 @@
 // TokenProvider: what NMI's handlers call. Picks the token source for the identity type and goes through the cache.
 import type { Logger } from 'pino';
 import { TokenCache, type TokenCacheOptions, type TokenCacheStats } from './cache.js';
-import { createImdsClient, type ImdsClient, type ImdsClientOptions } from './imds.js';
+import { createImdsClient, type ImdsClient, type ImdsClientOptions, type ImdsIdentitySelector } from './imds.js';
 import {
   createServicePrincipalTokenSource,
   type ServicePrincipalOptions,
@@ -24,6 +24,11 @@ export interface TokenProviderOptions {
   readonly logger?: Logger;
 }
 
+export interface NodeIdentitySelector {
+  readonly clientId?: string;
+  readonly resourceId?: string;
+}
+
 export interface GetTokensOptions {
   /** The client_id the pod asked for; type-0 tokens are always for the identity's own client id (as the original). */
   readonly requestedClientId?: string;
@@ -34,8 +39,14 @@ export interface TokenProvider {
   getTokens(identity: TokenRequestIdentity, resource: string, opts?: GetTokensOptions): Promise<readonly Token[]>;
   /** The tokens `getTokens` would answer from the cache right now, or undefined (never waits, never fetches). */
   peekTokens(identity: TokenRequestIdentity, resource: string): readonly Token[] | undefined;
-  /** The node's own identity (exception path): a user-assigned client id, or the system-assigned identity. */
-  getNodeToken(resource: string, clientId?: string): Promise<Token>;
+  /**
+   * The node's own identity (exception path): a user-assigned identity by client id or resource id, or IMDS's default
+   * (the system-assigned identity, or the only user-assigned one). `vet` runs on a fetched token before it is cached:
+   * the error it returns is thrown instead and nothing is cached.
+   */
+  getNodeToken(resource: string, identity?: NodeIdentitySelector, opts?: { vet?: (token: Token) => Error | undefined }): Promise<Token>;
+  /** Drop every cached node-identity token. */
+  invalidateNodeTokens(): number;
   /** Fetch ahead of the first request (e.g. when an identity is assigned to a pod on this node). Never rejects. */
   prefetch(identity: TokenRequestIdentity, resource: string): Promise<void>;
   /** Drop the tokens of one exact identity key. */
@@ -74,10 +85,18 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
     peekTokens(identity, resource) {
       return cache.peek(identity.cacheKey, resource, fetcherFor(identity, resource));
     },
-    async getNodeToken(resource, clientId) {
-      const tokens = await cache.get(nodeIdentityCacheKey(clientId), resource, async () => [
-        await imds.getToken(resource, clientId ? { clientId } : {}),
-      ]);
+    async getNodeToken(resource, identity = {}, nodeOpts = {}) {
+      const selector: ImdsIdentitySelector = identity.clientId
+        ? { clientId: identity.clientId }
+        : identity.resourceId
+          ? { resourceId: identity.resourceId }
+          : {};
+      const tokens = await cache.get(nodeIdentityCacheKey(selector), resource, async () => {
+        const token = await imds.getToken(resource, selector);
+        const refused = nodeOpts.vet?.(token);
+        if (refused !== undefined) throw refused;
+        return [token];
+      });
       const first = tokens[0];
       if (!first) throw new TokenError('unavailable', 'IMDS returned no token for the node identity');
       return first;
@@ -86,6 +105,7 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
       return cache.prefetch(identity.cacheKey, resource, fetcherFor(identity, resource));
     },
     invalidate: (identityKey) => cache.invalidate(identityKey),
+    invalidateNodeTokens: () => cache.invalidateWhere((k) => k.startsWith('node:')),
     invalidateIdentity(namespace, name) {
       const prefix = `${namespace}/${name}@`;
       return cache.invalidateWhere((k) => k.startsWith(prefix));

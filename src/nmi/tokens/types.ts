@@ -100,7 +100,9 @@ export function identityCacheKey(meta: {
   return `${meta.namespace}/${meta.name}@${meta.uid ?? ''}#${meta.resourceVersion ?? ''}`;
 }
 
-/** Cache key for the node's own identity (exception path): a user-assigned client id, or the system identity. */
-export function nodeIdentityCacheKey(clientId?: string): string {
-  return clientId ? `node:${clientId}` : 'node:system';
+/** Cache key for the node's own identity (exception path): by client id, by resource id, or IMDS's default. */
+export function nodeIdentityCacheKey(identity: { readonly clientId?: string; readonly resourceId?: string } = {}): string {
+  if (identity.clientId) return `node:${identity.clientId}`;
+  if (identity.resourceId) return `node:res:${identity.resourceId.toLowerCase()}`;
+  return 'node:system';
 }

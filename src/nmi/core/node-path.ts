@@ -1,0 +1,88 @@
+// The node path (an excepted pod, or MIC) may reach the node's own identities only: never one that an AzureIdentity in
+// the cluster declares, since every identity MIC attaches to the VM/VMSS is visible to the node's IMDS (issue 10 §4).
+
+import type { AzureIdentity } from '../../crds/types.js';
+import type { TokenRequest } from './token-request.js';
+
+/** The identities AzureIdentities declare, keyed by lower-cased client ID / normalised resource ID, to `namespace/name`. */
+export interface DeclaredIdentities {
+  readonly clientIds: ReadonlyMap<string, string>;
+  readonly resourceIds: ReadonlyMap<string, string>;
+}
+
+/** A node-path request or token that must not be served: `body` goes to the pod, `reason` only to the log. */
+export interface NodeRefusal {
+  readonly status: 403;
+  readonly body: string;
+  readonly reason: string;
+}
+
+/** What an admin does instead, for the log line. */
+export const NODE_PATH_REMEDY =
+  'an identity declared by an AzureIdentity is served only through an AzureIdentityBinding: bind it to the pod (label aadpodidbinding) instead of an AzurePodIdentityException';
+
+export function declaredIdentitiesOf(identities: Iterable<AzureIdentity>): DeclaredIdentities {
+  const clientIds = new Map<string, string>();
+  const resourceIds = new Map<string, string>();
+  for (const identity of identities) {
+    const owner = `${identity.namespace}/${identity.name}`;
+    if (identity.clientID.trim() !== '') setFirst(clientIds, clientIdKey(identity.clientID), owner);
+    if (identity.resourceID.trim() !== '') setFirst(resourceIds, resourceIdKey(identity.resourceID), owner);
+  }
+  return { clientIds, resourceIds };
+}
+
+/** Before asking IMDS: refuses a client_id / msi_res_id / mi_res_id that names a declared identity. */
+export function nodeRequestRefusal(
+  request: Pick<TokenRequest, 'clientId' | 'resourceId'>,
+  declared: DeclaredIdentities,
+): NodeRefusal | undefined {
+  if (request.clientId !== undefined) {
+    const owner = declared.clientIds.get(clientIdKey(request.clientId));
+    if (owner !== undefined) return refusal('the requested client_id', `client_id names the identity of AzureIdentity ${owner}`);
+  }
+  if (request.resourceId !== undefined) {
+    const owner = declared.resourceIds.get(resourceIdKey(request.resourceId));
+    if (owner !== undefined) return refusal('the requested msi_res_id', `msi_res_id/mi_res_id names the identity of AzureIdentity ${owner}`);
+  }
+  return undefined;
+}
+
+/**
+ * After IMDS answered: refuses a token whose client ID is declared (a request without an id gets the VM's only
+ * user-assigned identity; a resource ID may be spelled in a form the check above does not know). A token whose
+ * client ID cannot be read is refused whenever anything is declared: it might be any of them.
+ */
+export function nodeTokenRefusal(tokenClientId: string | undefined, declared: DeclaredIdentities): NodeRefusal | undefined {
+  if (tokenClientId === undefined || tokenClientId.trim() === '') {
+    if (declared.clientIds.size === 0) return undefined;
+    return refusal('the identity IMDS returned', 'IMDS returned a token whose client_id cannot be read');
+  }
+  const owner = declared.clientIds.get(clientIdKey(tokenClientId));
+  if (owner !== undefined) return refusal('the identity IMDS returned', `IMDS returned the identity of AzureIdentity ${owner}`);
+  return undefined;
+}
+
+/** GUIDs compare case-insensitively; braces are a spelling some parsers accept. */
+export function clientIdKey(clientId: string): string {
+  return clientId.trim().toLowerCase().replace(/^\{(.*)\}$/, '$1');
+}
+
+/** ARM IDs compare case-insensitively; repeated and trailing slashes do not make another identity. */
+export function resourceIdKey(resourceId: string): string {
+  return resourceId.trim().toLowerCase().replace(/\/{2,}/g, '/').replace(/\/+$/, '');
+}
+
+function refusal(what: string, reason: string): NodeRefusal {
+  return {
+    status: 403,
+    body: `${what} is not available to this pod through the node identity: an identity bound through AAD Pod Identity is served only to pods it is bound to`,
+    reason,
+  };
+}
+
+function setFirst(map: Map<string, string>, key: string, owner: string): void {
+  const existing = map.get(key);
+  // The smallest namespace/name, so the log names the same owner whatever the informer's order.
+  if (existing === undefined || owner < existing) map.set(key, owner);
+}
