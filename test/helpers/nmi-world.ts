@@ -70,14 +70,21 @@ export interface NmiWorld {
   readonly kc: k8s.KubeConfig;
   readonly core: k8s.CoreV1Api;
   readonly custom: k8s.CustomObjectsApi;
-  /** Creates a user-assigned identity in Azure, attaches it to the node, and creates its AzureIdentity. */
-  managedIdentity(name: string, opts?: { namespace?: string; attach?: boolean }): Promise<WorldIdentity>;
+  /**
+   * Creates a user-assigned identity in Azure, attaches it to the node, and creates its AzureIdentity (waiting until
+   * NMI sees it); `declare: false` leaves it an identity of the node only, which no AzureIdentity names.
+   */
+  managedIdentity(name: string, opts?: { namespace?: string; attach?: boolean; declare?: boolean }): Promise<WorldIdentity>;
   /** A service principal (type 1) registered in the emulator's AAD, its secret in a Secret, and its AzureIdentity. */
   servicePrincipalIdentity(name: string, opts?: { namespace?: string }): Promise<WorldIdentity>;
   binding(name: string, identity: WorldIdentity, selector: string): Promise<Record<string, unknown>>;
   exception(name: string, namespace: string, podLabels: Record<string, string>): Promise<void>;
   /** Creates a pod on this node, then gives it `ip` and phase Running through /status; waits until NMI sees it. */
-  pod(name: string, ip: string, opts?: { namespace?: string; labels?: Record<string, string> }): Promise<WorldPod>;
+  pod(
+    name: string,
+    ip: string,
+    opts?: { namespace?: string; labels?: Record<string, string>; serviceAccountName?: string; ownerReferences?: readonly k8s.V1OwnerReference[] },
+  ): Promise<WorldPod>;
   deletePod(pod: WorldPod): Promise<void>;
   /** Writes an AzureAssignedIdentity as MIC does; with a state, also its status (and waits until NMI sees it). */
   assign(pod: WorldPod, identity: WorldIdentity, state?: AssignedIdentityState, binding?: Record<string, unknown>): Promise<string>;
@@ -153,14 +160,17 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
           attached.push(uami.id);
           azure.emulator.setVmIdentities(target, attached, { systemAssigned });
         }
+        const spec = { type: 0, resourceID: uami.id, clientID: uami.clientId };
+        if (o.declare === false) return { cr: { spec }, name, namespace, clientId: uami.clientId, principalId: uami.principalId, resourceId: uami.id, uami };
         await ensureNamespace(core, namespace);
         const cr = await createCustom(custom, namespace, Plurals.AzureIdentity, {
           apiVersion: `${GROUP}/${VERSION}`,
           kind: 'AzureIdentity',
           metadata: { name, namespace },
-          spec: { type: 0, resourceID: uami.id, clientID: uami.clientId },
+          spec,
         });
-        await world.until((n) => opts.nmi?.operationMode !== 'managed' || n.identities.identities.get(namespace, name) !== undefined, `identity ${name}`);
+        // Both modes watch AzureIdentities (the node path refuses the identities they declare).
+        await world.until((n) => n.identities.identities.get(namespace, name) !== undefined, `identity ${name}`);
         return { cr, name, namespace, clientId: uami.clientId, principalId: uami.principalId, resourceId: uami.id, uami };
       },
 
@@ -186,7 +196,7 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
             clientPassword: { name: `${name}-secret`, namespace },
           },
         });
-        await world.until((n) => opts.nmi?.operationMode !== 'managed' || n.identities.identities.get(namespace, name) !== undefined, `identity ${name}`);
+        await world.until((n) => n.identities.identities.get(namespace, name) !== undefined, `identity ${name}`);
         return { cr, name, namespace, clientId, principalId: sp.objectId, resourceId: '' };
       },
 
@@ -221,8 +231,12 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
         const created = await core.createNamespacedPod({
           namespace,
           body: {
-            metadata: { name, labels: o.labels ?? { aadpodidbinding: name } },
-            spec: { nodeName: NODE, containers: [{ name: 'app', image: 'busybox' }] },
+            metadata: { name, labels: o.labels ?? { aadpodidbinding: name }, ...(o.ownerReferences ? { ownerReferences: [...o.ownerReferences] } : {}) },
+            spec: {
+              nodeName: NODE,
+              containers: [{ name: 'app', image: 'busybox' }],
+              ...(o.serviceAccountName !== undefined ? { serviceAccountName: o.serviceAccountName } : {}),
+            },
           },
         });
         // What the kubelet does once the sandbox is up: the pod gets its IP and runs.

@@ -114,7 +114,7 @@ describe('NMI with both emulators, standard mode', () => {
     expect(claims.oid).toBe(vm?.identity.principalId);
     expect(claims.xms_mirid).toBe(vm?.id);
     // With a client id, the node's user-assigned identity of that client id.
-    const attached = await world.managedIdentity('node-extra');
+    const attached = await world.managedIdentity('node-extra', { declare: false });
     expect(claimsOf(await world.call(pod.ip, tokenPath(VAULT, `&client_id=${attached.clientId}`))).appid).toBe(attached.clientId);
   });
 

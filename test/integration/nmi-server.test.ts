@@ -248,6 +248,30 @@ describe('NMI server', () => {
     state.removeException('apps', 'exc');
   });
 
+  it('refuses the node path with 503 until AzureIdentities are listed, and an identity one declares with 403', async () => {
+    const job = pod('job2', '127.0.1.34', { labels: { app: 'skip' } });
+    const unsynced = new NmiIdentityState();
+    unsynced.upsertException({ ...meta('apps', 'exc'), podLabels: { app: 'skip' } });
+    const index = new PodIndex({ nodeName: NODE, lookupWaitMs: 200 });
+    index.upsert(job);
+    const logger = pino({ level: 'silent' });
+    const other = createServer(createNmiApp({ config, pods: index, identities: unsynced, tokens, logger, proxy: createImdsProxy({ imdsEndpoint: 'http://127.0.0.1:9', logger }) }));
+    await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+    try {
+      const otherPort = (other.address() as AddressInfo).port;
+      expect((await call(otherPort, `${TOKEN}&client_id=node-client`, { from: '127.0.1.34' })).status).toBe(503);
+      unsynced.upsertIdentity(identity('payments', 'declared-client'));
+      unsynced.markIdentitiesSynced();
+      expect((await call(otherPort, `${TOKEN}&client_id=node-client`, { from: '127.0.1.34' })).status).toBe(200);
+      const refused = await call(otherPort, `${TOKEN}&client_id=DECLARED-client`, { from: '127.0.1.34' });
+      expect(refused.status).toBe(403);
+      expect(refused.body).not.toContain('payments');
+      expect(issued).toEqual(['node:node-client|https://vault.azure.net']);
+    } finally {
+      await new Promise((r) => other.close(r));
+    }
+  });
+
   it('refuses token-path look-alikes with 400 and never proxies them', async () => {
     for (const path of ['/metadata/identity\\oauth2\\token/?resource=x', '/metadata/Identity/oauth2/token?resource=x', '/metadata/identity%5Coauth2%5Ctoken?resource=x']) {
       const reply = await call(port, path, { from: '127.0.1.11' });

@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
-import { parse } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { MIC_FLAGS } from '../../src/mic/config.js';
 import { NMI_FLAGS } from '../../src/nmi/config.js';
@@ -138,6 +138,50 @@ describe('chart contents', () => {
     }
   });
 });
+
+describe('chart RBAC for tenants (issue 10 row 4)', () => {
+  const roles = staticDocs('user-facing-clusterroles.yaml').filter((d) => d['kind'] === 'ClusterRole');
+  const aggregatesTo = (role: Record<string, any>, to: string) => role['metadata']?.labels?.[`rbac.authorization.k8s.io/aggregate-to-${to}`] === 'true';
+  const verbsOn = (role: Record<string, any>, resource: string): string[] =>
+    ((role['rules'] ?? []) as Record<string, any>[])
+      .filter((r) => (r['apiGroups'] as string[]).some((g) => g === 'aadpodidentity.k8s.io' || g === '*'))
+      .filter((r) => (r['resources'] as string[]).some((x) => x === resource || x === '*'))
+      .flatMap((r) => r['verbs'] as string[]);
+
+  it('gives the edit and admin roles no write verb on AzurePodIdentityExceptions, only get/list/watch', () => {
+    const userFacing = roles.filter((r) => aggregatesTo(r, 'edit') || aggregatesTo(r, 'admin'));
+    expect(userFacing.length).toBeGreaterThanOrEqual(2);
+    const granted = new Set(userFacing.flatMap((r) => verbsOn(r, 'azurepodidentityexceptions')));
+    expect([...granted].sort()).toEqual(['get', 'list', 'watch']);
+    // Identities and bindings stay theirs to write.
+    expect(new Set(userFacing.flatMap((r) => verbsOn(r, 'azureidentitybindings')))).toContain('create');
+  });
+
+  it('keeps exceptions readable to the view role', () => {
+    const view = roles.filter((r) => aggregatesTo(r, 'view'));
+    expect(new Set(view.flatMap((r) => verbsOn(r, 'azurepodidentityexceptions')))).toEqual(new Set(['get', 'list', 'watch']));
+  });
+
+  it('tells NMI the ServiceAccount MIC runs as, from the same helper, in standard mode only', () => {
+    const nmi = templates.find((t) => t.name === 'nmi-daemonset.yaml')?.text ?? '';
+    const mic = templates.find((t) => t.name === 'mic-deployment.yaml')?.text ?? '';
+    expect(nmi).toContain('- "--mic-service-account={{ include "aad-pod-identity.mic.serviceAccountName" . }}"');
+    expect(mic).toContain('serviceAccountName: {{ include "aad-pod-identity.mic.serviceAccountName" . }}');
+    const standardOnly = /\{\{- if eq \.Values\.operationMode "standard" \}\}\n\s*- "--MICNamespace=[^\n]*\n\s*- "--mic-service-account=[^\n]*\n\s*\{\{- end \}\}/;
+    expect(nmi).toMatch(standardOnly);
+  });
+});
+
+/** A template's YAML with its directives dropped: whole-line actions removed, inline ones replaced by a placeholder. */
+function staticDocs(file: string): Record<string, any>[] {
+  const text = templates.find((t) => t.name === file)?.text ?? '';
+  const yamlText = text
+    .split('\n')
+    .filter((line) => !/^\s*\{\{.*\}\}\s*$/.test(line))
+    .map((line) => line.replace(/\{\{[^}]*\}\}/g, 'x'))
+    .join('\n');
+  return parseAllDocuments(yamlText).map((d) => d.toJS() as Record<string, any>).filter((d) => d !== null);
+}
 
 /** True when `path` exists in `root`, or passes through a map left open for users (`{}` or null). */
 function declared(root: unknown, path: readonly string[]): boolean {

@@ -93,9 +93,14 @@ describe.each(['deployment-rbac.yaml', 'managed-mode-deployment.yaml'])('%s', (f
     if (file === 'managed-mode-deployment.yaml') {
       expect(c.operationMode).toBe('managed');
       expect(c.forceNamespaced).toBe(true);
+      // Managed mode has no MIC: no pod is taken for one.
+      expect(c.micNamespace).toBe('');
     } else {
       expect(c.operationMode).toBe('standard');
-      expect(c.micNamespace).toBe(one(all, 'Deployment', 'mic')['metadata'].namespace);
+      // NMI recognises MIC by who it runs as: exactly MIC's namespace and ServiceAccount.
+      const mic = one(all, 'Deployment', 'mic');
+      expect(c.micNamespace).toBe(mic['metadata'].namespace);
+      expect(c.micServiceAccount).toBe(mic['spec'].template.spec.serviceAccountName);
     }
   });
 

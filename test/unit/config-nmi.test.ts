@@ -25,7 +25,9 @@ describe('parseNmiConfig', () => {
       node: 'aks-nodepool1-0',
       iptUpdateIntervalMs: 60_000,
       forceNamespaced: false,
-      micNamespace: 'default',
+      // The original's 'default' let any editor of that namespace pass as MIC: no MIC namespace unless one is given.
+      micNamespace: '',
+      micServiceAccount: 'aad-pod-identity-mic',
       httpProbePort: 8080,
       retryAttemptsForCreated: 16,
       retryAttemptsForAssigned: 4,
@@ -62,6 +64,7 @@ describe('parseNmiConfig', () => {
       '--metadata-header-required=true',
       '--ipt-update-interval-sec=60',
       '--MICNamespace=kube-system',
+      '--mic-service-account=aad-pod-id-mic-service-account',
       '--retry-attempts-for-created=16',
       '--retry-attempts-for-assigned=4',
       '--find-identity-retry-interval=5',
@@ -77,6 +80,7 @@ describe('parseNmiConfig', () => {
     expect(c.node).toBe('node-1');
     expect(c.httpProbePort).toBe(8085);
     expect(c.micNamespace).toBe('kube-system');
+    expect(c.micServiceAccount).toBe('aad-pod-id-mic-service-account');
   });
 
   it('refuses managed mode outside namespaced mode, with the fix in the message', () => {

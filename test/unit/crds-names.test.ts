@@ -122,7 +122,7 @@ describe('podViewFrom / nodeViewFrom', () => {
         deletionTimestamp: new Date(),
         ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'mic-1', uid: 'r', controller: true }],
       },
-      spec: { nodeName: 'node-1', hostNetwork: true },
+      spec: { nodeName: 'node-1', hostNetwork: true, serviceAccountName: 'runner' },
       status: { podIP: '10.0.0.5', podIPs: [{ ip: '10.0.0.5' }, { ip: 'fd00::5' }], phase: 'Running' },
     });
     expect(pod).toEqual({
@@ -138,7 +138,10 @@ describe('podViewFrom / nodeViewFrom', () => {
       hostNetwork: true,
       deleting: true,
       ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'mic-1', uid: 'r', controller: true }],
+      serviceAccountName: 'runner',
     });
+    // The deprecated spelling, as older manifests write it.
+    expect(podViewFrom({ metadata: { name: 'p' }, spec: { serviceAccount: 'legacy' } })?.serviceAccountName).toBe('legacy');
   });
 
   it('falls back to podIP when podIPs is absent and tolerates garbage', () => {

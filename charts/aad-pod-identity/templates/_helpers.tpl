@@ -44,3 +44,12 @@ helm.sh/chart: {{ include "aad-pod-identity.chart" . }}
 {{- define "aad-pod-identity.micNamespace" -}}
 {{- default .Release.Namespace .Values.nmi.micNamespace -}}
 {{- end -}}
+
+{{/* The ServiceAccount MIC runs as, by which NMI recognises MIC's pods (the namespace's default without chart RBAC). */}}
+{{- define "aad-pod-identity.mic.serviceAccountName" -}}
+{{- if .Values.rbac.enabled -}}
+{{- include "aad-pod-identity.mic.fullname" . -}}
+{{- else -}}
+default
+{{- end -}}
+{{- end -}}
