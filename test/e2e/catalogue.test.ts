@@ -329,18 +329,30 @@ describe.skipIf(skip)('end-to-end catalogue on the netns sandbox', () => {
     expect((await t.podToken(ns, 'app', { clientId: valid!.clientId })).claims?.appid).toBe(valid!.clientId);
   });
 
-  it("gives a pod matched by an AzurePodIdentityException the node's identity", async () => {
-    const [nodeId] = await setup('node-identity');
+  it("gives a pod matched by an AzurePodIdentityException the node's identity, never one another namespace declares", async () => {
+    const [nodeId, declared] = await setup('node-identity', 'declared');
     const vmss = t.sandbox.endpoints.azure.computeNames[0]!;
     const existing = t.sandbox.azure.getVmss(t.sandbox.resourceGroup, vmss)!.identity.userAssignedIdentities;
-    t.sandbox.azure.setVmIdentities({ vmss }, [...existing, nodeId!.id]);
+    t.sandbox.azure.setVmIdentities({ vmss }, [...existing, nodeId!.id, declared!.id]);
     try {
       await t.createCustom(ns, 'azurepodidentityexceptions', { kind: 'AzurePodIdentityException', metadata: { name: 'exception', namespace: ns }, spec: { podLabels: { app: 'node-agent' } } });
       await t.startPod(ns, 'agent', undefined, { labels: { app: 'node-agent' } });
       await eventually(async () => (await t.podToken(ns, 'agent', { clientId: nodeId!.clientId, maxRetries: 0 })).claims?.appid === nodeId!.clientId, 20_000, 'node identity served');
+      // Issue 10 row 3: another namespace's AzureIdentity declares an identity on the same VMSS; the exception does not reach it.
+      const owner = `${ns}-owner`;
+      await t.createNamespace(owner);
+      await t.createIdentity(owner, 'declared', uamiSpec(declared!));
+      await eventually(async () => (await t.podToken(ns, 'agent', { clientId: declared!.clientId, maxRetries: 0 })).ok === false, 20_000, 'declared identity refused');
+      for (const ask of [{ clientId: declared!.clientId }, { resourceId: declared!.id }]) {
+        const refused = await t.podToken(ns, 'agent', { ...ask, maxRetries: 0 });
+        expect(refused.ok, JSON.stringify(ask)).toBe(false);
+        expect(refused.claims).toBeUndefined();
+      }
+      expect((await t.podToken(ns, 'agent', { clientId: nodeId!.clientId, maxRetries: 0 })).claims?.appid).toBe(nodeId!.clientId);
     } finally {
       const now = t.sandbox.azure.getVmss(t.sandbox.resourceGroup, vmss)!.identity.userAssignedIdentities;
-      t.sandbox.azure.setVmIdentities({ vmss }, now.filter((x) => x.toLowerCase() !== nodeId!.id.toLowerCase()));
+      const ours = new Set([nodeId!.id.toLowerCase(), declared!.id.toLowerCase()]);
+      t.sandbox.azure.setVmIdentities({ vmss }, now.filter((x) => !ours.has(x.toLowerCase())));
     }
   });
 
