@@ -13,7 +13,7 @@ import { NODE_PATH_REMEDY, nodeRequestRefusal, nodeTokenRefusal, type NodeRefusa
 import { selectIdentity, type Selection, type SelectPolicy } from './core/select.js';
 import { parseTokenRequest, type TokenRequest } from './core/token-request.js';
 import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, TokenIssuer } from './ports.js';
-import { clientIdOfToken } from './tokens/claims.js';
+import { tokenIdentityOf } from './tokens/claims.js';
 
 export interface NmiServerConfig {
   readonly metadataHeaderRequired: boolean;
@@ -281,7 +281,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     if (refused !== undefined) return refuseNodeIdentity(res, log, refused, why);
     const vet = (token: IssuedToken): Error | undefined => {
       const current = deps.identities.declaredIdentities();
-      const r = current === undefined ? undefined : nodeTokenRefusal(clientIdOfToken(token), current);
+      const r = current === undefined ? undefined : nodeTokenRefusal(tokenIdentityOf(token), current);
       return r === undefined ? undefined : new NodeIdentityRefused(r);
     };
     let token: IssuedToken;

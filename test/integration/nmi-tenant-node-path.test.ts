@@ -24,7 +24,7 @@ function expectRefused(reply: Reply, what: string): void {
   expect(reply.body, what).not.toContain('payments');
 }
 
-async function declare(world: NmiWorld, namespace: string, name: string, id: WorldIdentity): Promise<void> {
+async function declare(world: NmiWorld, namespace: string, name: string, id: WorldIdentity, spec: Record<string, unknown> = { type: 0, resourceID: id.resourceId, clientID: id.clientId }): Promise<void> {
   await world.core.createNamespace({ body: { metadata: { name: namespace } } }).catch((e: { code?: number }) => {
     if (e.code !== 409) throw e;
   });
@@ -33,7 +33,7 @@ async function declare(world: NmiWorld, namespace: string, name: string, id: Wor
     version: VERSION,
     namespace,
     plural: Plurals.AzureIdentity,
-    body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'AzureIdentity', metadata: { name, namespace }, spec: { type: 0, resourceID: id.resourceId, clientID: id.clientId } },
+    body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'AzureIdentity', metadata: { name, namespace }, spec },
   });
   await world.until((n) => n.identities.identities.get(namespace, name) !== undefined, `AzureIdentity ${namespace}/${name}`);
 }
@@ -93,6 +93,16 @@ describe('the node path cannot reach identities AzureIdentities declare (scale s
     expect(imdsTokenCalls().map((e) => e.target.toLowerCase())).toContainEqual(expect.stringContaining(nodeAgent.resourceId.toLowerCase()));
     // And team-a's is still refused with the node's own identity on the scale set too.
     expectRefused(await world.call(attacker.ip, tokenPath(`&client_id=${teamA.clientId}`)), 'client_id after');
+  });
+
+  it('refuses, by the token IMDS returns, an identity an AzureIdentity declares by resource ID only', async () => {
+    const resOnly = await world.managedIdentity('ledger', { namespace: 'team-a', declare: false });
+    await declare(world, 'team-a', 'ledger', resOnly, { type: 0, resourceID: resOnly.resourceId });
+    world.azure.emulator.clearRequestLog();
+    // The client ID is declared nowhere, so IMDS is asked; its token's xms_mirid is team-a's resource ID.
+    expectRefused(await world.call(attacker.ip, tokenPath(`&client_id=${resOnly.clientId}`)), 'client_id of a resource-ID-only identity');
+    expect(imdsTokenCalls().map((e) => e.status)).toEqual([200]);
+    expectRefused(await world.call(attacker.ip, tokenPath(`&msi_res_id=${encodeURIComponent(resOnly.resourceId)}`)), 'its msi_res_id');
   });
 
   it('does not take a pod with a hand-written ReplicaSet owner named mic-* in the MIC namespace for MIC', async () => {

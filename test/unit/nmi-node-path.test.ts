@@ -9,7 +9,7 @@ import {
   nodeTokenRefusal,
   resourceIdKey,
 } from '../../src/nmi/core/node-path.js';
-import { clientIdOfToken } from '../../src/nmi/tokens/claims.js';
+import { tokenIdentityOf } from '../../src/nmi/tokens/claims.js';
 
 const RES = (name: string) => `/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${name}`;
 
@@ -53,14 +53,21 @@ describe('nodeRequestRefusal', () => {
 
 describe('nodeTokenRefusal', () => {
   it('refuses a token for a declared client ID, whichever way it was asked for', () => {
-    expect(nodeTokenRefusal('aaaaaaaa-1111-2222-3333-444444444444', declared)?.reason).toContain('team-a/payments');
-    expect(nodeTokenRefusal('CCCCCCCC-0000-0000-0000-000000000000', declared)).toMatchObject({ status: 403 });
+    expect(nodeTokenRefusal({ clientId: 'aaaaaaaa-1111-2222-3333-444444444444' }, declared)?.reason).toContain('team-a/payments');
+    expect(nodeTokenRefusal({ clientId: 'CCCCCCCC-0000-0000-0000-000000000000' }, declared)).toMatchObject({ status: 403 });
+  });
+
+  it('refuses a token whose xms_mirid is declared, for an AzureIdentity that names only a resource ID', () => {
+    const byResource = declaredIdentitiesOf([identity('team-a', 'res-only', '', RES('res-only'))]);
+    expect(nodeTokenRefusal({ clientId: 'eeeeeeee-0000-0000-0000-000000000000', resourceId: RES('res-only').toLowerCase() }, byResource)).toMatchObject({ status: 403 });
+    expect(nodeTokenRefusal({ clientId: 'eeeeeeee-0000-0000-0000-000000000000', resourceId: RES('node') }, byResource)).toBeUndefined();
   });
 
   it('serves the node’s own identity, and refuses a token it cannot attribute only while something is declared', () => {
-    expect(nodeTokenRefusal('dddddddd-0000-0000-0000-000000000000', declared)).toBeUndefined();
-    expect(nodeTokenRefusal(undefined, declared)).toMatchObject({ status: 403 });
-    expect(nodeTokenRefusal(undefined, declaredIdentitiesOf([]))).toBeUndefined();
+    expect(nodeTokenRefusal({ clientId: 'dddddddd-0000-0000-0000-000000000000' }, declared)).toBeUndefined();
+    expect(nodeTokenRefusal({}, declared)).toMatchObject({ status: 403 });
+    expect(nodeTokenRefusal({ clientId: ' ' }, declared)).toMatchObject({ status: 403 });
+    expect(nodeTokenRefusal({}, declaredIdentitiesOf([]))).toBeUndefined();
   });
 });
 
@@ -74,13 +81,14 @@ describe('declaredIdentitiesOf', () => {
   });
 });
 
-describe('clientIdOfToken', () => {
+describe('tokenIdentityOf', () => {
   const jwt = (claims: object) => `e30.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.sig`;
-  it('reads IMDS’s client_id, else the JWT’s appid or azp, else nothing', () => {
-    expect(clientIdOfToken({ clientId: 'from-imds', accessToken: jwt({ appid: 'from-jwt' }) })).toBe('from-imds');
-    expect(clientIdOfToken({ accessToken: jwt({ appid: 'v1-app' }) })).toBe('v1-app');
-    expect(clientIdOfToken({ accessToken: jwt({ azp: 'v2-app' }) })).toBe('v2-app');
-    expect(clientIdOfToken({ accessToken: 'not-a-jwt' })).toBeUndefined();
-    expect(clientIdOfToken({ accessToken: 'a.!!!.c' })).toBeUndefined();
+  it('reads IMDS’s client_id, else the JWT’s appid or azp, and the JWT’s xms_mirid', () => {
+    expect(tokenIdentityOf({ clientId: 'from-imds', accessToken: jwt({ appid: 'from-jwt', xms_mirid: '/r' }) })).toEqual({ clientId: 'from-imds', resourceId: '/r' });
+    expect(tokenIdentityOf({ accessToken: jwt({ appid: 'v1-app' }) })).toEqual({ clientId: 'v1-app' });
+    expect(tokenIdentityOf({ accessToken: jwt({ azp: 'v2-app' }) })).toEqual({ clientId: 'v2-app' });
+    expect(tokenIdentityOf({ accessToken: 'not-a-jwt' })).toEqual({});
+    expect(tokenIdentityOf({ accessToken: 'a.!!!.c' })).toEqual({});
+    expect(tokenIdentityOf({ accessToken: jwt({ appid: 7 }) })).toEqual({});
   });
 });

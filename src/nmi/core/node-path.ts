@@ -48,17 +48,28 @@ export function nodeRequestRefusal(
   return undefined;
 }
 
+/** Which identity a token is for, as far as it says: IMDS's `client_id` or the JWT's, and the JWT's `xms_mirid`. */
+export interface TokenIdentity {
+  readonly clientId?: string;
+  readonly resourceId?: string;
+}
+
 /**
- * After IMDS answered: refuses a token whose client ID is declared (a request without an id gets the VM's only
- * user-assigned identity; a resource ID may be spelled in a form the check above does not know). A token whose
- * client ID cannot be read is refused whenever anything is declared: it might be any of them.
+ * After IMDS answered: refuses a token for a declared identity (a request without an id gets the VM's only
+ * user-assigned identity; a resource ID may be spelled in a form the check above does not know; an AzureIdentity may
+ * declare only a resource ID). A token that names no identity is refused whenever anything is declared: it might be
+ * any of them.
  */
-export function nodeTokenRefusal(tokenClientId: string | undefined, declared: DeclaredIdentities): NodeRefusal | undefined {
-  if (tokenClientId === undefined || tokenClientId.trim() === '') {
-    if (declared.clientIds.size === 0) return undefined;
-    return refusal('the identity IMDS returned', 'IMDS returned a token whose client_id cannot be read');
+export function nodeTokenRefusal(token: TokenIdentity, declared: DeclaredIdentities): NodeRefusal | undefined {
+  const clientId = token.clientId?.trim() ?? '';
+  const resourceId = token.resourceId?.trim() ?? '';
+  if (clientId === '' && resourceId === '') {
+    if (declared.clientIds.size === 0 && declared.resourceIds.size === 0) return undefined;
+    return refusal('the identity IMDS returned', 'IMDS returned a token that names no identity (no client_id, appid, azp or xms_mirid)');
   }
-  const owner = declared.clientIds.get(clientIdKey(tokenClientId));
+  const owner =
+    (clientId === '' ? undefined : declared.clientIds.get(clientIdKey(clientId))) ??
+    (resourceId === '' ? undefined : declared.resourceIds.get(resourceIdKey(resourceId)));
   if (owner !== undefined) return refusal('the identity IMDS returned', `IMDS returned the identity of AzureIdentity ${owner}`);
   return undefined;
 }

@@ -1,16 +1,19 @@
 // Which identity a token is for, as NMI's node path must know it: IMDS's `client_id` field, else the JWT's own
-// claim (`appid` in v1 tokens, `azp` in v2). Read only to decide whether to refuse; the signature is not NMI's to check.
+// claim (`appid` in v1 tokens, `azp` in v2), and the managed identity's resource ID (`xms_mirid`). Read only to decide
+// whether to refuse; the signature is not NMI's to check.
 
 import type { IssuedToken } from '../core/imds-body.js';
+import type { TokenIdentity } from '../core/node-path.js';
 
-export function clientIdOfToken(token: Pick<IssuedToken, 'clientId' | 'accessToken'>): string | undefined {
-  if (token.clientId !== undefined && token.clientId !== '') return token.clientId;
-  const claims = jwtPayload(token.accessToken);
-  for (const name of ['appid', 'azp']) {
-    const value = claims?.[name];
-    if (typeof value === 'string' && value !== '') return value;
-  }
-  return undefined;
+export function tokenIdentityOf(token: Pick<IssuedToken, 'clientId' | 'accessToken'>): TokenIdentity {
+  const claims = jwtPayload(token.accessToken) ?? {};
+  const clientId = nonEmpty(token.clientId) ?? nonEmpty(claims['appid']) ?? nonEmpty(claims['azp']);
+  const resourceId = nonEmpty(claims['xms_mirid']);
+  return { ...(clientId !== undefined ? { clientId } : {}), ...(resourceId !== undefined ? { resourceId } : {}) };
+}
+
+function nonEmpty(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined;
 }
 
 function jwtPayload(jwt: string): Record<string, unknown> | undefined {
