@@ -86,6 +86,14 @@ export function renderChart(chartDir: string, opts: RenderOptions): RenderedChar
   return { files, objects, values };
 }
 
+/** One template text (with the defines of `partials`) executed on `data`: for testing the renderer itself. */
+export function renderTemplate(src: string, data: unknown, partials = ''): string {
+  const engine = new Engine(() => undefined);
+  engine.addFile('_partials.tpl', partials);
+  engine.addFile('t', src);
+  return engine.execute('t', data);
+}
+
 /** Helm's coalescing of user values over chart defaults: maps merge, anything else replaces, null deletes. */
 export function coalesceValues(defaults: Obj, user: Obj): Obj {
   const out: Obj = structuredClone(defaults);
