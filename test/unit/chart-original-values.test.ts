@@ -301,6 +301,12 @@ describe("the original chart's object names, labels and RBAC (issue 11 item 4)",
     expect(find(objects, `DaemonSet ${NS}/aad-pod-identity-nmi`)?.['spec'].template.spec.containers[0].args).toEqual(expect.arrayContaining(['--operation-mode=managed', '--forceNamespaced']));
   });
 
+  it('reads installMICException "false" (a string) as false, where the original installed the exceptions anyway', () => {
+    for (const off of ['false', false]) {
+      expect((render(originalValues({ installMICException: off })).objects as K8s[]).filter((o) => o.kind === 'AzurePodIdentityException')).toEqual([]);
+    }
+  });
+
   it('leaves out ServiceAccounts and ClusterRoles with rbac.enabled=false, and exceptions with installMICException="false"', () => {
     const keys = (render(originalValues({ rbac: { enabled: false }, installMICException: 'false' })).objects as K8s[]).map(key);
     expect(keys.filter((k) => /^(ServiceAccount|ClusterRole|ClusterRoleBinding|Role|RoleBinding|AzurePodIdentityException) /.test(k))).toEqual([]);
