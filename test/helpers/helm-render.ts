@@ -36,6 +36,7 @@ export interface RenderedChart {
   /** Every document of every file, parsed; `kind: List` items are flattened. */
   objects: Obj[];
   values: Obj;
+  notes: string;
 }
 
 export function renderChart(chartDir: string, opts: RenderOptions): RenderedChart {
@@ -55,7 +56,9 @@ export function renderChart(chartDir: string, opts: RenderOptions): RenderedChar
   const kube = opts.kubeVersion ?? 'v1.29.0';
   const [, major = '1', minor = '29'] = /^v?(\d+)\.(\d+)/.exec(kube) ?? [];
   const files = new Map<string, string>();
-  const order = names.filter((n) => !/\/_[^/]*$/.test(n) && !n.endsWith('NOTES.txt')).sort().reverse();
+  let notes = '';
+  // NOTES.txt is rendered too (an error there fails an install) but is no manifest.
+  const order = names.filter((n) => !/\/_[^/]*$/.test(n)).sort().reverse();
   for (const file of order) {
     const top: Obj = {
       Values: values,
@@ -71,7 +74,8 @@ export function renderChart(chartDir: string, opts: RenderOptions): RenderedChar
       if (e instanceof ChartRenderError) throw new ChartRenderError(`${file}: ${e.message}`);
       throw e;
     }
-    if (text.trim() !== '') files.set(file.slice(name.length + 1), text);
+    if (file.endsWith('/NOTES.txt')) notes = text;
+    else if (text.trim() !== '') files.set(file.slice(name.length + 1), text);
   }
   const objects: Obj[] = [];
   for (const [file, text] of files) {
@@ -83,7 +87,7 @@ export function renderChart(chartDir: string, opts: RenderOptions): RenderedChar
       else objects.push(o);
     }
   }
-  return { files, objects, values };
+  return { files, objects, values, notes };
 }
 
 /** One template text (with the defines of `partials`) executed on `data`: for testing the renderer itself. */

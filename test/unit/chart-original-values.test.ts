@@ -190,8 +190,9 @@ describe("the original chart's values (issue 11 item 2)", () => {
 describe("the original chart's object names, labels and RBAC (issue 11 item 4)", () => {
   for (const release of ['aad-pod-identity', 'pod-identity', 'my-release']) {
     it(`renders the original's objects under the same names for release "${release}", and only listed extras`, () => {
-      const { objects } = render(originalValues(), { releaseName: release });
+      const { objects, notes } = render(originalValues(), { releaseName: release });
       expect((objects as K8s[]).map(key).sort()).toEqual([...ORIGINAL_OBJECTS, ...OUR_EXTRA_OBJECTS].sort());
+      expect(notes).toContain(`app.kubernetes.io/instance=${release}`);
     });
   }
 
