@@ -292,6 +292,13 @@ describe("the original chart's object names, labels and RBAC (issue 11 item 4)",
     expect((objects as K8s[]).map(key)).toEqual(expect.arrayContaining(['ClusterRole my-release-aad-pod-identity-view', 'ClusterRole my-release-aad-pod-identity-edit', `Secret ${NS}/aad-pod-identity-mic`]));
     const env = find(objects, `Deployment ${NS}/aad-pod-identity-mic`)?.['spec'].template.spec.containers[0].env as { name: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
     expect(env.find((e) => e.name === 'CLIENT_SECRET')?.valueFrom?.secretKeyRef).toMatchObject({ name: 'aad-pod-identity-mic', key: 'ClientSecret' });
+    // "set to true when using a User Managed Identity", as the original's values.yaml says: a boolean or a string.
+    for (const useMSI of [true, 'true']) {
+      const msi = render(originalValues({ adminsecret: { ...adminsecret, clientID: 'msi', clientSecret: 'msi', useMSI, userAssignedMSIClientID: 'u' } }));
+      const data = find(msi.objects, `Secret ${NS}/aad-pod-identity-mic`)?.['data'] as Record<string, string>;
+      expect(Buffer.from(data['UseMSI']!, 'base64').toString()).toBe('true');
+      expect(Buffer.from(data['UserAssignedMSIClientID']!, 'base64').toString()).toBe('u');
+    }
   });
 
   it("renders managed mode's objects as the original: no MIC, NMI namespaced, the AKS add-on exception only", () => {
