@@ -289,6 +289,9 @@ describe("the original chart's object names, labels and RBAC (issue 11 item 4)",
     const adminsecret = { cloud: 'AzurePublicCloud', subscriptionID: 's', resourceGroup: 'rg', vmType: 'vmss', tenantID: 't', clientID: 'c', clientSecret: 'p' };
     const { objects } = render(originalValues({ mic: { podDisruptionBudget: { minAvailable: 1 } }, rbac: { createUserFacingClusterRoles: true }, adminsecret }), { releaseName: 'my-release' });
     expect(find(objects, `PodDisruptionBudget ${NS}/mic-pdb`)?.['spec']).toMatchObject({ minAvailable: 1 });
+    const noPdb = originalValues() as { mic: Record<string, unknown> };
+    noPdb.mic['podDisruptionBudget'] = null; // as docs/migrating.md says: null drops ours
+    expect((render(noPdb).objects as K8s[]).filter((o) => o.kind === 'PodDisruptionBudget')).toEqual([]);
     expect((objects as K8s[]).map(key)).toEqual(expect.arrayContaining(['ClusterRole my-release-aad-pod-identity-view', 'ClusterRole my-release-aad-pod-identity-edit', `Secret ${NS}/aad-pod-identity-mic`]));
     const env = find(objects, `Deployment ${NS}/aad-pod-identity-mic`)?.['spec'].template.spec.containers[0].env as { name: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
     expect(env.find((e) => e.name === 'CLIENT_SECRET')?.valueFrom?.secretKeyRef).toMatchObject({ name: 'aad-pod-identity-mic', key: 'ClientSecret' });
