@@ -16,12 +16,15 @@
 {{- end -}}
 {{- end -}}
 
+{{/* MIC's and NMI's object names (Deployment, DaemonSet, ServiceAccounts, ClusterRoles, bindings, MIC's Secret) come
+from the chart name, not the release, as the original chart's did: `helm upgrade` from the original then updates
+its objects in place, and tooling that looks up aad-pod-identity-mic / aad-pod-identity-nmi keeps working. */}}
 {{- define "aad-pod-identity.mic.fullname" -}}
-{{- printf "%s-mic" (include "aad-pod-identity.fullname" .) -}}
+{{- printf "%s-mic" (include "aad-pod-identity.name" .) -}}
 {{- end -}}
 
 {{- define "aad-pod-identity.nmi.fullname" -}}
-{{- printf "%s-nmi" (include "aad-pod-identity.fullname" .) -}}
+{{- printf "%s-nmi" (include "aad-pod-identity.name" .) -}}
 {{- end -}}
 
 {{- define "aad-pod-identity.chart" -}}
@@ -52,4 +55,27 @@ helm.sh/chart: {{ include "aad-pod-identity.chart" . }}
 {{- else -}}
 default
 {{- end -}}
+{{- end -}}
+
+{{/* FORCENAMESPACED for MIC and NMI: charts before 4.0 spelled the value forceNameSpaced; either one set to "true"
+turns namespaced mode on (the stricter wins, so an old values file never widens matching). */}}
+{{- define "aad-pod-identity.forceNamespaced" -}}
+{{- if or (eq (toString .Values.forceNamespaced) "true") (eq (toString .Values.forceNameSpaced) "true") -}}
+true
+{{- else -}}
+{{- .Values.forceNamespaced -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The AzureIdentities to create: azureIdentities, plus the single azureIdentity/azureIdentityBinding of charts 1.x
+when its enabled is true (same names and namespace as those charts gave them). */}}
+{{- define "aad-pod-identity.azureIdentities" -}}
+{{- $ids := deepCopy (default (dict) .Values.azureIdentities) -}}
+{{- with .Values.azureIdentity -}}
+{{- if .enabled -}}
+{{- $binding := default (dict) $.Values.azureIdentityBinding -}}
+{{- $_ := set $ids (required "azureIdentity.name is required when azureIdentity.enabled is true" .name) (dict "namespace" .namespace "type" .type "resourceID" .resourceID "clientID" .clientID "binding" (dict "name" $binding.name "selector" $binding.selector)) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $ids -}}
 {{- end -}}
