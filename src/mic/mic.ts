@@ -10,7 +10,7 @@ import { KNOWN_CLOUD_AUTHORITIES } from '../azure/cloud-config.js';
 import { allowedAuthoritySet } from '../crds/credential-policy.js';
 import { EventRecorder, LeaderElector, RateLimiter, type EventClient } from '../kube/index.js';
 import { kubeEventSink } from './adapters/events.js';
-import { kubeAssignedIdentityWriter } from './adapters/kube-assigned.js';
+import { AssignedStatusRoute, kubeAssignedIdentityWriter } from './adapters/kube-assigned.js';
 import { kubeHttp, pooledApiClient } from './adapters/kube-http.js';
 import type { ArmOperation } from './arm.js';
 import type { MicConfig } from './config.js';
@@ -85,6 +85,14 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     log,
   });
 
+  // Where AAI status is written (status subresource or main resource) depends on the installed CRD.
+  const statusRoute = new AssignedStatusRoute(http, log);
+  const learnStatusRoute = (signal?: AbortSignal): Promise<void> =>
+    statusRoute.discover(signal).then(
+      () => undefined,
+      (err: unknown) => log.warn({ err }, 'cannot read discovery for the AzureAssignedIdentity CRD; will retry on the first status write'),
+    );
+
   let controller: MicController | undefined;
   const events = kubeEventSink(recorder, { log, enabled: () => controller?.acting === true });
   const arm = deps.armClient((operation, durationMs, error) => metrics.armCall(operation, durationMs / 1000, error !== undefined));
@@ -112,7 +120,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
       namespaceIdentityPolicy: config.namespaceIdentityPolicy,
     },
     executor: {
-      writer: kubeAssignedIdentityWriter(http, limiter),
+      writer: kubeAssignedIdentityWriter(http, limiter, statusRoute),
       arm,
       createDeleteBatch: config.createDeleteBatch,
       refreshConcurrency: config.armMaxConcurrency,
@@ -140,6 +148,8 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     log,
     onStartedLeading: async (signal) => {
       metrics.newLeader();
+      // The CRD may have changed while this replica was standing by.
+      await learnStatusRoute(signal);
       await mic.startActing(signal);
     },
     // The leadership signal has aborted by now: the controller has already stopped acting.
@@ -182,6 +192,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
 
   const probeUrl = await listen(probe, config.probeBindAddress, config.httpProbePort);
   const metricsBase = await listen(metricsServer, config.metricsBindAddress, config.prometheusPort);
+  void learnStatusRoute();
   mic.start();
   leader.start();
   log.info({ probeUrl, metricsUrl: `${metricsBase}/metrics`, lease: `${le.namespace}/${le.name}` }, 'MIC started');
