@@ -1,9 +1,9 @@
 // MIC's composition root: kube clients behind one write rate limiter, the AAI writer, events, metrics, the
-// controller, Lease leader election, and the probe and metrics servers. startMic() is used in-process by tests,
+// controller, leader election (Endpoints + Lease), and the probe and metrics servers. startMic() is used in-process by tests,
 // the sandbox and cmd/mic.ts alike; it never reads the environment.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CoordinationV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
+import { CoordinationV1Api, CoreV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { KNOWN_CLOUD_AUTHORITIES } from '../azure/cloud-config.js';
@@ -49,7 +49,7 @@ export interface MicHandle {
   /** `http://host:port/metrics`. */
   readonly metricsUrl: string;
   readonly registry: Registry;
-  /** This replica holds the Lease. */
+  /** This replica holds the leader election locks (Endpoints and Lease, or the Lease only). */
   isLeader(): boolean;
   /** Leading, synced and reconciling (what /healthz reports as `Active`). */
   isActive(): boolean;
@@ -57,7 +57,7 @@ export interface MicHandle {
   isReady(): boolean;
   /** Resolves when nothing is queued and no write or ARM call runs (tests, benchmarks). */
   idle(): Promise<void>;
-  /** Stops acting, releases the Lease, stops informers and servers. */
+  /** Stops acting, releases the locks, stops informers and servers. */
   stop(): Promise<void>;
 }
 
@@ -139,6 +139,8 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
   const le = config.leaderElection;
   const leader = new LeaderElector({
     client: pooledApiClient(kc, CoordinationV1Api),
+    // The original MIC locks with an Endpoints object of the same name: hold it too, so the two never act at once.
+    ...(le.resourceLock === 'endpointsleases' ? { endpoints: pooledApiClient(kc, CoreV1Api) } : {}),
     namespace: le.namespace,
     name: le.name,
     identity: le.instance,
@@ -195,7 +197,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
   void learnStatusRoute();
   mic.start();
   leader.start();
-  log.info({ probeUrl, metricsUrl: `${metricsBase}/metrics`, lease: `${le.namespace}/${le.name}` }, 'MIC started');
+  log.info({ probeUrl, metricsUrl: `${metricsBase}/metrics`, lock: `${le.resourceLock} ${le.namespace}/${le.name}` }, 'MIC started');
 
   let stopped: Promise<void> | undefined;
   return {
