@@ -1,12 +1,13 @@
 // Leader election with the original's Endpoints lock and our Lease held together (client-go's EndpointsLeases),
 // against the API emulator. The stand-in for the original MIC is written here from client-go's wire format
-// (annotation control-plane.alpha.kubernetes.io/leader, LeaderElectionRecord JSON, RFC3339 times in whole
-// seconds), with the plain CoreV1Api, not with our lock code.
+// (test/helpers/original-mic.ts: annotation control-plane.alpha.kubernetes.io/leader, LeaderElectionRecord JSON,
+// RFC3339 times in whole seconds), with the plain CoreV1Api, not with our lock code.
 import { CoordinationV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startApiServer } from '../../src/sandbox/apiserver/index.js';
 import { loadKubeConfig } from '../../src/kube/kubeconfig.js';
 import { LeaderElector } from '../../src/kube/leader.js';
+import { holdOriginalMicLock, readOriginalLeaderRecord, type OriginalMicLock } from '../helpers/original-mic.js';
 
 const NS = 'default';
 const NAME = 'aad-pod-identity-mic';
@@ -49,38 +50,10 @@ function ours(w: World, identity: string, locks: 'both' | 'lease' = 'both'): { e
   return { elector, log };
 }
 
-const rfc3339 = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
-
-/** The original MIC (client-go 0.23 EndpointsResourceLock) holding its lock: creates or takes it, renews every 250 ms. */
-function originalMic(w: World, identity: string, leaseDurationSeconds: number): { stop: () => Promise<void>; lastRenew: () => number } {
-  const acquired = Date.now();
-  const transitions = 0;
-  let last = 0;
-  let running = true;
-  const write = async (): Promise<void> => {
-    const now = Date.now();
-    const record = JSON.stringify({ holderIdentity: identity, leaseDurationSeconds, acquireTime: rfc3339(acquired), renewTime: rfc3339(now), leaderTransitions: transitions });
-    try {
-      const ep = await w.core.readNamespacedEndpoints({ name: NAME, namespace: NS });
-      ep.metadata = { ...ep.metadata, annotations: { ...ep.metadata?.annotations, [ANNOTATION]: record } };
-      await w.core.replaceNamespacedEndpoints({ name: NAME, namespace: NS, body: ep });
-    } catch {
-      await w.core.createNamespacedEndpoints({ namespace: NS, body: { metadata: { name: NAME, namespace: NS, annotations: { [ANNOTATION]: record } } } });
-    }
-    last = now;
-  };
-  const loop = (async () => {
-    while (running) {
-      await write().catch(() => undefined);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  })();
-  const stop = async (): Promise<void> => {
-    running = false;
-    await loop;
-  };
-  cleanups.push(stop);
-  return { stop, lastRenew: () => last };
+function originalMic(w: World, identity: string, leaseDurationSeconds: number): OriginalMicLock {
+  const lock = holdOriginalMicLock(w.core, { namespace: NS, name: NAME, identity, leaseDurationSeconds });
+  cleanups.push(() => lock.stop());
+  return lock;
 }
 
 /** An older release of ours (Lease only) holding the Lease and renewing it. */
@@ -89,13 +62,7 @@ function leaseOnlyMic(w: World, identity: string): { elector: LeaderElector } {
 }
 
 async function endpointsRecord(w: World): Promise<Record<string, unknown> | undefined> {
-  try {
-    const ep = await w.core.readNamespacedEndpoints({ name: NAME, namespace: NS });
-    const raw = ep.metadata?.annotations?.[ANNOTATION];
-    return raw === undefined ? undefined : (JSON.parse(raw) as Record<string, unknown>);
-  } catch {
-    return undefined;
-  }
+  return readOriginalLeaderRecord(w.core, NS, NAME);
 }
 
 async function leaseHolder(w: World): Promise<string | undefined> {
@@ -159,7 +126,7 @@ describe("leader election with the original's Endpoints lock", () => {
     const leader = a.elector.isLeader ? 'mic-new-a' : 'mic-new-b';
     const record = await endpointsRecord(w);
     // Not before the original's record had expired (its renewTime is whole seconds, so measure from our clock).
-    expect(Date.parse(String(record?.acquireTime)) + 999 - lastRenew).toBeGreaterThanOrEqual(2000);
+    expect(Date.parse(String(record?.acquireTime)) + 1000 - lastRenew).toBeGreaterThanOrEqual(2000);
     // Both locks, in the original's format, so an original MIC still running sees our hold.
     expect(Object.keys(record ?? {}).sort()).toEqual(['acquireTime', 'holderIdentity', 'leaderTransitions', 'leaseDurationSeconds', 'renewTime']);
     expect(record).toMatchObject({ holderIdentity: leader, leaseDurationSeconds: 2, leaderTransitions: 1 });
