@@ -1,25 +1,32 @@
-// Lease-based leader election on coordination.k8s.io/v1 (client-node has no helper). Semantics follow client-go's
-// leaderelection: acquire or take over an expired lease, renew every retryPeriod, give up when renewals fail for
-// renewDeadline, and release on stop so that another replica takes over at once.
-import { V1MicroTime, type V1Lease } from '@kubernetes/client-node';
+// Leader election as client-go's leaderelection, over one or more resource locks (resourcelock.ts): acquire or take
+// over an expired record, renew every retryPeriod, give up when renewals fail for renewDeadline, release on stop
+// so that another replica takes over at once.
+//
+// With several locks (MIC: the original's Endpoints and our Lease, as client-go's EndpointsLeases multi-lock) this
+// replica leads only while it holds all of them, and never writes any while another holder's record on any of them
+// is live. Locks are written in order, each optimistic on what was read, so two candidates never both get past the
+// first one. A record is live while it keeps changing (client-go's rule: for leaseDurationSeconds after this replica
+// last saw it change, which does not depend on the other side's clock) or while its renewTime plus
+// leaseDurationSeconds is still ahead.
 import { sleep } from './backoff.js';
-import { describeError, isAlreadyExists, isConflict, isNotFound } from './errors.js';
+import { describeError, isAlreadyExists, isConflict } from './errors.js';
+import { EndpointsLock, LeaseLock, type EndpointsClient, type LeaderElectionRecord, type LeaseClient, type ObservedRecord, type ResourceLock } from './resourcelock.js';
 import { silentLogger, type Logger } from '../common/log.js';
 
-/** The part of `CoordinationV1Api` used here (a `CoordinationV1Api` instance satisfies it). */
-export interface LeaseClient {
-  readNamespacedLease(param: { name: string; namespace: string }): Promise<V1Lease>;
-  createNamespacedLease(param: { namespace: string; body: V1Lease }): Promise<V1Lease>;
-  replaceNamespacedLease(param: { name: string; namespace: string; body: V1Lease }): Promise<V1Lease>;
-}
+export { parseTime, type LeaseClient, type EndpointsClient } from './resourcelock.js';
 
 export interface LeaderElectorOptions {
-  readonly client: LeaseClient;
+  /** The Lease lock (coordination.k8s.io/v1). */
+  readonly client?: LeaseClient;
+  /** Also hold an Endpoints lock of the same namespace/name, written before the Lease (client-go's EndpointsLeases). */
+  readonly endpoints?: EndpointsClient;
+  /** Explicit locks, in write order (instead of `client`/`endpoints`). */
+  readonly locks?: readonly ResourceLock[];
   readonly namespace: string;
   readonly name: string;
   /** Unique per replica, e.g. the pod name. */
   readonly identity: string;
-  /** How long a lease is valid after its last renewal (default 15 s). Written to the Lease in whole seconds. */
+  /** How long a lease is valid after its last renewal (default 15 s). Written to the record in whole seconds. */
   readonly leaseDurationMs?: number;
   /** The leader gives up when it could not renew for this long (default 10 s). */
   readonly renewDeadlineMs?: number;
@@ -41,7 +48,10 @@ export interface LeaderElectorOptions {
 type Attempt = 'leader' | 'follower' | 'error';
 
 export class LeaderElector {
-  readonly #o: Required<Omit<LeaderElectorOptions, 'onNewLeader' | 'log' | 'now'>> & Pick<LeaderElectorOptions, 'onNewLeader'>;
+  readonly #o: Required<Pick<LeaderElectorOptions, 'leaseDurationMs' | 'renewDeadlineMs' | 'retryPeriodMs' | 'releaseOnStop'>> & LeaderElectorOptions;
+  readonly #locks: readonly ResourceLock[];
+  /** Per lock: the record last read and when this replica saw it change. */
+  readonly #seen: ({ raw: string; at: number } | undefined)[];
   readonly #log: Logger;
   readonly #now: () => number;
   #abort: AbortController | undefined;
@@ -57,7 +67,20 @@ export class LeaderElector {
       releaseOnStop: true,
       ...opts,
     };
-    this.#log = (opts.log ?? silentLogger()).child({ component: 'leader-election', lease: `${opts.namespace}/${opts.name}`, identity: opts.identity });
+    const locks: ResourceLock[] = [];
+    if (opts.locks !== undefined) locks.push(...opts.locks);
+    else {
+      if (opts.endpoints !== undefined) locks.push(new EndpointsLock(opts.endpoints, opts.namespace, opts.name));
+      if (opts.client !== undefined) locks.push(new LeaseLock(opts.client, opts.namespace, opts.name));
+    }
+    if (locks.length === 0) throw new Error('leader election needs a lock (a Lease client, an Endpoints client or explicit locks)');
+    this.#locks = locks;
+    this.#seen = locks.map(() => undefined);
+    this.#log = (opts.log ?? silentLogger()).child({
+      component: 'leader-election',
+      lock: locks.map((l) => l.description).join(' + '),
+      identity: opts.identity,
+    });
     this.#now = opts.now ?? Date.now;
     const { leaseDurationMs, renewDeadlineMs, retryPeriodMs } = this.#o;
     if (!opts.identity) throw new Error('leader election needs a non-empty identity');
@@ -69,7 +92,7 @@ export class LeaderElector {
     return this.#leading !== undefined;
   }
 
-  /** The holder identity last seen on the Lease ('' when none). */
+  /** The holder identity last seen on the locks ('' when none). */
   get observedLeader(): string {
     return this.#observedHolder;
   }
@@ -134,68 +157,67 @@ export class LeaderElector {
   }
 
   async #tryAcquireOrRenew(): Promise<Attempt> {
-    const { client, name, namespace, identity } = this.#o;
+    const { identity } = this.#o;
     const now = this.#now();
-    let lease: V1Lease;
-    try {
-      lease = await client.readNamespacedLease({ name, namespace });
-    } catch (err) {
-      if (!isNotFound(err)) {
-        this.#log.warn({ err: describeError(err) }, 'cannot read lease');
-        return 'error';
-      }
+    const read: (ObservedRecord | null)[] = [];
+    for (const lock of this.#locks) {
       try {
-        await client.createNamespacedLease({ namespace, body: this.#leaseBody(undefined, now, now, 0) });
-        this.#observe(identity);
-        return 'leader';
-      } catch (createErr) {
-        if (isAlreadyExists(createErr) || isConflict(createErr)) return 'follower';
-        this.#log.warn({ err: describeError(createErr) }, 'cannot create lease');
+        read.push(await lock.get());
+      } catch (err) {
+        this.#log.warn({ err: describeError(err), lock: lock.description }, 'cannot read the leader election record');
         return 'error';
       }
     }
-
-    const spec = lease.spec ?? {};
-    const holder = spec.holderIdentity ?? '';
-    this.#observe(holder);
-    const heldByMe = holder === identity;
-    const durationMs = (spec.leaseDurationSeconds ?? this.#leaseSeconds()) * 1000;
-    const renewedAt = parseTime(spec.renewTime) ?? 0;
-    if (!heldByMe && holder !== '' && renewedAt + durationMs > now) return 'follower';
-
-    const transitions = spec.leaseTransitions ?? 0;
-    const acquiredAt = heldByMe ? (parseTime(spec.acquireTime) ?? now) : now;
-    const body = this.#leaseBody(lease, acquiredAt, now, heldByMe ? transitions : transitions + 1);
-    try {
-      await client.replaceNamespacedLease({ name, namespace, body });
-    } catch (err) {
-      // 409: someone wrote the lease since we read it; the next attempt re-reads.
-      if (isConflict(err)) this.#log.debug('lease changed under us (409)');
-      else this.#log.warn({ err: describeError(err) }, 'cannot update lease');
-      return 'error';
+    read.forEach((r, i) => {
+      if (r !== null && this.#seen[i]?.raw !== r.raw) this.#seen[i] = { raw: r.raw, at: now };
+    });
+    for (const [i, r] of read.entries()) {
+      const holder = r?.record.holderIdentity ?? '';
+      if (r === null || holder === '' || holder === identity) continue;
+      if (this.#live(r.record, this.#seen[i]?.at ?? now, now)) {
+        this.#observe(holder);
+        if (this.isLeader) this.#log.warn({ holder, lock: this.#locks[i]?.description }, 'another holder took the lock');
+        return 'follower';
+      }
     }
-    if (!heldByMe) this.#log.info({ previousHolder: holder || undefined }, 'acquired lease');
+
+    let acquired = false;
+    for (const [i, lock] of this.#locks.entries()) {
+      const prev = read[i]?.record;
+      const heldByMe = prev?.holderIdentity === identity;
+      const record: LeaderElectionRecord = {
+        holderIdentity: identity,
+        leaseDurationSeconds: this.#leaseSeconds(),
+        acquireTime: heldByMe ? (prev?.acquireTime ?? now) : now,
+        renewTime: now,
+        leaderTransitions: prev === undefined ? 0 : heldByMe ? prev.leaderTransitions : prev.leaderTransitions + 1,
+      };
+      try {
+        if (prev === undefined) await lock.create(record);
+        else await lock.update(record);
+      } catch (err) {
+        // 409: someone wrote the lock since we read it; the next attempt re-reads.
+        if (isConflict(err) || isAlreadyExists(err)) this.#log.debug({ lock: lock.description }, 'lock changed under us (409)');
+        else this.#log.warn({ err: describeError(err), lock: lock.description }, 'cannot write the leader election record');
+        return 'error';
+      }
+      if (!heldByMe) {
+        acquired = true;
+        this.#log.info({ previousHolder: prev?.holderIdentity || undefined, lock: lock.description }, 'acquired lock');
+      }
+    }
+    if (acquired) this.#log.debug('holding every lock');
     this.#observe(identity);
     return 'leader';
   }
 
-  #leaseBody(current: V1Lease | undefined, acquiredAt: number, renewedAt: number, transitions: number): V1Lease {
-    const { name, namespace, identity } = this.#o;
-    return {
-      apiVersion: 'coordination.k8s.io/v1',
-      kind: 'Lease',
-      // Keep labels/annotations and the resourceVersion (optimistic concurrency) of what we read.
-      metadata: current?.metadata ? { ...current.metadata, name, namespace } : { name, namespace },
-      spec: {
-        ...current?.spec,
-        holderIdentity: identity,
-        leaseDurationSeconds: this.#leaseSeconds(),
-        // MicroTime serialises with 6 fraction digits, as the API server's RFC3339Micro expects.
-        acquireTime: new V1MicroTime(acquiredAt),
-        renewTime: new V1MicroTime(renewedAt),
-        leaseTransitions: transitions,
-      },
-    };
+  // Live: changed within its duration of our seeing it, or renewed within its duration (a renewTime further ahead
+  // than one duration is a broken clock, and counts only through the first rule).
+  #live(r: LeaderElectionRecord, observedAt: number, now: number): boolean {
+    const durationMs = (r.leaseDurationSeconds > 0 ? r.leaseDurationSeconds : this.#leaseSeconds()) * 1000;
+    if (observedAt + durationMs > now) return true;
+    const renewed = r.renewTime;
+    return renewed !== undefined && renewed + durationMs > now && renewed <= now + durationMs;
   }
 
   #leaseSeconds(): number {
@@ -227,30 +249,24 @@ export class LeaderElector {
     }
   }
 
-  // Called after stop: stop acting first, then hand the lease over (empty holder, expiring at once).
+  // Called after stop: stop acting first, then hand every lock over (empty holder, expiring at once).
   async #release(): Promise<void> {
     const wasLeading = this.#leading !== undefined;
     this.#stopLeading();
     if (!wasLeading) return;
-    const { client, name, namespace, identity } = this.#o;
-    try {
-      const lease = await withTimeout(client.readNamespacedLease({ name, namespace }), this.#o.renewDeadlineMs, undefined);
-      if (!lease || lease.spec?.holderIdentity !== identity) return;
-      const now = this.#now();
-      const body: V1Lease = {
-        ...lease,
-        spec: {
-          ...lease.spec,
-          holderIdentity: '',
-          leaseDurationSeconds: 1,
-          acquireTime: new V1MicroTime(now),
-          renewTime: new V1MicroTime(now),
-        },
-      };
-      await withTimeout(client.replaceNamespacedLease({ name, namespace, body }), this.#o.renewDeadlineMs, undefined);
-      this.#log.info('released lease');
-    } catch (err) {
-      this.#log.warn({ err: describeError(err) }, 'cannot release lease; it will expire');
+    const { identity } = this.#o;
+    const deadline = this.#now() + this.#o.renewDeadlineMs;
+    for (const lock of this.#locks) {
+      try {
+        const got = await withTimeout(lock.get(), Math.max(0, deadline - this.#now()), undefined);
+        if (!got || got.record.holderIdentity !== identity) continue;
+        const now = this.#now();
+        const record: LeaderElectionRecord = { ...got.record, holderIdentity: '', leaseDurationSeconds: 1, acquireTime: now, renewTime: now };
+        await withTimeout(lock.update(record), Math.max(0, deadline - this.#now()), undefined);
+        this.#log.info({ lock: lock.description }, 'released lock');
+      } catch (err) {
+        this.#log.warn({ err: describeError(err), lock: lock.description }, 'cannot release the lock; it will expire');
+      }
     }
   }
 
@@ -264,16 +280,6 @@ export class LeaderElector {
       this.#log.error({ err }, 'onNewLeader failed');
     }
   }
-}
-
-/** Reads a (Micro)Time field that client-node may hand back as a string (MicroTime is not deserialised) or a Date. */
-export function parseTime(v: unknown): number | undefined {
-  if (v instanceof Date) return Number.isNaN(v.getTime()) ? undefined : v.getTime();
-  if (typeof v === 'string' && v !== '') {
-    const t = Date.parse(v);
-    return Number.isNaN(t) ? undefined : t;
-  }
-  return undefined;
 }
 
 // Resolves to `fallback` if `p` takes longer than `ms`; a late rejection of `p` is swallowed (it is logged by callers).

@@ -13,6 +13,8 @@ export interface LeaderElectionConfig {
   readonly durationMs: number;
   readonly renewDeadlineMs: number;
   readonly retryPeriodMs: number;
+  /** `endpointsleases`: the original's Endpoints lock and our Lease, both held (upgrades); `leases`: the Lease only. */
+  readonly resourceLock: 'endpointsleases' | 'leases';
 }
 
 export interface MicConfig extends CommonSettings {
@@ -83,13 +85,13 @@ export const MIC_FLAGS = {
     kind: 'string',
     name: 'leader-election-namespace',
     default: 'default',
-    help: 'Namespace of the leader election Lease',
+    help: 'Namespace of the leader election lock objects (Endpoints and Lease)',
   },
   leaderElectionName: {
     kind: 'string',
     name: 'leader-election-name',
     default: 'aad-pod-identity-mic',
-    help: 'Name of the leader election Lease',
+    help: 'Name of the leader election lock objects (Endpoints and Lease)',
   },
   leaderElectionDuration: {
     kind: 'duration',
@@ -109,6 +111,15 @@ export const MIC_FLAGS = {
     name: 'leader-election-retry-period',
     default: 0,
     help: 'Interval between attempts to acquire or renew the lease (0: a quarter of the lease duration, as the original)',
+  },
+  leaderElectionResourceLock: {
+    kind: 'string',
+    name: 'leader-election-resource-lock',
+    default: 'endpointsleases',
+    choices: ['endpointsleases', 'leases'],
+    help:
+      "endpointsleases: hold the original's Endpoints lock and a Lease (client-go's multi-lock), so no original MIC acts " +
+      'at the same time; leases: the Lease only, once no original MIC can run (after a release with endpointsleases)',
   },
   httpProbePort: { kind: 'int', name: 'http-probe-port', default: 8080, min: 0, max: 65535, help: 'HTTP liveness and readiness probe port (/healthz, /readyz)' },
   prometheusPort: { kind: 'int', name: 'prometheus-port', default: 8888, min: 0, max: 65535, help: 'Prometheus port for metrics (/metrics)' },
@@ -266,6 +277,7 @@ export function parseMicConfig(
       durationMs,
       renewDeadlineMs,
       retryPeriodMs,
+      resourceLock: f.leaderElectionResourceLock === 'leases' ? 'leases' : 'endpointsleases',
     }),
     httpProbePort: f.httpProbePort,
     prometheusPort: f.prometheusPort,

@@ -214,7 +214,9 @@ export class Executor {
     let obj = current;
     // Stop NMI serving the old identity before it leaves the VM; the new one is served once attached.
     if (u.after.state === 'Created' && obj.state !== 'Created') {
-      obj = await this.#setState(key, obj, 'Created', ctx, signal);
+      const marked = await this.#setState(key, obj, 'Created', ctx, signal);
+      if (marked === null) throw new TaskStop(0); // gone: the next cycle creates it afresh
+      obj = marked;
     }
     if (u.afterTarget !== undefined) {
       const old = current.identityRef;
@@ -255,7 +257,7 @@ export class Executor {
       await this.#awaitArm(s.afterTarget, identity.resourceID, 'add', key, binding, ctx);
     }
     if (signal.aborted) return;
-    await this.#setState(key, obj, 'Assigned', ctx, signal);
+    if ((await this.#setState(key, obj, 'Assigned', ctx, signal)) === null) return;
     if (binding !== null) {
       this.#o.events.normal(bindingSubject(binding), Reasons.BindingApplied,
         `Binding ${binding.name} applied on node ${obj.nodeName} for pod ${obj.name}`);
@@ -272,7 +274,7 @@ export class Executor {
     try {
       let obj: AzureAssignedIdentity | null = current;
       if (d.markUnassigned) obj = await this.#setState(key, current, 'Unassigned', ctx, signal);
-      if (!obj.deleting) obj = await this.#write(ctx, current.nodeName, () => this.#o.writer.delete(d, signal));
+      if (obj !== null && !obj.deleting) obj = await this.#write(ctx, current.nodeName, () => this.#o.writer.delete(d, signal));
       if (obj !== null && obj.finalizers.includes(ASSIGNED_IDENTITY_FINALIZER)) {
         const held = obj;
         obj = await this.#write(ctx, current.nodeName, () => this.#o.writer.removeFinalizer(d, held.finalizers, signal));
@@ -301,21 +303,26 @@ export class Executor {
     state: 'Created' | 'Assigned' | 'Unassigned',
     ctx: ExecutionContext,
     signal: AbortSignal,
-  ): Promise<AzureAssignedIdentity> {
+  ): Promise<AzureAssignedIdentity | null> {
+    let patched: AzureAssignedIdentity | null;
     try {
-      const patched = await this.#write(ctx, obj.nodeName, () => this.#o.writer.setState(obj, state, signal));
-      this.#o.onWritten(key, patched, '');
-      this.#log.debug({ aai: key, state }, 'AzureAssignedIdentity status written');
-      return patched;
+      patched = await this.#write(ctx, obj.nodeName, () => this.#o.writer.setState(obj, state, signal));
     } catch (err) {
       if (signal.aborted) throw err;
+      // Never read as "gone": the writer answers null only after checking that the object no longer exists.
       this.#o.metrics.kubeError('update_azure_assigned_identity_status');
-      if (statusOf(err) !== 404) {
-        this.#o.events.warning(assignedSubject(obj), Reasons.StatusUpdateError,
-          `Updating the status of AzureAssignedIdentity ${key} to ${state} failed: ${errorText(err)}`);
-      }
+      this.#o.events.warning(assignedSubject(obj), Reasons.StatusUpdateError,
+        `Updating the status of AzureAssignedIdentity ${key} to ${state} failed: ${errorText(err)}`);
       throw err;
     }
+    if (patched === null) {
+      this.#o.onWritten(key, null, obj.uid);
+      this.#log.info({ aai: key, state }, 'AzureAssignedIdentity gone before its status was written');
+      return null;
+    }
+    this.#o.onWritten(key, patched, '');
+    this.#log.debug({ aai: key, state }, 'AzureAssignedIdentity status written');
+    return patched;
   }
 
   /** Waits for the ARM outcome a step depends on; ends the task (quietly) unless it says done. */

@@ -1,16 +1,16 @@
 // MIC's composition root: kube clients behind one write rate limiter, the AAI writer, events, metrics, the
-// controller, Lease leader election, and the probe and metrics servers. startMic() is used in-process by tests,
+// controller, leader election (Endpoints + Lease), and the probe and metrics servers. startMic() is used in-process by tests,
 // the sandbox and cmd/mic.ts alike; it never reads the environment.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CoordinationV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
+import { CoordinationV1Api, CoreV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { KNOWN_CLOUD_AUTHORITIES } from '../azure/cloud-config.js';
 import { allowedAuthoritySet } from '../crds/credential-policy.js';
 import { EventRecorder, LeaderElector, RateLimiter, type EventClient } from '../kube/index.js';
 import { kubeEventSink } from './adapters/events.js';
-import { kubeAssignedIdentityWriter } from './adapters/kube-assigned.js';
+import { AssignedStatusRoute, kubeAssignedIdentityWriter } from './adapters/kube-assigned.js';
 import { kubeHttp, pooledApiClient } from './adapters/kube-http.js';
 import type { ArmOperation } from './arm.js';
 import type { MicConfig } from './config.js';
@@ -49,7 +49,7 @@ export interface MicHandle {
   /** `http://host:port/metrics`. */
   readonly metricsUrl: string;
   readonly registry: Registry;
-  /** This replica holds the Lease. */
+  /** This replica holds the leader election locks (Endpoints and Lease, or the Lease only). */
   isLeader(): boolean;
   /** Leading, synced and reconciling (what /healthz reports as `Active`). */
   isActive(): boolean;
@@ -57,7 +57,7 @@ export interface MicHandle {
   isReady(): boolean;
   /** Resolves when nothing is queued and no write or ARM call runs (tests, benchmarks). */
   idle(): Promise<void>;
-  /** Stops acting, releases the Lease, stops informers and servers. */
+  /** Stops acting, releases the locks, stops informers and servers. */
   stop(): Promise<void>;
 }
 
@@ -84,6 +84,14 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     host: config.leaderElection.instance,
     log,
   });
+
+  // Where AAI status is written (status subresource or main resource) depends on the installed CRD.
+  const statusRoute = new AssignedStatusRoute(http, log);
+  const learnStatusRoute = (signal?: AbortSignal): Promise<void> =>
+    statusRoute.discover(signal).then(
+      () => undefined,
+      (err: unknown) => log.warn({ err }, 'cannot read discovery for the AzureAssignedIdentity CRD; will retry on the first status write'),
+    );
 
   let controller: MicController | undefined;
   const events = kubeEventSink(recorder, { log, enabled: () => controller?.acting === true });
@@ -112,7 +120,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
       namespaceIdentityPolicy: config.namespaceIdentityPolicy,
     },
     executor: {
-      writer: kubeAssignedIdentityWriter(http, limiter),
+      writer: kubeAssignedIdentityWriter(http, limiter, statusRoute),
       arm,
       createDeleteBatch: config.createDeleteBatch,
       refreshConcurrency: config.armMaxConcurrency,
@@ -131,6 +139,8 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
   const le = config.leaderElection;
   const leader = new LeaderElector({
     client: pooledApiClient(kc, CoordinationV1Api),
+    // The original MIC locks with an Endpoints object of the same name: hold it too, so the two never act at once.
+    ...(le.resourceLock === 'endpointsleases' ? { endpoints: pooledApiClient(kc, CoreV1Api) } : {}),
     namespace: le.namespace,
     name: le.name,
     identity: le.instance,
@@ -140,6 +150,8 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     log,
     onStartedLeading: async (signal) => {
       metrics.newLeader();
+      // The CRD may have changed while this replica was standing by.
+      await learnStatusRoute(signal);
       await mic.startActing(signal);
     },
     // The leadership signal has aborted by now: the controller has already stopped acting.
@@ -182,9 +194,10 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
 
   const probeUrl = await listen(probe, config.probeBindAddress, config.httpProbePort);
   const metricsBase = await listen(metricsServer, config.metricsBindAddress, config.prometheusPort);
+  void learnStatusRoute();
   mic.start();
   leader.start();
-  log.info({ probeUrl, metricsUrl: `${metricsBase}/metrics`, lease: `${le.namespace}/${le.name}` }, 'MIC started');
+  log.info({ probeUrl, metricsUrl: `${metricsBase}/metrics`, lock: `${le.resourceLock} ${le.namespace}/${le.name}` }, 'MIC started');
 
   let stopped: Promise<void> | undefined;
   return {

@@ -12,12 +12,15 @@ export interface AssignedObjectRef {
 
 /** Writes to AzureAssignedIdentities. Every method returns the object as the API server answered (normalised). */
 export interface AssignedIdentityWriter {
-  /** POST a new AAI (status is set separately: the CRD has a status subresource). */
+  /** POST a new AAI (with status Created; a CRD with a status subresource drops it, so status is also set separately). */
   create(spec: AssignedSpec, signal: AbortSignal): Promise<AzureAssignedIdentity>;
   /** PUT the AAI's spec and labels, optimistic on `resourceVersion`. */
   replace(ref: AssignedObjectRef, resourceVersion: string, spec: AssignedSpec, signal: AbortSignal): Promise<AzureAssignedIdentity>;
-  /** Patch `status.status` through the status subresource. */
-  setState(ref: AssignedObjectRef, state: 'Created' | 'Assigned' | 'Unassigned', signal: AbortSignal): Promise<AzureAssignedIdentity>;
+  /**
+   * Patch `status.status` the way the CRD allows (status subresource or main resource). Null when the object is gone
+   * (checked: a 404 from `/status` alone does not say so); any other failure rejects.
+   */
+  setState(ref: AssignedObjectRef, state: 'Created' | 'Assigned' | 'Unassigned', signal: AbortSignal): Promise<AzureAssignedIdentity | null>;
   /** DELETE; returns the object when it is still there (held by finalizers), null when it is gone. 404 counts as gone. */
   delete(ref: AssignedObjectRef, signal: AbortSignal): Promise<AzureAssignedIdentity | null>;
   /** Removes our finalizer; returns the object if it still exists afterwards, else null. 404 counts as gone. */

@@ -43,8 +43,9 @@ export interface MicWorld {
 
 const silent = pino({ level: process.env['MIC_TEST_LOG'] ?? 'silent' });
 
-export async function startMicWorld(): Promise<MicWorld> {
-  const api = await startTestApiServer({ crdDir: CRD_DIR });
+/** `crdDir`: the CRDs the API emulator starts with (default: ours, config/crd). */
+export async function startMicWorld(opts: { crdDir?: string } = {}): Promise<MicWorld> {
+  const api = await startTestApiServer({ crdDir: opts.crdDir ?? CRD_DIR });
   const az = await startTestAzure();
   const rg = az.resourceGroup;
   const e = az.emulator;

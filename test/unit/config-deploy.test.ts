@@ -121,14 +121,14 @@ describe('deployment-rbac.yaml MIC', () => {
   const all = docs('deployment-rbac.yaml');
   const mic = one(all, 'Deployment', 'mic');
 
-  it('starts MIC with arguments it accepts, leader-elected in its own namespace, on the probed ports', () => {
+  it("starts MIC with arguments it accepts, leader-elected where the original's MIC is (default/aad-pod-identity-mic), on the probed ports", () => {
     const { container, env, args } = containerStart(mic, 'mic-5d8c9f7b6-x2x9q');
     const parsed = parseMicConfig(args, env);
     expect(parsed.ok ? [] : parsed.errors).toEqual([]);
     if (!parsed.ok) return;
     const c = parsed.value;
     expect(c.podNamespace).toBe(mic['metadata'].namespace);
-    expect(c.leaderElection.namespace).toBe(mic['metadata'].namespace);
+    expect(c.leaderElection).toMatchObject({ namespace: 'default', name: 'aad-pod-identity-mic', resourceLock: 'endpointsleases' });
     expect(c.leaderElection.instance).toBe('mic-5d8c9f7b6-x2x9q');
     expect(c.cloudconfig).toBe('/etc/kubernetes/azure.json');
     expect(container.livenessProbe.httpGet).toEqual({ path: '/healthz', port: c.httpProbePort });
@@ -141,12 +141,20 @@ describe('deployment-rbac.yaml MIC', () => {
     expect(mic['spec'].replicas).toBe(2);
   });
 
-  it('lets MIC manage the Lease only in its namespace', () => {
-    const role = one(all, 'Role', 'aad-pod-id-mic-role');
-    expect(role['metadata'].namespace).toBe(mic['metadata'].namespace);
-    expect(role['rules']).toContainEqual({ apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] });
+  it("lets MIC write only its own Endpoints and Lease locks, in the original's lock namespace, and ConfigMaps in its own", () => {
+    const election = one(all, 'Role', 'aad-pod-id-mic-leader-election');
+    expect(election['metadata'].namespace).toBe('default');
+    for (const [group, resource] of [['coordination.k8s.io', 'leases'], ['', 'endpoints']] as const) {
+      expect(election['rules']).toContainEqual({ apiGroups: [group], resources: [resource], verbs: ['create'] });
+      expect(election['rules']).toContainEqual({ apiGroups: [group], resources: [resource], resourceNames: ['aad-pod-identity-mic'], verbs: ['get', 'update'] });
+    }
+    expect(election['rules']).toHaveLength(4);
+    const own = one(all, 'Role', 'aad-pod-id-mic-role');
+    expect(own['metadata'].namespace).toBe(mic['metadata'].namespace);
+    expect(own['rules']).toEqual([{ apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'create', 'update'] }]);
     const cluster = one(all, 'ClusterRole', 'aad-pod-id-mic-role');
     expect(JSON.stringify(cluster['rules'])).not.toContain('leases');
+    expect(JSON.stringify(cluster['rules'])).not.toContain('endpoints');
     expect(JSON.stringify(cluster['rules'])).not.toContain('secrets');
   });
 

@@ -57,6 +57,8 @@ describe('parseMicConfig', () => {
       durationMs: 15_000,
       renewDeadlineMs: 7500,
       retryPeriodMs: 3750,
+      // Ours: the original's Endpoints lock and a Lease, both held (client-go's multi-lock).
+      resourceLock: 'endpointsleases',
     });
     // Ours: the original's 5 QPS / burst 5 throttled MIC at scale.
     expect(c.clientQps).toBe(50);

@@ -79,3 +79,12 @@ when its enabled is true (same names and namespace as those charts gave them). *
 {{- end -}}
 {{- toJson $ids -}}
 {{- end -}}
+
+{{/* Namespace and name of the leader election locks: the original's defaults, so an upgrade sees an original MIC's lock. */}}
+{{- define "aad-pod-identity.mic.leaderElectionNamespace" -}}
+{{- default "default" .Values.mic.leaderElection.namespace -}}
+{{- end -}}
+
+{{- define "aad-pod-identity.mic.leaderElectionName" -}}
+{{- default "aad-pod-identity-mic" .Values.mic.leaderElection.name -}}
+{{- end -}}

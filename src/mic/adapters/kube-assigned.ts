@@ -1,7 +1,13 @@
 // AssignedIdentityWriter over the API server's REST paths (adapters/kube-http.ts). Every call first takes a token
 // from the shared write RateLimiter (--clientQps/--clientBurst) and answers with the object as the API server
 // returned it, normalised, so the controller can overlay its own writes on the cache.
-import { API_VERSION, ASSIGNED_IDENTITY_FINALIZER, collectionPath, Kinds, objectPath, Plurals } from '../../crds/names.js';
+//
+// Status goes where the installed CRD allows: through `/status` when the AAI CRD declares the status subresource
+// (ours), on the main resource when it does not (the original's CRD, which Helm never upgrades). Which one is learnt
+// from discovery (`azureassignedidentities/status` listed or not), at start and again whenever a write shows the
+// CRD changed: a 404 from `/status` for an object that exists, or a main-resource patch whose status did not stick.
+import type { Logger } from 'pino';
+import { API_VERSION, ASSIGNED_IDENTITY_FINALIZER, collectionPath, GROUP, Kinds, objectPath, Plurals, VERSION } from '../../crds/names.js';
 import { normalizeAssignedIdentity } from '../../crds/normalize.js';
 import type {
   AzureAssignedIdentity,
@@ -23,8 +29,100 @@ const PLURAL = Plurals.AzureAssignedIdentity;
 const MERGE = 'application/merge-patch+json';
 const JSON_PATCH = 'application/json-patch+json';
 
-export function kubeAssignedIdentityWriter(http: KubeHttp, limiter: RateLimiter): AssignedIdentityWriter {
+/** How status.status is written: through the status subresource, or as part of the main resource. */
+export type StatusRoute = 'subresource' | 'main';
+
+/** Learns from discovery whether the AzureAssignedIdentity CRD has a status subresource. */
+export class AssignedStatusRoute {
+  #route: StatusRoute | undefined;
+  #pending: Promise<StatusRoute> | undefined;
+
+  constructor(
+    private readonly http: KubeHttp,
+    private readonly log?: Logger,
+  ) {}
+
+  /** The route last learnt (undefined before the first discovery). */
+  get current(): StatusRoute | undefined {
+    return this.#route;
+  }
+
+  /** The known route, discovering it first if needed. */
+  get(signal?: AbortSignal): Promise<StatusRoute> {
+    return this.#route !== undefined ? Promise.resolve(this.#route) : this.discover(signal);
+  }
+
+  /** Reads `/apis/aadpodidentity.k8s.io/v1` again; concurrent callers share one request. */
+  discover(signal?: AbortSignal): Promise<StatusRoute> {
+    this.#pending ??= (async () => {
+      try {
+        const list = await this.http.send('GET', `/apis/${GROUP}/${VERSION}`, undefined, undefined, signal);
+        const names = resourceNames(list);
+        if (!names.includes(PLURAL)) {
+          throw new Error(`discovery of ${GROUP}/${VERSION} does not list ${PLURAL}: is the AzureAssignedIdentity CRD installed?`);
+        }
+        const route: StatusRoute = names.includes(`${PLURAL}/status`) ? 'subresource' : 'main';
+        if (route !== this.#route) {
+          this.log?.info(
+            { statusRoute: route },
+            route === 'main'
+              ? 'the AzureAssignedIdentity CRD has no status subresource (the original\'s CRD): writing status.status on the main resource'
+              : 'the AzureAssignedIdentity CRD has a status subresource: writing status.status through /status',
+          );
+        }
+        this.#route = route;
+        return route;
+      } finally {
+        this.#pending = undefined;
+      }
+    })();
+    return this.#pending;
+  }
+}
+
+function resourceNames(list: unknown): string[] {
+  const resources = (list as { resources?: unknown } | null)?.resources;
+  if (!Array.isArray(resources)) return [];
+  return resources.map((r) => (r as { name?: unknown } | null)?.name).filter((n): n is string => typeof n === 'string');
+}
+
+export function kubeAssignedIdentityWriter(http: KubeHttp, limiter: RateLimiter, route: AssignedStatusRoute = new AssignedStatusRoute(http)): AssignedIdentityWriter {
   const path = (ref: AssignedObjectRef): string => objectPath(PLURAL, ref.namespace, ref.name);
+  const exists = async (ref: AssignedObjectRef, signal: AbortSignal): Promise<boolean> => {
+    try {
+      await call('read', ref, signal, () => http.send('GET', path(ref), undefined, undefined, signal));
+      return true;
+    } catch (err) {
+      if (isGoneError(err)) return false;
+      throw err;
+    }
+  };
+  // One status write by the given route; 'rediscover' when the answer shows the CRD is not what we thought.
+  const writeStatus = async (
+    ref: AssignedObjectRef, state: string, how: StatusRoute, signal: AbortSignal,
+  ): Promise<AzureAssignedIdentity | null | 'rediscover'> => {
+    const body = { status: { status: state, availableReplicas: 1 } };
+    if (how === 'subresource') {
+      try {
+        const patched = await call('status update', ref, signal, () => http.send('PATCH', `${path(ref)}/status`, body, MERGE, signal));
+        return view(patched, 'status update', ref);
+      } catch (err) {
+        if (!isGoneError(err)) throw err;
+        // 404 from /status: either the object is gone, or the CRD has no status subresource (any more).
+        return (await exists(ref, signal)) ? 'rediscover' : null;
+      }
+    }
+    let patched: unknown;
+    try {
+      patched = await call('status update', ref, signal, () => http.send('PATCH', path(ref), body, MERGE, signal));
+    } catch (err) {
+      if (isGoneError(err)) return null;
+      throw err;
+    }
+    const obj = view(patched, 'status update', ref);
+    // With a status subresource the main resource ignores status: the CRD gained one since discovery.
+    return obj.state === state ? obj : 'rediscover';
+  };
   const call = async (what: string, ref: AssignedObjectRef, signal: AbortSignal, fn: () => Promise<unknown>): Promise<unknown> => {
     await limiter.acquire(signal);
     try {
@@ -48,9 +146,19 @@ export function kubeAssignedIdentityWriter(http: KubeHttp, limiter: RateLimiter)
     },
 
     async setState(ref, state, signal) {
-      const body = { status: { status: state, availableReplicas: 1 } };
-      const patched = await call('status update', ref, signal, () => http.send('PATCH', `${path(ref)}/status`, body, MERGE, signal));
-      return view(patched, 'status update', ref);
+      const first = await route.get(signal);
+      const answer = await writeStatus(ref, state, first, signal);
+      if (answer !== 'rediscover') return answer;
+      const again = await route.discover(signal);
+      if (again !== first) {
+        const retried = await writeStatus(ref, state, again, signal);
+        if (retried !== 'rediscover') return retried;
+      }
+      throw new KubeWriteError(
+        `status update of AzureAssignedIdentity ${ref.namespace}/${ref.name} failed: the object exists but its status did not change ` +
+          `through ${first === 'subresource' ? '/status' : 'the main resource'}, and discovery says the CRD ${again === 'main' ? 'has no' : 'has a'} status subresource`,
+        undefined,
+      );
     },
 
     async delete(ref, signal) {
