@@ -52,6 +52,9 @@ const OUR_EXTRA_OBJECTS = [
   'ClusterRoleBinding aad-pod-identity-nmi-secrets',
   `Role ${NS}/aad-pod-identity-mic`,
   `RoleBinding ${NS}/aad-pod-identity-mic`,
+  // The original's Endpoints lock and our Lease, in the original's lock namespace (`default`).
+  'Role default/aad-pod-identity-mic-leader-election',
+  'RoleBinding default/aad-pod-identity-mic-leader-election',
   `PodDisruptionBudget ${NS}/mic-pdb`,
 ];
 
@@ -258,7 +261,12 @@ describe("the original chart's object names, labels and RBAC (issue 11 item 4)",
       { apiGroups: ['aadpodidentity.k8s.io'], resources: ['azurepodidentityexceptions'], verbs: ['list', 'update'] },
       { apiGroups: ['aadpodidentity.k8s.io'], resources: ['azureassignedidentities'], verbs: ['*'] },
     ]);
-    const ourMic = new Set([...tuples(rulesOf('ClusterRole aad-pod-identity-mic')), ...tuples(rulesOf(`Role ${NS}/aad-pod-identity-mic`), `${NS}:`)]);
+    const ourMic = new Set([
+      ...tuples(rulesOf('ClusterRole aad-pod-identity-mic')),
+      ...tuples(rulesOf(`Role ${NS}/aad-pod-identity-mic`), `${NS}:`),
+      // get/update limited to the lock's name (resourceNames); create cannot be.
+      ...tuples(rulesOf('Role default/aad-pod-identity-mic-leader-election'), 'default:'),
+    ]);
     expect(diff(ourMic, originalMic)).toEqual({
       removed: [
         'aadpodidentity.k8s.io/azureassignedidentities:deletecollection',
@@ -272,7 +280,8 @@ describe("the original chart's object names, labels and RBAC (issue 11 item 4)",
       ].sort(),
       added: [
         'aadpodidentity.k8s.io/azureassignedidentities/status:get', 'aadpodidentity.k8s.io/azureassignedidentities/status:patch', 'aadpodidentity.k8s.io/azureassignedidentities/status:update',
-        `${NS}:coordination.k8s.io/leases:create`, `${NS}:coordination.k8s.io/leases:get`, `${NS}:coordination.k8s.io/leases:update`,
+        'default:coordination.k8s.io/leases:create', 'default:coordination.k8s.io/leases:get', 'default:coordination.k8s.io/leases:update',
+        'default:core/endpoints:create', 'default:core/endpoints:get', 'default:core/endpoints:update',
         `${NS}:core/configmaps:create`, `${NS}:core/configmaps:get`, `${NS}:core/configmaps:update`,
       ].sort(),
     });
