@@ -96,6 +96,7 @@ async function main(): Promise<number> {
       prefetchResources: config.prefetchResources,
       tokenCacheSize: config.tokenCacheSize,
       tokenRefreshBeforeMs: config.tokenRefreshBeforeMs,
+      podViewMaxStalenessMs: config.podViewMaxStalenessMs,
       metadataHeaderRequired: config.metadataHeaderRequired,
       blockInstanceMetadata: config.blockInstanceMetadata,
       operationMode: config.operationMode,

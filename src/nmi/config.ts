@@ -63,6 +63,8 @@ export interface NmiConfig extends CommonSettings {
   readonly allowCrossNamespaceSecrets: boolean;
   /** Authority origins (https://host[:port]) an adEndpoint may name besides the known clouds' AAD authorities. */
   readonly allowedAdEndpoints: readonly string[];
+  /** A pod view not confirmed by the API server for longer than this is not trusted (live GET of each caller, or 503). */
+  readonly podViewMaxStalenessMs: number;
 }
 
 export type NmiConfigResult =
@@ -265,6 +267,13 @@ export const NMI_FLAGS = {
     default: [],
     help: 'AAD authorities (comma-separated https URLs) an AzureIdentity adEndpoint may name besides the known clouds\' (login.microsoftonline.com, .us, .de, login.chinacloudapi.cn); any other adEndpoint is refused before any connection',
   },
+  podViewMaxStaleness: {
+    kind: 'duration',
+    name: 'pod-view-max-staleness',
+    default: 120_000,
+    minMs: 1_000,
+    help: "Trust the pod watch for this long after the API server's last event or bookmark; beyond it each caller is confirmed with a live GET of its pod before it is served, or gets 503",
+  },
   ...klogCompatFlags(),
 } as const satisfies FlagDefs;
 
@@ -348,6 +357,7 @@ export function parseNmiConfig(
     tokenRefreshBeforeMs: f.tokenRefreshBefore,
     allowCrossNamespaceSecrets: f.allowCrossNamespaceSecrets,
     allowedAdEndpoints,
+    podViewMaxStalenessMs: f.podViewMaxStaleness,
   };
   return { ok: true, value: Object.freeze(config) };
 }

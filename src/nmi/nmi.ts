@@ -15,6 +15,7 @@ import { collectionPath, nodeLabelSelector, Plurals } from '../crds/names.js';
 import { parseNamespacePolicy, type NamespacePolicies, type NamespacePolicy } from '../crds/namespace-policy.js';
 import { podViewFrom } from '../crds/types.js';
 import { Reflector, type KubeObject } from '../kube/index.js';
+import { podViewFreshness } from './adapters/pod-freshness.js';
 import { createImdsProxy } from './adapters/proxy.js';
 import { tokenIssuerFrom } from './adapters/token-issuer.js';
 import { NmiIdentityState } from './identity-state.js';
@@ -59,6 +60,11 @@ export interface NmiOptions extends NmiServerConfig {
   readonly watchTimeoutSeconds?: number;
   /** Taint key removed from this node once active() (`--startup-taint`); empty or absent: none. */
   readonly startupTaint?: string;
+  /**
+   * A pod view the API server has not confirmed (list, event or bookmark) for longer than this is not trusted: each
+   * caller is checked with a live GET before it is served, or gets 503 (default 120 s: API servers bookmark every minute).
+   */
+  readonly podViewMaxStalenessMs?: number;
 }
 
 export interface NmiHandle {
@@ -70,6 +76,8 @@ export interface NmiHandle {
   readonly identities: NmiIdentityState;
   /** The Namespace policies NMI enforces (empty unless --namespace-identity-policy=enforce). */
   readonly namespacePolicies: NamespacePolicies;
+  /** Milliseconds since the API server last confirmed the pod view (a list, an event or a bookmark). */
+  podViewAgeMs(): number;
   /** True once the caches synced and (when managed) the iptables rules are in place. */
   active(): boolean;
   /** Settles when the startup taint is handled: removed, absent (or disabled), or stopped first. */
@@ -116,6 +124,13 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
   const namespacePolicies = new Map<string, NamespacePolicy | undefined>();
   const reflectors = informers(options, kubeConfig, log, pods, identities, tokens, metrics, namespacePolicies);
   for (const r of reflectors) r.start();
+  const podReflector = reflectors[0] as Reflector; // informers() puts the pods' first
+  const freshness = podViewFreshness({
+    kubeConfig,
+    node: options.node,
+    lastHeardMs: () => podReflector.lastHeardMs,
+    maxStalenessMs: options.podViewMaxStalenessMs ?? 120_000,
+  });
 
   let iptables: Iptables | undefined;
   let iptablesActive = !options.manageIptables;
@@ -146,7 +161,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     }
   };
 
-  const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics, namespacePolicies,
+  const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics, namespacePolicies, freshness,
     proxy: createImdsProxy({ imdsEndpoint: options.imdsEndpoint, logger: log }) });
   const server = createServer(app);
   handleExpectContinue(server, app, options);
@@ -195,6 +210,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     pods,
     identities,
     namespacePolicies,
+    podViewAgeMs: () => Date.now() - podReflector.lastHeardMs,
     active,
     startupTaint: () => taintHandled,
     async stop() {

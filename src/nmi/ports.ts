@@ -21,6 +21,23 @@ export interface PodDirectory {
   findByName(namespace: string, name: string): PodView | undefined;
 }
 
+export type LiveCallerCheck =
+  | { readonly kind: 'confirmed' }
+  /** The API server contradicts the cached view: the caller is not the pod the cache names. */
+  | { readonly kind: 'refuted'; readonly reason: string }
+  /** The API server could not be asked (error, timeout): nothing can be confirmed. */
+  | { readonly kind: 'unavailable'; readonly reason: string };
+
+/** How far NMI may trust its pod view (`--pod-view-max-staleness`), and the live check used when it may not. */
+export interface PodViewFreshness {
+  /** True when the API server confirmed the pod view (a list, an event or a bookmark) within the bound. */
+  isFresh(nowMs: number): boolean;
+  /** Asks the API server about `pod` now: same uid, on this node, live, and at `ip` when given. */
+  confirmLive(pod: PodView, ip: string | undefined): Promise<LiveCallerCheck>;
+  /** The bound, for log lines. */
+  readonly maxStalenessMs: number;
+}
+
 export interface IdentityState {
   /** Everything `selectIdentity` reads for this pod, from the informer caches, at this instant. */
   selectionFor(pod: PodView): Omit<SelectInput, 'pod' | 'request'>;

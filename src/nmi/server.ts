@@ -12,7 +12,7 @@ import { routeRequest } from './core/routes.js';
 import { NODE_PATH_REMEDY, nodeRequestRefusal, nodeTokenRefusal, type NodeRefusal } from './core/node-path.js';
 import { selectIdentity, type Selection, type SelectPolicy } from './core/select.js';
 import { parseTokenRequest, type TokenRequest } from './core/token-request.js';
-import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, TokenIssuer } from './ports.js';
+import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, PodViewFreshness, TokenIssuer } from './ports.js';
 import { tokenIdentityOf } from './tokens/claims.js';
 
 export interface NmiServerConfig {
@@ -42,6 +42,8 @@ export interface NmiServerDeps {
   readonly proxy: MetadataProxy;
   readonly logger: Logger;
   readonly metrics?: NmiMetrics;
+  /** When given, a pod view older than its bound is confirmed live before anything is served (else 503). */
+  readonly freshness?: PodViewFreshness;
   readonly nowMs?: () => number;
   /** The namespaces' identity policies as NMI's Namespace informer sees them (read under enforce; none: deny all). */
   readonly namespacePolicies?: NamespacePolicies;
@@ -137,6 +139,8 @@ function createRequestHandler(deps: NmiServerDeps) {
     // Node writes `100 Continue` for these; answering in the same tick can put it after our headers on the wire.
     if (req.headers['expect'] !== undefined) return false;
     const started = now();
+    // A view the API server has not confirmed lately may name a deleted pod whose IP another pod now has.
+    if (deps.freshness !== undefined && !deps.freshness.isFresh(started)) return false;
     if (routeRequest(pathOf(req), { blockInstanceMetadata: config.blockInstanceMetadata }).kind !== 'token') return false;
     if (!hasMetadataHeader(req)) return false;
     const ip = remoteIp(req);
@@ -239,6 +243,7 @@ function createRequestHandler(deps: NmiServerDeps) {
       log.warn({ reason: again.kind === 'pod' ? 'pod at this IP changed' : again.reason }, 'caller changed while waiting; denied');
       return sendText(res, 500, `pod at ${ip} changed while the request waited`);
     }
+    if (!(await confirmedLive(res, log, again.pod, ip))) return;
 
     switch (selection.kind) {
       case 'node':
@@ -327,6 +332,7 @@ function createRequestHandler(deps: NmiServerDeps) {
       log.warn({ reason: selection.reason }, 'no identity for the pod');
       return sendText(res, 404, selection.kind === 'node' ? `pod ${podns}/${podname} has no identity` : notFoundMessage(pod, selection));
     }
+    if (!(await confirmedLive(res, log, pod, undefined))) return;
     const identity = selection.identity;
     const denial = policyDenial(pod, identity);
     if (denial !== undefined) {
@@ -359,6 +365,24 @@ function createRequestHandler(deps: NmiServerDeps) {
     // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.
     if (log.isLevelEnabled('debug')) log.debug({ identity: `${identity.namespace}/${identity.name}` }, 'token served');
     return sendJsonText(res, 200, render(tokens));
+  }
+
+  /**
+   * True when the pod view is fresh, or the API server confirms `pod` live right now. Otherwise answers 503 with
+   * Retry-After (the view catches up once the watch is heard again) and logs why.
+   */
+  async function confirmedLive(res: Response, log: LazyLogger, pod: PodView, ip: string | undefined): Promise<boolean> {
+    const freshness = deps.freshness;
+    if (freshness === undefined || freshness.isFresh(now())) return true;
+    const live = await freshness.confirmLive(pod, ip);
+    if (live.kind === 'confirmed') return true;
+    log.warn(
+      { reason: live.reason, check: live.kind, maxStalenessMs: freshness.maxStalenessMs },
+      'pod view is stale (no watch event or bookmark within --pod-view-max-staleness) and the caller could not be confirmed live; denied',
+    );
+    res.setHeader('Retry-After', '1');
+    sendText(res, 503, "NMI's view of this node's pods is out of date and the caller could not be confirmed; retry later");
+    return false;
   }
 
   /** Re-decides on every identity change until a decision is final or the original's wait budget is spent. */
