@@ -65,6 +65,16 @@ export interface NmiConfig extends CommonSettings {
   readonly allowedAdEndpoints: readonly string[];
   /** A pod view not confirmed by the API server for longer than this is not trusted (live GET of each caller, or 503). */
   readonly podViewMaxStalenessMs: number;
+  /** Token requests one pod may have waiting (not answered from the cache at once); beyond it 429. */
+  readonly maxWaitingRequestsPerPod: number;
+  /** Token requests waiting on this node in all; at the cap the pod holding the most makes room for others. */
+  readonly maxWaitingRequests: number;
+  /** Upstream (IMDS/AAD) token calls running at once at most. */
+  readonly maxConcurrentTokenFetches: number;
+  /** Cache misses (upstream fetches) per second one pod may start; 0: no per-pod limit. */
+  readonly podTokenMissRate: number;
+  /** Cache misses one pod may start at once before the rate applies. */
+  readonly podTokenMissBurst: number;
 }
 
 export type NmiConfigResult =
@@ -274,6 +284,40 @@ export const NMI_FLAGS = {
     minMs: 1_000,
     help: "Trust the pod watch for this long after the API server's last event or bookmark; beyond it each caller is confirmed with a live GET of its pod before it is served, or gets 503",
   },
+  maxWaitingRequestsPerPod: {
+    kind: 'int',
+    name: 'max-waiting-requests-per-pod',
+    default: 128,
+    min: 1,
+    help: 'Token requests one pod may have waiting (for its identity to be assigned, or for a token fetch); beyond it 429 with Retry-After',
+  },
+  maxWaitingRequests: {
+    kind: 'int',
+    name: 'max-waiting-requests',
+    default: 2048,
+    min: 1,
+    help: "Token requests waiting on this node in all (bounds NMI's memory); at the cap a pod holding fewer than the busiest pod still gets in, and the busiest pod's newest request gets 429",
+  },
+  maxConcurrentTokenFetches: {
+    kind: 'int',
+    name: 'max-concurrent-token-fetches',
+    default: 16,
+    min: 1,
+    help: 'Upstream token calls (IMDS, Azure AD) running at once at most; more wait their turn',
+  },
+  podTokenMissRate: {
+    kind: 'number',
+    name: 'pod-token-miss-rate',
+    default: 10,
+    help: 'Token cache misses (upstream token calls) per second one pod may start, beyond its burst; over it 429 with Retry-After; 0 disables the limit',
+  },
+  podTokenMissBurst: {
+    kind: 'int',
+    name: 'pod-token-miss-burst',
+    default: 20,
+    min: 1,
+    help: 'Token cache misses one pod may start at once before --pod-token-miss-rate applies',
+  },
   ...klogCompatFlags(),
 } as const satisfies FlagDefs;
 
@@ -317,6 +361,9 @@ export function parseNmiConfig(
   }
   errors.push(...bindAddressErrors(f));
   const allowedAdEndpoints = parseAllowedAdEndpoints(f.allowedAdEndpoints, errors);
+  if (!Number.isFinite(f.podTokenMissRate) || f.podTokenMissRate < 0) {
+    errors.push(`--pod-token-miss-rate: expected a number of misses per second, 0 or more (0 disables the limit), got ${f.podTokenMissRate}`);
+  }
 
   if (errors.length > 0 && !help && !f.version) return { ok: false, errors };
 
@@ -358,6 +405,11 @@ export function parseNmiConfig(
     allowCrossNamespaceSecrets: f.allowCrossNamespaceSecrets,
     allowedAdEndpoints,
     podViewMaxStalenessMs: f.podViewMaxStaleness,
+    maxWaitingRequestsPerPod: f.maxWaitingRequestsPerPod,
+    maxWaitingRequests: f.maxWaitingRequests,
+    maxConcurrentTokenFetches: f.maxConcurrentTokenFetches,
+    podTokenMissRate: f.podTokenMissRate,
+    podTokenMissBurst: f.podTokenMissBurst,
   };
   return { ok: true, value: Object.freeze(config) };
 }

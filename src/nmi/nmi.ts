@@ -65,6 +65,11 @@ export interface NmiOptions extends NmiServerConfig {
    * caller is checked with a live GET before it is served, or gets 503 (default 120 s: API servers bookmark every minute).
    */
   readonly podViewMaxStalenessMs?: number;
+  /** Upstream token calls at once (default 16). */
+  readonly maxConcurrentTokenFetches?: number;
+  /** Cache misses per second one pod may start (default 10; 0: unlimited), and its burst (default 20). */
+  readonly podTokenMissRate?: number;
+  readonly podTokenMissBurst?: number;
 }
 
 export interface NmiHandle {
@@ -100,7 +105,12 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
       allowedAuthorities: options.allowedAdEndpoints ?? [],
       allowCrossNamespaceSecrets: options.allowCrossNamespaceSecrets === true,
     },
-    cache: { maxEntries: options.tokenCacheSize, refreshBeforeExpiryMs: options.tokenRefreshBeforeMs },
+    cache: {
+      maxEntries: options.tokenCacheSize,
+      refreshBeforeExpiryMs: options.tokenRefreshBeforeMs,
+      maxConcurrentFetches: options.maxConcurrentTokenFetches ?? 16,
+      missLimit: { ratePerSecond: options.podTokenMissRate ?? 10, burst: options.podTokenMissBurst ?? 20 },
+    },
     // Under the namespace policy a managed identity is fetched by the resource ID the policy checked, never by a
     // client ID the tenant wrote, and the token must be for the client ID the AzureIdentity declares.
     verifyManagedIdentity: options.namespaceIdentityPolicy === 'enforce',

@@ -48,24 +48,38 @@ export interface IdentityState {
 }
 
 export interface TokenIssuer {
-  /** Throws a TokenError-like error whose HTTP status `statusForTokenError` can map. */
-  tokensFor(identity: AzureIdentity, resource: string, requestedClientId: string | undefined): Promise<readonly IssuedToken[]>;
+  /**
+   * Throws a TokenError-like error whose HTTP status `statusForError` can map. `caller` (the pod's uid) pays for a
+   * cache miss it starts (per-pod miss limit).
+   */
+  tokensFor(identity: AzureIdentity, resource: string, requestedClientId: string | undefined, caller?: string): Promise<readonly IssuedToken[]>;
   /**
    * The node's own identity (exception or MIC pod): by client ID, by resource ID, or IMDS's default. `vet` runs on a
    * freshly fetched token before it is cached: an error it returns is thrown instead, and nothing is cached.
+   * `caller` pays for a cache miss it starts, as for `tokensFor`.
    */
-  nodeToken(resource: string, identity: NodeIdentityRequest, vet?: (token: IssuedToken) => Error | undefined): Promise<IssuedToken>;
+  nodeToken(
+    resource: string,
+    identity: NodeIdentityRequest,
+    vet?: (token: IssuedToken) => Error | undefined,
+    caller?: string,
+  ): Promise<IssuedToken>;
   /** Forget cached node-identity tokens (a token the node path may no longer serve). */
   forgetNodeTokens?(): void;
   /** Tokens that can be served right now from a cache, without waiting; undefined when a fetch would be needed. */
   cachedTokensFor?(identity: AzureIdentity, resource: string): readonly IssuedToken[] | undefined;
-  /** 403 when the upstream token endpoint or NMI's credential policy refused, 503 when it could not be reached. */
-  statusForError(error: unknown): 403 | 503;
+  /**
+   * 403 when the upstream token endpoint or NMI's credential policy refused, 429 when the caller is over its miss
+   * limit, 503 when it could not be reached.
+   */
+  statusForError(error: unknown): 403 | 429 | 503;
   /**
    * The part of the error the pod may read: never a Secret's name, namespace, keys or content. Without it the pod
    * gets a generic sentence.
    */
   messageForError?(error: unknown): string;
+  /** Seconds for Retry-After when the error is a throttling one. */
+  retryAfterSeconds?(error: unknown): number | undefined;
 }
 
 export interface NodeIdentityRequest {
