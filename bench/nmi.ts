@@ -1,9 +1,13 @@
-// `npm run bench -- nmi [--duration-ms=N] [--rounds=N] [--cold=N] [--burst=N] [--cpu-prof-dir=DIR]`: NMI's token path, from one run.
+// `npm run bench -- nmi [--duration-ms=N] [--rounds=N] [--cold=N] [--burst=N] [--flood-pods=N] [--flood-requests=N]
+// [--cpu-prof-dir=DIR]`: NMI's token path, from one run.
 //
 //  * warm path (token cached): p50/p99 latency and requests/s at 1 and 64 concurrent clients, beside a bare node:http
 //    server answering a fixed JSON of the same size on the same machine (the physical limit here), as a ratio;
 //  * cold path (cache miss): latency of requests for a resource never asked before (NMI -> IMDS emulator -> signer);
-//  * the number of upstream IMDS token calls for 1,000 concurrent first requests for one identity.
+//  * the number of upstream IMDS token calls for 1,000 concurrent first requests for one identity;
+//  * a flood (issue 10 row 10): 8 pods of one namespace, with no identity, each holding 2,048 token requests (a 429 is
+//    retried after its Retry-After), against a second NMI with the deployed defaults (waits, caps): another
+//    namespace's pod's first request, its warm p99 meanwhile, and NMI's peak RSS (VmHWM) against the 512Mi limit.
 //
 // Processes: NMI runs as its own process exactly as deployed (`tsx cmd/nmi.ts`, info logging, stdout drained), the bare
 // server in another child; this process hosts the Kubernetes and Azure emulators (idle while the warm path is measured)
@@ -11,6 +15,7 @@
 // the load generator never share an event loop.
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +23,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Agent } from 'undici';
 import { decodeToken } from '../src/sandbox/cloud/index.js';
-import { FAST_WAITS, startNmiWorld, TOKEN_PATH, VAULT, type NmiWorld, type WorldIdentity } from '../test/helpers/nmi-world.js';
+import { FAST_WAITS, startNmiWorld, TOKEN_PATH, VAULT, type NmiWorld, type WorldIdentity, type WorldPod } from '../test/helpers/nmi-world.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -30,6 +35,8 @@ interface Options {
   readonly rounds: number;
   readonly cold: number;
   readonly burst: number;
+  readonly floodPods: number;
+  readonly floodRequests: number;
 }
 
 interface LoadResult {
@@ -53,7 +60,8 @@ export async function main(args: readonly string[]): Promise<void> {
     const warmId = await world.managedIdentity('bench-warm-id');
     await world.assign(warmPod, warmId);
 
-    const nmi = await startNmiProcess(kubeconfig, world.imds.url, opts.cpuProfDir);
+    // The cold path asks for 200 new resources in a row from one pod: measured without the per-pod miss limit.
+    const nmi = await startNmiProcess(kubeconfig, world.imds.url, opts.cpuProfDir, [...fastWaitArgs(), '--pod-token-miss-rate=0']);
     children.push(nmi.child);
     const bare = await startBareServer();
     children.push(bare.child);
@@ -93,8 +101,10 @@ export async function main(args: readonly string[]): Promise<void> {
 
     const cold = await coldPath(nmi.url, warmPod.ip, opts.cold);
     const burst = await burstOfFirstRequests(world, nmi.url, opts.burst);
+    const flood = await floodOfWaitingRequests(world, kubeconfig, opts, children);
 
     printReport(rows, cold, burst, opts, nmi.child.pid ?? 0, bare.child.pid ?? 0);
+    printFlood(flood);
     if (wrkRows.length > 0) printWrk(wrkRows);
     else console.log('\n(wrk is not installed: `apt-get install -y wrk` adds a second measurement with a C load generator)');
   } finally {
@@ -155,6 +165,8 @@ function parseArgs(args: readonly string[]): Options {
     rounds: get('rounds', 3),
     cold: get('cold', 200),
     burst: get('burst', 1000),
+    floodPods: get('flood-pods', 8),
+    floodRequests: get('flood-requests', 2048),
   };
 }
 
@@ -170,7 +182,21 @@ async function compiledNmi(): Promise<string> {
   return join(out, 'cmd', 'nmi.js');
 }
 
-async function startNmiProcess(kubeconfig: string, imdsUrl: string, cpuProfDir: string | undefined): Promise<{ child: ChildProcess; url: string }> {
+/** Short identity waits, so that the warm/cold/burst measurements never wait for the informers. */
+function fastWaitArgs(): string[] {
+  return [
+    `--retry-attempts-for-created=${FAST_WAITS.retryAttemptsForCreated}`,
+    `--retry-attempts-for-assigned=${FAST_WAITS.retryAttemptsForAssigned}`,
+    `--find-identity-retry-interval=${FAST_WAITS.findIdentityRetryIntervalMs}ms`,
+  ];
+}
+
+async function startNmiProcess(
+  kubeconfig: string,
+  imdsUrl: string,
+  cpuProfDir: string | undefined,
+  extraArgs: readonly string[],
+): Promise<{ child: ChildProcess; url: string }> {
   const args = [
     ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
     await compiledNmi(),
@@ -186,9 +212,7 @@ async function startNmiProcess(kubeconfig: string, imdsUrl: string, cpuProfDir: 
     '--kubelet-config=/nonexistent',
     '--cni-conf-dir=',
     '--prefetch=false',
-    `--retry-attempts-for-created=${FAST_WAITS.retryAttemptsForCreated}`,
-    `--retry-attempts-for-assigned=${FAST_WAITS.retryAttemptsForAssigned}`,
-    `--find-identity-retry-interval=${FAST_WAITS.findIdentityRetryIntervalMs}ms`,
+    ...extraArgs,
     '--log-format=json',
   ];
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -347,6 +371,121 @@ async function burstOfFirstRequests(world: NmiWorld, origin: string, count: numb
   }
   const upstream = world.azure.emulator.requestLog().filter((e) => e.operation === 'imds_token').length;
   return { upstream, ok, requests: count };
+}
+
+interface FloodPhase {
+  readonly pods: number;
+  readonly connections: number;
+  readonly refusedFirstRound: number;
+  readonly firstRequest: { status: number; ms: number; right: boolean };
+  readonly quiet: LoadResult;
+  readonly rssMiB: number;
+  readonly answers: Record<string, number>;
+}
+
+interface FloodResult {
+  readonly nmiPid: number;
+  readonly quietBefore: LoadResult;
+  readonly rssBeforeMiB: number;
+  readonly onePod: FloodPhase;
+  readonly manyPods: FloodPhase;
+  readonly peakRssMiB: number;
+}
+
+/**
+ * Issue 10 row 10 against a second NMI started with the deployed defaults (identity waits 16 x 5 s, waiting caps):
+ * pods of team-b without an identity each hold `floodRequests` connections with a token request waiting (a 429 is
+ * retried after its Retry-After, any other answer at once), first one pod, then `floodPods`; meanwhile a team-a pod
+ * asks for a new resource (its first request) and then measures its warm path. NMI's RSS from /proc.
+ */
+async function floodOfWaitingRequests(world: NmiWorld, kubeconfig: string, opts: Options, children: ChildProcess[]): Promise<FloodResult> {
+  const flooders = [];
+  for (let i = 0; i < opts.floodPods; i++) flooders.push(await world.pod(`bench-flood-${i}`, `127.0.5.${i + 1}`, { namespace: 'team-b' }));
+  const quiet = await world.pod('bench-quiet', '127.0.5.200', { namespace: 'team-a' });
+  const quietId = await world.managedIdentity('bench-quiet-id', { namespace: 'team-a' });
+  await world.assign(quiet, quietId);
+  const nmi = await startNmiProcess(kubeconfig, world.imds.url, undefined, []);
+  children.push(nmi.child);
+  const pid = nmi.child.pid ?? 0;
+  await untilServed(nmi.url, quiet.ip, quietId);
+  const warmPath = `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(VAULT)}`;
+  const quietBefore = await load(nmi.url, quiet.ip, warmPath, 1, opts.durationMs);
+  const rssBeforeMiB = procStatusMiB(pid, 'VmRSS');
+  let firstResource = 0;
+
+  const phase = async (pods: readonly WorldPod[]): Promise<FloodPhase> => {
+    const floodPath = `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent('https://flood.example')}`;
+    const answers: Record<string, number> = {};
+    let refusedFirstRound = 0;
+    let stopping = false;
+    const agents = pods.map((p) => new Agent({ localAddress: p.ip, connections: opts.floodRequests, pipelining: 1, keepAliveTimeout: 120_000, headersTimeout: 0, bodyTimeout: 0 }));
+    const loops = agents.flatMap((agent) =>
+      Array.from({ length: opts.floodRequests }, async () => {
+        let first = true;
+        while (!stopping) {
+          let status = 0;
+          try {
+            const res = await agent.request({ origin: nmi.url, path: floodPath, method: 'GET', headers: { Metadata: 'true' } });
+            await res.body.dump();
+            status = res.statusCode;
+          } catch {
+            status = -1; // closed at the end
+          }
+          answers[String(status)] = (answers[String(status)] ?? 0) + 1;
+          if (first && status === 429) refusedFirstRound++;
+          first = false;
+          if (status === 429) await new Promise((r) => setTimeout(r, 1000));
+        }
+      }),
+    );
+    const connections = pods.length * opts.floodRequests;
+    // Every connection has sent its first request, and all those NMI would not hold have been answered (defaults:
+    // 1024 waiting per pod, 2048 in all).
+    const held = Math.min(2048, pods.length * Math.min(1024, opts.floodRequests));
+    const deadline = Date.now() + 60_000;
+    while (refusedFirstRound < connections - held && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+
+    const started = performance.now();
+    const first = await once(nmi.url, quiet.ip, `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(`https://first-${firstResource++}.example`)}`);
+    const ms = performance.now() - started;
+    const right = first.status === 200 && decodeToken((JSON.parse(first.body) as { access_token: string }).access_token).appid === quietId.clientId;
+    const quiet2 = await load(nmi.url, quiet.ip, warmPath, 1, opts.durationMs);
+    const rssMiB = procStatusMiB(pid, 'VmRSS');
+    stopping = true;
+    await Promise.all(agents.map((a) => a.destroy()));
+    await Promise.all(loops);
+    return { pods: pods.length, connections, refusedFirstRound, firstRequest: { status: first.status, ms, right }, quiet: quiet2, rssMiB, answers };
+  };
+
+  const onePod = await phase(flooders.slice(0, 1));
+  const manyPods = await phase(flooders);
+  return { nmiPid: pid, quietBefore, rssBeforeMiB, onePod, manyPods, peakRssMiB: procStatusMiB(pid, 'VmHWM') };
+}
+
+function procStatusMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
+}
+
+function printFlood(f: FloodResult): void {
+  const lat = (r: LoadResult) => `p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.rps.toFixed(0)} req/s${r.errors > 0 ? `, errors ${r.errors}` : ''}`;
+  const out: string[] = [];
+  out.push('');
+  out.push(`flood of waiting requests (issue 10 row 10), second NMI (process ${f.nmiPid}) with the deployed defaults; team-b pods have no identity (each request waits up to 80 s)`);
+  out.push(`  another pod (team-a), warm path, 1 client, no flood:    ${lat(f.quietBefore)}; NMI RSS ${f.rssBeforeMiB.toFixed(0)} MiB`);
+  for (const p of [f.onePod, f.manyPods]) {
+    out.push(`  ${p.pods} pod(s) x ${p.connections / p.pods} connections (${p.connections}): ${p.refusedFirstRound} first requests answered 429, the rest held`);
+    out.push(
+      `    another namespace's first request (IMDS miss): HTTP ${p.firstRequest.status} in ${p.firstRequest.ms.toFixed(1)} ms${p.firstRequest.right ? ', its own token' : ', NOT its token'}`,
+    );
+    out.push(`    another pod's warm path meanwhile:  ${lat(p.quiet)}; NMI RSS ${p.rssMiB.toFixed(0)} MiB`);
+    out.push(`    flood answers by status: ${Object.entries(p.answers).map(([k, v]) => `${k === '-1' ? 'closed' : k} ${v}`).join(', ')}`);
+  }
+  const served = [f.onePod, f.manyPods].every((p) => p.firstRequest.status === 200 && p.firstRequest.right);
+  out.push(`  NMI peak RSS (VmHWM): ${f.peakRssMiB.toFixed(0)} MiB; the manifests' limit is 512 MiB`);
+  out.push(`target another namespace's first request served during each flood: ${served ? 'MET' : 'MISSED'}`);
+  out.push(`target NMI peak RSS under the flood <= 256 MiB (half the limit): ${f.peakRssMiB.toFixed(0)} MiB ${f.peakRssMiB <= 256 ? 'MET' : 'MISSED'}`);
+  process.stdout.write(`${out.join('\n')}\n`);
 }
 
 /** The round with the median throughput (its own latencies), so one disturbed round does not decide the figures. */

@@ -287,7 +287,7 @@ export const NMI_FLAGS = {
   maxWaitingRequestsPerPod: {
     kind: 'int',
     name: 'max-waiting-requests-per-pod',
-    default: 128,
+    default: 1024,
     min: 1,
     help: 'Token requests one pod may have waiting (for its identity to be assigned, or for a token fetch); beyond it 429 with Retry-After',
   },

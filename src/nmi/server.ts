@@ -28,7 +28,7 @@ export interface NmiServerConfig {
   readonly retryAttemptsForAssigned: number;
   readonly findIdentityRetryIntervalMs: number;
   readonly setRetryAfterHeader: boolean;
-  /** Token requests one pod IP may have waiting in the full path; beyond it 429 (default 128). */
+  /** Token requests one pod IP may have waiting in the full path; beyond it 429 (default 1024). */
   readonly maxRequestsPerCaller?: number;
   /** Token requests waiting in all (default 2048): bounds memory; at the cap the busiest pod makes room for others. */
   readonly maxRequestsTotal?: number;
@@ -121,6 +121,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     enforced ? namespacePolicyDenial(deps.namespacePolicies ?? noPolicies, pod, identity) : undefined;
 
   const bodies = new TokenBodies();
+  const refusals = new RefusalLog(logger, now);
   // Token requests waiting in the full path, per caller IP (insertion order: the newest last).
   const waiting = new Map<string, Set<Admission>>();
   let waitingTotal = 0;
@@ -201,13 +202,13 @@ function createRequestHandler(deps: NmiServerDeps) {
     let mine = waiting.get(ip);
     const held = mine?.size ?? 0;
     if (held >= perPod) {
-      logger.warn({ remote: ip, waiting: waitingTotal, callerWaiting: held }, 'too many token requests waiting from this pod (--max-waiting-requests-per-pod); refused');
+      refusals.log(ip, { waiting: waitingTotal, callerWaiting: held }, 'too many token requests waiting from this pod (--max-waiting-requests-per-pod); refused');
       return tooManyWaiting(res);
     }
     if (waitingTotal >= total) {
       const heaviest = heaviestHolder();
       if (heaviest === undefined || heaviest.size <= held + 1) {
-        logger.warn({ remote: ip, waiting: waitingTotal, callerWaiting: held }, 'too many token requests waiting on this node (--max-waiting-requests); refused');
+        refusals.log(ip, { waiting: waitingTotal, callerWaiting: held }, 'too many token requests waiting on this node (--max-waiting-requests); refused');
         return tooManyWaiting(res);
       }
       shedNewest(heaviest);
@@ -249,7 +250,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     for (const a of mine) newest = a;
     if (newest === undefined) return;
     release(holder.ip, newest);
-    logger.warn({ remote: holder.ip, waiting: waitingTotal, callerWaiting: mine.size }, 'node-wide waiting cap reached: newest request of the pod holding the most answered 429 to admit another pod');
+    refusals.log(holder.ip, { waiting: waitingTotal, callerWaiting: mine.size }, 'node-wide waiting cap (--max-waiting-requests) reached: newest request of the pod holding the most answered 429 to admit another pod');
     newest.shed();
   }
 
@@ -276,7 +277,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     outcome.namespace = pod.namespace;
     outcome.resource = request.resource;
     // Bindings are built only when a line is written: a child logger per request was a hot-path cost.
-    const log = lazyChild(logger, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request.resource }));
+    const log = lazyChild(logger, ip, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request.resource }));
 
     const selection = await awaitSelection(pod, request, abort);
     if (abort.aborted()) return;
@@ -367,7 +368,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     outcome.namespace = podns;
     outcome.resource = parsed.request.resource;
     const pod = deps.pods.findByName(podns, podname);
-    const log = lazyChild(logger, () => ({ pod: podname, namespace: podns, remote: ip, route: 'host-token' }));
+    const log = lazyChild(logger, `${podns}/${podname}`, () => ({ pod: podname, namespace: podns, remote: ip, route: 'host-token' }));
     if (pod === undefined) return sendText(res, 404, `pod ${podns}/${podname} is not on this node`);
     const selection = await awaitSelection(pod, parsed.request, abort);
     if (abort.aborted()) return;
@@ -415,7 +416,7 @@ function createRequestHandler(deps: NmiServerDeps) {
   /** The pod started too many upstream fetches lately (per-pod miss limit): 429 with Retry-After, as IMDS throttles. */
   function sendThrottled(res: Response, log: LazyLogger, error: unknown): void {
     const seconds = deps.tokens.retryAfterSeconds?.(error) ?? 1;
-    log.warn({ retryAfterSeconds: seconds }, 'too many token cache misses from this pod (--pod-token-miss-rate, --pod-token-miss-burst); refused');
+    refusals.log(log, { retryAfterSeconds: seconds }, 'too many token cache misses from this pod (--pod-token-miss-rate, --pod-token-miss-burst); refused');
     res.setHeader('Retry-After', String(seconds));
     sendText(res, 429, 'too many new token requests from this pod; retry later');
   }
@@ -502,13 +503,40 @@ function headerValue(req: Request, name: string): string {
   return typeof value === 'string' ? value.trim() : '';
 }
 
+/**
+ * Refusals (429) logged at most once per caller and message every 10 s, with the count of those not logged: a pod
+ * flooding NMI must not turn into a flood of log lines.
+ */
+class RefusalLog {
+  private readonly last = new Map<string, { atMs: number; suppressed: number }>();
+  constructor(
+    private readonly logger: Logger,
+    private readonly now: () => number,
+  ) {}
+
+  log(who: string | LazyLogger, fields: Record<string, unknown>, msg: string): void {
+    const key = `${typeof who === 'string' ? who : who.key}\u0000${msg}`;
+    const t = this.now();
+    const seen = this.last.get(key);
+    if (seen !== undefined && t - seen.atMs < 10_000) {
+      seen.suppressed++;
+      return;
+    }
+    if (this.last.size >= 4096) this.last.clear();
+    this.last.set(key, { atMs: t, suppressed: 0 });
+    const extra = { ...fields, ...(seen && seen.suppressed > 0 ? { notLogged: seen.suppressed } : {}) };
+    if (typeof who === 'string') this.logger.warn({ remote: who, ...extra }, msg);
+    else who.warn(extra, msg);
+  }
+}
+
 /** A waiting token request, as `bounded` tracks it. */
 interface Admission {
   /** Answers 429 and stops the request's waits (it was chosen to make room). */
   shed(): void;
 }
 
-const DEFAULT_MAX_WAITING_PER_POD = 128;
+const DEFAULT_MAX_WAITING_PER_POD = 1024;
 const DEFAULT_MAX_WAITING = 2048;
 
 function tooManyWaiting(res: Response): void {
@@ -604,20 +632,23 @@ function messageOf(error: unknown): string {
 
 /** The parts of a pino logger the handlers use, with the child's bindings made only when a line is written. */
 interface LazyLogger {
+  /** Who the lines are about (the remote IP), for rate-limited logging. */
+  readonly key: string;
   isLevelEnabled(level: string): boolean;
   debug(obj: object, msg: string): void;
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
 }
 
-function lazyChild(logger: Logger, bindings: () => Record<string, unknown>): LazyLogger {
-  return new DeferredChild(logger, bindings);
+function lazyChild(logger: Logger, key: string, bindings: () => Record<string, unknown>): LazyLogger {
+  return new DeferredChild(logger, key, bindings);
 }
 
 class DeferredChild implements LazyLogger {
   private child: Logger | undefined;
   constructor(
     private readonly logger: Logger,
+    readonly key: string,
     private readonly bindings: () => Record<string, unknown>,
   ) {}
   isLevelEnabled(level: string): boolean {
