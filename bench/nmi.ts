@@ -196,8 +196,10 @@ async function startNmiProcess(
   imdsUrl: string,
   cpuProfDir: string | undefined,
   extraArgs: readonly string[],
+  nodeArgs: readonly string[] = [],
 ): Promise<{ child: ChildProcess; url: string }> {
   const args = [
+    ...nodeArgs,
     ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
     await compiledNmi(),
     '--node=node-0',
@@ -404,7 +406,9 @@ async function floodOfWaitingRequests(world: NmiWorld, kubeconfig: string, opts:
   const quiet = await world.pod('bench-quiet', '127.0.5.200', { namespace: 'team-a' });
   const quietId = await world.managedIdentity('bench-quiet-id', { namespace: 'team-a' });
   await world.assign(quiet, quietId);
-  const nmi = await startNmiProcess(kubeconfig, world.imds.url, undefined, []);
+  // As deployed: the image's NODE_OPTIONS (Dockerfile), and the old-space size Node derives from a 512Mi container
+  // limit (V8 takes a quarter of the memory it is given); on this unconstrained machine V8 would size it from all RAM.
+  const nmi = await startNmiProcess(kubeconfig, world.imds.url, undefined, [], ['--max-semi-space-size=4', '--max-old-space-size=128']);
   children.push(nmi.child);
   const pid = nmi.child.pid ?? 0;
   await untilServed(nmi.url, quiet.ip, quietId);
@@ -415,35 +419,16 @@ async function floodOfWaitingRequests(world: NmiWorld, kubeconfig: string, opts:
 
   const phase = async (pods: readonly WorldPod[]): Promise<FloodPhase> => {
     const floodPath = `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent('https://flood.example')}`;
-    const answers: Record<string, number> = {};
-    let refusedFirstRound = 0;
-    let stopping = false;
-    const agents = pods.map((p) => new Agent({ localAddress: p.ip, connections: opts.floodRequests, pipelining: 1, keepAliveTimeout: 120_000, headersTimeout: 0, bodyTimeout: 0 }));
-    const loops = agents.flatMap((agent) =>
-      Array.from({ length: opts.floodRequests }, async () => {
-        let first = true;
-        while (!stopping) {
-          let status = 0;
-          try {
-            const res = await agent.request({ origin: nmi.url, path: floodPath, method: 'GET', headers: { Metadata: 'true' } });
-            await res.body.dump();
-            status = res.statusCode;
-          } catch {
-            status = -1; // closed at the end
-          }
-          answers[String(status)] = (answers[String(status)] ?? 0) + 1;
-          if (first && status === 429) refusedFirstRound++;
-          first = false;
-          if (status === 429) await new Promise((r) => setTimeout(r, 1000));
-        }
-      }),
-    );
+    // The flood runs in its own process: in this one its event loop would delay the quiet pod's measurement.
+    const flood = await startFloodProcess(nmi.url, floodPath, pods.map((p) => p.ip), opts.floodRequests);
+    children.push(flood.child);
     const connections = pods.length * opts.floodRequests;
-    // Every connection has sent its first request, and all those NMI would not hold have been answered (defaults:
-    // 1024 waiting per pod, 2048 in all).
+    // Every connection has sent its first request, and all those NMI would not hold have been refused (defaults:
+    // 1024 waiting per pod, 2048 in all; connections 1024 per pod, 8192 in all).
     const held = Math.min(2048, pods.length * Math.min(1024, opts.floodRequests));
     const deadline = Date.now() + 60_000;
-    while (refusedFirstRound < connections - held && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (flood.stats().refusedFirst < connections - held && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const refusedFirstRound = flood.stats().refusedFirst;
 
     const started = performance.now();
     const first = await once(nmi.url, quiet.ip, `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(`https://first-${firstResource++}.example`)}`);
@@ -451,15 +436,81 @@ async function floodOfWaitingRequests(world: NmiWorld, kubeconfig: string, opts:
     const right = first.status === 200 && decodeToken((JSON.parse(first.body) as { access_token: string }).access_token).appid === quietId.clientId;
     const quiet2 = await load(nmi.url, quiet.ip, warmPath, 1, opts.durationMs);
     const rssMiB = procStatusMiB(pid, 'VmRSS');
-    stopping = true;
-    await Promise.all(agents.map((a) => a.destroy()));
-    await Promise.all(loops);
+    const answers = { ...flood.stats().answers };
+    await flood.stop();
     return { pods: pods.length, connections, refusedFirstRound, firstRequest: { status: first.status, ms, right }, quiet: quiet2, rssMiB, answers };
   };
 
   const onePod = await phase(flooders.slice(0, 1));
   const manyPods = await phase(flooders);
   return { nmiPid: pid, quietBefore, rssBeforeMiB, onePod, manyPods, peakRssMiB: procStatusMiB(pid, 'VmHWM') };
+}
+
+interface FloodStats {
+  refusedFirst: number;
+  answers: Record<string, number>;
+}
+
+/**
+ * A child process whose undici agents, bound to each flooding pod's IP, keep `perIp` token requests each in flight:
+ * a 429 is retried after its Retry-After (1 s), a closed connection after 1 s too, anything else at once. It reports
+ * on stdout every 100 ms how many first requests were answered (any answer: the held ones are not) and the statuses.
+ */
+async function startFloodProcess(
+  origin: string,
+  path: string,
+  ips: readonly string[],
+  perIp: number,
+): Promise<{ child: ChildProcess; stats(): FloodStats; stop(): Promise<FloodStats> }> {
+  const script = `
+    const { Agent } = require('undici');
+    const { origin, path, ips, perIp } = JSON.parse(process.argv[1]);
+    const answers = {};
+    let refusedFirst = 0;
+    let stopping = false;
+    const agents = ips.map((ip) => new Agent({ localAddress: ip, connections: perIp, pipelining: 1, keepAliveTimeout: 120000, headersTimeout: 0, bodyTimeout: 0 }));
+    const loops = agents.flatMap((agent) => Array.from({ length: perIp }, async () => {
+      let first = true;
+      while (!stopping) {
+        let status = -1;
+        try {
+          const res = await agent.request({ origin, path, method: 'GET', headers: { Metadata: 'true' } });
+          await res.body.dump();
+          status = res.statusCode;
+        } catch {}
+        answers[status] = (answers[status] || 0) + 1;
+        if (first) refusedFirst++;
+        first = false;
+        if (status === 429 || status === -1) await new Promise((r) => setTimeout(r, 1000));
+      }
+    }));
+    const report = () => process.stdout.write(JSON.stringify({ refusedFirst, answers }) + '\\n');
+    const timer = setInterval(report, 100);
+    process.stdin.once('data', async () => {
+      stopping = true;
+      clearInterval(timer);
+      await Promise.all(agents.map((a) => a.destroy()));
+      await Promise.all(loops);
+      report();
+      process.exit(0);
+    });
+  `;
+  const child = spawn(process.execPath, ['-e', script, JSON.stringify({ origin, path, ips, perIp })], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+  let last: FloodStats = { refusedFirst: 0, answers: {} };
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  lines.on('line', (line) => {
+    last = JSON.parse(line) as FloodStats;
+  });
+  return {
+    child,
+    stats: () => last,
+    stop: async () => {
+      const exited = new Promise((r) => child.once('close', r));
+      child.stdin?.write('stop\n');
+      await exited;
+      return last;
+    },
+  };
 }
 
 function procStatusMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
@@ -471,15 +522,17 @@ function printFlood(f: FloodResult): void {
   const lat = (r: LoadResult) => `p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.rps.toFixed(0)} req/s${r.errors > 0 ? `, errors ${r.errors}` : ''}`;
   const out: string[] = [];
   out.push('');
-  out.push(`flood of waiting requests (issue 10 row 10), second NMI (process ${f.nmiPid}) with the deployed defaults; team-b pods have no identity (each request waits up to 80 s)`);
+  out.push(`flood of waiting requests (issue 10 row 10), second NMI (process ${f.nmiPid}) with the deployed defaults, the image's --max-semi-space-size=4`);
+  out.push('  and --max-old-space-size=128 (what Node derives from the 512Mi limit);');
+  out.push('  team-b pods have no identity (each request waits up to 80 s); a 429 or a closed connection is retried after 1 s');
   out.push(`  another pod (team-a), warm path, 1 client, no flood:    ${lat(f.quietBefore)}; NMI RSS ${f.rssBeforeMiB.toFixed(0)} MiB`);
   for (const p of [f.onePod, f.manyPods]) {
-    out.push(`  ${p.pods} pod(s) x ${p.connections / p.pods} connections (${p.connections}): ${p.refusedFirstRound} first requests answered 429, the rest held`);
+    out.push(`  ${p.pods} pod(s) x ${p.connections / p.pods} connections (${p.connections}): ${p.refusedFirstRound} first requests refused (429 or connection closed), the rest held`);
     out.push(
       `    another namespace's first request (IMDS miss): HTTP ${p.firstRequest.status} in ${p.firstRequest.ms.toFixed(1)} ms${p.firstRequest.right ? ', its own token' : ', NOT its token'}`,
     );
     out.push(`    another pod's warm path meanwhile:  ${lat(p.quiet)}; NMI RSS ${p.rssMiB.toFixed(0)} MiB`);
-    out.push(`    flood answers by status: ${Object.entries(p.answers).map(([k, v]) => `${k === '-1' ? 'closed' : k} ${v}`).join(', ')}`);
+    out.push(`    flood answers by status until then: ${Object.entries(p.answers).map(([k, v]) => `${k === '-1' ? 'closed' : k} ${v}`).join(', ')}`);
   }
   const served = [f.onePod, f.manyPods].every((p) => p.firstRequest.status === 200 && p.firstRequest.right);
   out.push(`  NMI peak RSS (VmHWM): ${f.peakRssMiB.toFixed(0)} MiB; the manifests' limit is 512 MiB`);

@@ -102,6 +102,8 @@ async function main(): Promise<number> {
       maxConcurrentTokenFetches: config.maxConcurrentTokenFetches,
       podTokenMissRate: config.podTokenMissRate,
       podTokenMissBurst: config.podTokenMissBurst,
+      maxConnectionsPerPod: config.maxConnectionsPerPod,
+      maxConnections: config.maxConnections,
       metadataHeaderRequired: config.metadataHeaderRequired,
       blockInstanceMetadata: config.blockInstanceMetadata,
       operationMode: config.operationMode,

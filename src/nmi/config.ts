@@ -75,6 +75,10 @@ export interface NmiConfig extends CommonSettings {
   readonly podTokenMissRate: number;
   /** Cache misses one pod may start at once before the rate applies. */
   readonly podTokenMissBurst: number;
+  /** TCP connections one pod may keep open to the token server. */
+  readonly maxConnectionsPerPod: number;
+  /** TCP connections open to the token server in all; at the cap the pod holding the most makes room. */
+  readonly maxConnections: number;
 }
 
 export type NmiConfigResult =
@@ -318,6 +322,20 @@ export const NMI_FLAGS = {
     min: 1,
     help: 'Token cache misses one pod may start at once before --pod-token-miss-rate applies',
   },
+  maxConnectionsPerPod: {
+    kind: 'int',
+    name: 'max-connections-per-pod',
+    default: 1024,
+    min: 1,
+    help: 'TCP connections one pod may keep open to the token server; beyond it new ones are closed at once',
+  },
+  maxConnections: {
+    kind: 'int',
+    name: 'max-connections',
+    default: 8192,
+    min: 1,
+    help: "TCP connections open to the token server in all (bounds NMI's memory); at the cap a pod holding fewer than the busiest pod still connects, and the busiest pod's newest connection is closed",
+  },
   ...klogCompatFlags(),
 } as const satisfies FlagDefs;
 
@@ -410,6 +428,8 @@ export function parseNmiConfig(
     maxConcurrentTokenFetches: f.maxConcurrentTokenFetches,
     podTokenMissRate: f.podTokenMissRate,
     podTokenMissBurst: f.podTokenMissBurst,
+    maxConnectionsPerPod: f.maxConnectionsPerPod,
+    maxConnections: f.maxConnections,
   };
   return { ok: true, value: Object.freeze(config) };
 }

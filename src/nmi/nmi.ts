@@ -19,6 +19,7 @@ import { podViewFreshness } from './adapters/pod-freshness.js';
 import { createImdsProxy } from './adapters/proxy.js';
 import { tokenIssuerFrom } from './adapters/token-issuer.js';
 import { NmiIdentityState } from './identity-state.js';
+import { limitConnections } from './connection-limit.js';
 import { CHAIN, createIptables, type InterceptTarget, type Iptables } from './iptables.js';
 import { createMetricsListener } from './metrics-endpoint.js';
 import { createNmiMetrics } from './metrics.js';
@@ -70,6 +71,9 @@ export interface NmiOptions extends NmiServerConfig {
   /** Cache misses per second one pod may start (default 10; 0: unlimited), and its burst (default 20). */
   readonly podTokenMissRate?: number;
   readonly podTokenMissBurst?: number;
+  /** TCP connections one pod IP may keep open to the token server (default 1024), and all of them (default 8192). */
+  readonly maxConnectionsPerPod?: number;
+  readonly maxConnections?: number;
 }
 
 export interface NmiHandle {
@@ -174,6 +178,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
   const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics, namespacePolicies, freshness,
     proxy: createImdsProxy({ imdsEndpoint: options.imdsEndpoint, logger: log }) });
   const server = createServer(app);
+  limitConnections(server, { perCaller: options.maxConnectionsPerPod ?? 1024, total: options.maxConnections ?? 8192, logger: log });
   handleExpectContinue(server, app, options);
   server.keepAliveTimeout = 65_000;
   const url = await listen(server, options.listenAddress, options.port);

@@ -63,6 +63,44 @@ describe('NMI fairness between tenants', () => {
     await settled;
   }, 60_000);
 
+  it('closes connections beyond a pod’s cap and, at the node-wide cap, the busiest pod’s newest, never another pod’s first', async () => {
+    world = await startNmiWorld({
+      nmi: { retryAttemptsForCreated: 16, retryAttemptsForAssigned: 4, findIdentityRetryIntervalMs: 5_000, maxConnectionsPerPod: 20, maxConnections: 40 },
+    });
+    const w = world;
+    const flooders = [];
+    for (let i = 0; i < 3; i++) flooders.push(await w.pod(`conn-${i}`, `127.0.9.${i + 1}`, { namespace: 'team-b' }));
+    const victim = await w.pod('victim', '127.0.9.100', { namespace: 'team-a' });
+    const identity = await w.managedIdentity('victim-id', { namespace: 'team-a' });
+    await w.assign(victim, identity);
+
+    let closed = 0;
+    const flood = flooders.flatMap((pod) =>
+      Array.from({ length: 30 }, async () => {
+        try {
+          const res = await w.agentFor(pod.ip, 30).request({ origin: w.nmiUrl, path: pathFor('https://vault.azure.net'), method: 'GET', headers: { Metadata: 'true' } });
+          await res.body.dump();
+        } catch {
+          closed++;
+        }
+      }),
+    );
+    const settled = Promise.allSettled(flood);
+    // 3 x 30 connections: 10 of each pod beyond its cap of 20 are closed, then the node-wide 40 closes 20 more.
+    await waitFor(() => closed >= 90 - 40, 'connections beyond the caps closed', 20_000);
+    expect(closed).toBe(50);
+
+    const first = await w.call(victim.ip, pathFor('https://vault.azure.net'));
+    expect(first.status).toBe(200);
+    expect(decodeToken((JSON.parse(first.body) as { access_token: string }).access_token).appid).toBe(identity.clientId);
+    await waitFor(() => closed > 50, 'one flooding connection closed to make room', 5_000);
+    expect(closed).toBe(51);
+
+    await w.stop();
+    world = undefined;
+    await settled;
+  }, 60_000);
+
   it('lets one pod asking for 400 distinct resources start only its burst of IMDS calls, and still serves another pod', async () => {
     world = await startNmiWorld();
     const w = world;

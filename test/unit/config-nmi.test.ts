@@ -170,6 +170,8 @@ describe('parseNmiConfig: tenant fairness and pod-view freshness (issue 10 items
       maxConcurrentTokenFetches: 16,
       podTokenMissRate: 10,
       podTokenMissBurst: 20,
+      maxConnectionsPerPod: 1024,
+      maxConnections: 8192,
     });
   });
 
@@ -200,5 +202,6 @@ describe('parseNmiConfig: tenant fairness and pod-view freshness (issue 10 items
     expect(errors(['--max-waiting-requests=0']).join('\n')).toContain('max-waiting-requests');
     expect(errors(['--max-concurrent-token-fetches=0']).join('\n')).toContain('max-concurrent-token-fetches');
     expect(errors(['--pod-token-miss-burst=0']).join('\n')).toContain('pod-token-miss-burst');
+    expect(errors(['--max-connections-per-pod=0']).join('\n')).toContain('max-connections-per-pod');
   });
 });
