@@ -1,9 +1,13 @@
-// `npm run bench -- nmi [--duration-ms=N] [--rounds=N] [--cold=N] [--burst=N] [--cpu-prof-dir=DIR]`: NMI's token path, from one run.
+// `npm run bench -- nmi [--duration-ms=N] [--rounds=N] [--cold=N] [--burst=N] [--flood-pods=N] [--flood-requests=N]
+// [--cpu-prof-dir=DIR]`: NMI's token path, from one run.
 //
 //  * warm path (token cached): p50/p99 latency and requests/s at 1 and 64 concurrent clients, beside a bare node:http
 //    server answering a fixed JSON of the same size on the same machine (the physical limit here), as a ratio;
 //  * cold path (cache miss): latency of requests for a resource never asked before (NMI -> IMDS emulator -> signer);
-//  * the number of upstream IMDS token calls for 1,000 concurrent first requests for one identity.
+//  * the number of upstream IMDS token calls for 1,000 concurrent first requests for one identity;
+//  * a flood (issue 10 row 10): 8 pods of one namespace, with no identity, each holding 2,048 token requests (a 429 is
+//    retried after its Retry-After), against a second NMI with the deployed defaults (waits, caps): another
+//    namespace's pod's first request, its warm p99 meanwhile, and NMI's peak RSS (VmHWM) against the 512Mi limit.
 //
 // Processes: NMI runs as its own process exactly as deployed (`tsx cmd/nmi.ts`, info logging, stdout drained), the bare
 // server in another child; this process hosts the Kubernetes and Azure emulators (idle while the warm path is measured)
@@ -11,6 +15,7 @@
 // the load generator never share an event loop.
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +23,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Agent } from 'undici';
 import { decodeToken } from '../src/sandbox/cloud/index.js';
-import { FAST_WAITS, startNmiWorld, TOKEN_PATH, VAULT, type NmiWorld, type WorldIdentity } from '../test/helpers/nmi-world.js';
+import { FAST_WAITS, startNmiWorld, TOKEN_PATH, VAULT, type NmiWorld, type WorldIdentity, type WorldPod } from '../test/helpers/nmi-world.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -30,6 +35,8 @@ interface Options {
   readonly rounds: number;
   readonly cold: number;
   readonly burst: number;
+  readonly floodPods: number;
+  readonly floodRequests: number;
 }
 
 interface LoadResult {
@@ -53,7 +60,8 @@ export async function main(args: readonly string[]): Promise<void> {
     const warmId = await world.managedIdentity('bench-warm-id');
     await world.assign(warmPod, warmId);
 
-    const nmi = await startNmiProcess(kubeconfig, world.imds.url, opts.cpuProfDir);
+    // The cold path asks for 200 new resources in a row from one pod: measured without the per-pod miss limit.
+    const nmi = await startNmiProcess(kubeconfig, world.imds.url, opts.cpuProfDir, [...fastWaitArgs(), '--pod-token-miss-rate=0']);
     children.push(nmi.child);
     const bare = await startBareServer();
     children.push(bare.child);
@@ -93,8 +101,11 @@ export async function main(args: readonly string[]): Promise<void> {
 
     const cold = await coldPath(nmi.url, warmPod.ip, opts.cold);
     const burst = await burstOfFirstRequests(world, nmi.url, opts.burst);
+    // An NMI that dies under the flood (it did before the caps: heap out of memory) is a result, not a bench failure.
+    const flood = await floodOfWaitingRequests(world, kubeconfig, opts, children).catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
 
     printReport(rows, cold, burst, opts, nmi.child.pid ?? 0, bare.child.pid ?? 0);
+    printFlood(flood);
     if (wrkRows.length > 0) printWrk(wrkRows);
     else console.log('\n(wrk is not installed: `apt-get install -y wrk` adds a second measurement with a C load generator)');
   } finally {
@@ -155,6 +166,8 @@ function parseArgs(args: readonly string[]): Options {
     rounds: get('rounds', 3),
     cold: get('cold', 200),
     burst: get('burst', 1000),
+    floodPods: get('flood-pods', 8),
+    floodRequests: get('flood-requests', 2048),
   };
 }
 
@@ -170,8 +183,24 @@ async function compiledNmi(): Promise<string> {
   return join(out, 'cmd', 'nmi.js');
 }
 
-async function startNmiProcess(kubeconfig: string, imdsUrl: string, cpuProfDir: string | undefined): Promise<{ child: ChildProcess; url: string }> {
+/** Short identity waits, so that the warm/cold/burst measurements never wait for the informers. */
+function fastWaitArgs(): string[] {
+  return [
+    `--retry-attempts-for-created=${FAST_WAITS.retryAttemptsForCreated}`,
+    `--retry-attempts-for-assigned=${FAST_WAITS.retryAttemptsForAssigned}`,
+    `--find-identity-retry-interval=${FAST_WAITS.findIdentityRetryIntervalMs}ms`,
+  ];
+}
+
+async function startNmiProcess(
+  kubeconfig: string,
+  imdsUrl: string,
+  cpuProfDir: string | undefined,
+  extraArgs: readonly string[],
+  nodeArgs: readonly string[] = [],
+): Promise<{ child: ChildProcess; url: string }> {
   const args = [
+    ...nodeArgs,
     ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
     await compiledNmi(),
     '--node=node-0',
@@ -186,9 +215,7 @@ async function startNmiProcess(kubeconfig: string, imdsUrl: string, cpuProfDir: 
     '--kubelet-config=/nonexistent',
     '--cni-conf-dir=',
     '--prefetch=false',
-    `--retry-attempts-for-created=${FAST_WAITS.retryAttemptsForCreated}`,
-    `--retry-attempts-for-assigned=${FAST_WAITS.retryAttemptsForAssigned}`,
-    `--find-identity-retry-interval=${FAST_WAITS.findIdentityRetryIntervalMs}ms`,
+    ...extraArgs,
     '--log-format=json',
   ];
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -347,6 +374,182 @@ async function burstOfFirstRequests(world: NmiWorld, origin: string, count: numb
   }
   const upstream = world.azure.emulator.requestLog().filter((e) => e.operation === 'imds_token').length;
   return { upstream, ok, requests: count };
+}
+
+interface FloodPhase {
+  readonly pods: number;
+  readonly connections: number;
+  readonly refusedFirstRound: number;
+  readonly firstRequest: { status: number; ms: number; right: boolean };
+  readonly quiet: LoadResult;
+  readonly rssMiB: number;
+  readonly answers: Record<string, number>;
+}
+
+interface FloodResult {
+  readonly nmiPid: number;
+  readonly quietBefore: LoadResult;
+  readonly rssBeforeMiB: number;
+  readonly onePod: FloodPhase;
+  readonly manyPods: FloodPhase;
+  readonly peakRssMiB: number;
+}
+
+/**
+ * Issue 10 row 10 against a second NMI started with the deployed defaults (identity waits 16 x 5 s, waiting caps):
+ * pods of team-b without an identity each hold `floodRequests` connections with a token request waiting (a 429 is
+ * retried after its Retry-After, any other answer at once), first one pod, then `floodPods`; meanwhile a team-a pod
+ * asks for a new resource (its first request) and then measures its warm path. NMI's RSS from /proc.
+ */
+async function floodOfWaitingRequests(world: NmiWorld, kubeconfig: string, opts: Options, children: ChildProcess[]): Promise<FloodResult> {
+  const flooders = [];
+  for (let i = 0; i < opts.floodPods; i++) flooders.push(await world.pod(`bench-flood-${i}`, `127.0.5.${i + 1}`, { namespace: 'team-b' }));
+  const quiet = await world.pod('bench-quiet', '127.0.5.200', { namespace: 'team-a' });
+  const quietId = await world.managedIdentity('bench-quiet-id', { namespace: 'team-a' });
+  await world.assign(quiet, quietId);
+  // As deployed: the image's NODE_OPTIONS (Dockerfile), and the old-space size Node derives from a 512Mi container
+  // limit (V8 takes a quarter of the memory it is given); on this unconstrained machine V8 would size it from all RAM.
+  const nmi = await startNmiProcess(kubeconfig, world.imds.url, undefined, [], ['--max-semi-space-size=4', '--max-old-space-size=128']);
+  children.push(nmi.child);
+  const pid = nmi.child.pid ?? 0;
+  let exited: string | undefined;
+  nmi.child.once('exit', (code, signal) => (exited = `exit code ${String(code)}, signal ${String(signal)}`));
+  await untilServed(nmi.url, quiet.ip, quietId);
+  const warmPath = `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(VAULT)}`;
+  const quietBefore = await load(nmi.url, quiet.ip, warmPath, 1, opts.durationMs);
+  const rssBeforeMiB = procStatusMiB(pid, 'VmRSS');
+  let firstResource = 0;
+
+  const phase = async (pods: readonly WorldPod[]): Promise<FloodPhase> => {
+    const floodPath = `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent('https://flood.example')}`;
+    // The flood runs in its own process: in this one its event loop would delay the quiet pod's measurement.
+    const flood = await startFloodProcess(nmi.url, floodPath, pods.map((p) => p.ip), opts.floodRequests);
+    children.push(flood.child);
+    const connections = pods.length * opts.floodRequests;
+    // Every connection has sent its first request, and all those NMI would not hold have been refused (defaults:
+    // 1024 waiting per pod, 2048 in all; connections 1024 per pod, 8192 in all).
+    const held = Math.min(2048, pods.length * Math.min(1024, opts.floodRequests));
+    const deadline = Date.now() + 60_000;
+    while (flood.stats().refusedFirst < connections - held && Date.now() < deadline && exited === undefined) await new Promise((r) => setTimeout(r, 50));
+    if (exited !== undefined) {
+      flood.child.kill('SIGKILL');
+      throw new Error(`NMI (process ${pid}) exited under the flood of ${pods.length} pod(s) x ${opts.floodRequests}: ${exited}`);
+    }
+    const refusedFirstRound = flood.stats().refusedFirst;
+
+    const started = performance.now();
+    const first = await once(nmi.url, quiet.ip, `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(`https://first-${firstResource++}.example`)}`);
+    const ms = performance.now() - started;
+    const right = first.status === 200 && decodeToken((JSON.parse(first.body) as { access_token: string }).access_token).appid === quietId.clientId;
+    const quiet2 = await load(nmi.url, quiet.ip, warmPath, 1, opts.durationMs);
+    const rssMiB = procStatusMiB(pid, 'VmRSS');
+    const answers = { ...flood.stats().answers };
+    await flood.stop();
+    return { pods: pods.length, connections, refusedFirstRound, firstRequest: { status: first.status, ms, right }, quiet: quiet2, rssMiB, answers };
+  };
+
+  const onePod = await phase(flooders.slice(0, 1));
+  const manyPods = await phase(flooders);
+  return { nmiPid: pid, quietBefore, rssBeforeMiB, onePod, manyPods, peakRssMiB: procStatusMiB(pid, 'VmHWM') };
+}
+
+interface FloodStats {
+  refusedFirst: number;
+  answers: Record<string, number>;
+}
+
+/**
+ * A child process whose undici agents, bound to each flooding pod's IP, keep `perIp` token requests each in flight:
+ * a 429 is retried after its Retry-After (1 s), a closed connection after 1 s too, anything else at once. It reports
+ * on stdout every 100 ms how many first requests were answered (any answer: the held ones are not) and the statuses.
+ */
+async function startFloodProcess(
+  origin: string,
+  path: string,
+  ips: readonly string[],
+  perIp: number,
+): Promise<{ child: ChildProcess; stats(): FloodStats; stop(): Promise<FloodStats> }> {
+  const script = `
+    const { Agent } = require('undici');
+    const { origin, path, ips, perIp } = JSON.parse(process.argv[1]);
+    const answers = {};
+    let refusedFirst = 0;
+    let stopping = false;
+    const agents = ips.map((ip) => new Agent({ localAddress: ip, connections: perIp, pipelining: 1, keepAliveTimeout: 120000, headersTimeout: 0, bodyTimeout: 0 }));
+    const loops = agents.flatMap((agent) => Array.from({ length: perIp }, async () => {
+      let first = true;
+      while (!stopping) {
+        let status = -1;
+        try {
+          const res = await agent.request({ origin, path, method: 'GET', headers: { Metadata: 'true' } });
+          await res.body.dump();
+          status = res.statusCode;
+        } catch {}
+        answers[status] = (answers[status] || 0) + 1;
+        if (first) refusedFirst++;
+        first = false;
+        if (status === 429 || status === -1) await new Promise((r) => setTimeout(r, 1000));
+      }
+    }));
+    const report = () => process.stdout.write(JSON.stringify({ refusedFirst, answers }) + '\\n');
+    const timer = setInterval(report, 100);
+    process.stdin.once('data', async () => {
+      stopping = true;
+      clearInterval(timer);
+      await Promise.all(agents.map((a) => a.destroy()));
+      await Promise.all(loops);
+      report();
+      process.exit(0);
+    });
+  `;
+  const child = spawn(process.execPath, ['-e', script, JSON.stringify({ origin, path, ips, perIp })], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+  let last: FloodStats = { refusedFirst: 0, answers: {} };
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  lines.on('line', (line) => {
+    last = JSON.parse(line) as FloodStats;
+  });
+  return {
+    child,
+    stats: () => last,
+    stop: async () => {
+      const exited = new Promise((r) => child.once('close', r));
+      child.stdin?.write('stop\n');
+      await exited;
+      return last;
+    },
+  };
+}
+
+function procStatusMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
+}
+
+function printFlood(f: FloodResult | Error): void {
+  if (f instanceof Error) {
+    process.stdout.write(`\nflood of waiting requests (issue 10 row 10): ${f.message}\ntarget another namespace's first request served during each flood: MISSED\n`);
+    return;
+  }
+  const lat = (r: LoadResult) => `p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, ${r.rps.toFixed(0)} req/s${r.errors > 0 ? `, errors ${r.errors}` : ''}`;
+  const out: string[] = [];
+  out.push('');
+  out.push(`flood of waiting requests (issue 10 row 10), second NMI (process ${f.nmiPid}) with the deployed defaults, the image's --max-semi-space-size=4`);
+  out.push('  and --max-old-space-size=128 (what Node derives from the 512Mi limit);');
+  out.push('  team-b pods have no identity (each request waits up to 80 s); a 429 or a closed connection is retried after 1 s');
+  out.push(`  another pod (team-a), warm path, 1 client, no flood:    ${lat(f.quietBefore)}; NMI RSS ${f.rssBeforeMiB.toFixed(0)} MiB`);
+  for (const p of [f.onePod, f.manyPods]) {
+    out.push(`  ${p.pods} pod(s) x ${p.connections / p.pods} connections (${p.connections}): ${p.refusedFirstRound} first requests refused (429 or connection closed), the rest held`);
+    out.push(
+      `    another namespace's first request (IMDS miss): HTTP ${p.firstRequest.status} in ${p.firstRequest.ms.toFixed(1)} ms${p.firstRequest.right ? ', its own token' : ', NOT its token'}`,
+    );
+    out.push(`    another pod's warm path meanwhile:  ${lat(p.quiet)}; NMI RSS ${p.rssMiB.toFixed(0)} MiB`);
+    out.push(`    flood answers by status until then: ${Object.entries(p.answers).map(([k, v]) => `${k === '-1' ? 'closed' : k} ${v}`).join(', ')}`);
+  }
+  const served = [f.onePod, f.manyPods].every((p) => p.firstRequest.status === 200 && p.firstRequest.right);
+  out.push(`  NMI peak RSS (VmHWM): ${f.peakRssMiB.toFixed(0)} MiB; the manifests' limit is 512 MiB`);
+  out.push(`target another namespace's first request served during each flood: ${served ? 'MET' : 'MISSED'}`);
+  out.push(`target NMI peak RSS under the flood <= 256 MiB (half the limit): ${f.peakRssMiB.toFixed(0)} MiB ${f.peakRssMiB <= 256 ? 'MET' : 'MISSED'}`);
+  process.stdout.write(`${out.join('\n')}\n`);
 }
 
 /** The round with the median throughput (its own latencies), so one disturbed round does not decide the figures. */

@@ -95,6 +95,8 @@ export class Reflector<T extends KubeObject = KubeObject> {
   #resourceVersion = '';
   #hasSynced = false;
   #lastListAt = 0;
+  // When the API server last told us something about this collection (a list, or any watch event including bookmarks).
+  #lastHeardMs = 0;
   // Whether the watch that just failed had been working (events or a long life): then its failure starts a fresh backoff.
   #lastWatchHealthy = false;
   #resolveSynced!: (ok: boolean) => void;
@@ -138,6 +140,14 @@ export class Reflector<T extends KubeObject = KubeObject> {
 
   get hasSynced(): boolean {
     return this.#hasSynced;
+  }
+
+  /**
+   * When the API server last confirmed this view (ms since the epoch; 0 before the first list): the end of a list, or
+   * any watch event, bookmarks included. A view not heard of for long may be missing events (a silent watch).
+   */
+  get lastHeardMs(): number {
+    return this.#lastHeardMs;
   }
 
   /** The resourceVersion the next watch would start from. */
@@ -219,6 +229,7 @@ export class Reflector<T extends KubeObject = KubeObject> {
     this.#replace(items);
     this.#resourceVersion = resourceVersion;
     this.#lastListAt = Date.now();
+    this.#lastHeardMs = this.#lastListAt;
     this.#log.debug({ items: items.length, pages, resourceVersion }, 'listed');
     this.#emit({ type: 'listed', items: items.length, pages, resourceVersion });
     if (!this.#hasSynced) {
@@ -309,6 +320,7 @@ export class Reflector<T extends KubeObject = KubeObject> {
           return;
         }
         events++;
+        this.#lastHeardMs = Date.now();
         this.#handleWatchEvent(type, obj);
       };
 

@@ -63,6 +63,22 @@ export interface NmiConfig extends CommonSettings {
   readonly allowCrossNamespaceSecrets: boolean;
   /** Authority origins (https://host[:port]) an adEndpoint may name besides the known clouds' AAD authorities. */
   readonly allowedAdEndpoints: readonly string[];
+  /** A pod view not confirmed by the API server for longer than this is not trusted (live GET of each caller, or 503). */
+  readonly podViewMaxStalenessMs: number;
+  /** Token requests one pod may have waiting (not answered from the cache at once); beyond it 429. */
+  readonly maxWaitingRequestsPerPod: number;
+  /** Token requests waiting on this node in all; at the cap the pod holding the most makes room for others. */
+  readonly maxWaitingRequests: number;
+  /** Upstream (IMDS/AAD) token calls running at once at most. */
+  readonly maxConcurrentTokenFetches: number;
+  /** Cache misses (upstream fetches) per second one pod may start; 0: no per-pod limit. */
+  readonly podTokenMissRate: number;
+  /** Cache misses one pod may start at once before the rate applies. */
+  readonly podTokenMissBurst: number;
+  /** TCP connections one pod may keep open to the token server. */
+  readonly maxConnectionsPerPod: number;
+  /** TCP connections open to the token server in all; at the cap the pod holding the most makes room. */
+  readonly maxConnections: number;
 }
 
 export type NmiConfigResult =
@@ -265,6 +281,61 @@ export const NMI_FLAGS = {
     default: [],
     help: 'AAD authorities (comma-separated https URLs) an AzureIdentity adEndpoint may name besides the known clouds\' (login.microsoftonline.com, .us, .de, login.chinacloudapi.cn); any other adEndpoint is refused before any connection',
   },
+  podViewMaxStaleness: {
+    kind: 'duration',
+    name: 'pod-view-max-staleness',
+    default: 120_000,
+    minMs: 1_000,
+    help: "Trust the pod watch for this long after the API server's last event or bookmark; beyond it each caller is confirmed with a live GET of its pod before it is served, or gets 503",
+  },
+  maxWaitingRequestsPerPod: {
+    kind: 'int',
+    name: 'max-waiting-requests-per-pod',
+    default: 1024,
+    min: 1,
+    help: 'Token requests one pod may have waiting (for its identity to be assigned, or for a token fetch); beyond it 429 with Retry-After',
+  },
+  maxWaitingRequests: {
+    kind: 'int',
+    name: 'max-waiting-requests',
+    default: 2048,
+    min: 1,
+    help: "Token requests waiting on this node in all (bounds NMI's memory); at the cap a pod holding fewer than the busiest pod still gets in, and the busiest pod's newest request gets 429",
+  },
+  maxConcurrentTokenFetches: {
+    kind: 'int',
+    name: 'max-concurrent-token-fetches',
+    default: 16,
+    min: 1,
+    help: 'Upstream token calls (IMDS, Azure AD) running at once at most; more wait their turn',
+  },
+  podTokenMissRate: {
+    kind: 'number',
+    name: 'pod-token-miss-rate',
+    default: 10,
+    help: 'Token cache misses (upstream token calls) per second one pod may start, beyond its burst; over it 429 with Retry-After; 0 disables the limit',
+  },
+  podTokenMissBurst: {
+    kind: 'int',
+    name: 'pod-token-miss-burst',
+    default: 20,
+    min: 1,
+    help: 'Token cache misses one pod may start at once before --pod-token-miss-rate applies',
+  },
+  maxConnectionsPerPod: {
+    kind: 'int',
+    name: 'max-connections-per-pod',
+    default: 1024,
+    min: 1,
+    help: 'TCP connections one pod may keep open to the token server; beyond it new ones are closed at once',
+  },
+  maxConnections: {
+    kind: 'int',
+    name: 'max-connections',
+    default: 8192,
+    min: 1,
+    help: "TCP connections open to the token server in all (bounds NMI's memory); at the cap a pod holding fewer than the busiest pod still connects, and the busiest pod's newest connection is closed",
+  },
   ...klogCompatFlags(),
 } as const satisfies FlagDefs;
 
@@ -308,6 +379,9 @@ export function parseNmiConfig(
   }
   errors.push(...bindAddressErrors(f));
   const allowedAdEndpoints = parseAllowedAdEndpoints(f.allowedAdEndpoints, errors);
+  if (!Number.isFinite(f.podTokenMissRate) || f.podTokenMissRate < 0) {
+    errors.push(`--pod-token-miss-rate: expected a number of misses per second, 0 or more (0 disables the limit), got ${f.podTokenMissRate}`);
+  }
 
   if (errors.length > 0 && !help && !f.version) return { ok: false, errors };
 
@@ -348,6 +422,14 @@ export function parseNmiConfig(
     tokenRefreshBeforeMs: f.tokenRefreshBefore,
     allowCrossNamespaceSecrets: f.allowCrossNamespaceSecrets,
     allowedAdEndpoints,
+    podViewMaxStalenessMs: f.podViewMaxStaleness,
+    maxWaitingRequestsPerPod: f.maxWaitingRequestsPerPod,
+    maxWaitingRequests: f.maxWaitingRequests,
+    maxConcurrentTokenFetches: f.maxConcurrentTokenFetches,
+    podTokenMissRate: f.podTokenMissRate,
+    podTokenMissBurst: f.podTokenMissBurst,
+    maxConnectionsPerPod: f.maxConnectionsPerPod,
+    maxConnections: f.maxConnections,
   };
   return { ok: true, value: Object.freeze(config) };
 }

@@ -15,9 +15,11 @@ import { collectionPath, nodeLabelSelector, Plurals } from '../crds/names.js';
 import { parseNamespacePolicy, type NamespacePolicies, type NamespacePolicy } from '../crds/namespace-policy.js';
 import { podViewFrom } from '../crds/types.js';
 import { Reflector, type KubeObject } from '../kube/index.js';
+import { podViewFreshness } from './adapters/pod-freshness.js';
 import { createImdsProxy } from './adapters/proxy.js';
 import { tokenIssuerFrom } from './adapters/token-issuer.js';
 import { NmiIdentityState } from './identity-state.js';
+import { limitConnections } from './connection-limit.js';
 import { CHAIN, createIptables, type InterceptTarget, type Iptables } from './iptables.js';
 import { createMetricsListener } from './metrics-endpoint.js';
 import { createNmiMetrics } from './metrics.js';
@@ -59,6 +61,19 @@ export interface NmiOptions extends NmiServerConfig {
   readonly watchTimeoutSeconds?: number;
   /** Taint key removed from this node once active() (`--startup-taint`); empty or absent: none. */
   readonly startupTaint?: string;
+  /**
+   * A pod view the API server has not confirmed (list, event or bookmark) for longer than this is not trusted: each
+   * caller is checked with a live GET before it is served, or gets 503 (default 120 s: API servers bookmark every minute).
+   */
+  readonly podViewMaxStalenessMs?: number;
+  /** Upstream token calls at once (default 16). */
+  readonly maxConcurrentTokenFetches?: number;
+  /** Cache misses per second one pod may start (default 10; 0: unlimited), and its burst (default 20). */
+  readonly podTokenMissRate?: number;
+  readonly podTokenMissBurst?: number;
+  /** TCP connections one pod IP may keep open to the token server (default 1024), and all of them (default 8192). */
+  readonly maxConnectionsPerPod?: number;
+  readonly maxConnections?: number;
 }
 
 export interface NmiHandle {
@@ -70,6 +85,8 @@ export interface NmiHandle {
   readonly identities: NmiIdentityState;
   /** The Namespace policies NMI enforces (empty unless --namespace-identity-policy=enforce). */
   readonly namespacePolicies: NamespacePolicies;
+  /** Milliseconds since the API server last confirmed the pod view (a list, an event or a bookmark). */
+  podViewAgeMs(): number;
   /** True once the caches synced and (when managed) the iptables rules are in place. */
   active(): boolean;
   /** Settles when the startup taint is handled: removed, absent (or disabled), or stopped first. */
@@ -92,7 +109,12 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
       allowedAuthorities: options.allowedAdEndpoints ?? [],
       allowCrossNamespaceSecrets: options.allowCrossNamespaceSecrets === true,
     },
-    cache: { maxEntries: options.tokenCacheSize, refreshBeforeExpiryMs: options.tokenRefreshBeforeMs },
+    cache: {
+      maxEntries: options.tokenCacheSize,
+      refreshBeforeExpiryMs: options.tokenRefreshBeforeMs,
+      maxConcurrentFetches: options.maxConcurrentTokenFetches ?? 16,
+      missLimit: { ratePerSecond: options.podTokenMissRate ?? 10, burst: options.podTokenMissBurst ?? 20 },
+    },
     // Under the namespace policy a managed identity is fetched by the resource ID the policy checked, never by a
     // client ID the tenant wrote, and the token must be for the client ID the AzureIdentity declares.
     verifyManagedIdentity: options.namespaceIdentityPolicy === 'enforce',
@@ -116,6 +138,13 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
   const namespacePolicies = new Map<string, NamespacePolicy | undefined>();
   const reflectors = informers(options, kubeConfig, log, pods, identities, tokens, metrics, namespacePolicies);
   for (const r of reflectors) r.start();
+  const podReflector = reflectors[0] as Reflector; // informers() puts the pods' first
+  const freshness = podViewFreshness({
+    kubeConfig,
+    node: options.node,
+    lastHeardMs: () => podReflector.lastHeardMs,
+    maxStalenessMs: options.podViewMaxStalenessMs ?? 120_000,
+  });
 
   let iptables: Iptables | undefined;
   let iptablesActive = !options.manageIptables;
@@ -146,9 +175,10 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     }
   };
 
-  const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics, namespacePolicies,
+  const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics, namespacePolicies, freshness,
     proxy: createImdsProxy({ imdsEndpoint: options.imdsEndpoint, logger: log }) });
   const server = createServer(app);
+  limitConnections(server, { perCaller: options.maxConnectionsPerPod ?? 1024, total: options.maxConnections ?? 8192, logger: log });
   handleExpectContinue(server, app, options);
   server.keepAliveTimeout = 65_000;
   const url = await listen(server, options.listenAddress, options.port);
@@ -195,6 +225,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     pods,
     identities,
     namespacePolicies,
+    podViewAgeMs: () => Date.now() - podReflector.lastHeardMs,
     active,
     startupTaint: () => taintHandled,
     async stop() {

@@ -21,6 +21,23 @@ export interface PodDirectory {
   findByName(namespace: string, name: string): PodView | undefined;
 }
 
+export type LiveCallerCheck =
+  | { readonly kind: 'confirmed' }
+  /** The API server contradicts the cached view: the caller is not the pod the cache names. */
+  | { readonly kind: 'refuted'; readonly reason: string }
+  /** The API server could not be asked (error, timeout): nothing can be confirmed. */
+  | { readonly kind: 'unavailable'; readonly reason: string };
+
+/** How far NMI may trust its pod view (`--pod-view-max-staleness`), and the live check used when it may not. */
+export interface PodViewFreshness {
+  /** True when the API server confirmed the pod view (a list, an event or a bookmark) within the bound. */
+  isFresh(nowMs: number): boolean;
+  /** Asks the API server about `pod` now: same uid, on this node, live, and at `ip` when given. */
+  confirmLive(pod: PodView, ip: string | undefined): Promise<LiveCallerCheck>;
+  /** The bound, for log lines. */
+  readonly maxStalenessMs: number;
+}
+
 export interface IdentityState {
   /** Everything `selectIdentity` reads for this pod, from the informer caches, at this instant. */
   selectionFor(pod: PodView): Omit<SelectInput, 'pod' | 'request'>;
@@ -31,24 +48,38 @@ export interface IdentityState {
 }
 
 export interface TokenIssuer {
-  /** Throws a TokenError-like error whose HTTP status `statusForTokenError` can map. */
-  tokensFor(identity: AzureIdentity, resource: string, requestedClientId: string | undefined): Promise<readonly IssuedToken[]>;
+  /**
+   * Throws a TokenError-like error whose HTTP status `statusForError` can map. `caller` (the pod's uid) pays for a
+   * cache miss it starts (per-pod miss limit).
+   */
+  tokensFor(identity: AzureIdentity, resource: string, requestedClientId: string | undefined, caller?: string): Promise<readonly IssuedToken[]>;
   /**
    * The node's own identity (exception or MIC pod): by client ID, by resource ID, or IMDS's default. `vet` runs on a
    * freshly fetched token before it is cached: an error it returns is thrown instead, and nothing is cached.
+   * `caller` pays for a cache miss it starts, as for `tokensFor`.
    */
-  nodeToken(resource: string, identity: NodeIdentityRequest, vet?: (token: IssuedToken) => Error | undefined): Promise<IssuedToken>;
+  nodeToken(
+    resource: string,
+    identity: NodeIdentityRequest,
+    vet?: (token: IssuedToken) => Error | undefined,
+    caller?: string,
+  ): Promise<IssuedToken>;
   /** Forget cached node-identity tokens (a token the node path may no longer serve). */
   forgetNodeTokens?(): void;
   /** Tokens that can be served right now from a cache, without waiting; undefined when a fetch would be needed. */
   cachedTokensFor?(identity: AzureIdentity, resource: string): readonly IssuedToken[] | undefined;
-  /** 403 when the upstream token endpoint or NMI's credential policy refused, 503 when it could not be reached. */
-  statusForError(error: unknown): 403 | 503;
+  /**
+   * 403 when the upstream token endpoint or NMI's credential policy refused, 429 when the caller is over its miss
+   * limit, 503 when it could not be reached.
+   */
+  statusForError(error: unknown): 403 | 429 | 503;
   /**
    * The part of the error the pod may read: never a Secret's name, namespace, keys or content. Without it the pod
    * gets a generic sentence.
    */
   messageForError?(error: unknown): string;
+  /** Seconds for Retry-After when the error is a throttling one. */
+  retryAfterSeconds?(error: unknown): number | undefined;
 }
 
 export interface NodeIdentityRequest {

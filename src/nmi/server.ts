@@ -12,7 +12,7 @@ import { routeRequest } from './core/routes.js';
 import { NODE_PATH_REMEDY, nodeRequestRefusal, nodeTokenRefusal, type NodeRefusal } from './core/node-path.js';
 import { selectIdentity, type Selection, type SelectPolicy } from './core/select.js';
 import { parseTokenRequest, type TokenRequest } from './core/token-request.js';
-import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, TokenIssuer } from './ports.js';
+import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, PodViewFreshness, TokenIssuer } from './ports.js';
 import { tokenIdentityOf } from './tokens/claims.js';
 
 export interface NmiServerConfig {
@@ -28,9 +28,9 @@ export interface NmiServerConfig {
   readonly retryAttemptsForAssigned: number;
   readonly findIdentityRetryIntervalMs: number;
   readonly setRetryAfterHeader: boolean;
-  /** Token requests one pod IP may have in flight; beyond it 429 (a pod cannot hold NMI's memory hostage). */
+  /** Token requests one pod IP may have waiting in the full path; beyond it 429 (default 1024). */
   readonly maxRequestsPerCaller?: number;
-  /** Token requests in flight in all. */
+  /** Token requests waiting in all (default 2048): bounds memory; at the cap the busiest pod makes room for others. */
   readonly maxRequestsTotal?: number;
 }
 
@@ -42,6 +42,8 @@ export interface NmiServerDeps {
   readonly proxy: MetadataProxy;
   readonly logger: Logger;
   readonly metrics?: NmiMetrics;
+  /** When given, a pod view older than its bound is confirmed live before anything is served (else 503). */
+  readonly freshness?: PodViewFreshness;
   readonly nowMs?: () => number;
   /** The namespaces' identity policies as NMI's Namespace informer sees them (read under enforce; none: deny all). */
   readonly namespacePolicies?: NamespacePolicies;
@@ -119,8 +121,10 @@ function createRequestHandler(deps: NmiServerDeps) {
     enforced ? namespacePolicyDenial(deps.namespacePolicies ?? noPolicies, pod, identity) : undefined;
 
   const bodies = new TokenBodies();
-  const perCaller = new Map<string, number>();
-  let inFlight = 0;
+  const refusals = new RefusalLog(logger, now);
+  // Token requests waiting in the full path, per caller IP (insertion order: the newest last).
+  const waiting = new Map<string, Set<Admission>>();
+  let waitingTotal = 0;
 
   /**
    * The warm path, synchronous: a well-formed token request from a known pod whose identity is Assigned and whose
@@ -137,6 +141,8 @@ function createRequestHandler(deps: NmiServerDeps) {
     // Node writes `100 Continue` for these; answering in the same tick can put it after our headers on the wire.
     if (req.headers['expect'] !== undefined) return false;
     const started = now();
+    // A view the API server has not confirmed lately may name a deleted pod whose IP another pod now has.
+    if (deps.freshness !== undefined && !deps.freshness.isFresh(started)) return false;
     if (routeRequest(pathOf(req), { blockInstanceMetadata: config.blockInstanceMetadata }).kind !== 'token') return false;
     if (!hasMetadataHeader(req)) return false;
     const ip = remoteIp(req);
@@ -166,9 +172,9 @@ function createRequestHandler(deps: NmiServerDeps) {
     try {
       switch (route.kind) {
         case 'token':
-          return await bounded(req, res, () => tokenRoute(req, res, outcome));
+          return await bounded(req, res, (abort) => tokenRoute(req, res, outcome, abort));
         case 'host-token':
-          return await bounded(req, res, () => hostTokenRoute(req, res, outcome));
+          return await bounded(req, res, (abort) => hostTokenRoute(req, res, outcome, abort));
         case 'invalid':
           logger.warn({ path: pathOf(req), remote: remoteIp(req), reason: route.reason }, 'refused request path');
           return sendText(res, 400, 'Invalid request');
@@ -183,32 +189,76 @@ function createRequestHandler(deps: NmiServerDeps) {
     }
   }
 
-  /** Caps what one caller and all callers can keep waiting; answers 429 with Retry-After beyond. */
-  async function bounded(req: Request, res: Response, work: () => Promise<void>): Promise<void> {
+  /**
+   * Caps what one pod and all pods together can keep waiting (each waiting request holds a socket and its state):
+   * beyond a pod's own cap it gets 429 with Retry-After. When the total is reached, a pod holding fewer requests than
+   * the pod holding the most still gets in: that pod's newest waiting request is answered 429 to make room. So one
+   * pod (or a few) can never keep another pod's first request out, and memory stays bounded by the total.
+   */
+  async function bounded(req: Request, res: Response, work: (abort: LazyAbort) => Promise<void>): Promise<void> {
     const ip = remoteIp(req);
-    const mine = perCaller.get(ip) ?? 0;
-    if (mine >= (config.maxRequestsPerCaller ?? 2048) || inFlight >= (config.maxRequestsTotal ?? 16384)) {
-      logger.warn({ remote: ip, inFlight, callerInFlight: mine }, 'too many token requests in flight; refused');
-      res.setHeader('Retry-After', '1');
-      return sendText(res, 429, 'too many token requests in flight');
+    const perPod = config.maxRequestsPerCaller ?? DEFAULT_MAX_WAITING_PER_POD;
+    const total = config.maxRequestsTotal ?? DEFAULT_MAX_WAITING;
+    let mine = waiting.get(ip);
+    const held = mine?.size ?? 0;
+    if (held >= perPod) {
+      refusals.log(ip, { waiting: waitingTotal, callerWaiting: held }, 'too many token requests waiting from this pod (--max-waiting-requests-per-pod); refused');
+      return tooManyWaiting(res);
     }
-    perCaller.set(ip, mine + 1);
-    inFlight++;
+    if (waitingTotal >= total) {
+      const heaviest = heaviestHolder();
+      if (heaviest === undefined || heaviest.size <= held + 1) {
+        refusals.log(ip, { waiting: waitingTotal, callerWaiting: held }, 'too many token requests waiting on this node (--max-waiting-requests); refused');
+        return tooManyWaiting(res);
+      }
+      shedNewest(heaviest);
+    }
+    const abort = lazyAbort(req, res);
+    const admission: Admission = {
+      shed: () => {
+        abort.abort();
+        tooManyWaiting(res);
+      },
+    };
+    if (mine === undefined) waiting.set(ip, (mine = new Set()));
+    mine.add(admission);
+    waitingTotal++;
     try {
-      await work();
+      await work(abort);
     } finally {
-      inFlight--;
-      const left = (perCaller.get(ip) ?? 1) - 1;
-      if (left === 0) perCaller.delete(ip);
-      else perCaller.set(ip, left);
+      release(ip, admission);
     }
+  }
+
+  function release(ip: string, admission: Admission): void {
+    const mine = waiting.get(ip);
+    if (mine === undefined || !mine.delete(admission)) return; // already shed
+    waitingTotal--;
+    if (mine.size === 0) waiting.delete(ip);
+  }
+
+  function heaviestHolder(): { ip: string; size: number } | undefined {
+    let best: { ip: string; size: number } | undefined;
+    for (const [ip, set] of waiting) if (best === undefined || set.size > best.size) best = { ip, size: set.size };
+    return best;
+  }
+
+  function shedNewest(holder: { ip: string }): void {
+    const mine = waiting.get(holder.ip);
+    if (mine === undefined) return;
+    let newest: Admission | undefined;
+    for (const a of mine) newest = a;
+    if (newest === undefined) return;
+    release(holder.ip, newest);
+    refusals.log(holder.ip, { waiting: waitingTotal, callerWaiting: mine.size }, 'node-wide waiting cap (--max-waiting-requests) reached: newest request of the pod holding the most answered 429 to admit another pod');
+    newest.shed();
   }
 
   function hasMetadataHeader(req: Request): boolean {
     return !config.metadataHeaderRequired || req.headers['metadata'] === 'true';
   }
 
-  async function tokenRoute(req: Request, res: Response, outcome: Outcome): Promise<void> {
+  async function tokenRoute(req: Request, res: Response, outcome: Outcome, abort: LazyAbort): Promise<void> {
     if (!hasMetadataHeader(req)) return sendMetadataHeaderMissing(res);
     const ip = remoteIp(req);
     if (ip === '') return sendText(res, 500, 'request remote address is empty');
@@ -216,8 +266,6 @@ function createRequestHandler(deps: NmiServerDeps) {
     if (!parsed.ok) return sendText(res, parsed.status, parsed.reason);
     const request = parsed.request;
 
-    // The abort signal is made only when something has to wait: creating one per request was a hot-path cost.
-    const abort = lazyAbort(req, res);
     const known = deps.pods.lookup?.(ip);
     const caller = known?.kind === 'pod' ? known : await deps.pods.findByIp(ip, abort.signal());
     if (caller.kind !== 'pod') {
@@ -229,7 +277,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     outcome.namespace = pod.namespace;
     outcome.resource = request.resource;
     // Bindings are built only when a line is written: a child logger per request was a hot-path cost.
-    const log = lazyChild(logger, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request.resource }));
+    const log = lazyChild(logger, ip, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request.resource }));
 
     const selection = await awaitSelection(pod, request, abort);
     if (abort.aborted()) return;
@@ -239,10 +287,11 @@ function createRequestHandler(deps: NmiServerDeps) {
       log.warn({ reason: again.kind === 'pod' ? 'pod at this IP changed' : again.reason }, 'caller changed while waiting; denied');
       return sendText(res, 500, `pod at ${ip} changed while the request waited`);
     }
+    if (!(await confirmedLive(res, log, again.pod, ip))) return;
 
     switch (selection.kind) {
       case 'node':
-        return serveNodeIdentity(res, log, request, selection.reason);
+        return serveNodeIdentity(res, log, request, selection.reason, pod.uid);
       case 'pending':
       case 'none': {
         log.warn({ reason: selection.reason }, 'no identity for the pod');
@@ -258,7 +307,7 @@ function createRequestHandler(deps: NmiServerDeps) {
           log.warn({ identity: `${selection.identity.namespace}/${selection.identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
           return sendText(res, denial.status, denial.body);
         }
-        return serveTokens(res, log, selection.identity, request, (tokens) => {
+        return serveTokens(res, log, pod.uid, selection.identity, request, (tokens) => {
           const nowSeconds = now() / 1000;
           if (tokens.length === 1) return bodies.text(tokens[0], request.resource, nowSeconds);
           return JSON.stringify(tokens.map((t) => imdsTokenBody(t, request.resource, nowSeconds)));
@@ -271,7 +320,7 @@ function createRequestHandler(deps: NmiServerDeps) {
    * The node's own identity for an excepted or MIC pod, never one an AzureIdentity declares: checked on the request
    * before IMDS is asked, and on the token IMDS returns (before it is cached, and again when served from the cache).
    */
-  async function serveNodeIdentity(res: Response, log: LazyLogger, request: TokenRequest, why: string): Promise<void> {
+  async function serveNodeIdentity(res: Response, log: LazyLogger, request: TokenRequest, why: string, caller: string): Promise<void> {
     const declared = deps.identities.declaredIdentities();
     if (declared === undefined) {
       log.warn({ reason: why }, 'node identity refused: AzureIdentities not listed yet');
@@ -286,9 +335,10 @@ function createRequestHandler(deps: NmiServerDeps) {
     };
     let token: IssuedToken;
     try {
-      token = await deps.tokens.nodeToken(request.resource, nodeIdentityRequest(request), vet);
+      token = await deps.tokens.nodeToken(request.resource, nodeIdentityRequest(request), vet, caller);
     } catch (error) {
       if (error instanceof NodeIdentityRefused) return refuseNodeIdentity(res, log, error.refusal, why);
+      if (deps.tokens.statusForError(error) === 429) return sendThrottled(res, log, error);
       log.warn({ err: error }, 'node token request failed');
       return sendText(res, 403, `failed to get the node identity's token: ${messageOf(error)}`);
     }
@@ -307,7 +357,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     return sendText(res, refusal.status, refusal.body);
   }
 
-  async function hostTokenRoute(req: Request, res: Response, outcome: Outcome): Promise<void> {
+  async function hostTokenRoute(req: Request, res: Response, outcome: Outcome, abort: LazyAbort): Promise<void> {
     const podns = headerValue(req, 'podns');
     const podname = headerValue(req, 'podname');
     if (podns === '' || podname === '') return sendText(res, 400, "missing 'podname' and 'podns' from request header");
@@ -318,22 +368,22 @@ function createRequestHandler(deps: NmiServerDeps) {
     outcome.namespace = podns;
     outcome.resource = parsed.request.resource;
     const pod = deps.pods.findByName(podns, podname);
-    const log = lazyChild(logger, () => ({ pod: podname, namespace: podns, remote: ip, route: 'host-token' }));
+    const log = lazyChild(logger, `${podns}/${podname}`, () => ({ pod: podname, namespace: podns, remote: ip, route: 'host-token' }));
     if (pod === undefined) return sendText(res, 404, `pod ${podns}/${podname} is not on this node`);
-    const abort = lazyAbort(req, res);
     const selection = await awaitSelection(pod, parsed.request, abort);
     if (abort.aborted()) return;
     if (selection.kind !== 'identity') {
       log.warn({ reason: selection.reason }, 'no identity for the pod');
       return sendText(res, 404, selection.kind === 'node' ? `pod ${podns}/${podname} has no identity` : notFoundMessage(pod, selection));
     }
+    if (!(await confirmedLive(res, log, pod, undefined))) return;
     const identity = selection.identity;
     const denial = policyDenial(pod, identity);
     if (denial !== undefined) {
       log.warn({ identity: `${identity.namespace}/${identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
       return sendText(res, denial.status, denial.body);
     }
-    return serveTokens(res, log, identity, parsed.request, (tokens) =>
+    return serveTokens(res, log, pod.uid, identity, parsed.request, (tokens) =>
       JSON.stringify(hostTokenBody(tokens[0], parsed.request.resource, identity.clientID, now() / 1000)),
     );
   }
@@ -341,15 +391,17 @@ function createRequestHandler(deps: NmiServerDeps) {
   async function serveTokens(
     res: Response,
     log: LazyLogger,
+    caller: string,
     identity: AzureIdentity,
     request: TokenRequest,
     render: (tokens: readonly IssuedToken[]) => string | Buffer,
   ): Promise<void> {
     let tokens: readonly IssuedToken[];
     try {
-      tokens = await deps.tokens.tokensFor(identity, request.resource, request.clientId);
+      tokens = await deps.tokens.tokensFor(identity, request.resource, request.clientId, caller);
     } catch (error) {
       const status = deps.tokens.statusForError(error);
+      if (status === 429) return sendThrottled(res, log, error);
       log.warn({ err: error, identity: `${identity.namespace}/${identity.name}`, status }, 'token acquisition failed');
       // The log has the detail; the body only what the issuer says a pod may read (no Secret names, keys or content).
       const detail = deps.tokens.messageForError?.(error) ?? 'token acquisition failed; the NMI log on this node says why';
@@ -359,6 +411,32 @@ function createRequestHandler(deps: NmiServerDeps) {
     // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.
     if (log.isLevelEnabled('debug')) log.debug({ identity: `${identity.namespace}/${identity.name}` }, 'token served');
     return sendJsonText(res, 200, render(tokens));
+  }
+
+  /** The pod started too many upstream fetches lately (per-pod miss limit): 429 with Retry-After, as IMDS throttles. */
+  function sendThrottled(res: Response, log: LazyLogger, error: unknown): void {
+    const seconds = deps.tokens.retryAfterSeconds?.(error) ?? 1;
+    refusals.log(log, { retryAfterSeconds: seconds }, 'too many token cache misses from this pod (--pod-token-miss-rate, --pod-token-miss-burst); refused');
+    res.setHeader('Retry-After', String(seconds));
+    sendText(res, 429, 'too many new token requests from this pod; retry later');
+  }
+
+  /**
+   * True when the pod view is fresh, or the API server confirms `pod` live right now. Otherwise answers 503 with
+   * Retry-After (the view catches up once the watch is heard again) and logs why.
+   */
+  async function confirmedLive(res: Response, log: LazyLogger, pod: PodView, ip: string | undefined): Promise<boolean> {
+    const freshness = deps.freshness;
+    if (freshness === undefined || freshness.isFresh(now())) return true;
+    const live = await freshness.confirmLive(pod, ip);
+    if (live.kind === 'confirmed') return true;
+    log.warn(
+      { reason: live.reason, check: live.kind, maxStalenessMs: freshness.maxStalenessMs },
+      'pod view is stale (no watch event or bookmark within --pod-view-max-staleness) and the caller could not be confirmed live; denied',
+    );
+    res.setHeader('Retry-After', '1');
+    sendText(res, 503, "NMI's view of this node's pods is out of date and the caller could not be confirmed; retry later");
+    return false;
   }
 
   /** Re-decides on every identity change until a decision is final or the original's wait budget is spent. */
@@ -425,28 +503,75 @@ function headerValue(req: Request, name: string): string {
   return typeof value === 'string' ? value.trim() : '';
 }
 
+/**
+ * Refusals (429) logged at most once per caller and message every 10 s, with the count of those not logged: a pod
+ * flooding NMI must not turn into a flood of log lines.
+ */
+class RefusalLog {
+  private readonly last = new Map<string, { atMs: number; suppressed: number }>();
+  constructor(
+    private readonly logger: Logger,
+    private readonly now: () => number,
+  ) {}
+
+  log(who: string | LazyLogger, fields: Record<string, unknown>, msg: string): void {
+    const key = `${typeof who === 'string' ? who : who.key}\u0000${msg}`;
+    const t = this.now();
+    const seen = this.last.get(key);
+    if (seen !== undefined && t - seen.atMs < 10_000) {
+      seen.suppressed++;
+      return;
+    }
+    if (this.last.size >= 4096) this.last.clear();
+    this.last.set(key, { atMs: t, suppressed: 0 });
+    const extra = { ...fields, ...(seen && seen.suppressed > 0 ? { notLogged: seen.suppressed } : {}) };
+    if (typeof who === 'string') this.logger.warn({ remote: who, ...extra }, msg);
+    else who.warn(extra, msg);
+  }
+}
+
+/** A waiting token request, as `bounded` tracks it. */
+interface Admission {
+  /** Answers 429 and stops the request's waits (it was chosen to make room). */
+  shed(): void;
+}
+
+const DEFAULT_MAX_WAITING_PER_POD = 1024;
+const DEFAULT_MAX_WAITING = 2048;
+
+function tooManyWaiting(res: Response): void {
+  if (res.headersSent || res.destroyed) return;
+  res.setHeader('Retry-After', '1');
+  sendText(res, 429, 'too many token requests in flight');
+}
+
 interface LazyAbort {
   /** The request's abort signal, made on first use. */
   signal(): AbortSignal;
-  /** True once the caller went away (false while no signal was ever needed: nothing waited). */
+  /** True once the caller went away or the request was shed (false while no signal was ever needed: nothing waited). */
   aborted(): boolean;
+  /** Stops whatever the request waits for. */
+  abort(): void;
 }
 
+/** The abort signal is made only when something has to wait: creating one per request was a hot-path cost. */
 function lazyAbort(req: Request, res: Response): LazyAbort {
-  let signal: AbortSignal | undefined;
+  let controller: AbortController | undefined;
+  const get = () => (controller ??= abortOnClose(req, res));
   return {
-    signal: () => (signal ??= abortOnClose(req, res)),
-    aborted: () => signal?.aborted === true,
+    signal: () => get().signal,
+    aborted: () => controller?.signal.aborted === true,
+    abort: () => get().abort(),
   };
 }
 
-function abortOnClose(req: Request, res: Response): AbortSignal {
+function abortOnClose(req: Request, res: Response): AbortController {
   const controller = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) controller.abort();
   });
   req.once('aborted', () => controller.abort());
-  return controller.signal;
+  return controller;
 }
 
 function sendJson(res: Response, status: number, body: unknown): void {
@@ -507,20 +632,23 @@ function messageOf(error: unknown): string {
 
 /** The parts of a pino logger the handlers use, with the child's bindings made only when a line is written. */
 interface LazyLogger {
+  /** Who the lines are about (the remote IP), for rate-limited logging. */
+  readonly key: string;
   isLevelEnabled(level: string): boolean;
   debug(obj: object, msg: string): void;
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
 }
 
-function lazyChild(logger: Logger, bindings: () => Record<string, unknown>): LazyLogger {
-  return new DeferredChild(logger, bindings);
+function lazyChild(logger: Logger, key: string, bindings: () => Record<string, unknown>): LazyLogger {
+  return new DeferredChild(logger, key, bindings);
 }
 
 class DeferredChild implements LazyLogger {
   private child: Logger | undefined;
   constructor(
     private readonly logger: Logger,
+    readonly key: string,
     private readonly bindings: () => Record<string, unknown>,
   ) {}
   isLevelEnabled(level: string): boolean {

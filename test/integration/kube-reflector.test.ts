@@ -116,6 +116,29 @@ describe('Reflector against the API emulator', () => {
     expect(q.get('resourceVersion')).not.toBe('');
   });
 
+  it('records when it last heard from the API server: advanced by bookmarks, frozen while the watch is silent, caught up after', async () => {
+    const w = await world();
+    const { r } = reflect(w);
+    expect(r.lastHeardMs).toBe(0);
+    r.start();
+    expect(await r.synced()).toBe(true);
+    const afterList = r.lastHeardMs;
+    expect(afterList).toBeGreaterThan(0);
+    // No object changes: only bookmarks (every 200 ms here) can move it.
+    await waitFor(() => r.lastHeardMs > afterList, 'a bookmark to be heard');
+
+    w.server.holdWatches();
+    await createPod(w.core, 'unheard');
+    const frozen = r.lastHeardMs;
+    await waitFor(() => Date.now() - frozen > 1_000, 'five bookmark intervals of silence');
+    expect(r.lastHeardMs).toBe(frozen);
+    expect(r.store.has('default/unheard')).toBe(false);
+
+    w.server.resumeWatches();
+    await waitFor(() => r.store.has('default/unheard'), 'the held event delivered');
+    expect(r.lastHeardMs).toBeGreaterThan(frozen);
+  });
+
   it('keeps only the transformed form in the store while handlers get whole objects', async () => {
     const w = await world();
     await createPod(w.core, 'p1');

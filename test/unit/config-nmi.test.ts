@@ -160,3 +160,48 @@ describe('fail-closed flags', () => {
     }
   });
 });
+
+describe('parseNmiConfig: tenant fairness and pod-view freshness (issue 10 items 8 and 10)', () => {
+  it('has bounded defaults', () => {
+    expect(config([])).toMatchObject({
+      podViewMaxStalenessMs: 120_000,
+      maxWaitingRequestsPerPod: 1024,
+      maxWaitingRequests: 2048,
+      maxConcurrentTokenFetches: 16,
+      podTokenMissRate: 10,
+      podTokenMissBurst: 20,
+      maxConnectionsPerPod: 1024,
+      maxConnections: 8192,
+    });
+  });
+
+  it('parses the flags', () => {
+    expect(
+      config([
+        '--pod-view-max-staleness=90s',
+        '--max-waiting-requests-per-pod=64',
+        '--max-waiting-requests=512',
+        '--max-concurrent-token-fetches=4',
+        '--pod-token-miss-rate=0.5',
+        '--pod-token-miss-burst=5',
+      ]),
+    ).toMatchObject({
+      podViewMaxStalenessMs: 90_000,
+      maxWaitingRequestsPerPod: 64,
+      maxWaitingRequests: 512,
+      maxConcurrentTokenFetches: 4,
+      podTokenMissRate: 0.5,
+      podTokenMissBurst: 5,
+    });
+    expect(config(['--pod-token-miss-rate=0']).podTokenMissRate).toBe(0);
+  });
+
+  it('refuses values that would disable the bounds or make no sense, naming the flag', () => {
+    expect(errors(['--pod-view-max-staleness=100ms']).join('\n')).toContain('pod-view-max-staleness');
+    expect(errors(['--pod-token-miss-rate=-1']).join('\n')).toContain('--pod-token-miss-rate');
+    expect(errors(['--max-waiting-requests=0']).join('\n')).toContain('max-waiting-requests');
+    expect(errors(['--max-concurrent-token-fetches=0']).join('\n')).toContain('max-concurrent-token-fetches');
+    expect(errors(['--pod-token-miss-burst=0']).join('\n')).toContain('pod-token-miss-burst');
+    expect(errors(['--max-connections-per-pod=0']).join('\n')).toContain('max-connections-per-pod');
+  });
+});

@@ -2,13 +2,14 @@
 
 import type { IssuedToken } from '../core/imds-body.js';
 import type { TokenIssuer } from '../ports.js';
-import { tokenErrorHttpStatus, tokenErrorPublicMessage, tokenRequestIdentityFrom, type TokenProvider } from '../tokens/index.js';
+import { tokenErrorHttpStatus, tokenErrorPublicMessage, tokenErrorRetryAfterSeconds, tokenRequestIdentityFrom, type TokenProvider } from '../tokens/index.js';
 
 export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
   return {
-    async tokensFor(identity, resource, requestedClientId) {
+    async tokensFor(identity, resource, requestedClientId, caller) {
       const tokens = await provider.getTokens(tokenRequestIdentityFrom(identity), resource, {
         ...(requestedClientId !== undefined ? { requestedClientId } : {}),
+        ...(caller !== undefined ? { caller } : {}),
       });
       return tokens.map(toIssued);
     },
@@ -16,14 +17,20 @@ export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
       if (identity.type === null) return undefined;
       return provider.peekTokens(tokenRequestIdentityFrom(identity), resource)?.map(toIssued);
     },
-    async nodeToken(resource, identity, vet) {
-      return toIssued(await provider.getNodeToken(resource, identity, vet ? { vet: (token) => vet(toIssued(token)) } : {}));
+    async nodeToken(resource, identity, vet, caller) {
+      return toIssued(
+        await provider.getNodeToken(resource, identity, {
+          ...(vet ? { vet: (token) => vet(toIssued(token)) } : {}),
+          ...(caller !== undefined ? { caller } : {}),
+        }),
+      );
     },
     forgetNodeTokens() {
       provider.invalidateNodeTokens();
     },
     statusForError: tokenErrorHttpStatus,
     messageForError: tokenErrorPublicMessage,
+    retryAfterSeconds: tokenErrorRetryAfterSeconds,
   };
 }
 

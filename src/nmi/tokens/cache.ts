@@ -12,7 +12,12 @@
 //   error status) are remembered, for `negativeTtlMs` (default 2 s), so a crash-looping pod cannot hammer IMDS;
 //   transport failures are never remembered (the next request tries again). `invalidate` clears both kinds.
 // - An invalidation during a fetch wins: that fetch's result reaches the callers already waiting on it, but is not stored.
+// - Tenants share the node's upstream budget fairly: a caller (pod) that starts a fetch (a miss not joining one under
+//   way) spends a token of its own bucket (`missLimit`), refused with a `throttled` error when empty; and at most
+//   `maxConcurrentFetches` upstream calls run at once, the others queued in arrival order. Refreshes and prefetches
+//   charge nobody but take a slot.
 import type { Logger } from 'pino';
+import { PerCallerMissLimit, type MissLimitOptions } from './miss-limit.js';
 import { TokenError, type Token } from './types.js';
 
 export type TokenFetcher = () => Promise<readonly Token[]>;
@@ -32,6 +37,10 @@ export interface TokenCacheOptions {
   readonly idleTtlMs?: number;
   /** Wait after a failed background refresh before trying again. */
   readonly refreshRetryMs?: number;
+  /** Upstream (IMDS/AAD) calls running at once at most; more wait their turn (default 16). */
+  readonly maxConcurrentFetches?: number;
+  /** Per-caller bucket for fetches a caller starts; absent: no per-caller limit. */
+  readonly missLimit?: MissLimitOptions;
   /** Milliseconds since the epoch; injectable for tests. */
   readonly now?: () => number;
   readonly logger?: Logger;
@@ -48,6 +57,10 @@ export interface TokenCacheStats {
   readonly refreshFailures: number;
   readonly negativeHits: number;
   readonly evictions: number;
+  /** Misses refused because their caller's miss bucket was empty. */
+  readonly throttled: number;
+  /** Upstream calls waiting for a slot right now. */
+  readonly queuedFetches: number;
   readonly entries: number;
 }
 
@@ -87,6 +100,10 @@ export class TokenCache {
   private readonly refreshRetryMs: number;
   private readonly now: () => number;
   private readonly logger: Logger | undefined;
+  private readonly maxConcurrentFetches: number;
+  private readonly missLimit: PerCallerMissLimit | undefined;
+  private activeFetches = 0;
+  private readonly fetchQueue: Array<() => void> = [];
   private timer: NodeJS.Timeout | undefined;
   private counters = {
     hits: 0,
@@ -98,6 +115,7 @@ export class TokenCache {
     refreshFailures: 0,
     negativeHits: 0,
     evictions: 0,
+    throttled: 0,
   };
 
   constructor(opts: TokenCacheOptions = {}) {
@@ -110,10 +128,15 @@ export class TokenCache {
     this.idleTtlMs = Math.max(1, opts.idleTtlMs ?? 60 * 60_000);
     this.now = opts.now ?? Date.now;
     this.logger = opts.logger;
+    this.maxConcurrentFetches = Math.max(1, opts.maxConcurrentFetches ?? 16);
+    this.missLimit = opts.missLimit && opts.missLimit.ratePerSecond > 0 ? new PerCallerMissLimit(opts.missLimit) : undefined;
   }
 
-  /** The tokens for (identityKey, resource): cached if still valid, else from `fetcher` (one call per key at a time). */
-  async get(identityKey: string, resource: string, fetcher: TokenFetcher): Promise<readonly Token[]> {
+  /**
+   * The tokens for (identityKey, resource): cached if still valid, else from `fetcher` (one call per key at a time).
+   * `caller` (a pod) pays for a fetch it starts; a caller over its miss limit gets a `throttled` TokenError.
+   */
+  async get(identityKey: string, resource: string, fetcher: TokenFetcher, caller?: string): Promise<readonly Token[]> {
     const key = cacheKey(identityKey, resource);
     const now = this.now();
     const entry = this.entries.get(key);
@@ -137,6 +160,13 @@ export class TokenCache {
     if (flight) {
       this.counters.coalesced++;
       return flight.promise;
+    }
+    if (caller !== undefined && this.missLimit !== undefined) {
+      const waitMs = this.missLimit.take(caller, now);
+      if (waitMs > 0) {
+        this.counters.throttled++;
+        throw new TokenError('throttled', 'too many new token requests from this pod (token cache misses); retry later', { retryAfterMs: waitMs });
+      }
     }
     return this.startFlight(key, identityKey, resource, fetcher).promise;
   }
@@ -210,6 +240,7 @@ export class TokenCache {
       }
     }
     for (const [key, n] of this.negatives) if (now >= n.untilMs) this.negatives.delete(key);
+    this.missLimit?.sweep(now);
     return started;
   }
 
@@ -226,7 +257,7 @@ export class TokenCache {
   }
 
   stats(): TokenCacheStats {
-    return { ...this.counters, entries: this.entries.size };
+    return { ...this.counters, queuedFetches: this.fetchQueue.length, entries: this.entries.size };
   }
 
   get size(): number {
@@ -263,8 +294,14 @@ export class TokenCache {
     // Assigned right below; the async body only reads it after its first await.
     let flight!: Flight;
     const promise = (async () => {
-      // A fetcher that throws synchronously still settles this flight.
-      const tokens = await fetcher();
+      await this.fetchSlot();
+      let tokens: readonly Token[];
+      try {
+        // A fetcher that throws synchronously still settles this flight.
+        tokens = await fetcher();
+      } finally {
+        this.releaseFetchSlot();
+      }
       if (this.flights.get(key) === flight) this.store(key, identityKey, resource, tokens, fetcher);
       return tokens;
     })();
@@ -285,6 +322,21 @@ export class TokenCache {
       },
     );
     return flight;
+  }
+
+  private fetchSlot(): Promise<void> | undefined {
+    if (this.activeFetches < this.maxConcurrentFetches) {
+      this.activeFetches++;
+      return undefined;
+    }
+    return new Promise((resolve) => this.fetchQueue.push(resolve));
+  }
+
+  private releaseFetchSlot(): void {
+    const next = this.fetchQueue.shift();
+    // The slot passes straight to the next in line: activeFetches stays the same.
+    if (next !== undefined) next();
+    else this.activeFetches--;
   }
 
   private store(key: string, identityKey: string, resource: string, tokens: readonly Token[], fetcher: TokenFetcher): void {

@@ -32,6 +32,8 @@ export interface NodeIdentitySelector {
 export interface GetTokensOptions {
   /** The client_id the pod asked for; type-0 tokens are always for the identity's own client id (as the original). */
   readonly requestedClientId?: string;
+  /** Who asks (a pod's uid): a cache miss it starts is charged to its per-pod miss limit. */
+  readonly caller?: string;
 }
 
 export interface TokenProvider {
@@ -42,9 +44,13 @@ export interface TokenProvider {
   /**
    * The node's own identity (exception path): a user-assigned identity by client id or resource id, or IMDS's default
    * (the system-assigned identity, or the only user-assigned one). `vet` runs on a fetched token before it is cached:
-   * the error it returns is thrown instead and nothing is cached.
+   * the error it returns is thrown instead and nothing is cached. `caller` pays for a cache miss it starts.
    */
-  getNodeToken(resource: string, identity?: NodeIdentitySelector, opts?: { vet?: (token: Token) => Error | undefined }): Promise<Token>;
+  getNodeToken(
+    resource: string,
+    identity?: NodeIdentitySelector,
+    opts?: { vet?: (token: Token) => Error | undefined; caller?: string },
+  ): Promise<Token>;
   /** Drop every cached node-identity token. */
   invalidateNodeTokens(): number;
   /** Fetch ahead of the first request (e.g. when an identity is assigned to a pod on this node). Never rejects. */
@@ -80,7 +86,7 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
         // The original logged this and still used the identity's client id; the pod gets the identity it was matched to.
         log?.warn({ identity: identity.cacheKey }, 'requested client id differs from the identity; using the identity');
       }
-      return cache.get(identity.cacheKey, resource, fetcherFor(identity, resource));
+      return cache.get(identity.cacheKey, resource, fetcherFor(identity, resource), getOpts.caller);
     },
     peekTokens(identity, resource) {
       return cache.peek(identity.cacheKey, resource, fetcherFor(identity, resource));
@@ -96,7 +102,7 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
         const refused = nodeOpts.vet?.(token);
         if (refused !== undefined) throw refused;
         return [token];
-      });
+      }, nodeOpts.caller);
       const first = tokens[0];
       if (!first) throw new TokenError('unavailable', 'IMDS returned no token for the node identity');
       return first;
@@ -156,6 +162,8 @@ async function fetchTokens(
 
 export { TokenCache, refreshPoint } from './cache.js';
 export type { TokenCacheOptions, TokenCacheStats, TokenFetcher } from './cache.js';
+export { PerCallerMissLimit } from './miss-limit.js';
+export type { MissLimitOptions } from './miss-limit.js';
 export { createImdsClient, parseImdsTokenBody, imdsTokenUrl, isRetryableStatus, parseRetryAfter } from './imds.js';
 export type { ImdsClient, ImdsClientOptions, ImdsIdentitySelector } from './imds.js';
 export { createServicePrincipalTokenSource, scopeForResource, DEFAULT_AUTHORITY } from './service-principal.js';
@@ -169,6 +177,7 @@ export {
   tokenErrorHttpStatus,
   tokenErrorPublicMessage,
   GENERIC_CREDENTIAL_MESSAGE,
+  tokenErrorRetryAfterSeconds,
   identityCacheKey,
   nodeIdentityCacheKey,
 } from './types.js';

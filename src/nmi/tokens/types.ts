@@ -49,8 +49,9 @@ export interface Token {
  * - `invalid`: our input is unusable (secret missing or malformed, PKCS#12 that will not decode, unknown type).
  * - `refused`: the identity asks for something the admin's policy does not allow (a Secret in another namespace,
  *   an authority not allowed); refused before any Secret read or connection.
+ * - `throttled`: the caller started too many upstream fetches lately (per-pod miss limit); `retryAfterMs` says when.
  */
-export type TokenErrorKind = 'upstream' | 'unavailable' | 'invalid' | 'refused';
+export type TokenErrorKind = 'upstream' | 'unavailable' | 'invalid' | 'refused' | 'throttled';
 
 /** What a pod is told when its identity's credential cannot be used: the detail (Secret, keys) stays in NMI's log. */
 export const GENERIC_CREDENTIAL_MESSAGE = "the identity's credential cannot be used; the NMI log on this node says why";
@@ -65,24 +66,34 @@ export class TokenError extends Error {
    * for the log only; for `invalid` and `refused` errors this is a generic sentence unless the thrower chose one.
    */
   readonly publicMessage: string;
+  readonly retryAfterMs?: number;
 
   constructor(
     kind: TokenErrorKind,
     message: string,
-    opts: { status?: number; body?: string; cause?: unknown; publicMessage?: string } = {},
+    opts: { status?: number; body?: string; retryAfterMs?: number; cause?: unknown; publicMessage?: string } = {},
   ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.kind = kind;
     if (opts.status !== undefined) this.status = opts.status;
     if (opts.body !== undefined) this.body = opts.body;
+    if (opts.retryAfterMs !== undefined) this.retryAfterMs = opts.retryAfterMs;
     this.publicMessage =
       opts.publicMessage ?? (kind === 'invalid' || kind === 'refused' ? GENERIC_CREDENTIAL_MESSAGE : message);
   }
 }
 
-/** The status NMI answers with for a failed token acquisition (upstream §3.3 step 7; `refused` is ours). */
-export function tokenErrorHttpStatus(err: unknown): 403 | 503 {
-  return err instanceof TokenError && (err.kind === 'upstream' || err.kind === 'refused') ? 403 : 503;
+/** The status NMI answers with for a failed token acquisition (upstream §3.3 step 7; `refused` and 429 are ours). */
+export function tokenErrorHttpStatus(err: unknown): 403 | 429 | 503 {
+  if (!(err instanceof TokenError)) return 503;
+  if (err.kind === 'upstream' || err.kind === 'refused') return 403;
+  return err.kind === 'throttled' ? 429 : 503;
+}
+
+/** Whole seconds a throttled caller should wait (the Retry-After NMI sends), or undefined. */
+export function tokenErrorRetryAfterSeconds(err: unknown): number | undefined {
+  if (!(err instanceof TokenError) || err.retryAfterMs === undefined) return undefined;
+  return Math.max(1, Math.ceil(err.retryAfterMs / 1000));
 }
 
 /** What the pod may be told about a failed acquisition; never a Secret's name, namespace, keys or content. */

@@ -43,6 +43,7 @@ const MAX_LOG_ENTRIES = 100_000;
 export class ApiHttp {
   readonly watches = new Set<OpenWatch>();
   private readonly faults: Fault[] = [];
+  private watchesHeld = false;
   private log: { method: string; path: string; query: string; status: number }[] = [];
 
   constructor(private readonly core: ApiCore, private readonly opts: HttpOptions) {
@@ -61,6 +62,17 @@ export class ApiHttp {
 
   dropWatches(): void {
     for (const w of [...this.watches]) w.res.socket?.destroy();
+  }
+
+  /** Black-holes every watch stream, open or opened later: nothing reaches the client until resumeWatches(). */
+  holdWatches(): void {
+    this.watchesHeld = true;
+  }
+
+  /** Delivers what the held watches kept back, as a healed network partition would, and stops holding. */
+  resumeWatches(): void {
+    this.watchesHeld = false;
+    for (const w of [...this.watches]) w.flush();
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -275,6 +287,7 @@ export class ApiHttp {
         allowBookmarks: q.get('allowWatchBookmarks') === 'true',
         timeoutSeconds: timeout !== null && /^\d+$/.test(timeout) ? Number(timeout) : undefined,
         bookmarkIntervalMs: this.opts.bookmarkIntervalMs,
+        held: () => this.watchesHeld,
       },
       res,
       this.watches,

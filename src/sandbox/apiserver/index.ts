@@ -38,6 +38,12 @@ export interface ApiServerHandle {
   compact(): void;
   /** Abruptly destroy every open watch socket. */
   dropWatches(): void;
+  /**
+   * Make every watch stream silent, open or opened later (a black-holed connection: no events, no bookmarks, no end),
+   * while other requests are served as usual. resumeWatches() delivers what was held and stops holding.
+   */
+  holdWatches(): void;
+  resumeWatches(): void;
   /** The next `count` requests matching get `status` with a Status body. */
   injectFault(f: Fault): void;
   requestLog(): readonly RequestLogEntry[];
@@ -81,6 +87,8 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     writeKubeconfig: (path) => writeFile(path, kubeconfigYaml, { mode: 0o600 }),
     compact: () => core.store.compact(),
     dropWatches: () => api.dropWatches(),
+    holdWatches: () => api.holdWatches(),
+    resumeWatches: () => api.resumeWatches(),
     injectFault: (f) => api.injectFault(f),
     requestLog: () => api.requestLog(),
     openWatches: () => api.watches.size,

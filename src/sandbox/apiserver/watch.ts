@@ -17,6 +17,8 @@ export interface WatchRequest {
   readonly allowBookmarks: boolean;
   readonly timeoutSeconds: number | undefined;
   readonly bookmarkIntervalMs: number;
+  /** While true nothing reaches the client (test hook for a black-holed connection); `OpenWatch.flush` delivers it. */
+  readonly held: () => boolean;
 }
 
 export interface OpenWatch {
@@ -24,6 +26,8 @@ export interface OpenWatch {
   readonly res: ServerResponse;
   /** Ends the stream cleanly (the client sees a normal end of body). */
   end(): void;
+  /** Writes what was held back while `held()` was true. */
+  flush(): void;
 }
 
 /** Streams a watch on `res`; returns the handle, already registered in `open` until the stream closes. */
@@ -34,10 +38,16 @@ export function serveWatch(core: ApiCore, w: WatchRequest, res: ServerResponse, 
   // client-node's Watch resolves only once headers arrive; do not wait for the first event.
   res.flushHeaders();
 
+  const heldLines: string[] = [];
+  let endWhenFlushed = false;
+  const write = (line: string): void => {
+    if (w.held()) heldLines.push(line);
+    else res.write(line);
+  };
   const send = (type: string, object: JsonObject): void => {
     if (res.writableEnded || res.destroyed) return;
-    if (object.apiVersion === apiVersion || type === 'ERROR') res.write(eventLine(type, object));
-    else res.write(`${JSON.stringify({ type, object: { ...object, apiVersion } })}\n`);
+    if (object.apiVersion === apiVersion || type === 'ERROR') write(eventLine(type, object));
+    else write(`${JSON.stringify({ type, object: { ...object, apiVersion } })}\n`);
   };
 
   const inScope = (ev: StoredEvent): boolean => !w.type.namespaced || w.namespace === undefined || ev.namespace === w.namespace;
@@ -80,7 +90,16 @@ export function serveWatch(core: ApiCore, w: WatchRequest, res: ServerResponse, 
 
   const timers: NodeJS.Timeout[] = [];
   const unsubscribe = core.store.subscribe({ key, onEvent: deliver });
-  const handle: OpenWatch = { type: w.type, res, end: () => res.end() };
+  const handle: OpenWatch = {
+    type: w.type,
+    res,
+    end: () => res.end(),
+    flush: () => {
+      if (res.writableEnded || res.destroyed) return;
+      for (const line of heldLines.splice(0)) res.write(line);
+      if (endWhenFlushed) res.end();
+    },
+  };
   open.add(handle);
   if (w.allowBookmarks) {
     timers.push(
@@ -89,7 +108,10 @@ export function serveWatch(core: ApiCore, w: WatchRequest, res: ServerResponse, 
       }, w.bookmarkIntervalMs),
     );
   }
-  if (w.timeoutSeconds !== undefined && w.timeoutSeconds > 0) timers.push(setTimeout(() => res.end(), w.timeoutSeconds * 1000));
+  if (w.timeoutSeconds !== undefined && w.timeoutSeconds > 0) {
+    // A held stream's timeout is held too: the client of a black-holed connection sees no end either.
+    timers.push(setTimeout(() => (w.held() ? (endWhenFlushed = true) : res.end()), w.timeoutSeconds * 1000));
+  }
   const cleanup = (): void => {
     unsubscribe();
     for (const t of timers) clearTimeout(t);
