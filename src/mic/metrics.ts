@@ -6,6 +6,8 @@ import type { KubeOperation, MicMetrics } from './ports.js';
 
 export interface MicMetricsRegistry extends MicMetrics {
   readonly registry: Registry;
+  /** azure.json changed: `applied` (a new credential/config is live) or `invalid` (the previous one stays). */
+  cloudConfigReload(result: 'applied' | 'invalid'): void;
 }
 
 const P = 'aadpodidentity_';
@@ -42,6 +44,7 @@ export function createMicMetrics(): MicMetricsRegistry {
   const armErrors = counter('cloud_provider_operations_errors_count', 'Failed ARM operations', ['operation_type']);
   const armDuration = histogram('cloud_provider_operations_duration_seconds', 'Duration of ARM operations', ARM_BUCKETS, ['operation_type']);
   const kubeErrors = counter('kubernetes_api_operations_errors_count', 'Failed Kubernetes API operations', ['operation_type']);
+  const cloudReloads = counter('mic_cloud_config_reload_count', 'Changes of the cloud config file (azure.json) seen, by result', ['result']);
 
   return {
     registry,
@@ -58,6 +61,9 @@ export function createMicMetrics(): MicMetricsRegistry {
     },
     newLeader() {
       leaderCount.inc();
+    },
+    cloudConfigReload(result) {
+      cloudReloads.inc({ result });
     },
     armCall(operation: ArmOperation, seconds, failed) {
       armDuration.observe({ operation_type: operation }, seconds);
