@@ -244,8 +244,8 @@ export const NMI_FLAGS = {
     kind: 'int',
     name: 'token-cache-size',
     default: 10_000,
-    min: 1,
-    help: 'Most tokens kept in the cache, one per (pod identity, resource); the least recently used is evicted beyond it',
+    min: 0,
+    help: 'Most tokens kept in the cache, one per (pod identity, resource); the least recently used is evicted beyond it. 0 disables the cache (every request fetches from IMDS/AAD, as the original; --prefetch then does nothing)',
   },
   tokenRefreshBefore: {
     kind: 'duration',
