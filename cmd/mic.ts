@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { parseCloudConfig, type AzureCloudConfig } from '../src/azure/cloud-config.js';
 import { armCredential } from '../src/azure/credentials.js';
 import { createLogger } from '../src/common/log.js';
+import { startProfileServer } from '../src/common/profile.js';
 import { loadKubeConfig } from '../src/kube/index.js';
 import { reloadableArm } from '../src/mic/arm-wiring.js';
 import { micUsage, parseMicConfig, type MicConfig } from '../src/mic/config.js';
@@ -37,6 +38,11 @@ async function main(): Promise<number> {
     level: config.logVerbosity >= 4 ? 'debug' : 'info',
     base: { app: 'mic' },
   });
+  // Lives until the process exits.
+  if (config.enableProfile) await startProfileServer({ port: config.profilePort, logger });
+  if (config.ignoredFlags.length > 0) {
+    logger.warn({ flags: config.ignoredFlags }, 'klog flags have no effect here (logs are one line per event on stderr; see --log-format and -v)');
+  }
 
   let cloud: AzureCloudConfig;
   let fileText: string | undefined;

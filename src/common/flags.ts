@@ -164,7 +164,11 @@ export function parseFlags<D extends FlagDefs>(
   };
 }
 
-/** klog flags the original's manifests pass (`--logtostderr`, ...); accepted so they parse, otherwise ignored. */
+/**
+ * klog's logging flags (the original's binaries registered them all); accepted so manifests written for the original
+ * start, and without effect: our logs are one JSON or text line per event on stderr (`--log-format`, `-v`). Logging
+ * flags change no behaviour but the log's shape, so accepting them is harmless; the binaries warn once when one is set.
+ */
 export function klogCompatFlags() {
   return {
     logtostderr: { kind: 'bool', name: 'logtostderr', default: true, ignored: true, help: 'klog: log to standard error' },
@@ -174,7 +178,24 @@ export function klogCompatFlags() {
     logFile: { kind: 'string', name: 'log_file', default: '', ignored: true, help: 'klog: log file' },
     skipHeaders: { kind: 'bool', name: 'skip_headers', default: false, ignored: true, help: 'klog: omit header prefixes' },
     addDirHeader: { kind: 'bool', name: 'add_dir_header', default: false, ignored: true, help: 'klog: add the file directory to the header' },
+    vmodule: { kind: 'string', name: 'vmodule', default: '', ignored: true, help: 'klog: per-file verbosity (pattern=N,...)' },
+    logBacktraceAt: { kind: 'string', name: 'log_backtrace_at', default: ':0', ignored: true, help: 'klog: emit a stack trace at file:line' },
+    logFileMaxSize: { kind: 'int', name: 'log_file_max_size', default: 1800, min: 0, ignored: true, help: 'klog: maximum log file size in MB' },
+    oneOutput: { kind: 'bool', name: 'one_output', default: false, ignored: true, help: 'klog: write each entry only at its own severity' },
+    skipLogHeaders: { kind: 'bool', name: 'skip_log_headers', default: false, ignored: true, help: 'klog: no headers when opening log files' },
   } as const satisfies FlagDefs;
+}
+
+/**
+ * The ignored (klog) flags set on the command line or through the environment, as `--name`, for the one warning
+ * the binaries log. `--logtostderr` is left out: logging to stderr is what we do anyway.
+ */
+export function ignoredFlagsGiven<D extends FlagDefs>(defs: D, explicit: ReadonlySet<keyof D & string>): string[] {
+  return [...explicit]
+    .map((key) => defs[key] as FlagDef)
+    .filter((def) => def.ignored === true && def.name !== 'logtostderr')
+    .map(flagLabel)
+    .sort();
 }
 
 /** Check an absolute URL with one of `protocols` (e.g. `['https:']`) and return it without a trailing slash. */

@@ -2,7 +2,7 @@
 // parsed once into a frozen MicConfig. Only cmd/mic.ts passes process.argv/process.env in.
 import { bindAddressErrors, COMMON_FLAGS, commonSettings, type CommonSettings } from '../common/common-flags.js';
 import { parseAllowedAdEndpoints } from '../crds/credential-policy.js';
-import { klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
+import { ignoredFlagsGiven, klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
 
 export interface LeaderElectionConfig {
   /** This replica's identity in the Lease (the pod name). */
@@ -265,7 +265,7 @@ export function parseMicConfig(
   if (errors.length > 0 && !help && !f.version) return { ok: false, errors };
 
   const config: MicConfig = {
-    ...commonSettings(f, env),
+    ...commonSettings(f, env, ignoredFlagsGiven(MIC_FLAGS, parsed.value.explicit)),
     help,
     cloudconfig: f.cloudconfig === '' ? undefined : f.cloudconfig,
     podNamespace,

@@ -3,7 +3,7 @@
 import { isIPv4 } from 'node:net';
 import { bindAddressErrors, COMMON_FLAGS, commonSettings, type CommonSettings } from '../common/common-flags.js';
 import { parseAllowedAdEndpoints } from '../crds/credential-policy.js';
-import { klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
+import { ignoredFlagsGiven, klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
 
 export type OperationMode = 'standard' | 'managed';
 
@@ -279,7 +279,7 @@ export function parseNmiConfig(
   const help = parsed.value.helpRequested;
   const errors: string[] = [];
 
-  const common = commonSettings(f, env);
+  const common = commonSettings(f, env, ignoredFlagsGiven(NMI_FLAGS, parsed.value.explicit));
   const forceNamespaced = common.forceNamespaced;
   const operationMode: OperationMode = f.operationMode === 'managed' ? 'managed' : 'standard';
   if (operationMode === 'managed' && !forceNamespaced) {
