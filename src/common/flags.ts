@@ -14,6 +14,8 @@ interface FlagCommon {
   readonly env?: string;
   /** Accepted for compatibility with the original's manifests and otherwise ignored. */
   readonly ignored?: boolean;
+  /** The original had this flag and we do not do what it did: giving it is an error with this text (what to do instead). */
+  readonly removed?: string;
 }
 
 export interface StringFlag extends FlagCommon {
@@ -126,6 +128,11 @@ export function parseFlags<D extends FlagDefs>(
       continue;
     }
     const def = defs[key] as FlagDef;
+    if (def.removed !== undefined) {
+      errors.push(`${flagLabel(def)}: no longer supported: ${def.removed}`);
+      if (inline === undefined && def.kind !== 'bool' && i + 1 < argv.length) i++;
+      continue;
+    }
     let text: string;
     if (inline !== undefined) {
       text = inline;
@@ -143,7 +150,7 @@ export function parseFlags<D extends FlagDefs>(
   }
 
   for (const [key, def] of Object.entries(defs)) {
-    if (raw.has(key) || def.env === undefined) continue;
+    if (raw.has(key) || def.env === undefined || def.removed !== undefined) continue;
     const fromEnv = env[def.env];
     if (fromEnv === undefined || fromEnv === '') continue;
     const parsed = parseValue(def, fromEnv);
@@ -224,12 +231,14 @@ export function flagLabel(def: FlagDef): string {
 export function usage(program: string, defs: FlagDefs): string {
   const lines = [`Usage of ${program}:`];
   const sorted = Object.values(defs).sort((a, b) => a.name.localeCompare(b.name));
-  for (const def of sorted.filter((d) => !d.ignored)) {
+  for (const def of sorted.filter((d) => !d.ignored && d.removed === undefined)) {
     lines.push(`  ${flagLabel(def)}${typeHint(def) ? ' ' + typeHint(def) : ''}`);
     lines.push(`    \t${describe(def)}`);
   }
   const ignored = sorted.filter((d) => d.ignored).map(flagLabel);
   if (ignored.length > 0) lines.push(`Accepted for compatibility and ignored: ${ignored.join(', ')}`);
+  const removed = sorted.filter((d) => d.removed !== undefined).map(flagLabel);
+  if (removed.length > 0) lines.push(`The original's, refused with the reason: ${removed.join(', ')}`);
   return lines.join('\n') + '\n';
 }
 
@@ -238,7 +247,12 @@ export function flagsMarkdownTable(defs: FlagDefs): string {
   const rows = ['| flag | type | default | environment | description |', '|---|---|---|---|---|'];
   const sorted = Object.values(defs).sort((a, b) => a.name.localeCompare(b.name));
   for (const def of sorted) {
-    const help = def.ignored ? `${def.help} (accepted and ignored)` : def.help;
+    const help =
+      def.removed !== undefined
+        ? `**Refused** (the binary exits 2): ${def.removed}`
+        : def.ignored
+          ? `${def.help} (accepted and ignored; a warning is logged)`
+          : def.help;
     const cells = [
       '`' + flagLabel(def) + '`',
       typeHint(def) || 'bool',
