@@ -202,7 +202,7 @@ export const NMI_FLAGS = {
     kind: 'bool',
     name: 'set-retry-after-header',
     default: false,
-    help: 'Answer 503 with Retry-After instead of 404 while no identity is assigned yet',
+    help: 'Answer 503 with Retry-After: 20 instead of 404 when no identity is found for the pod (standard and managed mode)',
   },
   enableConntrackDeletion: {
     kind: 'bool',
