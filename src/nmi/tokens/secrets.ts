@@ -25,6 +25,20 @@ export function kubeSecretReader(core: SecretApi): SecretReader {
   };
 }
 
+/** A SecretReader that calls `onError` for every failed read (the original's `get_secret` Kubernetes API error count). */
+export function countingSecretReader(inner: SecretReader, onError: () => void): SecretReader {
+  return {
+    async get(namespace, name) {
+      try {
+        return await inner.get(namespace, name);
+      } catch (err) {
+        onError();
+        throw err;
+      }
+    },
+  };
+}
+
 /**
  * Read the referenced Secret, turning every failure into an `invalid` TokenError. A Secret outside the identity's
  * namespace is refused (`refused`) before any read, unless `allowCrossNamespace` (NMI's
