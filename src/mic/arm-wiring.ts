@@ -48,6 +48,8 @@ export function armClientFactory(w: ArmWiring): (onCall: ArmCallObserver) => Arm
 /** An ARM client whose cloud config (credential, subscription, resource group, endpoints) can be replaced live. */
 export function reloadableArm(w: ReloadableArmWiring): ReloadableArm {
   let cloud = w.cloud;
+  // Cluster identities named by later azure.json versions: never detached either (the first one is in the fixed set).
+  const laterClusterIdentities = new Set<string>();
   let compute = computeFor(w, cloud, w.credential);
   const port: ComputeIdentityPort = {
     get: (target) => compute.get(target),
@@ -59,6 +61,7 @@ export function reloadableArm(w: ReloadableArmWiring): ReloadableArm {
         port,
         logger: w.logger.child({ component: 'arm' }),
         immutableIdentities: [...w.config.immutableUserMsis, ...(w.clusterIdentityClientId ? [w.clusterIdentityClientId] : [])],
+        alsoImmutable: { has: (_key, clientId) => clientId !== undefined && laterClusterIdentities.has(clientId.trim().toLowerCase()) },
         maxConcurrency: w.config.armMaxConcurrency,
         maxRetries: w.config.updateUserMsiMaxRetry,
         retryIntervalMs: w.config.updateUserMsiRetryIntervalMs,
@@ -74,9 +77,16 @@ export function reloadableArm(w: ReloadableArmWiring): ReloadableArm {
       const nextCompute = computeFor(w, next, w.credentialFor(next));
       compute = nextCompute;
       cloud = next;
+      const cluster = clusterIdentityOf(next);
+      if (cluster !== undefined) laterClusterIdentities.add(cluster.toLowerCase());
       return changes;
     },
   };
+}
+
+/** azure.json's userAssignedIdentityID: the identity MIC itself runs as, which it must never detach. */
+export function clusterIdentityOf(cloud: AzureCloudConfig): string | undefined {
+  return cloud.auth.kind === 'managedIdentity' && cloud.auth.userAssignedIdentityId ? cloud.auth.userAssignedIdentityId : undefined;
 }
 
 function computeFor(w: ArmWiring, cloud: AzureCloudConfig, credential: TokenCredential): ComputeIdentityPort {

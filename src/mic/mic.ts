@@ -207,7 +207,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     );
   });
 
-  const cloudWatch = deps.cloudConfigFile ? watchCloudConfig(deps.cloudConfigFile, config, recorder, metrics, log) : undefined;
+  const cloudWatch = deps.cloudConfigFile ? watchCloudConfig(deps.cloudConfigFile, config, recorder, metrics, log, immutable) : undefined;
 
   const probeUrl = await listen(probe, config.probeBindAddress, config.httpProbePort);
   const metricsBase = await listen(metricsServer, config.metricsBindAddress, config.prometheusPort);
@@ -245,6 +245,7 @@ function watchCloudConfig(
   recorder: EventRecorder,
   metrics: ReturnType<typeof createMicMetrics>,
   log: Logger,
+  immutableClientIds: Set<string>,
 ): ConfigFileWatch {
   const pod = { apiVersion: 'v1', kind: 'Pod', namespace: config.podNamespace, name: config.leaderElection.instance };
   return watchConfigFile({
@@ -254,6 +255,10 @@ function watchCloudConfig(
     onValid: (cloud) => {
       const changed = file.apply(cloud);
       if (changed.length === 0) return;
+      // A new cluster identity is never detached either; the previous one stays protected until restart.
+      if (cloud.auth.kind === 'managedIdentity' && cloud.auth.userAssignedIdentityId) {
+        immutableClientIds.add(cloud.auth.userAssignedIdentityId.toLowerCase());
+      }
       metrics.cloudConfigReload('applied');
       log.info({ cloudconfig: file.path, changed }, 'cloud config reloaded: later ARM calls use it');
       void recorder.normal(pod, 'cloud config reloaded', `${file.path} changed (${changed.join(', ')}); later ARM calls use it`);
