@@ -8,8 +8,9 @@ import { readFileSync } from 'node:fs';
 import { parseCloudConfig, type AzureCloudConfig } from '../src/azure/cloud-config.js';
 import { armCredential } from '../src/azure/credentials.js';
 import { createLogger } from '../src/common/log.js';
+import { startProfileServer } from '../src/common/profile.js';
 import { loadKubeConfig } from '../src/kube/index.js';
-import { armClientFactory } from '../src/mic/arm-wiring.js';
+import { reloadableArm } from '../src/mic/arm-wiring.js';
 import { micUsage, parseMicConfig, type MicConfig } from '../src/mic/config.js';
 import { startMic } from '../src/mic/mic.js';
 
@@ -37,10 +38,17 @@ async function main(): Promise<number> {
     level: config.logVerbosity >= 4 ? 'debug' : 'info',
     base: { app: 'mic' },
   });
+  // Lives until the process exits.
+  if (config.enableProfile) await startProfileServer({ port: config.profilePort, logger });
+  if (config.ignoredFlags.length > 0) {
+    logger.warn({ flags: config.ignoredFlags }, 'klog flags have no effect here (logs are one line per event on stderr; see --log-format and -v)');
+  }
 
   let cloud: AzureCloudConfig;
+  let fileText: string | undefined;
   try {
-    cloud = cloudConfig(config);
+    fileText = config.cloudconfig !== undefined ? readFileSync(config.cloudconfig, 'utf8') : undefined;
+    cloud = cloudConfig(config, fileText);
   } catch (err) {
     process.stderr.write(`mic: ${err instanceof Error ? err.message : String(err)}\n`);
     return 2;
@@ -50,14 +58,32 @@ async function main(): Promise<number> {
   // No --kubeconfig: KUBECONFIG, ~/.kube/config, then the pod's service account (client-node's default order), as NMI.
   const kubeConfig = loadKubeConfig({ ...(config.kubeconfig ? { kubeconfigPath: config.kubeconfig } : {}), userAgent });
   const clusterIdentity = cloud.auth.kind === 'managedIdentity' ? cloud.auth.userAssignedIdentityId : undefined;
-  const credential = armCredential(cloud);
+  const arm = reloadableArm({
+    config,
+    cloud,
+    credential: armCredential(cloud),
+    credentialFor: (next) => armCredential(next),
+    logger,
+    ...(clusterIdentity ? { clusterIdentityClientId: clusterIdentity } : {}),
+  });
 
   const mic = await startMic(config, {
     kubeConfig,
     logger,
     ...(clusterIdentity ? { clusterIdentityClientId: clusterIdentity } : {}),
     cloudAuthority: cloud.environment.activeDirectoryEndpoint,
-    armClient: armClientFactory({ config, cloud, credential, logger, ...(clusterIdentity ? { clusterIdentityClientId: clusterIdentity } : {}) }),
+    armClient: arm.factory,
+    // Re-read on change, as the original's fsnotify watcher did (credential rotation without a restart).
+    ...(config.cloudconfig !== undefined && fileText !== undefined
+      ? {
+          cloudConfigFile: {
+            path: config.cloudconfig,
+            initialText: fileText,
+            parse: (text: string) => cloudConfig(config, text),
+            apply: (next: AzureCloudConfig) => arm.reload(next),
+          },
+        }
+      : {}),
   });
   process.stdout.write(`${JSON.stringify({ ready: true, probe: mic.probeUrl, metrics: mic.metricsUrl })}\n`);
 
@@ -86,8 +112,7 @@ async function main(): Promise<number> {
 }
 
 /** azure.json (--cloudconfig) or the admin-secret env vars; --arm-endpoint (+ AZURE_AUTHORITY_HOST) override the cloud's. */
-function cloudConfig(config: MicConfig): AzureCloudConfig {
-  const fileText = config.cloudconfig !== undefined ? readFileSync(config.cloudconfig, 'utf8') : undefined;
+function cloudConfig(config: MicConfig, fileText: string | undefined): AzureCloudConfig {
   const envFile = process.env['AZURE_ENVIRONMENT_FILEPATH'];
   const sources = {
     ...(fileText !== undefined ? { fileText, filePath: config.cloudconfig } : {}),

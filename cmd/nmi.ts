@@ -2,6 +2,7 @@
 // `--uninstall-iptables` is the one path that removes the rules: it does only that and exits.
 
 import { createLogger } from '../src/common/log.js';
+import { startProfileServer } from '../src/common/profile.js';
 import { loadKubeConfig } from '../src/kube/index.js';
 import { parseNmiConfig, nmiUsage } from '../src/nmi/config.js';
 import { CHAIN, createIptables } from '../src/nmi/iptables.js';
@@ -34,6 +35,11 @@ async function main(): Promise<number> {
     level: config.logVerbosity >= 4 ? 'debug' : 'info',
     base: { app: 'nmi', node: config.node },
   });
+  // Lives until the process exits.
+  if (config.enableProfile) await startProfileServer({ port: config.profilePort, logger });
+  if (config.ignoredFlags.length > 0) {
+    logger.warn({ flags: config.ignoredFlags }, 'klog flags have no effect here (logs are one line per event on stderr; see --log-format and -v)');
+  }
 
   if (config.uninstallIptables) {
     const iptables = createIptables(

@@ -321,3 +321,27 @@ function httpsUrl(value: string, key: string): string {
 function trimSlash(s: string): string {
   return s.replace(/\/+$/, '');
 }
+
+/**
+ * What differs between two cloud configs, as the names of azure.json keys (`aadClientSecret` when the secret changed;
+ * never a value, so the list can be logged). Empty when nothing MIC uses changed.
+ */
+export function cloudConfigChanges(before: AzureCloudConfig, after: AzureCloudConfig): string[] {
+  const changes: string[] = [];
+  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+  if (before.cloud !== after.cloud || !same(before.environment, after.environment)) changes.push('cloud');
+  if (before.tenantId !== after.tenantId) changes.push('tenantId');
+  if (before.subscriptionId !== after.subscriptionId) changes.push('subscriptionId');
+  if (before.resourceGroup !== after.resourceGroup) changes.push('resourceGroup');
+  const a = before.auth;
+  const b = after.auth;
+  if (a.kind !== b.kind) changes.push('useManagedIdentityExtension');
+  if (a.kind === 'servicePrincipal' && b.kind === 'servicePrincipal') {
+    if (a.clientId !== b.clientId) changes.push('aadClientId');
+    if (a.clientSecret !== b.clientSecret) changes.push('aadClientSecret');
+  }
+  if (a.kind === 'managedIdentity' && b.kind === 'managedIdentity' && a.userAssignedIdentityId !== b.userAssignedIdentityId) {
+    changes.push('userAssignedIdentityID');
+  }
+  return changes;
+}

@@ -32,7 +32,20 @@ export const COMMON_FLAGS = {
     default: '',
     help: 'Address the metrics server binds to (every interface when empty)',
   },
-  enableProfile: { kind: 'bool', name: 'enableProfile', default: false, help: 'Enable profiling on localhost:6060' },
+  enableProfile: {
+    kind: 'bool',
+    name: 'enableProfile',
+    default: false,
+    help: 'Serve profiles on 127.0.0.1:--profile-port only: GET /debug/pprof/profile?seconds=N (CPU, .cpuprofile) and /debug/pprof/heap (heap snapshot)',
+  },
+  profilePort: {
+    kind: 'int',
+    name: 'profile-port',
+    default: 6060,
+    min: 0,
+    max: 65535,
+    help: 'Port of the --enableProfile endpoint (always bound to 127.0.0.1; the original: localhost:6060)',
+  },
   customUserAgent: {
     kind: 'string',
     name: 'custom-user-agent',
@@ -58,15 +71,22 @@ export interface CommonSettings {
   readonly probeBindAddress: string;
   readonly metricsBindAddress: string;
   readonly enableProfile: boolean;
+  readonly profilePort: number;
   readonly customUserAgent: string;
   readonly logFormat: 'text' | 'json';
   /** klog-style verbosity from `-v`; 0 is info, higher is more detail. */
   readonly logVerbosity: number;
+  /** klog flags given that have no effect here (`--vmodule`, ...), for the binaries' one warning at start. */
+  readonly ignoredFlags: readonly string[];
 }
 
 export type NamespaceIdentityPolicyMode = 'off' | 'enforce';
 
-export function commonSettings(f: CommonFlagValues, env: Readonly<Record<string, string | undefined>>): CommonSettings {
+export function commonSettings(
+  f: CommonFlagValues,
+  env: Readonly<Record<string, string | undefined>>,
+  ignoredFlags: readonly string[] = [],
+): CommonSettings {
   return {
     version: f.version,
     kubeconfig: f.kubeconfig === '' ? undefined : f.kubeconfig,
@@ -75,9 +95,11 @@ export function commonSettings(f: CommonFlagValues, env: Readonly<Record<string,
     probeBindAddress: f.probeBindAddress,
     metricsBindAddress: f.metricsBindAddress,
     enableProfile: f.enableProfile,
+    profilePort: f.profilePort,
     customUserAgent: f.customUserAgent,
     logFormat: f.logFormat === 'json' ? 'json' : 'text',
     logVerbosity: f.v,
+    ignoredFlags: Object.freeze([...ignoredFlags]),
   };
 }
 

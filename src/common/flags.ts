@@ -14,6 +14,8 @@ interface FlagCommon {
   readonly env?: string;
   /** Accepted for compatibility with the original's manifests and otherwise ignored. */
   readonly ignored?: boolean;
+  /** The original had this flag and we do not do what it did: giving it is an error with this text (what to do instead). */
+  readonly removed?: string;
 }
 
 export interface StringFlag extends FlagCommon {
@@ -126,6 +128,11 @@ export function parseFlags<D extends FlagDefs>(
       continue;
     }
     const def = defs[key] as FlagDef;
+    if (def.removed !== undefined) {
+      errors.push(`${flagLabel(def)}: no longer supported: ${def.removed}`);
+      if (inline === undefined && def.kind !== 'bool' && i + 1 < argv.length) i++;
+      continue;
+    }
     let text: string;
     if (inline !== undefined) {
       text = inline;
@@ -143,7 +150,7 @@ export function parseFlags<D extends FlagDefs>(
   }
 
   for (const [key, def] of Object.entries(defs)) {
-    if (raw.has(key) || def.env === undefined) continue;
+    if (raw.has(key) || def.env === undefined || def.removed !== undefined) continue;
     const fromEnv = env[def.env];
     if (fromEnv === undefined || fromEnv === '') continue;
     const parsed = parseValue(def, fromEnv);
@@ -164,7 +171,11 @@ export function parseFlags<D extends FlagDefs>(
   };
 }
 
-/** klog flags the original's manifests pass (`--logtostderr`, ...); accepted so they parse, otherwise ignored. */
+/**
+ * klog's logging flags (the original's binaries registered them all); accepted so manifests written for the original
+ * start, and without effect: our logs are one JSON or text line per event on stderr (`--log-format`, `-v`). Logging
+ * flags change no behaviour but the log's shape, so accepting them is harmless; the binaries warn once when one is set.
+ */
 export function klogCompatFlags() {
   return {
     logtostderr: { kind: 'bool', name: 'logtostderr', default: true, ignored: true, help: 'klog: log to standard error' },
@@ -174,7 +185,24 @@ export function klogCompatFlags() {
     logFile: { kind: 'string', name: 'log_file', default: '', ignored: true, help: 'klog: log file' },
     skipHeaders: { kind: 'bool', name: 'skip_headers', default: false, ignored: true, help: 'klog: omit header prefixes' },
     addDirHeader: { kind: 'bool', name: 'add_dir_header', default: false, ignored: true, help: 'klog: add the file directory to the header' },
+    vmodule: { kind: 'string', name: 'vmodule', default: '', ignored: true, help: 'klog: per-file verbosity (pattern=N,...)' },
+    logBacktraceAt: { kind: 'string', name: 'log_backtrace_at', default: ':0', ignored: true, help: 'klog: emit a stack trace at file:line' },
+    logFileMaxSize: { kind: 'int', name: 'log_file_max_size', default: 1800, min: 0, ignored: true, help: 'klog: maximum log file size in MB' },
+    oneOutput: { kind: 'bool', name: 'one_output', default: false, ignored: true, help: 'klog: write each entry only at its own severity' },
+    skipLogHeaders: { kind: 'bool', name: 'skip_log_headers', default: false, ignored: true, help: 'klog: no headers when opening log files' },
   } as const satisfies FlagDefs;
+}
+
+/**
+ * The ignored (klog) flags set on the command line or through the environment, as `--name`, for the one warning
+ * the binaries log. `--logtostderr` is left out: logging to stderr is what we do anyway.
+ */
+export function ignoredFlagsGiven<D extends FlagDefs>(defs: D, explicit: ReadonlySet<keyof D & string>): string[] {
+  return [...explicit]
+    .map((key) => defs[key] as FlagDef)
+    .filter((def) => def.ignored === true && def.name !== 'logtostderr')
+    .map(flagLabel)
+    .sort();
 }
 
 /** Check an absolute URL with one of `protocols` (e.g. `['https:']`) and return it without a trailing slash. */
@@ -203,12 +231,14 @@ export function flagLabel(def: FlagDef): string {
 export function usage(program: string, defs: FlagDefs): string {
   const lines = [`Usage of ${program}:`];
   const sorted = Object.values(defs).sort((a, b) => a.name.localeCompare(b.name));
-  for (const def of sorted.filter((d) => !d.ignored)) {
+  for (const def of sorted.filter((d) => !d.ignored && d.removed === undefined)) {
     lines.push(`  ${flagLabel(def)}${typeHint(def) ? ' ' + typeHint(def) : ''}`);
     lines.push(`    \t${describe(def)}`);
   }
   const ignored = sorted.filter((d) => d.ignored).map(flagLabel);
   if (ignored.length > 0) lines.push(`Accepted for compatibility and ignored: ${ignored.join(', ')}`);
+  const removed = sorted.filter((d) => d.removed !== undefined).map(flagLabel);
+  if (removed.length > 0) lines.push(`The original's, refused with the reason: ${removed.join(', ')}`);
   return lines.join('\n') + '\n';
 }
 
@@ -217,7 +247,12 @@ export function flagsMarkdownTable(defs: FlagDefs): string {
   const rows = ['| flag | type | default | environment | description |', '|---|---|---|---|---|'];
   const sorted = Object.values(defs).sort((a, b) => a.name.localeCompare(b.name));
   for (const def of sorted) {
-    const help = def.ignored ? `${def.help} (accepted and ignored)` : def.help;
+    const help =
+      def.removed !== undefined
+        ? `**Refused** (the binary exits 2): ${def.removed}`
+        : def.ignored
+          ? `${def.help} (accepted and ignored; a warning is logged)`
+          : def.help;
     const cells = [
       '`' + flagLabel(def) + '`',
       typeHint(def) || 'bool',

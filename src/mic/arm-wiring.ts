@@ -1,10 +1,15 @@
 // How MIC's flags and cloud config become its ARM client: one place, used by cmd/mic.ts and by the tests that run
 // MIC in-process, so what the tests exercise is what the binary builds.
+//
+// The client survives a new azure.json: reload() swaps the compute client underneath it (new credential, so no
+// token of the old principal stays cached; new subscription, resource group or endpoint) while the per-target
+// queues, coalescing and Retry-After gates above it stay. A call already sent finishes on the old compute client.
 
 import type { TokenCredential } from '@azure/identity';
 import type { Logger } from 'pino';
-import type { AzureCloudConfig } from '../azure/cloud-config.js';
+import { cloudConfigChanges, type AzureCloudConfig } from '../azure/cloud-config.js';
 import { createArmIdentityClient } from './arm.js';
+import { computeIdentityPort, type ComputeIdentityPort } from './arm/compute.js';
 import type { MicConfig } from './config.js';
 import type { ArmCallObserver } from './mic.js';
 import type { ArmPort } from './ports.js';
@@ -22,22 +27,76 @@ export interface ArmWiring {
   readonly maxThrottleWaitMs?: number;
 }
 
+export interface ReloadableArmWiring extends ArmWiring {
+  /** Builds the credential for a new cloud config (armCredential in production). */
+  readonly credentialFor: (cloud: AzureCloudConfig) => TokenCredential;
+}
+
+export interface ReloadableArm {
+  /** What startMic takes as `armClient`. */
+  readonly factory: (onCall: ArmCallObserver) => ArmPort;
+  /** The cloud config now in force. */
+  current(): AzureCloudConfig;
+  /** Makes `next` live for every later ARM call; returns the azure.json keys that changed (empty: nothing done). */
+  reload(next: AzureCloudConfig): string[];
+}
+
 export function armClientFactory(w: ArmWiring): (onCall: ArmCallObserver) => ArmPort {
-  return (onCall) =>
-    createArmIdentityClient({
-      credential: w.credential,
-      subscriptionId: w.cloud.subscriptionId,
-      resourceGroup: w.cloud.resourceGroup,
-      endpoint: w.cloud.environment.resourceManagerEndpoint,
-      scope: `${w.cloud.environment.resourceManagerAudience}/.default`,
-      ...(w.caPem !== undefined ? { caPem: w.caPem } : {}),
-      logger: w.logger.child({ component: 'arm' }),
-      immutableIdentities: [...w.config.immutableUserMsis, ...(w.clusterIdentityClientId ? [w.clusterIdentityClientId] : [])],
-      maxConcurrency: w.config.armMaxConcurrency,
-      maxRetries: w.config.updateUserMsiMaxRetry,
-      retryIntervalMs: w.config.updateUserMsiRetryIntervalMs,
-      pollIntervalMs: w.config.armPollIntervalMs,
-      ...(w.maxThrottleWaitMs !== undefined ? { maxThrottleWaitMs: w.maxThrottleWaitMs } : {}),
-      onCall,
-    });
+  return reloadableArm({ ...w, credentialFor: () => w.credential }).factory;
+}
+
+/** An ARM client whose cloud config (credential, subscription, resource group, endpoints) can be replaced live. */
+export function reloadableArm(w: ReloadableArmWiring): ReloadableArm {
+  let cloud = w.cloud;
+  // Cluster identities named by later azure.json versions: never detached either (the first one is in the fixed set).
+  const laterClusterIdentities = new Set<string>();
+  let compute = computeFor(w, cloud, w.credential);
+  const port: ComputeIdentityPort = {
+    get: (target) => compute.get(target),
+    patch: (target, patch) => compute.patch(target, patch),
+  };
+  return {
+    factory: (onCall) =>
+      createArmIdentityClient({
+        port,
+        logger: w.logger.child({ component: 'arm' }),
+        immutableIdentities: [...w.config.immutableUserMsis, ...(w.clusterIdentityClientId ? [w.clusterIdentityClientId] : [])],
+        alsoImmutable: { has: (_key, clientId) => clientId !== undefined && laterClusterIdentities.has(clientId.trim().toLowerCase()) },
+        maxConcurrency: w.config.armMaxConcurrency,
+        maxRetries: w.config.updateUserMsiMaxRetry,
+        retryIntervalMs: w.config.updateUserMsiRetryIntervalMs,
+        pollIntervalMs: w.config.armPollIntervalMs,
+        ...(w.maxThrottleWaitMs !== undefined ? { maxThrottleWaitMs: w.maxThrottleWaitMs } : {}),
+        onCall,
+      }),
+    current: () => cloud,
+    reload(next) {
+      const changes = cloudConfigChanges(cloud, next);
+      if (changes.length === 0) return changes;
+      // Build first: if the credential cannot be made, the old config stays in force (the caller reports it).
+      const nextCompute = computeFor(w, next, w.credentialFor(next));
+      compute = nextCompute;
+      cloud = next;
+      const cluster = clusterIdentityOf(next);
+      if (cluster !== undefined) laterClusterIdentities.add(cluster.toLowerCase());
+      return changes;
+    },
+  };
+}
+
+/** azure.json's userAssignedIdentityID: the identity MIC itself runs as, which it must never detach. */
+export function clusterIdentityOf(cloud: AzureCloudConfig): string | undefined {
+  return cloud.auth.kind === 'managedIdentity' && cloud.auth.userAssignedIdentityId ? cloud.auth.userAssignedIdentityId : undefined;
+}
+
+function computeFor(w: ArmWiring, cloud: AzureCloudConfig, credential: TokenCredential): ComputeIdentityPort {
+  return computeIdentityPort({
+    credential,
+    subscriptionId: cloud.subscriptionId,
+    resourceGroup: cloud.resourceGroup,
+    endpoint: cloud.environment.resourceManagerEndpoint,
+    scope: `${cloud.environment.resourceManagerAudience}/.default`,
+    pollIntervalMs: w.config.armPollIntervalMs,
+    ...(w.caPem !== undefined ? { caPem: w.caPem } : {}),
+  });
 }

@@ -9,6 +9,7 @@ import {
   hasSystemAssigned,
   type IdentityState,
   immutableIdentities,
+  type ImmutableIdentities,
   planIdentityPatches,
   type RequestedChange,
 } from './arm/delta.js';
@@ -104,6 +105,8 @@ export interface ArmIdentityClientOptions {
   readonly logger: Logger;
   /** Client IDs or resource IDs never to detach (`--immutable-user-msis` plus the cluster identity). */
   readonly immutableIdentities?: Iterable<string>;
+  /** Also never detached: asked at every plan, so it may grow while the client runs (a reloaded cluster identity). */
+  readonly alsoImmutable?: ImmutableIdentities;
   /** Targets worked on at once. Default 10. */
   readonly maxConcurrency?: number;
   /** LRO poll interval. Default 5000 (the original's PollingDelay). */
@@ -130,7 +133,11 @@ export function createArmIdentityClient(opts: ArmIdentityClientOptions): ArmIden
   const port = opts.port ?? defaultPort(opts);
   const clock = opts.clock ?? systemClock;
   const log = opts.logger;
-  const immutable = immutableIdentities(opts.immutableIdentities ?? []);
+  const fixed = immutableIdentities(opts.immutableIdentities ?? []);
+  const also = opts.alsoImmutable;
+  const immutable: ImmutableIdentities = also
+    ? { has: (key, clientId) => fixed.has(key, clientId) || also.has(key, clientId) }
+    : fixed;
   const maxConcurrency = Math.max(1, opts.maxConcurrency ?? 10);
   const maxPerPatch = opts.maxIdentitiesPerPatch ?? 150;
   const maxRetries = Math.max(0, opts.maxRetries ?? 2);

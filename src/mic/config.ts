@@ -2,7 +2,7 @@
 // parsed once into a frozen MicConfig. Only cmd/mic.ts passes process.argv/process.env in.
 import { bindAddressErrors, COMMON_FLAGS, commonSettings, type CommonSettings } from '../common/common-flags.js';
 import { parseAllowedAdEndpoints } from '../crds/credential-policy.js';
-import { klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
+import { ignoredFlagsGiven, klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
 
 export interface LeaderElectionConfig {
   /** This replica's identity in the Lease (the pod name). */
@@ -24,7 +24,7 @@ export interface MicConfig extends CommonSettings {
   readonly version: boolean;
   /** Path to azure.json; undefined means the environment variables of the original's "admin secret" mode. */
   readonly cloudconfig: string | undefined;
-  /** MIC's own namespace (env MIC_POD_NAMESPACE, required): type-upgrade ConfigMap lives here. */
+  /** MIC's own namespace (env MIC_POD_NAMESPACE, required, as the original's): MIC's Events about itself go on its Pod here. */
   readonly podNamespace: string;
   readonly syncRetryMs: number;
   readonly leaderElection: LeaderElectionConfig;
@@ -37,9 +37,6 @@ export interface MicConfig extends CommonSettings {
   readonly clientBurst: number;
   /** Client ids never unassigned from a VM/VMSS, lower-cased. */
   readonly immutableUserMsis: readonly string[];
-  readonly configMapName: string;
-  readonly typeUpgradeStatusKey: string;
-  readonly enableTypeUpgrade: boolean;
   readonly updateUserMsiMaxRetry: number;
   readonly updateUserMsiRetryIntervalMs: number;
   readonly identityAssignmentReconcileIntervalMs: number;
@@ -58,6 +55,10 @@ export interface MicConfig extends CommonSettings {
 export type MicConfigResult =
   | { readonly ok: true; readonly value: MicConfig }
   | { readonly ok: false; readonly errors: readonly string[] };
+
+const TYPE_UPGRADE_REMOVED =
+  'MIC does no one-time type upgrade; it reads the pre-v1.6 capitalised fields (ResourceID, ClientID, Selector, ...) on every ' +
+  "read (NMI too) and puts a 'legacy fields' Warning event on each such AzureIdentity and binding. Drop the flag; to rewrite those objects in camelCase, see docs/migrating.md";
 
 export const MIC_FLAGS = {
   ...COMMON_FLAGS,
@@ -156,14 +157,28 @@ export const MIC_FLAGS = {
     default: [],
     help: 'Comma-separated client IDs of identities never removed from the underlying VM/VMSS',
   },
-  configMapName: { kind: 'string', name: 'config-map-name', default: 'aad-pod-identity-config', help: 'ConfigMap name' },
+  // The original's one-time rewrite of pre-v1.6 objects into camelCase. We read the capitalised spellings on every
+  // read instead (src/crds/normalize.ts), and MIC has no write access to identities, bindings or exceptions.
+  configMapName: {
+    kind: 'string',
+    name: 'config-map-name',
+    default: '',
+    help: 'ConfigMap of the type upgrade',
+    removed: TYPE_UPGRADE_REMOVED,
+  },
   typeUpgradeStatusKey: {
     kind: 'string',
     name: 'type-upgrade-status-key',
-    default: 'type-upgrade-status',
-    help: 'ConfigMap key for type upgrade status',
+    default: '',
+    help: 'ConfigMap key of the type upgrade',
+    removed: TYPE_UPGRADE_REMOVED,
   },
-  enableTypeUpgrade: { kind: 'bool', name: 'enable-type-upgrade', default: true, help: 'Enable type upgrade' },
+  enableTypeUpgrade: {
+    kind: 'bool',
+    name: 'enable-type-upgrade',
+    default: false,
+    help: `Only =false is accepted (what MIC does anyway); =true is refused: ${TYPE_UPGRADE_REMOVED}`,
+  },
   updateUserMsiMaxRetry: {
     kind: 'int',
     name: 'update-user-msi-max-retry',
@@ -259,13 +274,14 @@ export function parseMicConfig(
     if (url.ok) armEndpoint = url.value;
     else errors.push(`--arm-endpoint: ${url.error}`);
   }
+  if (f.enableTypeUpgrade) errors.push(`--enable-type-upgrade=true: no longer supported: ${TYPE_UPGRADE_REMOVED}`);
   errors.push(...bindAddressErrors(f));
   const allowedAdEndpoints = parseAllowedAdEndpoints(f.allowedAdEndpoints, errors);
 
   if (errors.length > 0 && !help && !f.version) return { ok: false, errors };
 
   const config: MicConfig = {
-    ...commonSettings(f, env),
+    ...commonSettings(f, env, ignoredFlagsGiven(MIC_FLAGS, parsed.value.explicit)),
     help,
     cloudconfig: f.cloudconfig === '' ? undefined : f.cloudconfig,
     podNamespace,
@@ -286,9 +302,6 @@ export function parseMicConfig(
     clientQps: f.clientQps,
     clientBurst: f.clientBurst,
     immutableUserMsis: Object.freeze(f.immutableUserMsis.map((id) => id.toLowerCase())),
-    configMapName: f.configMapName,
-    typeUpgradeStatusKey: f.typeUpgradeStatusKey,
-    enableTypeUpgrade: f.enableTypeUpgrade,
     updateUserMsiMaxRetry: f.updateUserMsiMaxRetry,
     updateUserMsiRetryIntervalMs: f.updateUserMsiRetryInterval,
     identityAssignmentReconcileIntervalMs: f.identityAssignmentReconcileInterval,

@@ -6,14 +6,17 @@ import type { KubeOperation, MicMetrics } from './ports.js';
 
 export interface MicMetricsRegistry extends MicMetrics {
   readonly registry: Registry;
+  /** azure.json changed: `applied` (a new credential/config is live) or `invalid` (the previous one stays). */
+  cloudConfigReload(result: 'applied' | 'invalid'): void;
 }
 
 const P = 'aadpodidentity_';
-// The original's 0.01..10 s; our writes take milliseconds, so finer buckets below 10 ms.
-const WRITE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-// The original's 0.5..1200 s; our cycles plan from memory and do not wait for writes, hence the low end.
-const CYCLE_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 10, 50, 100, 300, 600, 1200];
-const ARM_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+// Every bucket bound of the original (pkg/metrics/metrics.go) is kept, so dashboards selecting an `le` still find
+// it; the finer bounds below its lowest are ours (our writes take milliseconds, our cycles plan from memory).
+const WRITE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 3, 4, 5, 10];
+const CYCLE_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 900, 1200];
+// The original's cloud-provider buckets are its cycle buckets.
+const ARM_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 900, 1200];
 
 export function createMicMetrics(): MicMetricsRegistry {
   const registry = new Registry();
@@ -42,6 +45,7 @@ export function createMicMetrics(): MicMetricsRegistry {
   const armErrors = counter('cloud_provider_operations_errors_count', 'Failed ARM operations', ['operation_type']);
   const armDuration = histogram('cloud_provider_operations_duration_seconds', 'Duration of ARM operations', ARM_BUCKETS, ['operation_type']);
   const kubeErrors = counter('kubernetes_api_operations_errors_count', 'Failed Kubernetes API operations', ['operation_type']);
+  const cloudReloads = counter('mic_cloud_config_reload_count', 'Changes of the cloud config file (azure.json) seen, by result', ['result']);
 
   return {
     registry,
@@ -58,6 +62,9 @@ export function createMicMetrics(): MicMetricsRegistry {
     },
     newLeader() {
       leaderCount.inc();
+    },
+    cloudConfigReload(result) {
+      cloudReloads.inc({ result });
     },
     armCall(operation: ArmOperation, seconds, failed) {
       armDuration.observe({ operation_type: operation }, seconds);

@@ -6,7 +6,8 @@ import type { AddressInfo } from 'node:net';
 import { CoordinationV1Api, CoreV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { KNOWN_CLOUD_AUTHORITIES } from '../azure/cloud-config.js';
+import { watchConfigFile, type ConfigFileWatch } from '../azure/cloud-config-watch.js';
+import { KNOWN_CLOUD_AUTHORITIES, type AzureCloudConfig } from '../azure/cloud-config.js';
 import { allowedAuthoritySet } from '../crds/credential-policy.js';
 import { EventRecorder, LeaderElector, RateLimiter, type EventClient } from '../kube/index.js';
 import { kubeEventSink } from './adapters/events.js';
@@ -30,8 +31,22 @@ export interface MicDeps {
   readonly clusterIdentityClientId?: string;
   /** The cloud config's AAD authority (MIC's own): an identity's adEndpoint may name it, besides the known clouds'. */
   readonly cloudAuthority?: string;
+  /** azure.json (`--cloudconfig`) to watch, so a rotated credential takes effect without a restart. */
+  readonly cloudConfigFile?: CloudConfigFileDeps;
   /** Knobs for tests and benchmarks; production uses the defaults. */
   readonly tuning?: MicTuning;
+}
+
+export interface CloudConfigFileDeps {
+  readonly path: string;
+  /** The text start-up built the current config from. */
+  readonly initialText: string;
+  /** Parses new text into a config, throwing CloudConfigError (or any error) if it is not usable. */
+  parse(text: string): AzureCloudConfig;
+  /** Makes a valid config live (reloadableArm().reload); returns the azure.json keys that changed. */
+  apply(cloud: AzureCloudConfig): readonly string[];
+  /** Fallback poll period; default 10 s. */
+  readonly pollIntervalMs?: number;
 }
 
 export interface MicTuning {
@@ -192,6 +207,8 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     );
   });
 
+  const cloudWatch = deps.cloudConfigFile ? watchCloudConfig(deps.cloudConfigFile, config, recorder, metrics, log, immutable) : undefined;
+
   const probeUrl = await listen(probe, config.probeBindAddress, config.httpProbePort);
   const metricsBase = await listen(metricsServer, config.metricsBindAddress, config.prometheusPort);
   void learnStatusRoute();
@@ -210,6 +227,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     idle: () => mic.idle(),
     stop: () => {
       stopped ??= (async () => {
+        cloudWatch?.close();
         await leader.stop();
         await mic.stop();
         await Promise.all([close(probe), close(metricsServer)]);
@@ -218,6 +236,41 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
       return stopped;
     },
   };
+}
+
+// Every replica reloads (a standby must be ready to act with the new credential). Events go on this MIC's Pod.
+function watchCloudConfig(
+  file: CloudConfigFileDeps,
+  config: MicConfig,
+  recorder: EventRecorder,
+  metrics: ReturnType<typeof createMicMetrics>,
+  log: Logger,
+  immutableClientIds: Set<string>,
+): ConfigFileWatch {
+  const pod = { apiVersion: 'v1', kind: 'Pod', namespace: config.podNamespace, name: config.leaderElection.instance };
+  return watchConfigFile({
+    path: file.path,
+    initialText: file.initialText,
+    parse: (text) => file.parse(text),
+    onValid: (cloud) => {
+      const changed = file.apply(cloud);
+      if (changed.length === 0) return;
+      // A new cluster identity is never detached either; the previous one stays protected until restart.
+      if (cloud.auth.kind === 'managedIdentity' && cloud.auth.userAssignedIdentityId) {
+        immutableClientIds.add(cloud.auth.userAssignedIdentityId.toLowerCase());
+      }
+      metrics.cloudConfigReload('applied');
+      log.info({ cloudconfig: file.path, changed }, 'cloud config reloaded: later ARM calls use it');
+      void recorder.normal(pod, 'cloud config reloaded', `${file.path} changed (${changed.join(', ')}); later ARM calls use it`);
+    },
+    onInvalid: (error) => {
+      metrics.cloudConfigReload('invalid');
+      const reason = error instanceof Error ? error.message : String(error);
+      log.error({ cloudconfig: file.path, reason }, 'cloud config changed but is not usable; keeping the previous one');
+      void recorder.warning(pod, 'cloud config invalid', `${reason}; MIC keeps using the previous cloud config until the file is fixed`);
+    },
+    ...(file.pollIntervalMs !== undefined ? { pollIntervalMs: file.pollIntervalMs } : {}),
+  });
 }
 
 async function listen(server: Server, host: string, port: number): Promise<string> {

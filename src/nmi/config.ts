@@ -3,7 +3,7 @@
 import { isIPv4 } from 'node:net';
 import { bindAddressErrors, COMMON_FLAGS, commonSettings, type CommonSettings } from '../common/common-flags.js';
 import { parseAllowedAdEndpoints } from '../crds/credential-policy.js';
-import { klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
+import { ignoredFlagsGiven, klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
 
 export type OperationMode = 'standard' | 'managed';
 
@@ -218,7 +218,7 @@ export const NMI_FLAGS = {
     kind: 'bool',
     name: 'set-retry-after-header',
     default: false,
-    help: 'Answer 503 with Retry-After instead of 404 while no identity is assigned yet',
+    help: 'Answer 503 with Retry-After: 20 instead of 404 when no identity is found for the pod (standard and managed mode)',
   },
   enableConntrackDeletion: {
     kind: 'bool',
@@ -260,8 +260,8 @@ export const NMI_FLAGS = {
     kind: 'int',
     name: 'token-cache-size',
     default: 10_000,
-    min: 1,
-    help: 'Most tokens kept in the cache, one per (pod identity, resource); the least recently used is evicted beyond it',
+    min: 0,
+    help: 'Most tokens kept in the cache, one per (pod identity, resource); the least recently used is evicted beyond it. 0 disables the cache (every request fetches from IMDS/AAD, as the original; --prefetch then does nothing)',
   },
   tokenRefreshBefore: {
     kind: 'duration',
@@ -350,7 +350,7 @@ export function parseNmiConfig(
   const help = parsed.value.helpRequested;
   const errors: string[] = [];
 
-  const common = commonSettings(f, env);
+  const common = commonSettings(f, env, ignoredFlagsGiven(NMI_FLAGS, parsed.value.explicit));
   const forceNamespaced = common.forceNamespaced;
   const operationMode: OperationMode = f.operationMode === 'managed' ? 'managed' : 'standard';
   if (operationMode === 'managed' && !forceNamespaced) {

@@ -21,13 +21,41 @@ export interface NmiMetricsRegistry extends NmiMetrics {
   setTokenCacheStats(read: () => { hits: number; misses: number; upstreamCalls: number; refreshes: number; entries: number }): void;
 }
 
+// Every bucket bound of the original (pkg/metrics/metrics.go) is kept, so dashboards selecting an `le` still find
+// it; finer bounds below are ours, because cached answers take well under a millisecond.
+const NMI_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100];
+const IMDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 3, 4, 5, 10];
+
+/**
+ * `operation_type` of the NMI histogram: the original used the request's URL path and recorded only its two token
+ * handlers; we give those their canonical path (bounded: case and trailing-slash variants fold into it) and the
+ * routes it did not record our route names.
+ */
+const OPERATION_TYPE: Readonly<Record<string, string>> = {
+  token: '/metadata/identity/oauth2/token',
+  'host-token': '/host/token',
+};
+
 export function createNmiMetrics(): NmiMetricsRegistry {
   const registry = new Registry();
   const duration = new Histogram({
     name: 'aadpodidentity_nmi_operations_duration_seconds',
-    help: 'Duration of NMI operations, by route (not raw path), status code, pod namespace and resource',
+    help: 'Duration of NMI requests, by operation (token path, or our route name), status code, pod namespace and resource',
     labelNames: ['operation_type', 'status_code', 'namespace', 'resource'],
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 10, 50, 100],
+    buckets: NMI_BUCKETS,
+    registers: [registry],
+  });
+  const imdsErrors = new Counter({
+    name: 'aadpodidentity_imds_operations_errors_count',
+    help: 'Failed token requests to IMDS (managed identities) or AAD (service principals)',
+    labelNames: ['operation_type'],
+    registers: [registry],
+  });
+  const imdsDuration = new Histogram({
+    name: 'aadpodidentity_imds_operations_duration_seconds',
+    help: 'Duration of token requests to IMDS (managed identities) or AAD (service principals); cache hits make none',
+    labelNames: ['operation_type'],
+    buckets: IMDS_BUCKETS,
     registers: [registry],
   });
   const kubeErrors = new Counter({
@@ -66,13 +94,17 @@ export function createNmiMetrics(): NmiMetricsRegistry {
       const key = `${route}\u0000${status}\u0000${ns}\u0000${res}`;
       let series = children.get(key);
       if (series === undefined) {
-        series = duration.labels({ operation_type: route, status_code: String(status), namespace: ns, resource: res });
+        series = duration.labels({ operation_type: OPERATION_TYPE[route] ?? route, status_code: String(status), namespace: ns, resource: res });
         children.set(key, series);
       }
       series.observe(seconds);
     },
     countKubeError(operation) {
       kubeErrors.inc({ operation_type: operation });
+    },
+    observeUpstream(operation, seconds, failed) {
+      imdsDuration.observe({ operation_type: operation }, seconds);
+      if (failed) imdsErrors.inc({ operation_type: operation });
     },
     setTokenCacheStats(read) {
       cacheStats = read;

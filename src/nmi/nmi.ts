@@ -26,7 +26,7 @@ import { createNmiMetrics } from './metrics.js';
 import { PodIndex } from './pod-index.js';
 import { createNmiRequestListener, handleExpectContinue, type NmiServerConfig } from './server.js';
 import { removeStartupTaint, type StartupTaintOutcome } from './startup-taint.js';
-import { createTokenProvider, kubeSecretReader, tokenRequestIdentityFrom, type TokenProvider } from './tokens/index.js';
+import { countingSecretReader, createTokenProvider, kubeSecretReader, tokenRequestIdentityFrom, type TokenProvider } from './tokens/index.js';
 
 export interface NmiOptions extends NmiServerConfig {
   readonly node: string;
@@ -103,7 +103,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
   const core = kubeConfig.makeApiClient(CoreV1Api);
   const tokens = createTokenProvider({
     imds: { endpoint: options.imdsEndpoint, ...(options.imdsTimeoutMs ? { attemptTimeoutMs: options.imdsTimeoutMs } : {}) },
-    secrets: kubeSecretReader(core),
+    secrets: countingSecretReader(kubeSecretReader(core), () => metrics.countKubeError('get_secret')),
     servicePrincipal: {
       ...(options.authorityCaPem ? { caPem: options.authorityCaPem } : {}),
       allowedAuthorities: options.allowedAdEndpoints ?? [],
@@ -118,6 +118,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     // Under the namespace policy a managed identity is fetched by the resource ID the policy checked, never by a
     // client ID the tenant wrote, and the token must be for the client ID the AzureIdentity declares.
     verifyManagedIdentity: options.namespaceIdentityPolicy === 'enforce',
+    onUpstream: (operation, seconds, failed) => metrics.observeUpstream(operation, seconds, failed),
     logger: log,
   });
   metrics.setTokenCacheStats(() => tokens.stats());

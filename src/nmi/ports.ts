@@ -95,4 +95,6 @@ export interface MetadataProxy {
 export interface NmiMetrics {
   observeRequest(route: string, status: number, namespace: string, resource: string, seconds: number): void;
   countKubeError(operation: string): void;
+  /** One call to IMDS or AAD for a token (`adal_token_msi`, `adal_token_msi_userassignedid`, `adal_token`). */
+  observeUpstream(operation: string, seconds: number, failed: boolean): void;
 }

@@ -295,7 +295,8 @@ function createRequestHandler(deps: NmiServerDeps) {
       case 'pending':
       case 'none': {
         log.warn({ reason: selection.reason }, 'no identity for the pod');
-        if (config.setRetryAfterHeader && config.operationMode === 'standard') {
+        // Both modes, as the original: in managed mode a binding may still be created.
+        if (config.setRetryAfterHeader) {
           res.setHeader('Retry-After', RETRY_AFTER_SECONDS);
           return sendText(res, 503, selection.reason);
         }

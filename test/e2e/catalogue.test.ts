@@ -472,7 +472,7 @@ describe.skipIf(skip)('end-to-end catalogue on the netns sandbox', () => {
       };
       const metrics = await read(`http://${nodeIp}:9090/metrics`);
       expect(metrics.status).toBe(200);
-      expect(metrics.body).toContain('aadpodidentity_nmi_operations_duration_seconds_count{operation_type="token",status_code="200"}');
+      expect(metrics.body).toContain('aadpodidentity_nmi_operations_duration_seconds_count{operation_type="/metadata/identity/oauth2/token",status_code="200"}');
       for (const path of ['/healthz', '/readyz']) {
         const probe = await read(`http://${nodeIp}:8085${path}`);
         expect(probe.status, path).toBe(200);

@@ -159,7 +159,13 @@ describe.skipIf(skip)('image entrypoints', () => {
     const { args, env } = containerOf('Deployment', 'mic', { 'metadata.namespace': 'aad-pod-identity', 'metadata.name': 'mic-7f9c-abcde' });
     expect(args).toContain('--leader-election-instance=mic-7f9c-abcde');
     // The one difference from the manifest: azure.json is the test's file, and ARM and AAD are the emulator's.
-    const micArgs = [...args.map((a) => (a.startsWith('--cloudconfig=') ? `--cloudconfig=${azureJson}` : a)), `--arm-endpoint=${azureReady.url}`];
+    // Plus the profiling endpoint and a klog flag of the original's, both accepted.
+    const micArgs = [
+      ...args.map((a) => (a.startsWith('--cloudconfig=') ? `--cloudconfig=${azureJson}` : a)),
+      `--arm-endpoint=${azureReady.url}`,
+      '--enableProfile',
+      '--vmodule=mic=4',
+    ];
     const mic = inNs(['node', join(work, 'dist/cmd/mic.js'), ...micArgs], {
       ...env, KUBECONFIG: kubeconfig, AZURE_AUTHORITY_HOST: azureReady.url, NODE_EXTRA_CA_CERTS: caFile,
     });
@@ -177,6 +183,32 @@ describe.skipIf(skip)('image entrypoints', () => {
     const metrics = await fetchInNs('http://127.0.0.1:8888/metrics');
     expect(metrics.status).toBe(200);
     expect(metrics.body).toContain('aadpodidentity_mic_new_leader_election_count');
+    expect(output).toContain('klog flags have no effect here');
+    expect(output).toContain('--vmodule');
+    const cpu = await fetchInNs('http://127.0.0.1:6060/debug/pprof/profile?seconds=0.2');
+    expect(cpu.status).toBe(200);
+    expect((JSON.parse(cpu.body) as { nodes: unknown[] }).nodes.length).toBeGreaterThan(0);
+
+    // azure.json changes under the running binary: a broken file is refused, a rotated secret is taken.
+    const reloads = async (result: string): Promise<number> => {
+      const m = /aadpodidentity_mic_cloud_config_reload_count\{result="(\w+)"\} (\d+)/g;
+      const body = (await fetchInNs('http://127.0.0.1:8888/metrics')).body;
+      for (const hit of body.matchAll(m)) if (hit[1] === result) return Number(hit[2]);
+      return 0;
+    };
+    const waitFor = async (result: string): Promise<void> => {
+      for (let i = 0; i < 100 && (await reloads(result)) < 1; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(await reloads(result)).toBe(1);
+    };
+    writeFileSync(azureJson, '{"cloud": "AzurePublicCloud", "tenantId": ');
+    await waitFor('invalid');
+    writeFileSync(azureJson, JSON.stringify({
+      cloud: 'AzurePublicCloud', tenantId: azureReady.tenantId, aadClientId: clientId, aadClientSecret: 'mic-secret-rotated',
+      subscriptionId: azureReady.subscriptionId, resourceGroup: 'nodes', vmType: 'vmss',
+    }));
+    await waitFor('applied');
+    expect(output).toContain('cloud config reloaded');
+    expect(output).not.toContain('mic-secret-rotated');
 
     const exited = new Promise<number | null>((r) => mic.once('exit', (code) => r(code)));
     mic.kill('SIGTERM');

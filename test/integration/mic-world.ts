@@ -8,7 +8,9 @@ import { armCredential } from '../../src/azure/credentials.js';
 import { GROUP, Plurals, VERSION } from '../../src/crds/names.js';
 import { normalizeAssignedIdentity } from '../../src/crds/normalize.js';
 import type { AzureAssignedIdentity } from '../../src/crds/types.js';
-import { armClientFactory } from '../../src/mic/arm-wiring.js';
+import { readFileSync } from 'node:fs';
+import { parseCloudConfig, type AzureCloudConfig } from '../../src/azure/cloud-config.js';
+import { armClientFactory, reloadableArm } from '../../src/mic/arm-wiring.js';
 import { parseMicConfig } from '../../src/mic/config.js';
 import { startMic, type MicHandle } from '../../src/mic/mic.js';
 import { CRD_DIR, startTestApiServer, type TestApiServer } from '../helpers/apiserver.js';
@@ -18,6 +20,24 @@ export const VMSS = 'ss1';
 export const VM = 'vm1';
 export const NODES = { vmss0: 'ss1-0', vmss1: 'ss1-1', vm: 'vm1' } as const;
 
+/** Run MIC from an azure.json file (ARM and AAD at the emulator), watched for changes as cmd/mic.ts does. */
+export interface AzureJsonWatch {
+  readonly path: string;
+  readonly pollIntervalMs?: number;
+}
+
+/** The azure.json text naming a service principal of `az`'s emulator. */
+export function azureJsonText(az: TestAzure, sp: { clientId: string; secret: string }): string {
+  return JSON.stringify({
+    cloud: 'AzurePublicCloud',
+    tenantId: az.emulator.tenantId,
+    aadClientId: sp.clientId,
+    aadClientSecret: sp.secret,
+    subscriptionId: az.emulator.subscriptionId,
+    resourceGroup: az.resourceGroup,
+  });
+}
+
 export interface MicWorld {
   readonly api: TestApiServer;
   readonly az: TestAzure;
@@ -25,7 +45,7 @@ export interface MicWorld {
   readonly custom: CustomObjectsApi;
   readonly rg: string;
   /** Starts a MIC replica; extra flags override the test defaults. */
-  startMic(opts?: { instance?: string; flags?: readonly string[] }): Promise<MicHandle>;
+  startMic(opts?: { instance?: string; flags?: readonly string[]; azureJson?: AzureJsonWatch }): Promise<MicHandle>;
   /** A user-assigned identity in the Azure emulator's MSI. */
   msi(name: string): { id: string; clientId: string };
   createIdentity(name: string, spec: Record<string, unknown>, opts?: { namespace?: string; annotations?: Record<string, string> }): Promise<void>;
@@ -91,11 +111,33 @@ export async function startMicWorld(opts: { crdDir?: string } = {}): Promise<Mic
       );
       if (!parsed.ok) throw new Error(parsed.errors.join('; '));
       const config = parsed.value;
+      let armClient = armClientFactory({ config, cloud, credential, logger: silent, caPem: e.caPem, maxThrottleWaitMs: 300 });
+      let cloudConfigFile = {};
+      if (opts.azureJson) {
+        const watched = opts.azureJson;
+        const parse = (text: string): AzureCloudConfig =>
+          parseCloudConfig({ fileText: text, filePath: watched.path, customEndpoints: { resourceManagerEndpoint: e.url, activeDirectoryEndpoint: e.url } });
+        const initialText = readFileSync(watched.path, 'utf8');
+        const first = parse(initialText);
+        const credentialFor = (c: AzureCloudConfig) => armCredential(c, { caPem: e.caPem, tokenTimeoutMs: 10_000 });
+        const arm = reloadableArm({ config, cloud: first, credential: credentialFor(first), credentialFor, logger: silent, caPem: e.caPem, maxThrottleWaitMs: 300 });
+        armClient = arm.factory;
+        cloudConfigFile = {
+          cloudConfigFile: {
+            path: watched.path,
+            initialText,
+            parse,
+            apply: (next: AzureCloudConfig) => arm.reload(next),
+            ...(watched.pollIntervalMs !== undefined ? { pollIntervalMs: watched.pollIntervalMs } : {}),
+          },
+        };
+      }
       const mic = await startMic(config, {
         kubeConfig: api.kc,
         logger: silent.child({ instance: config.leaderElection.instance }),
         cloudAuthority: cloud.environment.activeDirectoryEndpoint,
-        armClient: armClientFactory({ config, cloud, credential, logger: silent, caPem: e.caPem, maxThrottleWaitMs: 300 }),
+        armClient,
+        ...cloudConfigFile,
         tuning: { watchTimeoutSeconds: 20, reflectorBackoff: { initialMs: 50, maxMs: 500 }, retryBaseMs: 100, maxRetryDelayMs: 1000 },
       });
       mics.push(mic);

@@ -48,7 +48,7 @@ describe('NMI metrics and probes as a pod on the node sees them (issue 10 row 12
   it('serves an anonymous scrape the metrics without any namespace, resource, pod or identity name', async () => {
     const anonymous = await get(attacker.ip, metricsUrl());
     expect(anonymous.status).toBe(200);
-    expect(anonymous.body).toContain('aadpodidentity_nmi_operations_duration_seconds_count{operation_type="token",status_code="200"}');
+    expect(anonymous.body).toContain('aadpodidentity_nmi_operations_duration_seconds_count{operation_type="/metadata/identity/oauth2/token",status_code="200"}');
     expect(anonymous.body).toContain('aadpodidentity_nmi_token_cache');
     for (const term of tenantTerms()) expect(anonymous.body, term).not.toContain(term);
   });
@@ -56,7 +56,7 @@ describe('NMI metrics and probes as a pod on the node sees them (issue 10 row 12
   it('serves the full series, namespace and resource labels included, with the bearer token', async () => {
     const full = await get('127.0.0.1', metricsUrl(), { authorization: `Bearer ${TOKEN}` });
     expect(full.status).toBe(200);
-    expect(full.body).toMatch(/aadpodidentity_nmi_operations_duration_seconds_count\{operation_type="token",status_code="200",namespace="team-a",resource="https:\/\/vault\.azure\.net"\} 1/);
+    expect(full.body).toMatch(/aadpodidentity_nmi_operations_duration_seconds_count\{operation_type="\/metadata\/identity\/oauth2\/token",status_code="200",namespace="team-a",resource="https:\/\/vault\.azure\.net"\} 1/);
     expect(full.body).toContain(`resource="${PAYROLL}"`);
     // Scheme names are case-insensitive (RFC 9110).
     expect((await get('127.0.0.1', metricsUrl(), { authorization: `bearer   ${TOKEN}` })).body).toContain('namespace="team-a"');
@@ -114,7 +114,7 @@ describe('NMI metrics without a token file', () => {
       const res = await world.agentFor('127.0.3.21').request({ origin: url.origin, path: url.pathname, method: 'GET', headers });
       const body = await res.body.text();
       expect(res.statusCode).toBe(200);
-      expect(body).toContain('operation_type="token",status_code="200"');
+      expect(body).toContain('operation_type="/metadata/identity/oauth2/token",status_code="200"');
       expect(body).not.toContain('team-c');
       expect(body).not.toContain('namespace=');
     }

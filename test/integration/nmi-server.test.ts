@@ -229,6 +229,24 @@ describe('NMI server', () => {
     expect(issued).toEqual([]);
   });
 
+  it('answers 503 with Retry-After in managed mode too when the flag is set (no binding for the pod), else 404', async () => {
+    pods.upsert(pod('unbound', '127.0.1.33'));
+    config.operationMode = 'managed';
+    config.forceNamespaced = true;
+    try {
+      expect((await call(port, TOKEN, { from: '127.0.1.33' })).status).toBe(404);
+      config.setRetryAfterHeader = true;
+      const retry = await call(port, TOKEN, { from: '127.0.1.33' });
+      expect(retry.status).toBe(503);
+      expect(retry.headers['retry-after']).toBe('20');
+    } finally {
+      config.setRetryAfterHeader = false;
+      config.operationMode = 'standard';
+      config.forceNamespaced = false;
+    }
+    expect(issued).toEqual([]);
+  });
+
   it('maps token failures to 403 (upstream refused) and 503 (unreachable)', async () => {
     const web = pod('web', '127.0.1.32');
     pods.upsert(web);

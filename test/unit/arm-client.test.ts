@@ -138,6 +138,20 @@ describe('ArmIdentityClient.apply', () => {
     expect(port.resources.get('vm1')!.type).toBe('SystemAssigned, UserAssigned');
   });
 
+  it('asks alsoImmutable at every plan, so an identity protected later (a reloaded cluster identity) is kept', async () => {
+    const port = new FakePort();
+    port.add('vm1', 'UserAssigned', [id(1), id(2), id(3)], { [id(1)]: 'first-cluster', [id(2)]: 'later-cluster' });
+    const later = new Set<string>();
+    const c = client(port, {
+      immutableIdentities: ['first-cluster'],
+      alsoImmutable: { has: (_key, clientId) => clientId !== undefined && later.has(clientId) },
+    });
+    later.add('later-cluster');
+    const res = await c.apply({ kind: 'vm', name: 'vm1' }, { remove: [id(1), id(2), id(3)] });
+    expect(res.outcomes.map((o) => o.status)).toEqual(['kept', 'kept', 'detached']);
+    expect(port.idsOf('vm1')).toEqual([key(1), key(2)]);
+  });
+
   it('drops identities ARM refuses (LinkedAuthorizationFailed), attaches the rest, and reports both', async () => {
     const port = new FakePort();
     port.add('ss1', 'None');

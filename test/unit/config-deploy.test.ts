@@ -117,6 +117,18 @@ describe.each(['deployment-rbac.yaml', 'managed-mode-deployment.yaml'])('%s', (f
   });
 });
 
+describe.each(['deployment-rbac.yaml', 'managed-mode-deployment.yaml'])('%s NMI secret access', (file) => {
+  it("lets NMI get Secrets cluster-wide, as the original and the chart's default (rbac.secretNamespaces empty), and nothing more", () => {
+    const all = docs(file);
+    const role = one(all, 'ClusterRole', 'aad-pod-id-nmi-secret-reader');
+    expect(role['rules']).toEqual([{ apiGroups: [''], resources: ['secrets'], verbs: ['get'] }]);
+    const binding = one(all, 'ClusterRoleBinding', 'aad-pod-id-nmi-secret-reader');
+    expect(binding['roleRef']).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'aad-pod-id-nmi-secret-reader' });
+    expect(binding['subjects']).toEqual([{ kind: 'ServiceAccount', name: 'aad-pod-id-nmi-service-account', namespace: 'aad-pod-identity' }]);
+    expect(all.filter((d) => d['kind'] === 'RoleBinding' && d['roleRef'].name === 'aad-pod-id-nmi-secret-reader')).toEqual([]);
+  });
+});
+
 describe('deployment-rbac.yaml MIC', () => {
   const all = docs('deployment-rbac.yaml');
   const mic = one(all, 'Deployment', 'mic');

@@ -39,9 +39,8 @@ describe('parseMicConfig', () => {
       enableScaleFeatures: false,
       createDeleteBatch: 20,
       immutableUserMsis: [],
-      configMapName: 'aad-pod-identity-config',
-      typeUpgradeStatusKey: 'type-upgrade-status',
-      enableTypeUpgrade: true,
+      profilePort: 6060,
+      ignoredFlags: [],
       updateUserMsiMaxRetry: 2,
       updateUserMsiRetryIntervalMs: 1000,
       identityAssignmentReconcileIntervalMs: 3 * 60 * 1000,
@@ -67,6 +66,34 @@ describe('parseMicConfig', () => {
     expect(c.armMaxConcurrency).toBe(10);
     expect(Object.isFrozen(c)).toBe(true);
     expect(Object.isFrozen(c.leaderElection)).toBe(true);
+  });
+
+  it('refuses the type-upgrade flags with what to do instead, and accepts --enable-type-upgrade=false', () => {
+    for (const flag of ['--config-map-name=aad-pod-identity-config', '--type-upgrade-status-key=type-upgrade-status', '--enable-type-upgrade', '--enable-type-upgrade=true']) {
+      const errs = errors([flag]);
+      expect(errs).toHaveLength(1);
+      expect(errs[0]).toMatch(/no longer supported: MIC does no one-time type upgrade; it reads the pre-v1\.6 capitalised fields/);
+      expect(errs[0]).toContain('docs/migrating.md');
+    }
+    // The space-separated form does not leave its value behind as a stray argument.
+    expect(errors(['--config-map-name', 'x'])).toHaveLength(1);
+    expect(config(['--enable-type-upgrade=false']).ignoredFlags).toEqual([]);
+  });
+
+  it("accepts klog's logging flags, warning about those set (not --logtostderr), and --enableProfile with its port", () => {
+    const c = config([
+      '--logtostderr',
+      '--vmodule=mic=4',
+      '--log_backtrace_at=mic.go:1',
+      '--log_file_max_size=10',
+      '--one_output',
+      '--skip_log_headers=true',
+      '--enableProfile',
+      '--profile-port=6061',
+    ]);
+    expect(c.ignoredFlags).toEqual(['--log_backtrace_at', '--log_file_max_size', '--one_output', '--skip_log_headers', '--vmodule']);
+    expect(c.enableProfile).toBe(true);
+    expect(c.profilePort).toBe(6061);
   });
 
   it("accepts the original manifests' and chart's arguments", () => {

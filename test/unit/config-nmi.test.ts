@@ -56,6 +56,16 @@ describe('parseNmiConfig', () => {
     expect(Object.isFrozen(c)).toBe(true);
   });
 
+  it('--token-cache-size=0 turns the token cache off (accepted; negative sizes are not)', () => {
+    expect(config(['--node=n', '--token-cache-size=0']).tokenCacheSize).toBe(0);
+    expect(errors(['--node=n', '--token-cache-size=-1'])).toEqual(["--token-cache-size: expected a non-negative integer, got '-1'"]);
+  });
+
+  it("accepts klog's --vmodule, --log_backtrace_at, --log_file_max_size, --one_output, --skip_log_headers (reported for the warning)", () => {
+    const c = config(['--node=n', '--vmodule=nmi=5', '--log_backtrace_at=x.go:2', '--log_file_max_size=0', '--one_output=true', '--skip_log_headers']);
+    expect(c.ignoredFlags).toEqual(['--log_backtrace_at', '--log_file_max_size', '--one_output', '--skip_log_headers', '--vmodule']);
+  });
+
   it("accepts the original DaemonSet's and chart's arguments", () => {
     const c = config([
       '--node=node-1',

@@ -26,10 +26,10 @@ describe('metrics labels', () => {
     const anonymous = await m.anonymousMetrics();
     expect(anonymous).not.toMatch(/team-|vault|storage|api:|namespace=|resource=/);
     const lines = anonymous.split('\n');
-    expect(lines).toContain('aadpodidentity_nmi_operations_duration_seconds_count{operation_type="token",status_code="200"} 3');
-    expect(lines).toContain('aadpodidentity_nmi_operations_duration_seconds_bucket{le="0.005",operation_type="token",status_code="200"} 1');
-    expect(lines).toContain('aadpodidentity_nmi_operations_duration_seconds_bucket{le="+Inf",operation_type="token",status_code="200"} 3');
-    expect(lines).toContain('aadpodidentity_nmi_operations_duration_seconds_sum{operation_type="token",status_code="200"} 7.022');
+    expect(lines).toContain('aadpodidentity_nmi_operations_duration_seconds_count{operation_type="/metadata/identity/oauth2/token",status_code="200"} 3');
+    expect(lines).toContain('aadpodidentity_nmi_operations_duration_seconds_bucket{le="0.005",operation_type="/metadata/identity/oauth2/token",status_code="200"} 1');
+    expect(lines).toContain('aadpodidentity_nmi_operations_duration_seconds_bucket{le="+Inf",operation_type="/metadata/identity/oauth2/token",status_code="200"} 3');
+    expect(lines).toContain('aadpodidentity_nmi_operations_duration_seconds_sum{operation_type="/metadata/identity/oauth2/token",status_code="200"} 7.022');
     expect(lines).toContain('aadpodidentity_nmi_operations_duration_seconds_count{operation_type="proxy",status_code="403"} 1');
     expect(lines).toContain('aadpodidentity_kubernetes_api_operations_errors_count{operation_type="watch"} 1');
     expect(lines).toContain('aadpodidentity_nmi_token_cache{kind="upstream_calls"} 3');

@@ -246,6 +246,32 @@ describe('TokenCache', () => {
     expect(calls).toEqual(['a', 'b', 'c', 'd', 'b']);
   });
 
+  it('maxEntries 0 (--token-cache-size=0) caches nothing: every request goes upstream, failures are not remembered, prefetch fetches nothing', async () => {
+    const clock = manualClock();
+    const cache = new TokenCache({ now: clock.now, maxEntries: 0 });
+    const exp = clock.now() / 1000 + 3600;
+    let calls = 0;
+    const f = async () => {
+      calls++;
+      return [token(`t${calls}`, exp)];
+    };
+    expect((await cache.get('a', 'r', f))[0]!.accessToken).toBe('tok-t1');
+    expect((await cache.get('a', 'r', f))[0]!.accessToken).toBe('tok-t2');
+    expect(cache.peek('a', 'r', f)).toBeUndefined();
+    await cache.prefetch('a', 'r', f);
+    expect(calls).toBe(2);
+    expect(cache.size).toBe(0);
+    let failures = 0;
+    const failing = async () => {
+      failures++;
+      throw new TokenError('upstream', 'IMDS said no', { status: 400 });
+    };
+    await expect(cache.get('b', 'r', failing)).rejects.toThrow('IMDS said no');
+    await expect(cache.get('b', 'r', failing)).rejects.toThrow('IMDS said no');
+    expect(failures).toBe(2);
+    expect(cache.stats()).toMatchObject({ hits: 0, negativeHits: 0, entries: 0, evictions: 0 });
+  });
+
   it('remembers an upstream failure for negativeTtlMs, sharing it with all waiters; then asks again', async () => {
     const clock = manualClock();
     const cache = new TokenCache({ now: clock.now, negativeTtlMs: 2_000 });

@@ -15,7 +15,12 @@ describe('selectClientSecret', () => {
   it('takes the only key when there is one', () => {
     expect(selectClientSecret({ password: b('only') }, ref)).toBe('only');
   });
-  it('refuses several keys with none named clientSecret, counting them but never naming them', () => {
+  it('takes the value of several keys when only one is non-empty, or when they all hold the same (the original picked one at random)', () => {
+    expect(selectClientSecret({ tenant: b(''), secret: b('the-one'), other: b('') }, ref)).toBe('the-one');
+    expect(selectClientSecret({ old: b('same'), current: b('same') }, ref)).toBe('same');
+    expect(() => selectClientSecret({ x: b(''), y: b('') }, ref)).toThrow(/empty/);
+  });
+  it('refuses several different values with none named clientSecret, counting them but never naming them', () => {
     const err = (() => {
       try {
         selectClientSecret({ b: b('1'), a: b('2') }, ref);

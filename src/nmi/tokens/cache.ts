@@ -11,6 +11,8 @@
 // - Failures are shared by every waiter of the flight that failed. Only `upstream` failures (IMDS/AAD answered with an
 //   error status) are remembered, for `negativeTtlMs` (default 2 s), so a crash-looping pod cannot hammer IMDS;
 //   transport failures are never remembered (the next request tries again). `invalidate` clears both kinds.
+// - `maxEntries: 0` turns the cache off (`--token-cache-size=0`): nothing is stored or remembered, every request goes
+//   upstream and prefetch does nothing; concurrent identical requests still share the one upstream call under way.
 // - An invalidation during a fetch wins: that fetch's result reaches the callers already waiting on it, but is not stored.
 // - Tenants share the node's upstream budget fairly: a caller (pod) that starts a fetch (a miss not joining one under
 //   way) spends a token of its own bucket (`missLimit`), refused with a `throttled` error when empty; and at most
@@ -23,7 +25,7 @@ import { TokenError, type Token } from './types.js';
 export type TokenFetcher = () => Promise<readonly Token[]>;
 
 export interface TokenCacheOptions {
-  /** Most (identity, resource) entries kept; the least recently used is evicted beyond it. */
+  /** Most (identity, resource) entries kept; the least recently used is evicted beyond it. 0: no caching. */
   readonly maxEntries?: number;
   /** Refresh once this fraction of the token's lifetime has passed (0 < f ≤ 1). */
   readonly refreshFraction?: number;
@@ -119,7 +121,7 @@ export class TokenCache {
   };
 
   constructor(opts: TokenCacheOptions = {}) {
-    this.maxEntries = Math.max(1, opts.maxEntries ?? 10_000);
+    this.maxEntries = Math.max(0, Math.floor(opts.maxEntries ?? 10_000));
     this.refreshFraction = Math.min(1, Math.max(0.01, opts.refreshFraction ?? 0.5));
     this.refreshBeforeExpiryMs = Math.max(0, opts.refreshBeforeExpiryMs ?? 5 * 60_000);
     this.expirySkewMs = Math.max(0, opts.expirySkewMs ?? 30_000);
@@ -189,6 +191,7 @@ export class TokenCache {
 
   /** Fetch ahead of the first request, unless a valid token or a fetch is already there. Never rejects. */
   async prefetch(identityKey: string, resource: string, fetcher: TokenFetcher): Promise<void> {
+    if (this.disabled) return; // a prefetched token would have nowhere to go
     const key = cacheKey(identityKey, resource);
     const entry = this.entries.get(key);
     if (entry && this.servable(entry, this.now())) return;
@@ -264,6 +267,11 @@ export class TokenCache {
     return this.entries.size;
   }
 
+  /** `maxEntries: 0`: every request goes upstream. */
+  get disabled(): boolean {
+    return this.maxEntries === 0;
+  }
+
   private servable(e: Entry, now: number): boolean {
     return now < e.expiresAtMs - this.expirySkewMs;
   }
@@ -315,7 +323,7 @@ export class TokenCache {
         this.counters.upstreamFailures++;
         if (this.flights.get(key) !== flight) return; // invalidated meanwhile: remember nothing
         this.flights.delete(key);
-        if (this.negativeTtlMs > 0 && err instanceof TokenError && err.kind === 'upstream') {
+        if (this.negativeTtlMs > 0 && !this.disabled && err instanceof TokenError && err.kind === 'upstream') {
           this.negatives.set(key, { identityKey, error: err, untilMs: this.now() + this.negativeTtlMs });
           this.trim(this.negatives);
         }
@@ -340,7 +348,7 @@ export class TokenCache {
   }
 
   private store(key: string, identityKey: string, resource: string, tokens: readonly Token[], fetcher: TokenFetcher): void {
-    if (tokens.length === 0) return;
+    if (tokens.length === 0 || this.disabled) return;
     const fetchedAtMs = this.now();
     const expiresAtMs = Math.min(...tokens.map((t) => t.expiresOn * 1000));
     const entry: Entry = {

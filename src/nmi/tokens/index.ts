@@ -21,8 +21,15 @@ export interface TokenProviderOptions {
    * identity's declared clientID (never cached). Off: by clientID, as the original.
    */
   readonly verifyManagedIdentity?: boolean;
+  /** Called after every call to IMDS or AAD (cache misses and refreshes; never for a hit), for the original's metrics. */
+  readonly onUpstream?: UpstreamObserver;
   readonly logger?: Logger;
 }
+
+/** The original's `operation_type` values of `aadpodidentity_imds_operations_*` (its adal helper that made the call). */
+export type UpstreamOperation = 'adal_token_msi' | 'adal_token_msi_userassignedid' | 'adal_token';
+
+export type UpstreamObserver = (operation: UpstreamOperation, seconds: number, failed: boolean) => void;
 
 export interface NodeIdentitySelector {
   readonly clientId?: string;
@@ -76,8 +83,28 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
   const cache = new TokenCache({ ...opts.cache, ...(log ? { logger: log } : {}) });
 
   const verify = opts.verifyManagedIdentity === true;
+  const observe = opts.onUpstream;
+  const timed = <T>(operation: UpstreamOperation, call: () => Promise<T>): Promise<T> => {
+    if (observe === undefined) return call();
+    const started = performance.now();
+    return call().then(
+      (value) => {
+        observe(operation, (performance.now() - started) / 1000, false);
+        return value;
+      },
+      (err: unknown) => {
+        // Refused or unusable before any call went out (policy, a bad Secret): not an IMDS/AAD operation.
+        if (!(err instanceof TokenError && (err.kind === 'refused' || err.kind === 'invalid'))) {
+          observe(operation, (performance.now() - started) / 1000, true);
+        }
+        throw err;
+      },
+    );
+  };
   const fetcherFor = (identity: TokenRequestIdentity, resource: string) => () =>
-    verify && identity.type === 0 ? verifiedManagedIdentityToken(imds, identity, resource) : fetchTokens(imds, sp, identity, resource);
+    timed(identity.type === 0 ? 'adal_token_msi_userassignedid' : 'adal_token', () =>
+      verify && identity.type === 0 ? verifiedManagedIdentityToken(imds, identity, resource) : fetchTokens(imds, sp, identity, resource),
+    );
 
   return {
     getTokens(identity, resource, getOpts = {}) {
@@ -98,7 +125,8 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
           ? { resourceId: identity.resourceId }
           : {};
       const tokens = await cache.get(nodeIdentityCacheKey(selector), resource, async () => {
-        const token = await imds.getToken(resource, selector);
+        const operation = identity.clientId || identity.resourceId ? 'adal_token_msi_userassignedid' : 'adal_token_msi';
+        const token = await timed(operation, () => imds.getToken(resource, selector));
         const refused = nodeOpts.vet?.(token);
         if (refused !== undefined) throw refused;
         return [token];
@@ -168,7 +196,7 @@ export { createImdsClient, parseImdsTokenBody, imdsTokenUrl, isRetryableStatus, 
 export type { ImdsClient, ImdsClientOptions, ImdsIdentitySelector } from './imds.js';
 export { createServicePrincipalTokenSource, scopeForResource, DEFAULT_AUTHORITY } from './service-principal.js';
 export type { ServicePrincipalOptions, ServicePrincipalTokenSource } from './service-principal.js';
-export { kubeSecretReader, selectClientSecret, selectCertificate } from './secrets.js';
+export { countingSecretReader, kubeSecretReader, selectClientSecret, selectCertificate } from './secrets.js';
 export type { SecretReader, SecretApi } from './secrets.js';
 export { pkcs12ToPem } from './pkcs12.js';
 export { tokenRequestIdentityFrom } from './identity.js';

@@ -25,6 +25,20 @@ export function kubeSecretReader(core: SecretApi): SecretReader {
   };
 }
 
+/** A SecretReader that calls `onError` for every failed read (the original's `get_secret` Kubernetes API error count). */
+export function countingSecretReader(inner: SecretReader, onError: () => void): SecretReader {
+  return {
+    async get(namespace, name) {
+      try {
+        return await inner.get(namespace, name);
+      } catch (err) {
+        onError();
+        throw err;
+      }
+    },
+  };
+}
+
 /**
  * Read the referenced Secret, turning every failure into an `invalid` TokenError. A Secret outside the identity's
  * namespace is refused (`refused`) before any read, unless `allowCrossNamespace` (NMI's
@@ -51,24 +65,29 @@ export async function readSecret(
 }
 
 /**
- * Type 1: the client secret is under `clientSecret`; failing that, the only key. Several keys and none named
- * `clientSecret` is ambiguous, so it is an error rather than a guess. Errors give the number of keys, never their
- * names or values (a key name can be a secret too).
+ * Type 1. The original took the first value Go's map iteration gave, which with several keys is a random one. We
+ * take, in order: the value under `clientSecret`; the only key's; the only non-empty value (other keys empty); the
+ * value every non-empty key holds, when they all hold the same. Several different values and none under
+ * `clientSecret` is ambiguous: the original would send a randomly chosen one to AAD (working by chance, and
+ * sending unrelated values as a client secret), so it is an error rather than a guess. Errors give the number of
+ * keys, never their names or values (a key name can be a secret too).
  */
 export function selectClientSecret(data: Record<string, Buffer>, ref: SecretRef): string {
   const keys = Object.keys(data).sort();
   const where = `secret ${ref.namespace}/${ref.name}`;
-  let value: Buffer | undefined;
-  if (Object.hasOwn(data, 'clientSecret')) value = data['clientSecret'];
-  else if (keys.length === 1) value = data[keys[0] as string];
-  else if (keys.length === 0) throw new TokenError('invalid', `${where} has no data`);
+  if (keys.length === 0) throw new TokenError('invalid', `${where} has no data`);
+  let text: string;
+  if (Object.hasOwn(data, 'clientSecret')) text = (data['clientSecret'] ?? Buffer.alloc(0)).toString('utf8');
   else {
-    throw new TokenError(
-      'invalid',
-      `${where} has ${keys.length} keys and none is named clientSecret; cannot tell which is the secret (put it under clientSecret)`,
-    );
+    const values = new Set(keys.map((k) => (data[k] ?? Buffer.alloc(0)).toString('utf8')).filter((v) => v !== ''));
+    if (values.size > 1) {
+      throw new TokenError(
+        'invalid',
+        `${where} has ${keys.length} keys holding ${values.size} different values and none is named clientSecret; cannot tell which is the secret (put it under clientSecret)`,
+      );
+    }
+    text = [...values][0] ?? '';
   }
-  const text = (value ?? Buffer.alloc(0)).toString('utf8');
   if (text === '') throw new TokenError('invalid', `${where}: the client secret is empty`);
   return text;
 }
