@@ -104,7 +104,7 @@ export class ApiHttp {
     const method = (req.method ?? 'GET').toUpperCase();
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const q = url.searchParams;
-    const isWatch = q.get('watch') === 'true' || q.get('watch') === '1';
+    const isWatch = queryBool(q, 'watch');
 
     if (['/healthz', '/livez', '/readyz'].includes(path)) {
       res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
@@ -284,7 +284,7 @@ export class ApiHttp {
         namespace,
         selector,
         resourceVersion: rv,
-        allowBookmarks: q.get('allowWatchBookmarks') === 'true',
+        allowBookmarks: queryBool(q, 'allowWatchBookmarks'),
         timeoutSeconds: timeout !== null && /^\d+$/.test(timeout) ? Number(timeout) : undefined,
         bookmarkIntervalMs: this.opts.bookmarkIntervalMs,
         held: () => this.watchesHeld,
@@ -361,6 +361,17 @@ function tableRequest(accept: string | undefined, includeObject: string | null):
     if (!params.has('as') && (type === 'application/json' || type === '*/*')) return undefined;
   }
   return undefined;
+}
+
+/**
+ * A boolean query parameter as the real API server reads it (apimachinery's Convert_Slice_string_To_bool): absent is
+ * false, `0` and `false` in any case are false, anything else (`true`, `True` from the Python client, `1`, even an
+ * empty value) is true.
+ */
+export function queryBool(q: URLSearchParams, name: string): boolean {
+  const v = q.get(name);
+  if (v === null) return false;
+  return v !== '0' && v.toLowerCase() !== 'false';
 }
 
 function fieldValidation(v: string | null): WriteOptions['fieldValidation'] {
