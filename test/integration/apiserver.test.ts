@@ -433,3 +433,44 @@ describe('Secrets', () => {
     }
   });
 });
+
+describe('delete answers', () => {
+  it('name the removed object in a Success Status, except for pods (ReturnDeletedObject) and objects finalizers still hold', async () => {
+    const world = await startTestApiServer({ crdDir: CRD_DIR });
+    try {
+      const del = async (path: string, body?: object) => {
+        const res = await fetch(`${world.server.url}${path}`, {
+          method: 'DELETE',
+          headers: { 'content-type': 'application/json' },
+          ...(body ? { body: JSON.stringify(body) } : {}),
+        });
+        expect(res.status).toBe(200);
+        return (await res.json()) as Record<string, unknown>;
+      };
+      const core = world.kc.makeApiClient(k8s.CoreV1Api);
+      const custom = world.kc.makeApiClient(k8s.CustomObjectsApi);
+      const node = await core.createNode({ body: { metadata: { name: 'gone' } } });
+      expect(await del('/api/v1/nodes/gone')).toEqual({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name: 'gone', kind: 'nodes', uid: node.metadata!.uid } });
+
+      const ref = { group: GROUP, version: V, namespace: 'default', plural: 'azureidentitybindings' };
+      const made = (await custom.createNamespacedCustomObject({ ...ref, body: { apiVersion: `${GROUP}/${V}`, kind: 'AzureIdentityBinding', metadata: { name: 'b' }, spec: { azureIdentity: 'i', selector: 's' } } })) as { metadata: { uid: string } };
+      // dryRun from the query alone (the Python client sends no body): nothing is removed.
+      expect(await del(`/apis/${GROUP}/${V}/namespaces/default/azureidentitybindings/b?dryRun=All`)).toMatchObject({ kind: 'Status', status: 'Success' });
+      expect(await del(`/apis/${GROUP}/${V}/namespaces/default/azureidentitybindings/b`, { dryRun: ['All'] })).toMatchObject({ kind: 'Status', status: 'Success' });
+      await custom.getNamespacedCustomObject({ ...ref, name: 'b' });
+      expect(await del(`/apis/${GROUP}/${V}/namespaces/default/azureidentitybindings/b`)).toEqual({
+        kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name: 'b', group: GROUP, kind: 'azureidentitybindings', uid: made.metadata.uid },
+      });
+
+      await custom.createNamespacedCustomObject({ ...ref, body: { apiVersion: `${GROUP}/${V}`, kind: 'AzureIdentityBinding', metadata: { name: 'held', finalizers: ['example.test/hold'] }, spec: { azureIdentity: 'i', selector: 's' } } });
+      const held = await del(`/apis/${GROUP}/${V}/namespaces/default/azureidentitybindings/held`);
+      expect(held).toMatchObject({ kind: 'AzureIdentityBinding', metadata: { name: 'held', finalizers: ['example.test/hold'] } });
+      expect((held.metadata as Record<string, unknown>).deletionTimestamp).toEqual(expect.any(String));
+
+      await core.createNamespacedPod({ namespace: 'default', body: { metadata: { name: 'p' }, spec: { containers: [{ name: 'c', image: 'x' }] } } });
+      expect(await del('/api/v1/namespaces/default/pods/p')).toMatchObject({ kind: 'Pod', apiVersion: 'v1', metadata: { name: 'p' } });
+    } finally {
+      await world.stop();
+    }
+  });
+});

@@ -168,9 +168,28 @@ export class ApiCore {
       throw conflict(t, name, `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in meta: ${String(oldMeta.resourceVersion)}`);
     }
     if (isObject(options) && Array.isArray(options.dryRun) && options.dryRun.length > 0) {
-      return { status: 200, body: this.served(t, old), warnings: [] };
+      const finalizers = Array.isArray(oldMeta.finalizers) ? oldMeta.finalizers : [];
+      return { status: 200, body: finalizers.length > 0 ? this.served(t, old) : this.deletedBody(t, old), warnings: [] };
     }
-    return { status: 200, body: this.served(t, this.deleteObject(t, ns, name, old)), warnings: [] };
+    const result = this.deleteObject(t, ns, name, old);
+    const gone = this.store.get(this.key(t), ns, name) === undefined;
+    return { status: 200, body: gone ? this.deletedBody(t, result) : this.served(t, result), warnings: [] };
+  }
+
+  /**
+   * The answer to a delete that removed the object: as the generic registry's finalizeDelete, a `Status` naming it,
+   * except for the types whose storage sets ReturnDeletedObject (pods, services, service accounts) and the two
+   * that always finish through a finalizer on a real server (namespaces, CRDs), which answer with the object.
+   */
+  private deletedBody(t: ResourceType, last: JsonObject): JsonObject {
+    const returnsObject = t.group === '' ? ['Pod', 'Service', 'ServiceAccount', 'Namespace'].includes(t.kind) : t.kind === 'CustomResourceDefinition' && t.group === 'apiextensions.k8s.io';
+    if (returnsObject) return this.served(t, last);
+    const m = last.metadata as JsonObject;
+    const details: JsonObject = { name: String(m.name) };
+    if (t.group !== '') details.group = t.group;
+    details.kind = t.plural;
+    if (typeof m.uid === 'string') details.uid = m.uid;
+    return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details };
   }
 
   /** Deletes, or marks deleting when finalizers remain (as the generic registry's markAsDeleting). */

@@ -263,7 +263,7 @@ export class ApiHttp {
       case 'DELETE': {
         if (subresource) throw methodNotAllowed();
         const body = await readBody(req, true);
-        send(res, this.core.delete(t, namespace, name, body));
+        send(res, this.core.delete(t, namespace, name, withQueryDeleteOptions(body, q)));
         return;
       }
       default:
@@ -372,6 +372,15 @@ export function queryBool(q: URLSearchParams, name: string): boolean {
   const v = q.get(name);
   if (v === null) return false;
   return v !== '0' && v.toLowerCase() !== 'false';
+}
+
+/** DeleteOptions come from the body or, as clients without a body send them, from the query (`?dryRun=All`). */
+function withQueryDeleteOptions(body: Json, q: URLSearchParams): Json {
+  const dryRun = q.getAll('dryRun');
+  if (dryRun.length === 0) return body;
+  const options: JsonObject = body !== null && typeof body === 'object' && !Array.isArray(body) ? { ...body } : {};
+  if (!Array.isArray(options.dryRun) || options.dryRun.length === 0) options.dryRun = dryRun;
+  return options;
 }
 
 function fieldValidation(v: string | null): WriteOptions['fieldValidation'] {
