@@ -469,6 +469,18 @@ describe('delete answers', () => {
 
       await core.createNamespacedPod({ namespace: 'default', body: { metadata: { name: 'p' }, spec: { containers: [{ name: 'c', image: 'x' }] } } });
       expect(await del('/api/v1/namespaces/default/pods/p')).toMatchObject({ kind: 'Pod', apiVersion: 'v1', metadata: { name: 'p' } });
+
+      // A collection delete answers with the list as it was before; a dry run removes nothing.
+      for (const [name, tier] of [['c1', 'x'], ['c2', 'x'], ['c3', 'y']] as const) {
+        await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name, labels: { tier } } } });
+      }
+      const dryList = await del('/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dx&dryRun=All');
+      expect((dryList.items as { metadata: { name: string } }[]).map((i) => i.metadata.name)).toEqual(['c1', 'c2']);
+      expect((await core.listNamespacedConfigMap({ namespace: 'default' })).items).toHaveLength(3);
+      const list = await del('/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dx');
+      expect(list).toMatchObject({ kind: 'ConfigMapList', apiVersion: 'v1' });
+      expect((list.items as { kind?: string; metadata: { name: string } }[]).map((i) => i.metadata.name)).toEqual(['c1', 'c2']);
+      expect((await core.listNamespacedConfigMap({ namespace: 'default' })).items.map((c) => c.metadata?.name)).toEqual(['c3']);
     } finally {
       await world.stop();
     }

@@ -217,12 +217,14 @@ export class ApiHttp {
         case 'DELETE': {
           if (t.namespaced && namespace === undefined && t.kind !== 'Namespace') throw methodNotAllowed();
           const selector = this.selector(t, q);
-          const items = this.core.list(t, namespace, selector, 0, undefined).items;
-          const deleted = items.map((obj) => {
+          const listed = this.core.list(t, namespace, selector, 0, undefined);
+          const options = withQueryDeleteOptions(await readBody(req, true), q);
+          for (const obj of listed.items) {
             const m = obj.metadata as JsonObject;
-            return this.core.delete(t, typeof m.namespace === 'string' ? m.namespace : undefined, String(m.name), null).body;
-          });
-          sendJson(res, 200, { apiVersion: apiVersionOf(t), kind: t.listKind, metadata: { resourceVersion: String(this.core.store.currentRv()) }, items: deleted }, []);
+            this.core.delete(t, typeof m.namespace === 'string' ? m.namespace : undefined, String(m.name), options);
+          }
+          // As the generic registry's DeleteCollection: the list as it was before the deletes.
+          sendJson(res, 200, { apiVersion: apiVersionOf(t), kind: t.listKind, metadata: { resourceVersion: listed.resourceVersion }, items: listed.items }, []);
           return;
         }
         default:
