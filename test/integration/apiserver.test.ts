@@ -486,3 +486,51 @@ describe('delete answers', () => {
     }
   });
 });
+
+describe('object metadata validation', () => {
+  it('rejects label keys, label values and annotation keys the real server rejects, with 422 and the field', async () => {
+    const world = await startTestApiServer({ crdDir: CRD_DIR });
+    try {
+      const core = world.kc.makeApiClient(k8s.CoreV1Api);
+      const custom = world.kc.makeApiClient(k8s.CustomObjectsApi);
+      const pod = (name: string, metadata: Partial<k8s.V1ObjectMeta>): k8s.V1Pod => ({ metadata: { name, ...metadata }, spec: { containers: [{ name: 'c', image: 'x' }] } });
+      const bad: [Partial<k8s.V1ObjectMeta>, string, string][] = [
+        [{ labels: { 'bad key!': 'v' } }, 'metadata.labels', 'name part must consist of alphanumeric characters'],
+        [{ labels: { 'Example.com/app': 'v' } }, 'metadata.labels', 'prefix part a lowercase RFC 1123 subdomain'],
+        [{ labels: { app: 'a b' } }, 'metadata.labels', 'a valid label must be an empty string'],
+        [{ labels: { app: 'x'.repeat(64) } }, 'metadata.labels', 'must be no more than 63 characters'],
+        [{ annotations: { 'a/b/c': 'v' } }, 'metadata.annotations', 'prefix part'],
+      ];
+      for (const [metadata, field, message] of bad) {
+        const err = await expectApiError(core.createNamespacedPod({ namespace: 'default', body: pod('bad', metadata) }));
+        expect(err.code).toBe(422);
+        const body = err.body as { reason: string; details: { causes: { field: string; message: string }[] } };
+        expect(body.reason).toBe('Invalid');
+        expect(body.details.causes[0]!.field).toBe(field);
+        expect(body.details.causes[0]!.message).toContain(message);
+      }
+      // What is allowed: prefixed keys, empty values, any annotation value, upper case in the name part.
+      await core.createNamespacedPod({ namespace: 'default', body: pod('good', { labels: { 'aadpodidbinding': 'My_App.1', 'example.com/Tier': '' }, annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"a b": 1}' } }) });
+      // Updates and patches are checked too, custom resources included.
+      const patched = await expectApiError(core.patchNamespacedPod({ namespace: 'default', name: 'good', body: [{ op: 'add', path: '/metadata/labels/x', value: 'no spaces' }] }));
+      expect(patched.code).toBe(422);
+      const ref = { group: GROUP, version: V, namespace: 'default', plural: 'azureidentitybindings' };
+      const cr = await expectApiError(custom.createNamespacedCustomObject({ ...ref, body: { apiVersion: `${GROUP}/${V}`, kind: 'AzureIdentityBinding', metadata: { name: 'b', labels: { 'a:b': 'c' } }, spec: { azureIdentity: 'i', selector: 's' } } }));
+      expect(cr.code).toBe(422);
+    } finally {
+      await world.stop();
+    }
+  });
+
+  it('answers a replace whose body names another object with 400 before looking the object up', async () => {
+    const world = await startTestApiServer();
+    try {
+      const core = world.kc.makeApiClient(k8s.CoreV1Api);
+      const err = await expectApiError(core.replaceNamespacedPod({ namespace: 'default', name: 'missing', body: { metadata: { name: 'other' }, spec: { containers: [{ name: 'c', image: 'x' }] } } }));
+      expect(err.code).toBe(400);
+      expect(err.body.message).toBe('the name of the object (other) does not match the name on the URL (missing)');
+    } finally {
+      await world.stop();
+    }
+  });
+});

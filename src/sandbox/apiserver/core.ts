@@ -6,7 +6,9 @@ import {
 } from './errors.js';
 import { crdResourceTypes, establishedStatus, validateCrd } from './crd.js';
 import { clone, deepEqual, isObject, meta, type Json, type JsonObject } from './json.js';
-import { foldSecretStringData, generatedName, newUid, normalizeMeta, statusOnCreate, timestamp, validateName, validateNodeTaints } from './objects.js';
+import {
+  foldSecretStringData, generatedName, newUid, normalizeMeta, statusOnCreate, timestamp, validateLabelsAndAnnotations, validateName, validateNodeTaints,
+} from './objects.js';
 import { applyPatch, type PatchType } from './patch.js';
 import { Registry, apiVersionOf, builtinResourceTypes, storageKey, type ResourceType } from './resources.js';
 import type { Selector } from './selectors.js';
@@ -124,8 +126,7 @@ export class ApiCore {
   /** PUT on the resource (`subresource` undefined) or on `/status`. */
   update(t: ResourceType, namespace: string | undefined, name: string, body: Json, subresource: string | undefined, opts: WriteOptions): WriteResult {
     const ns = t.namespaced ? (namespace ?? '') : '';
-    const old = this.store.get(this.key(t), ns, name);
-    if (!old) throw notFound(t, name);
+    // As the update handler: the body is checked against the URL before storage is asked for the object.
     const obj = this.decode(t, body);
     const m = meta(obj);
     if (m.name !== undefined && m.name !== name) {
@@ -134,6 +135,8 @@ export class ApiCore {
     if (t.namespaced && m.namespace !== undefined && m.namespace !== ns) {
       throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
     }
+    const old = this.store.get(this.key(t), ns, name);
+    if (!old) throw notFound(t, name);
     const rv = m.resourceVersion;
     if (typeof rv === 'string' && rv !== '' && rv !== (old.metadata as JsonObject).resourceVersion) {
       throw conflict(t, name, STALE_OBJECT);
@@ -379,6 +382,8 @@ export class ApiCore {
   }
 
   private validateKind(t: ResourceType, obj: JsonObject, name: string): void {
+    const metaCauses = validateLabelsAndAnnotations(obj);
+    if (metaCauses.length > 0) throw invalid(t.kind, t.group, name, metaCauses);
     if (t.group === 'apiextensions.k8s.io' && t.kind === 'CustomResourceDefinition') {
       const causes = validateCrd(obj);
       if (causes.length > 0) throw invalid(t.kind, t.group, name, causes);

@@ -117,6 +117,37 @@ export function validateNodeTaints(node: JsonObject): StatusCause[] {
   return causes;
 }
 
+const MAX_ANNOTATIONS_BYTES = 256 * 1024;
+
+/**
+ * metadata.labels and metadata.annotations as ValidateObjectMeta checks them: label keys and annotation keys are
+ * qualified names, label values at most 63 characters of the label-value alphabet, annotations 256 KiB in all.
+ */
+export function validateLabelsAndAnnotations(obj: JsonObject): StatusCause[] {
+  const m = isObject(obj.metadata) ? obj.metadata : {};
+  const causes: StatusCause[] = [];
+  const labels = isObject(m.labels) ? m.labels : {};
+  for (const [key, value] of Object.entries(labels)) {
+    causes.push(...qualifiedNameCauses(key, 'metadata.labels'));
+    const v = typeof value === 'string' ? value : '';
+    const invalidValue = (message: string): StatusCause => ({ reason: 'FieldValueInvalid', field: 'metadata.labels', message: `Invalid value: ${JSON.stringify(v)}: ${message}` });
+    if (v.length > 63) causes.push(invalidValue('must be no more than 63 characters'));
+    if (!LABEL_VALUE.test(v)) {
+      causes.push(invalidValue("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"));
+    }
+  }
+  const annotations = isObject(m.annotations) ? m.annotations : {};
+  let bytes = 0;
+  for (const [key, value] of Object.entries(annotations)) {
+    causes.push(...qualifiedNameCauses(key.toLowerCase(), 'metadata.annotations').map((c) => ({ ...c, message: c.message.replace(JSON.stringify(key.toLowerCase()), JSON.stringify(key)) })));
+    bytes += Buffer.byteLength(key) + Buffer.byteLength(typeof value === 'string' ? value : '');
+  }
+  if (bytes > MAX_ANNOTATIONS_BYTES) {
+    causes.push({ reason: 'FieldValueTooLong', field: 'metadata.annotations', message: `Too long: may not be more than ${MAX_ANNOTATIONS_BYTES} bytes` });
+  }
+  return causes;
+}
+
 function qualifiedNameCauses(key: string, field: string): StatusCause[] {
   const slash = key.indexOf('/');
   const prefix = slash < 0 ? undefined : key.slice(0, slash);

@@ -136,6 +136,10 @@ def pods(args):
     expect(patched.metadata.labels == {"app": "py", "tier": "web", "patched": "yes"}, "strategic merge patch keeps labels")
     patched = core.patch_namespaced_pod("py-a", ns, [{"op": "add", "path": "/metadata/annotations", "value": {"a": "1"}}])
     expect(patched.metadata.annotations == {"a": "1"}, "JSON patch")
+    body = expect_status(core.patch_namespaced_pod, 422, "Invalid", "py-a", ns, {"metadata": {"labels": {"bad key!": "v"}}})
+    expect(body["details"]["causes"][0]["field"] == "metadata.labels", "invalid label key: %s" % body)
+    other = core.read_namespaced_pod("py-a", ns)
+    expect_status(core.replace_namespaced_pod, 400, "BadRequest", "py-none", ns, other)
     stale = core.read_namespaced_pod("py-a", ns)
     core.patch_namespaced_pod("py-a", ns, {"metadata": {"labels": {"again": "1"}}})
     stale.metadata.labels["stale"] = "1"
