@@ -293,14 +293,13 @@ class SandboxKubelet implements Kubelet {
     const nodes = this.#opts.nodes;
     const node = nodes[this.#nextNode++ % nodes.length];
     if (!node) return;
-    // The emulator has no pods/binding subresource; setting spec.nodeName is what the binding does.
+    // As the scheduler: the binding subresource, with the pod's uid as precondition (409 when it went or was bound).
     const res = await this.#request(
-      'PATCH',
-      `/api/v1/namespaces/${pod.namespace}/pods/${pod.name}`,
-      { metadata: { uid: pod.uid }, spec: { nodeName: node.name } },
-      'application/merge-patch+json',
+      'POST',
+      `/api/v1/namespaces/${pod.namespace}/pods/${pod.name}/binding`,
+      { apiVersion: 'v1', kind: 'Binding', metadata: { name: pod.name, uid: pod.uid }, target: { apiVersion: 'v1', kind: 'Node', name: node.name } },
     );
-    if (res.status !== 200 && res.status !== 404 && res.status !== 409) {
+    if (res.status !== 201 && res.status !== 404 && res.status !== 409) {
       throw new Error(`scheduling ${pod.namespace}/${pod.name}: HTTP ${res.status} ${res.text}`);
     }
   }

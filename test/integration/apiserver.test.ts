@@ -168,30 +168,35 @@ describe('API emulator via client-node', () => {
       const m = await core.patchNamespacedPod({ name: 'pp', namespace: 'default', body: { metadata: { labels: { b: null, c: '3' } } } }, mergePatch);
       expect(m.metadata?.labels).toEqual({ a: 'j', c: '3' });
 
-      const s = await core.patchNamespacedPod(
-        {
-          name: 'pp',
-          namespace: 'default',
-          body: {
-            spec: {
-              containers: [
-                { name: 'app', image: 'app:2', env: [{ name: 'Y', value: '22' }, { name: 'Z', value: '3' }, { name: 'X', $patch: 'delete' }], ports: [{ containerPort: 443 }] },
-                { name: 'side', $patch: 'delete' },
-              ],
-            },
-          },
-        },
-        strategicPatch,
-      );
-      expect(s.spec?.containers).toHaveLength(1);
-      const app = s.spec!.containers[0]!;
-      expect(app.image).toBe('app:2');
-      expect(app.env).toEqual([{ name: 'Y', value: '22' }, { name: 'Z', value: '3' }]);
-      expect(app.ports?.map((p) => p.containerPort)).toEqual([80, 443]);
+      // A strategic merge patch merges containers by name: only the image of `side` changes (what a pod may change).
+      const s = await core.patchNamespacedPod({ name: 'pp', namespace: 'default', body: { spec: { containers: [{ name: 'side', image: 'side:2' }] } } }, strategicPatch);
+      expect(s.spec?.containers.map((c) => [c.name, c.image])).toEqual([['app', 'app:1'], ['side', 'side:2']]);
+      expect(s.spec?.containers[0]?.env).toEqual([{ name: 'X', value: '1' }, { name: 'Y', value: '2' }]);
 
-      // A merge patch replaces lists wholesale: the contrast that proves the strategic merge above.
-      const mm = await core.patchNamespacedPod({ name: 'pp', namespace: 'default', body: { spec: { containers: [{ name: 'only', image: 'o' }] } } }, mergePatch);
-      expect(mm.spec?.containers.map((c) => c.name)).toEqual(['only']);
+      // A merge patch replaces lists wholesale, which drops a container: a spec change the real server forbids.
+      const mm = await expectApiError(core.patchNamespacedPod({ name: 'pp', namespace: 'default', body: { spec: { containers: [{ name: 'only', image: 'o' }] } } }, mergePatch));
+      expect(mm.code).toBe(422);
+      expect(mm.body.message).toContain('Pod "pp" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`');
+      // Every other spec field is immutable too; the strategic merge semantics are pinned in test/unit/apiserver-patch.test.ts.
+      const env = await expectApiError(core.patchNamespacedPod({ name: 'pp', namespace: 'default', body: { spec: { containers: [{ name: 'app', env: [{ name: 'Z', value: '3' }] }] } } }, strategicPatch));
+      expect(env.code).toBe(422);
+    });
+
+    it('binds a pod to a node once, through the binding subresource; spec.nodeName cannot be patched', async () => {
+      const pod = await core.createNamespacedPod({ namespace: 'default', body: { metadata: { name: 'bind-me' }, spec: { containers: [{ name: 'c', image: 'x' }] } } });
+      const patched = await expectApiError(core.patchNamespacedPod({ name: 'bind-me', namespace: 'default', body: { spec: { nodeName: 'node-a' } } }, mergePatch));
+      expect(patched.code).toBe(422);
+      const binding = { metadata: { name: 'bind-me', uid: pod.metadata!.uid }, target: { kind: 'Node', name: 'node-a' } };
+      const bound = await fetch(`${world.server.url}/api/v1/namespaces/default/pods/bind-me/binding`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(binding) });
+      expect(bound.status).toBe(201);
+      expect(await bound.json()).toEqual({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', code: 201 });
+      const read = await core.readNamespacedPod({ name: 'bind-me', namespace: 'default' });
+      expect(read.spec?.nodeName).toBe('node-a');
+      expect(read.status?.conditions?.find((c) => c.type === 'PodScheduled')?.status).toBe('True');
+      const again = await expectApiError(core.createNamespacedPodBinding({ name: 'bind-me', namespace: 'default', body: { ...binding, target: { kind: 'Node', name: 'node-b' } } }));
+      expect(again.code).toBe(409);
+      expect(again.body.message).toBe('Operation cannot be fulfilled on pods/binding "bind-me": pod bind-me is already assigned to node "node-a"');
+      await core.deleteNamespacedPod({ name: 'bind-me', namespace: 'default' });
     });
 
     it('keeps a pod with finalizers until the last finalizer goes', async () => {

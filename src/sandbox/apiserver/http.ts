@@ -182,7 +182,8 @@ export class ApiHttp {
     if (namespace !== undefined && !type.namespaced) return undefined;
     const name = rest[1];
     const subresource = rest[2];
-    if (subresource !== undefined && !(subresource === 'status' && type.statusSubresource)) return undefined;
+    const binding = subresource === 'binding' && type.group === '' && type.kind === 'Pod';
+    if (subresource !== undefined && !(subresource === 'status' && type.statusSubresource) && !binding) return undefined;
     return { discovery: false, group, version, type, namespace, name, subresource };
   }
 
@@ -232,6 +233,11 @@ export class ApiHttp {
       }
     }
     if (t.namespaced && namespace === undefined) throw pathNotFound();
+    if (subresource === 'binding') {
+      if (method !== 'POST') throw methodNotAllowed();
+      send(res, this.core.bindPod(t, namespace ?? '', name, await readBody(req)));
+      return;
+    }
     switch (method) {
       case 'GET': {
         if (isWatch) {
