@@ -181,6 +181,16 @@ def pods(args):
     expect(gone["kind"] == "PodList" and names(gone["items"]) == ["py-c", "py-d"], "collection delete answers the matched pods: %s" % gone.get("kind"))
     wait_until(lambda: names(core.list_namespaced_pod(ns).items) == ["py-e"], "only py-e left")
 
+    # An unscheduled pod is bound by the kubelet (the binding subresource); its spec stays immutable but for images.
+    core.create_namespaced_pod(ns, client.V1Pod(metadata=client.V1ObjectMeta(name="py-u"), spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")])))
+    bound = wait_until(lambda: core.read_namespaced_pod("py-u", ns).spec.node_name, "py-u bound to a node")
+    scheduled = [c for c in core.read_namespaced_pod("py-u", ns).status.conditions if c.type == "PodScheduled"]
+    expect(scheduled and scheduled[0].status == "True", "PodScheduled condition after binding")
+    body = expect_status(core.patch_namespaced_pod, 422, "Invalid", "py-u", ns, {"spec": {"nodeName": bound + "-other"}})
+    expect(body["details"]["causes"][0]["field"] == "spec", "spec.nodeName is immutable: %s" % body)
+    image = core.patch_namespaced_pod("py-u", ns, {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}})
+    expect(image.spec.containers[0].image == "busybox:2", "a container image may change")
+
 
 # -------------------------------------------------------------------------------------------- nodes
 
