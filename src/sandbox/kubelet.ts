@@ -5,6 +5,9 @@
 // Written from the protocol (list + watch over HTTP), like the emulators: it shares no code with the product's
 // Kubernetes layer, so a misunderstanding there is not mirrored here.
 
+import { createHash, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { arch, release } from 'node:os';
 import type { Logger } from 'pino';
 import { Agent, fetch, type Dispatcher } from 'undici';
 import type { PodAttachment, PodNetwork } from './network/types.js';
@@ -78,6 +81,7 @@ class SandboxKubelet implements Kubelet {
   #resourceVersion = '';
   #watchLoop: Promise<void> | undefined;
   #stopped = false;
+  readonly #bootID = randomUUID();
 
   constructor(opts: KubeletOptions) {
     this.#opts = opts;
@@ -128,7 +132,7 @@ class SandboxKubelet implements Kubelet {
     const labels = {
       'kubernetes.io/hostname': node.name,
       'kubernetes.io/os': 'linux',
-      'kubernetes.io/arch': 'amd64',
+      'kubernetes.io/arch': goArch(),
       'kubernetes.io/role': 'agent',
       ...(node.labels ?? {}),
     };
@@ -143,7 +147,7 @@ class SandboxKubelet implements Kubelet {
           { type: 'InternalIP', address: attachment.nodeIp ?? '127.0.0.1' },
           { type: 'Hostname', address: node.name },
         ],
-        nodeInfo: { kubeletVersion: 'v1.29.0-sandbox', operatingSystem: 'linux', architecture: 'amd64' },
+        nodeInfo: nodeSystemInfo(node.name, this.#bootID),
       },
     };
     const patched = await this.#request('PATCH', `/api/v1/nodes/${node.name}/status`, status, 'application/merge-patch+json');
@@ -289,14 +293,13 @@ class SandboxKubelet implements Kubelet {
     const nodes = this.#opts.nodes;
     const node = nodes[this.#nextNode++ % nodes.length];
     if (!node) return;
-    // The emulator has no pods/binding subresource; setting spec.nodeName is what the binding does.
+    // As the scheduler: the binding subresource, with the pod's uid as precondition (409 when it went or was bound).
     const res = await this.#request(
-      'PATCH',
-      `/api/v1/namespaces/${pod.namespace}/pods/${pod.name}`,
-      { metadata: { uid: pod.uid }, spec: { nodeName: node.name } },
-      'application/merge-patch+json',
+      'POST',
+      `/api/v1/namespaces/${pod.namespace}/pods/${pod.name}/binding`,
+      { apiVersion: 'v1', kind: 'Binding', metadata: { name: pod.name, uid: pod.uid }, target: { apiVersion: 'v1', kind: 'Node', name: node.name } },
     );
-    if (res.status !== 200 && res.status !== 404 && res.status !== 409) {
+    if (res.status !== 201 && res.status !== 404 && res.status !== 409) {
       throw new Error(`scheduling ${pod.namespace}/${pod.name}: HTTP ${res.status} ${res.text}`);
     }
   }
@@ -365,4 +368,47 @@ function podFrom(obj: unknown): PodObject | null {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/* ------------------------------------------------------------------------------------- node info */
+
+const KUBELET_VERSION = 'v1.32.0-sandbox';
+
+/**
+ * status.nodeInfo with every field a real kubelet reports (clients such as the Python client reject a Node that
+ * lacks one): the host's kernel and OS image, IDs stable per node name, a boot ID per kubelet start.
+ */
+export function nodeSystemInfo(nodeName: string, bootID: string): Record<string, string> {
+  const digest = createHash('sha256').update(`sandbox-node:${nodeName}`).digest('hex');
+  const uuid = `${digest.slice(32, 40)}-${digest.slice(40, 44)}-4${digest.slice(45, 48)}-a${digest.slice(49, 52)}-${digest.slice(52, 64)}`;
+  return {
+    machineID: digest.slice(0, 32),
+    systemUUID: uuid,
+    bootID,
+    kernelVersion: release(),
+    osImage: hostOsImage(),
+    containerRuntimeVersion: 'sandbox://0.1.0',
+    kubeletVersion: KUBELET_VERSION,
+    kubeProxyVersion: KUBELET_VERSION,
+    operatingSystem: 'linux',
+    architecture: goArch(),
+  };
+}
+
+/** GOARCH spelling of the host's architecture, as kubelet reports it. */
+function goArch(): string {
+  const names: Record<string, string> = { x64: 'amd64', ia32: '386', arm: 'arm', arm64: 'arm64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
+  return names[arch()] ?? arch();
+}
+
+/** PRETTY_NAME from /etc/os-release, as kubelet reads it. */
+function hostOsImage(): string {
+  try {
+    const m = /^PRETTY_NAME=(?:"([^"]*)"|(.*))$/m.exec(readFileSync('/etc/os-release', 'utf8'));
+    const name = m?.[1] ?? m?.[2];
+    if (name) return name;
+  } catch {
+    // no os-release (not every Linux has one): kubelet falls back the same way
+  }
+  return 'Linux';
 }

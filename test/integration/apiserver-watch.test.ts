@@ -131,6 +131,36 @@ describe('API emulator watches', () => {
     expect(p.metadata?.labels?.tier).toBe('db');
   });
 
+  it('reads watch and allowWatchBookmarks as the real server does: only absent, 0 and false (any case) are false', async () => {
+    const auth = { authorization: `Bearer ${world.kc.getCurrentUser()!.token!}` };
+    // A stream or a list: the first line of a watch is an event; a list is one JSON object with items.
+    async function kindOf(query: string): Promise<'watch' | 'list'> {
+      const ctl = new AbortController();
+      aborts.push(ctl);
+      const res = await fetch(`${world.server.url}/api/v1/pods?${query}`, { headers: auth, signal: ctl.signal });
+      expect(res.status).toBe(200);
+      if (res.headers.get('transfer-encoding') === 'chunked' && res.headers.get('content-length') === null) {
+        ctl.abort();
+        return 'watch';
+      }
+      const body = (await res.json()) as { kind?: string };
+      expect(body.kind).toBe('PodList');
+      return 'list';
+    }
+    for (const v of ['true', 'True', 'TRUE', '1', 'yes', '']) expect([v, await kindOf(`watch=${v}`)]).toEqual([v, 'watch']);
+    expect(await kindOf('watch')).toBe('watch');
+    for (const v of ['false', 'False', 'FALSE', '0']) expect([v, await kindOf(`watch=${v}`)]).toEqual([v, 'list']);
+    expect(await kindOf('limit=5')).toBe('list');
+
+    // Python's client sends allowWatchBookmarks=True.
+    const withBm = await open('/api/v1/pods', { allowWatchBookmarks: 'True' });
+    const offBm = await open('/api/v1/pods', { allowWatchBookmarks: 'False' });
+    const p = await core.createNamespacedPod({ namespace: 'default', body: pod('bool-bm') });
+    await waitFor(() => withBm.seen.some((e) => e.type === 'BOOKMARK' && Number(e.rv) >= Number(p.metadata!.resourceVersion)), 'a bookmark');
+    await waitFor(() => offBm.seen.some((e) => e.type === 'ADDED'), 'the ADDED event');
+    expect(offBm.seen.every((e) => e.type !== 'BOOKMARK')).toBe(true);
+  });
+
   it('ends the stream cleanly after timeoutSeconds, and on dropWatches abruptly', async () => {
     const timed = await open('/api/v1/pods', { timeoutSeconds: 1 });
     await waitFor(() => timed.ended.done, 'the timeout');

@@ -168,30 +168,35 @@ describe('API emulator via client-node', () => {
       const m = await core.patchNamespacedPod({ name: 'pp', namespace: 'default', body: { metadata: { labels: { b: null, c: '3' } } } }, mergePatch);
       expect(m.metadata?.labels).toEqual({ a: 'j', c: '3' });
 
-      const s = await core.patchNamespacedPod(
-        {
-          name: 'pp',
-          namespace: 'default',
-          body: {
-            spec: {
-              containers: [
-                { name: 'app', image: 'app:2', env: [{ name: 'Y', value: '22' }, { name: 'Z', value: '3' }, { name: 'X', $patch: 'delete' }], ports: [{ containerPort: 443 }] },
-                { name: 'side', $patch: 'delete' },
-              ],
-            },
-          },
-        },
-        strategicPatch,
-      );
-      expect(s.spec?.containers).toHaveLength(1);
-      const app = s.spec!.containers[0]!;
-      expect(app.image).toBe('app:2');
-      expect(app.env).toEqual([{ name: 'Y', value: '22' }, { name: 'Z', value: '3' }]);
-      expect(app.ports?.map((p) => p.containerPort)).toEqual([80, 443]);
+      // A strategic merge patch merges containers by name: only the image of `side` changes (what a pod may change).
+      const s = await core.patchNamespacedPod({ name: 'pp', namespace: 'default', body: { spec: { containers: [{ name: 'side', image: 'side:2' }] } } }, strategicPatch);
+      expect(s.spec?.containers.map((c) => [c.name, c.image])).toEqual([['app', 'app:1'], ['side', 'side:2']]);
+      expect(s.spec?.containers[0]?.env).toEqual([{ name: 'X', value: '1' }, { name: 'Y', value: '2' }]);
 
-      // A merge patch replaces lists wholesale: the contrast that proves the strategic merge above.
-      const mm = await core.patchNamespacedPod({ name: 'pp', namespace: 'default', body: { spec: { containers: [{ name: 'only', image: 'o' }] } } }, mergePatch);
-      expect(mm.spec?.containers.map((c) => c.name)).toEqual(['only']);
+      // A merge patch replaces lists wholesale, which drops a container: a spec change the real server forbids.
+      const mm = await expectApiError(core.patchNamespacedPod({ name: 'pp', namespace: 'default', body: { spec: { containers: [{ name: 'only', image: 'o' }] } } }, mergePatch));
+      expect(mm.code).toBe(422);
+      expect(mm.body.message).toContain('Pod "pp" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`');
+      // Every other spec field is immutable too; the strategic merge semantics are pinned in test/unit/apiserver-patch.test.ts.
+      const env = await expectApiError(core.patchNamespacedPod({ name: 'pp', namespace: 'default', body: { spec: { containers: [{ name: 'app', env: [{ name: 'Z', value: '3' }] }] } } }, strategicPatch));
+      expect(env.code).toBe(422);
+    });
+
+    it('binds a pod to a node once, through the binding subresource; spec.nodeName cannot be patched', async () => {
+      const pod = await core.createNamespacedPod({ namespace: 'default', body: { metadata: { name: 'bind-me' }, spec: { containers: [{ name: 'c', image: 'x' }] } } });
+      const patched = await expectApiError(core.patchNamespacedPod({ name: 'bind-me', namespace: 'default', body: { spec: { nodeName: 'node-a' } } }, mergePatch));
+      expect(patched.code).toBe(422);
+      const binding = { metadata: { name: 'bind-me', uid: pod.metadata!.uid }, target: { kind: 'Node', name: 'node-a' } };
+      const bound = await fetch(`${world.server.url}/api/v1/namespaces/default/pods/bind-me/binding`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(binding) });
+      expect(bound.status).toBe(201);
+      expect(await bound.json()).toEqual({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', code: 201 });
+      const read = await core.readNamespacedPod({ name: 'bind-me', namespace: 'default' });
+      expect(read.spec?.nodeName).toBe('node-a');
+      expect(read.status?.conditions?.find((c) => c.type === 'PodScheduled')?.status).toBe('True');
+      const again = await expectApiError(core.createNamespacedPodBinding({ name: 'bind-me', namespace: 'default', body: { ...binding, target: { kind: 'Node', name: 'node-b' } } }));
+      expect(again.code).toBe(409);
+      expect(again.body.message).toBe('Operation cannot be fulfilled on pods/binding "bind-me": pod bind-me is already assigned to node "node-a"');
+      await core.deleteNamespacedPod({ name: 'bind-me', namespace: 'default' });
     });
 
     it('keeps a pod with finalizers until the last finalizer goes', async () => {
@@ -428,6 +433,107 @@ describe('Secrets', () => {
       expect(secret.stringData).toBeUndefined();
       expect(Buffer.from(secret.data?.clientSecret ?? '', 'base64').toString()).toBe('s3cret');
       expect(Buffer.from(secret.data?.keep ?? '', 'base64').toString()).toBe('a');
+    } finally {
+      await world.stop();
+    }
+  });
+});
+
+describe('delete answers', () => {
+  it('name the removed object in a Success Status, except for pods (ReturnDeletedObject) and objects finalizers still hold', async () => {
+    const world = await startTestApiServer({ crdDir: CRD_DIR });
+    try {
+      const del = async (path: string, body?: object) => {
+        const res = await fetch(`${world.server.url}${path}`, {
+          method: 'DELETE',
+          headers: { 'content-type': 'application/json' },
+          ...(body ? { body: JSON.stringify(body) } : {}),
+        });
+        expect(res.status).toBe(200);
+        return (await res.json()) as Record<string, unknown>;
+      };
+      const core = world.kc.makeApiClient(k8s.CoreV1Api);
+      const custom = world.kc.makeApiClient(k8s.CustomObjectsApi);
+      const node = await core.createNode({ body: { metadata: { name: 'gone' } } });
+      expect(await del('/api/v1/nodes/gone')).toEqual({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name: 'gone', kind: 'nodes', uid: node.metadata!.uid } });
+
+      const ref = { group: GROUP, version: V, namespace: 'default', plural: 'azureidentitybindings' };
+      const made = (await custom.createNamespacedCustomObject({ ...ref, body: { apiVersion: `${GROUP}/${V}`, kind: 'AzureIdentityBinding', metadata: { name: 'b' }, spec: { azureIdentity: 'i', selector: 's' } } })) as { metadata: { uid: string } };
+      // dryRun from the query alone (the Python client sends no body): nothing is removed.
+      expect(await del(`/apis/${GROUP}/${V}/namespaces/default/azureidentitybindings/b?dryRun=All`)).toMatchObject({ kind: 'Status', status: 'Success' });
+      expect(await del(`/apis/${GROUP}/${V}/namespaces/default/azureidentitybindings/b`, { dryRun: ['All'] })).toMatchObject({ kind: 'Status', status: 'Success' });
+      await custom.getNamespacedCustomObject({ ...ref, name: 'b' });
+      expect(await del(`/apis/${GROUP}/${V}/namespaces/default/azureidentitybindings/b`)).toEqual({
+        kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name: 'b', group: GROUP, kind: 'azureidentitybindings', uid: made.metadata.uid },
+      });
+
+      await custom.createNamespacedCustomObject({ ...ref, body: { apiVersion: `${GROUP}/${V}`, kind: 'AzureIdentityBinding', metadata: { name: 'held', finalizers: ['example.test/hold'] }, spec: { azureIdentity: 'i', selector: 's' } } });
+      const held = await del(`/apis/${GROUP}/${V}/namespaces/default/azureidentitybindings/held`);
+      expect(held).toMatchObject({ kind: 'AzureIdentityBinding', metadata: { name: 'held', finalizers: ['example.test/hold'] } });
+      expect((held.metadata as Record<string, unknown>).deletionTimestamp).toEqual(expect.any(String));
+
+      await core.createNamespacedPod({ namespace: 'default', body: { metadata: { name: 'p' }, spec: { containers: [{ name: 'c', image: 'x' }] } } });
+      expect(await del('/api/v1/namespaces/default/pods/p')).toMatchObject({ kind: 'Pod', apiVersion: 'v1', metadata: { name: 'p' } });
+
+      // A collection delete answers with the list as it was before; a dry run removes nothing.
+      for (const [name, tier] of [['c1', 'x'], ['c2', 'x'], ['c3', 'y']] as const) {
+        await core.createNamespacedConfigMap({ namespace: 'default', body: { metadata: { name, labels: { tier } } } });
+      }
+      const dryList = await del('/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dx&dryRun=All');
+      expect((dryList.items as { metadata: { name: string } }[]).map((i) => i.metadata.name)).toEqual(['c1', 'c2']);
+      expect((await core.listNamespacedConfigMap({ namespace: 'default' })).items).toHaveLength(3);
+      const list = await del('/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dx');
+      expect(list).toMatchObject({ kind: 'ConfigMapList', apiVersion: 'v1' });
+      expect((list.items as { kind?: string; metadata: { name: string } }[]).map((i) => i.metadata.name)).toEqual(['c1', 'c2']);
+      expect((await core.listNamespacedConfigMap({ namespace: 'default' })).items.map((c) => c.metadata?.name)).toEqual(['c3']);
+    } finally {
+      await world.stop();
+    }
+  });
+});
+
+describe('object metadata validation', () => {
+  it('rejects label keys, label values and annotation keys the real server rejects, with 422 and the field', async () => {
+    const world = await startTestApiServer({ crdDir: CRD_DIR });
+    try {
+      const core = world.kc.makeApiClient(k8s.CoreV1Api);
+      const custom = world.kc.makeApiClient(k8s.CustomObjectsApi);
+      const pod = (name: string, metadata: Partial<k8s.V1ObjectMeta>): k8s.V1Pod => ({ metadata: { name, ...metadata }, spec: { containers: [{ name: 'c', image: 'x' }] } });
+      const bad: [Partial<k8s.V1ObjectMeta>, string, string][] = [
+        [{ labels: { 'bad key!': 'v' } }, 'metadata.labels', 'name part must consist of alphanumeric characters'],
+        [{ labels: { 'Example.com/app': 'v' } }, 'metadata.labels', 'prefix part a lowercase RFC 1123 subdomain'],
+        [{ labels: { app: 'a b' } }, 'metadata.labels', 'a valid label must be an empty string'],
+        [{ labels: { app: 'x'.repeat(64) } }, 'metadata.labels', 'must be no more than 63 characters'],
+        [{ annotations: { 'a/b/c': 'v' } }, 'metadata.annotations', 'prefix part'],
+      ];
+      for (const [metadata, field, message] of bad) {
+        const err = await expectApiError(core.createNamespacedPod({ namespace: 'default', body: pod('bad', metadata) }));
+        expect(err.code).toBe(422);
+        const body = err.body as { reason: string; details: { causes: { field: string; message: string }[] } };
+        expect(body.reason).toBe('Invalid');
+        expect(body.details.causes[0]!.field).toBe(field);
+        expect(body.details.causes[0]!.message).toContain(message);
+      }
+      // What is allowed: prefixed keys, empty values, any annotation value, upper case in the name part.
+      await core.createNamespacedPod({ namespace: 'default', body: pod('good', { labels: { 'aadpodidbinding': 'My_App.1', 'example.com/Tier': '' }, annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"a b": 1}' } }) });
+      // Updates and patches are checked too, custom resources included.
+      const patched = await expectApiError(core.patchNamespacedPod({ namespace: 'default', name: 'good', body: [{ op: 'add', path: '/metadata/labels/x', value: 'no spaces' }] }));
+      expect(patched.code).toBe(422);
+      const ref = { group: GROUP, version: V, namespace: 'default', plural: 'azureidentitybindings' };
+      const cr = await expectApiError(custom.createNamespacedCustomObject({ ...ref, body: { apiVersion: `${GROUP}/${V}`, kind: 'AzureIdentityBinding', metadata: { name: 'b', labels: { 'a:b': 'c' } }, spec: { azureIdentity: 'i', selector: 's' } } }));
+      expect(cr.code).toBe(422);
+    } finally {
+      await world.stop();
+    }
+  });
+
+  it('answers a replace whose body names another object with 400 before looking the object up', async () => {
+    const world = await startTestApiServer();
+    try {
+      const core = world.kc.makeApiClient(k8s.CoreV1Api);
+      const err = await expectApiError(core.replaceNamespacedPod({ namespace: 'default', name: 'missing', body: { metadata: { name: 'other' }, spec: { containers: [{ name: 'c', image: 'x' }] } } }));
+      expect(err.code).toBe(400);
+      expect(err.body.message).toBe('the name of the object (other) does not match the name on the URL (missing)');
     } finally {
       await world.stop();
     }

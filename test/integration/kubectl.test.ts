@@ -7,7 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createKubelet } from '../../src/sandbox/kubelet.js';
+import { createLoopbackNetwork } from '../../src/sandbox/network/loopback.js';
 import { CRD_DIR, startTestApiServer, type TestApiServer } from '../helpers/apiserver.js';
 
 const KUBECTL = '/usr/bin/kubectl';
@@ -123,5 +126,42 @@ describe.skipIf(skip)('kubectl against the API emulator', () => {
     expect(printed).toBe(id);
     expect(await kubectl('annotate', 'namespace', 'team-a', 'aadpodidentity.k8s.io/permitted-identities-')).toContain('namespace/team-a annotated');
     expect((await core.readNamespace({ name: 'team-a' })).metadata?.annotations ?? {}).toEqual({});
+  });
+
+  it('shows the priority-1 columns with -o wide: pod IP and node, node addresses, OS image, kernel and runtime', async () => {
+    const kubelet = createKubelet({
+      apiUrl: world.server.url,
+      token: world.kc.getCurrentUser()!.token!,
+      nodes: [{ name: 'wide-node', providerID: 'azure:///subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/wide-node', labels: { 'node-role.kubernetes.io/worker': '' } }],
+      network: createLoopbackNetwork(),
+      log: pino({ level: 'silent' }),
+    });
+    try {
+      await kubelet.start();
+      const podManifest = join(dir, 'wide-pod.yaml');
+      await writeFile(podManifest, 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: wide\nspec:\n  nodeName: wide-node\n  containers:\n  - name: c\n    image: busybox\n');
+      await kubectl('create', '-f', podManifest);
+      const attachment = await kubelet.waitForPod('default/wide');
+
+      // kubectl's columns are separated by at least two spaces; "NOMINATED NODE" holds one.
+      const cols = (line: string) => line.trim().split(/\s{2,}/);
+      const pods = (await kubectl('get', 'pods', '-o', 'wide')).trim().split('\n');
+      expect(cols(pods[0]!)).toEqual(['NAME', 'READY', 'STATUS', 'RESTARTS', 'AGE', 'IP', 'NODE', 'NOMINATED NODE', 'READINESS GATES']);
+      const row = cols(pods.find((l) => l.startsWith('wide '))!);
+      expect([row[0], row[1], row[2], row[3], row[5], row[6], row[7], row[8]]).toEqual(['wide', '1/1', 'Running', '0', attachment.ip, 'wide-node', '<none>', '<none>']);
+      expect(cols((await kubectl('get', 'pods')).split('\n')[0]!)).toEqual(['NAME', 'READY', 'STATUS', 'RESTARTS', 'AGE']);
+
+      const nodes = (await kubectl('get', 'nodes', 'wide-node', '-o', 'wide')).trim().split('\n');
+      expect(cols(nodes[0]!)).toEqual(['NAME', 'STATUS', 'ROLES', 'AGE', 'VERSION', 'INTERNAL-IP', 'EXTERNAL-IP', 'OS-IMAGE', 'KERNEL-VERSION', 'CONTAINER-RUNTIME']);
+      const node = cols(nodes[1]!);
+      const info = (await world.kc.makeApiClient(k8s.CoreV1Api).readNode({ name: 'wide-node' })).status!.nodeInfo!;
+      expect([node[0], node[1], node[2], node[4], node[5], node[6], node[7], node[8], node[9]]).toEqual(
+        ['wide-node', 'Ready', 'agent,worker', info.kubeletVersion, '127.0.0.1', '<none>', info.osImage, info.kernelVersion, info.containerRuntimeVersion],
+      );
+      expect(cols((await kubectl('get', 'nodes', 'wide-node')).split('\n')[0]!)).toEqual(['NAME', 'STATUS', 'ROLES', 'AGE', 'VERSION']);
+      await kubectl('delete', 'pod', 'wide');
+    } finally {
+      await kubelet.stop();
+    }
   });
 });

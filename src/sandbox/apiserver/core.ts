@@ -6,7 +6,9 @@ import {
 } from './errors.js';
 import { crdResourceTypes, establishedStatus, validateCrd } from './crd.js';
 import { clone, deepEqual, isObject, meta, type Json, type JsonObject } from './json.js';
-import { foldSecretStringData, generatedName, newUid, normalizeMeta, statusOnCreate, timestamp, validateName, validateNodeTaints } from './objects.js';
+import {
+  foldSecretStringData, generatedName, newUid, normalizeMeta, statusOnCreate, timestamp, validateLabelsAndAnnotations, validateName, validateNodeTaints, validatePodSpecUpdate,
+} from './objects.js';
 import { applyPatch, type PatchType } from './patch.js';
 import { Registry, apiVersionOf, builtinResourceTypes, storageKey, type ResourceType } from './resources.js';
 import type { Selector } from './selectors.js';
@@ -124,8 +126,7 @@ export class ApiCore {
   /** PUT on the resource (`subresource` undefined) or on `/status`. */
   update(t: ResourceType, namespace: string | undefined, name: string, body: Json, subresource: string | undefined, opts: WriteOptions): WriteResult {
     const ns = t.namespaced ? (namespace ?? '') : '';
-    const old = this.store.get(this.key(t), ns, name);
-    if (!old) throw notFound(t, name);
+    // As the update handler: the body is checked against the URL before storage is asked for the object.
     const obj = this.decode(t, body);
     const m = meta(obj);
     if (m.name !== undefined && m.name !== name) {
@@ -134,6 +135,8 @@ export class ApiCore {
     if (t.namespaced && m.namespace !== undefined && m.namespace !== ns) {
       throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
     }
+    const old = this.store.get(this.key(t), ns, name);
+    if (!old) throw notFound(t, name);
     const rv = m.resourceVersion;
     if (typeof rv === 'string' && rv !== '' && rv !== (old.metadata as JsonObject).resourceVersion) {
       throw conflict(t, name, STALE_OBJECT);
@@ -155,6 +158,41 @@ export class ApiCore {
     return this.commitUpdate(t, ns, name, old, patched, subresource, opts);
   }
 
+  /**
+   * POST pods/NAME/binding, as the scheduler binds: sets spec.nodeName once (409 when the pod already has a node)
+   * and the PodScheduled condition; answers 201 with a Success Status.
+   */
+  bindPod(t: ResourceType, namespace: string, name: string, body: Json): WriteResult {
+    if (!isObject(body) || (body.kind !== undefined && body.kind !== 'Binding')) throw badRequest('the object provided is unrecognized (must be of type Binding)');
+    const bm = isObject(body.metadata) ? body.metadata : {};
+    if (bm.name !== undefined && bm.name !== name) throw badRequest(`the name of the object (${String(bm.name)}) does not match the name on the URL (${name})`);
+    const target = isObject(body.target) ? body.target : {};
+    const node = typeof target.name === 'string' ? target.name : '';
+    if (target.kind !== undefined && target.kind !== '' && target.kind !== 'Node') {
+      throw invalid('Binding', '', name, [{ reason: 'FieldValueNotSupported', field: 'target.kind', message: `Unsupported value: ${JSON.stringify(target.kind)}: supported values: "Node", "<empty>"` }]);
+    }
+    if (node === '') throw invalid('Binding', '', name, [{ reason: 'FieldValueRequired', field: 'target.name', message: 'Required value' }]);
+    const old = this.store.get(this.key(t), namespace, name);
+    if (!old) throw notFound(t, name);
+    const oldMeta = old.metadata as JsonObject;
+    if (typeof bm.uid === 'string' && bm.uid !== oldMeta.uid) {
+      throw conflict({ group: '', plural: 'pods/binding' }, name, `Precondition failed: UID in precondition: ${bm.uid}, UID in object meta: ${String(oldMeta.uid)}`);
+    }
+    if (oldMeta.deletionTimestamp) throw conflict({ group: '', plural: 'pods/binding' }, name, `pod ${name} is being deleted, cannot be assigned to a host`);
+    const spec = isObject(old.spec) ? old.spec : {};
+    if (typeof spec.nodeName === 'string' && spec.nodeName !== '') {
+      throw conflict({ group: '', plural: 'pods/binding' }, name, `pod ${name} is already assigned to node ${JSON.stringify(spec.nodeName)}`);
+    }
+    const status = isObject(old.status) ? old.status : {};
+    const conditions = (Array.isArray(status.conditions) ? status.conditions : []).filter((c) => !(isObject(c) && c.type === 'PodScheduled'));
+    conditions.push({ type: 'PodScheduled', status: 'True', lastProbeTime: null, lastTransitionTime: timestamp(this.now()) });
+    const next: JsonObject = { ...old, metadata: { ...oldMeta }, spec: { ...spec, nodeName: node }, status: { ...status, conditions } };
+    const rv = this.store.nextRv();
+    (next.metadata as JsonObject).resourceVersion = String(rv);
+    this.store.put(this.key(t), namespace, name, next, rv, old);
+    return { status: 201, body: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', code: 201 }, warnings: [] };
+  }
+
   delete(t: ResourceType, namespace: string | undefined, name: string, options: Json): WriteResult {
     const ns = t.namespaced ? (namespace ?? '') : '';
     const old = this.store.get(this.key(t), ns, name);
@@ -168,9 +206,28 @@ export class ApiCore {
       throw conflict(t, name, `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in meta: ${String(oldMeta.resourceVersion)}`);
     }
     if (isObject(options) && Array.isArray(options.dryRun) && options.dryRun.length > 0) {
-      return { status: 200, body: this.served(t, old), warnings: [] };
+      const finalizers = Array.isArray(oldMeta.finalizers) ? oldMeta.finalizers : [];
+      return { status: 200, body: finalizers.length > 0 ? this.served(t, old) : this.deletedBody(t, old), warnings: [] };
     }
-    return { status: 200, body: this.served(t, this.deleteObject(t, ns, name, old)), warnings: [] };
+    const result = this.deleteObject(t, ns, name, old);
+    const gone = this.store.get(this.key(t), ns, name) === undefined;
+    return { status: 200, body: gone ? this.deletedBody(t, result) : this.served(t, result), warnings: [] };
+  }
+
+  /**
+   * The answer to a delete that removed the object: as the generic registry's finalizeDelete, a `Status` naming it,
+   * except for the types whose storage sets ReturnDeletedObject (pods, services, service accounts) and the two
+   * that always finish through a finalizer on a real server (namespaces, CRDs), which answer with the object.
+   */
+  private deletedBody(t: ResourceType, last: JsonObject): JsonObject {
+    const returnsObject = t.group === '' ? ['Pod', 'Service', 'ServiceAccount', 'Namespace'].includes(t.kind) : t.kind === 'CustomResourceDefinition' && t.group === 'apiextensions.k8s.io';
+    if (returnsObject) return this.served(t, last);
+    const m = last.metadata as JsonObject;
+    const details: JsonObject = { name: String(m.name) };
+    if (t.group !== '') details.group = t.group;
+    details.kind = t.plural;
+    if (typeof m.uid === 'string') details.uid = m.uid;
+    return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details };
   }
 
   /** Deletes, or marks deleting when finalizers remain (as the generic registry's markAsDeleting). */
@@ -222,6 +279,10 @@ export class ApiCore {
     foldSecretStringData(t, obj);
     const warnings = this.admitCustom(t, obj, name, opts);
     this.validateKind(t, obj, name);
+    if (t.group === '' && t.kind === 'Pod' && subresource === undefined) {
+      const causes = validatePodSpecUpdate(old, obj);
+      if (causes.length > 0) throw invalid(t.kind, t.group, name, causes);
+    }
     if (t.generation && specChanged(t, old, obj)) m.generation = (typeof oldMeta.generation === 'number' ? oldMeta.generation : 0) + 1;
     m.resourceVersion = oldMeta.resourceVersion as Json;
     // A write that changes nothing is not a write: no new resourceVersion, no event (etcd's GuaranteedUpdate).
@@ -360,6 +421,8 @@ export class ApiCore {
   }
 
   private validateKind(t: ResourceType, obj: JsonObject, name: string): void {
+    const metaCauses = validateLabelsAndAnnotations(obj);
+    if (metaCauses.length > 0) throw invalid(t.kind, t.group, name, metaCauses);
     if (t.group === 'apiextensions.k8s.io' && t.kind === 'CustomResourceDefinition') {
       const causes = validateCrd(obj);
       if (causes.length > 0) throw invalid(t.kind, t.group, name, causes);

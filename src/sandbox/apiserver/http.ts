@@ -104,7 +104,7 @@ export class ApiHttp {
     const method = (req.method ?? 'GET').toUpperCase();
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const q = url.searchParams;
-    const isWatch = q.get('watch') === 'true' || q.get('watch') === '1';
+    const isWatch = queryBool(q, 'watch');
 
     if (['/healthz', '/livez', '/readyz'].includes(path)) {
       res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
@@ -182,7 +182,8 @@ export class ApiHttp {
     if (namespace !== undefined && !type.namespaced) return undefined;
     const name = rest[1];
     const subresource = rest[2];
-    if (subresource !== undefined && !(subresource === 'status' && type.statusSubresource)) return undefined;
+    const binding = subresource === 'binding' && type.group === '' && type.kind === 'Pod';
+    if (subresource !== undefined && !(subresource === 'status' && type.statusSubresource) && !binding) return undefined;
     return { discovery: false, group, version, type, namespace, name, subresource };
   }
 
@@ -217,12 +218,14 @@ export class ApiHttp {
         case 'DELETE': {
           if (t.namespaced && namespace === undefined && t.kind !== 'Namespace') throw methodNotAllowed();
           const selector = this.selector(t, q);
-          const items = this.core.list(t, namespace, selector, 0, undefined).items;
-          const deleted = items.map((obj) => {
+          const listed = this.core.list(t, namespace, selector, 0, undefined);
+          const options = withQueryDeleteOptions(await readBody(req, true), q);
+          for (const obj of listed.items) {
             const m = obj.metadata as JsonObject;
-            return this.core.delete(t, typeof m.namespace === 'string' ? m.namespace : undefined, String(m.name), null).body;
-          });
-          sendJson(res, 200, { apiVersion: apiVersionOf(t), kind: t.listKind, metadata: { resourceVersion: String(this.core.store.currentRv()) }, items: deleted }, []);
+            this.core.delete(t, typeof m.namespace === 'string' ? m.namespace : undefined, String(m.name), options);
+          }
+          // As the generic registry's DeleteCollection: the list as it was before the deletes.
+          sendJson(res, 200, { apiVersion: apiVersionOf(t), kind: t.listKind, metadata: { resourceVersion: listed.resourceVersion }, items: listed.items }, []);
           return;
         }
         default:
@@ -230,6 +233,11 @@ export class ApiHttp {
       }
     }
     if (t.namespaced && namespace === undefined) throw pathNotFound();
+    if (subresource === 'binding') {
+      if (method !== 'POST') throw methodNotAllowed();
+      send(res, this.core.bindPod(t, namespace ?? '', name, await readBody(req)));
+      return;
+    }
     switch (method) {
       case 'GET': {
         if (isWatch) {
@@ -263,7 +271,7 @@ export class ApiHttp {
       case 'DELETE': {
         if (subresource) throw methodNotAllowed();
         const body = await readBody(req, true);
-        send(res, this.core.delete(t, namespace, name, body));
+        send(res, this.core.delete(t, namespace, name, withQueryDeleteOptions(body, q)));
         return;
       }
       default:
@@ -284,7 +292,7 @@ export class ApiHttp {
         namespace,
         selector,
         resourceVersion: rv,
-        allowBookmarks: q.get('allowWatchBookmarks') === 'true',
+        allowBookmarks: queryBool(q, 'allowWatchBookmarks'),
         timeoutSeconds: timeout !== null && /^\d+$/.test(timeout) ? Number(timeout) : undefined,
         bookmarkIntervalMs: this.opts.bookmarkIntervalMs,
         held: () => this.watchesHeld,
@@ -361,6 +369,26 @@ function tableRequest(accept: string | undefined, includeObject: string | null):
     if (!params.has('as') && (type === 'application/json' || type === '*/*')) return undefined;
   }
   return undefined;
+}
+
+/**
+ * A boolean query parameter as the real API server reads it (apimachinery's Convert_Slice_string_To_bool): absent is
+ * false, `0` and `false` in any case are false, anything else (`true`, `True` from the Python client, `1`, even an
+ * empty value) is true.
+ */
+export function queryBool(q: URLSearchParams, name: string): boolean {
+  const v = q.get(name);
+  if (v === null) return false;
+  return v !== '0' && v.toLowerCase() !== 'false';
+}
+
+/** DeleteOptions come from the body or, as clients without a body send them, from the query (`?dryRun=All`). */
+function withQueryDeleteOptions(body: Json, q: URLSearchParams): Json {
+  const dryRun = q.getAll('dryRun');
+  if (dryRun.length === 0) return body;
+  const options: JsonObject = body !== null && typeof body === 'object' && !Array.isArray(body) ? { ...body } : {};
+  if (!Array.isArray(options.dryRun) || options.dryRun.length === 0) options.dryRun = dryRun;
+  return options;
 }
 
 function fieldValidation(v: string | null): WriteOptions['fieldValidation'] {

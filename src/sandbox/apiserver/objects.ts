@@ -2,7 +2,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type { StatusCause } from './errors.js';
-import { isObject, type Json, type JsonObject } from './json.js';
+import { deepEqual, isObject, type Json, type JsonObject } from './json.js';
 import type { ResourceType } from './resources.js';
 
 const OBJECT_META_FIELDS = new Set([
@@ -117,6 +117,37 @@ export function validateNodeTaints(node: JsonObject): StatusCause[] {
   return causes;
 }
 
+const MAX_ANNOTATIONS_BYTES = 256 * 1024;
+
+/**
+ * metadata.labels and metadata.annotations as ValidateObjectMeta checks them: label keys and annotation keys are
+ * qualified names, label values at most 63 characters of the label-value alphabet, annotations 256 KiB in all.
+ */
+export function validateLabelsAndAnnotations(obj: JsonObject): StatusCause[] {
+  const m = isObject(obj.metadata) ? obj.metadata : {};
+  const causes: StatusCause[] = [];
+  const labels = isObject(m.labels) ? m.labels : {};
+  for (const [key, value] of Object.entries(labels)) {
+    causes.push(...qualifiedNameCauses(key, 'metadata.labels'));
+    const v = typeof value === 'string' ? value : '';
+    const invalidValue = (message: string): StatusCause => ({ reason: 'FieldValueInvalid', field: 'metadata.labels', message: `Invalid value: ${JSON.stringify(v)}: ${message}` });
+    if (v.length > 63) causes.push(invalidValue('must be no more than 63 characters'));
+    if (!LABEL_VALUE.test(v)) {
+      causes.push(invalidValue("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"));
+    }
+  }
+  const annotations = isObject(m.annotations) ? m.annotations : {};
+  let bytes = 0;
+  for (const [key, value] of Object.entries(annotations)) {
+    causes.push(...qualifiedNameCauses(key.toLowerCase(), 'metadata.annotations').map((c) => ({ ...c, message: c.message.replace(JSON.stringify(key.toLowerCase()), JSON.stringify(key)) })));
+    bytes += Buffer.byteLength(key) + Buffer.byteLength(typeof value === 'string' ? value : '');
+  }
+  if (bytes > MAX_ANNOTATIONS_BYTES) {
+    causes.push({ reason: 'FieldValueTooLong', field: 'metadata.annotations', message: `Too long: may not be more than ${MAX_ANNOTATIONS_BYTES} bytes` });
+  }
+  return causes;
+}
+
 function qualifiedNameCauses(key: string, field: string): StatusCause[] {
   const slash = key.indexOf('/');
   const prefix = slash < 0 ? undefined : key.slice(0, slash);
@@ -131,6 +162,50 @@ function qualifiedNameCauses(key: string, field: string): StatusCause[] {
     return bad("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')");
   }
   return [];
+}
+
+const POD_UPDATE_FORBIDDEN =
+  'Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,' +
+  '`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),' +
+  '`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)';
+
+/**
+ * A pod's spec is immutable but for what ValidatePodUpdate lets through: container and init-container images,
+ * activeDeadlineSeconds (set, or lowered), tolerations (additions only), a negative terminationGracePeriodSeconds
+ * raised to 1. spec.nodeName is set once, through the binding subresource. (The real message appends a Go diff.)
+ */
+export function validatePodSpecUpdate(old: JsonObject, next: JsonObject): StatusCause[] {
+  const oldSpec = isObject(old.spec) ? old.spec : {};
+  const newSpec = isObject(next.spec) ? next.spec : {};
+  const munged: JsonObject = { ...newSpec };
+  for (const list of ['containers', 'initContainers']) {
+    const before = oldSpec[list];
+    const after = newSpec[list];
+    if (!Array.isArray(before) || !Array.isArray(after) || before.length !== after.length) continue;
+    munged[list] = after.map((c, i) => {
+      const prev = before[i];
+      if (!isObject(c) || !isObject(prev)) return c;
+      const copy: JsonObject = { ...c };
+      if (prev.image === undefined) delete copy.image;
+      else copy.image = prev.image;
+      return copy;
+    });
+  }
+  const oldDeadline = oldSpec.activeDeadlineSeconds;
+  const newDeadline = newSpec.activeDeadlineSeconds;
+  if (typeof newDeadline === 'number' && newDeadline > 0 && (oldDeadline === undefined || (typeof oldDeadline === 'number' && newDeadline <= oldDeadline))) {
+    if (oldDeadline === undefined) delete munged.activeDeadlineSeconds;
+    else munged.activeDeadlineSeconds = oldDeadline;
+  }
+  const oldTolerations = Array.isArray(oldSpec.tolerations) ? oldSpec.tolerations : [];
+  const newTolerations = Array.isArray(newSpec.tolerations) ? newSpec.tolerations : [];
+  if (oldTolerations.every((o) => newTolerations.some((n) => deepEqual(o, n)))) {
+    if (oldSpec.tolerations === undefined) delete munged.tolerations;
+    else munged.tolerations = oldSpec.tolerations;
+  }
+  const oldGrace = oldSpec.terminationGracePeriodSeconds;
+  if (typeof oldGrace === 'number' && oldGrace < 0 && newSpec.terminationGracePeriodSeconds === 1) munged.terminationGracePeriodSeconds = oldGrace;
+  return deepEqual(oldSpec, munged) ? [] : [{ reason: 'FieldValueForbidden', field: 'spec', message: POD_UPDATE_FORBIDDEN }];
 }
 
 /** A Secret's `stringData` is write-only: the server folds it into base64 `data` (stringData wins) and drops it. */

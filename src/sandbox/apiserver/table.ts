@@ -117,45 +117,150 @@ export function evalJsonPath(obj: Json, path: string): Json | undefined {
   return cur;
 }
 
+/** The real server's layouts (kubernetes/pkg/printers/internalversion), priority-1 columns shown by `-o wide`. */
 function builtinLayout(kind: string): TableLayout {
-  const col = (name: string, description = ''): ColumnDefinition => ({ name, type: 'string', format: '', description, priority: 0 });
   switch (kind) {
     case 'Pod':
       return {
-        columns: [NAME_COLUMN, col('Ready'), col('Status'), { ...col('Restarts'), type: 'string' }, AGE_COLUMN],
-        cells(obj, now) {
-          const spec = isObject(obj.spec) ? obj.spec : {};
-          const status = isObject(obj.status) ? obj.status : {};
-          const containers = Array.isArray(spec.containers) ? spec.containers.length : 0;
-          const statuses = Array.isArray(status.containerStatuses) ? status.containerStatuses.filter(isObject) : [];
-          const ready = statuses.filter((s) => s.ready === true).length;
-          const restarts = statuses.reduce((n, s) => n + (typeof s.restartCount === 'number' ? s.restartCount : 0), 0);
-          const meta = isObject(obj.metadata) ? obj.metadata : {};
-          const phase = meta.deletionTimestamp ? 'Terminating' : typeof status.phase === 'string' ? status.phase : 'Unknown';
-          return [nameOf(obj), `${ready}/${containers}`, phase, String(restarts), ageOf(obj, now)];
-        },
+        columns: [
+          NAME_COLUMN,
+          col('Ready', 'The aggregate readiness state of this pod for accepting traffic.'),
+          col('Status', 'The aggregate status of the containers in this pod.'),
+          col('Restarts', 'The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.'),
+          AGE_COLUMN,
+          col('IP', 'podIP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.', 1),
+          col('Node', 'NodeName indicates in which node this pod is scheduled.', 1),
+          col('Nominated Node', 'nominatedNodeName is set only when this pod preempts other pods on the node.', 1),
+          col('Readiness Gates', 'If specified, all readiness gates will be evaluated for pod readiness.', 1),
+        ],
+        cells: podCells,
       };
     case 'Namespace':
       return {
-        columns: [NAME_COLUMN, col('Status'), AGE_COLUMN],
+        columns: [NAME_COLUMN, col('Status', 'The status of the namespace'), AGE_COLUMN],
         cells(obj, now) {
-          const status = isObject(obj.status) ? obj.status : {};
+          const status = objectAt(obj, 'status');
           return [nameOf(obj), typeof status.phase === 'string' ? status.phase : 'Active', ageOf(obj, now)];
         },
       };
     case 'Node':
       return {
-        columns: [NAME_COLUMN, col('Status'), AGE_COLUMN],
-        cells(obj, now) {
-          const status = isObject(obj.status) ? obj.status : {};
-          const conds = Array.isArray(status.conditions) ? status.conditions.filter(isObject) : [];
-          const ready = conds.find((c) => c.type === 'Ready');
-          return [nameOf(obj), ready?.status === 'True' ? 'Ready' : 'NotReady', ageOf(obj, now)];
-        },
+        columns: [
+          NAME_COLUMN,
+          col('Status', 'The status of the node'),
+          col('Roles', 'The roles of the node'),
+          AGE_COLUMN,
+          col('Version', 'Kubelet Version reported by the node.'),
+          col('Internal-IP', 'List of addresses reachable to the node.', 1),
+          col('External-IP', 'List of addresses reachable to the node.', 1),
+          col('OS-Image', 'OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).', 1),
+          col('Kernel-Version', "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).", 1),
+          col('Container-Runtime', 'ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).', 1),
+        ],
+        cells: nodeCells,
       };
     default:
       return { columns: [NAME_COLUMN, AGE_COLUMN], cells: (obj, now) => [nameOf(obj), ageOf(obj, now)] };
   }
+}
+
+function col(name: string, description: string, priority = 0): ColumnDefinition {
+  return { name, type: 'string', format: '', description, priority };
+}
+
+function podCells(obj: JsonObject, now: number): Cell[] {
+  const spec = objectAt(obj, 'spec');
+  const status = objectAt(obj, 'status');
+  const meta = objectAt(obj, 'metadata');
+  const containers = Array.isArray(spec.containers) ? spec.containers.length : 0;
+  const statuses = arrayAt(status, 'containerStatuses');
+  let ready = 0;
+  let restarts = 0;
+  let lastRestart = 0;
+  let hasRunning = false;
+  let reason = stringAt(status, 'reason') || stringAt(status, 'phase');
+  // As the real printer, from the last container to the first: the first one waiting or terminated names the status.
+  for (const s of [...statuses].reverse()) {
+    restarts += typeof s.restartCount === 'number' ? s.restartCount : 0;
+    const finished = Date.parse(stringAt(objectAt(objectAt(s, 'lastState'), 'terminated'), 'finishedAt'));
+    if (!Number.isNaN(finished) && finished > lastRestart) lastRestart = finished;
+    const state = objectAt(s, 'state');
+    const waiting = stringAt(objectAt(state, 'waiting'), 'reason');
+    const terminated = isObject(state.terminated) ? state.terminated : undefined;
+    if (waiting) reason = waiting;
+    else if (terminated) {
+      const signal = typeof terminated.signal === 'number' ? terminated.signal : 0;
+      const exitCode = typeof terminated.exitCode === 'number' ? terminated.exitCode : 0;
+      reason = stringAt(terminated, 'reason') || (signal !== 0 ? `Signal:${signal}` : `ExitCode:${exitCode}`);
+    } else if (s.ready === true && isObject(state.running)) {
+      hasRunning = true;
+      ready += 1;
+    }
+  }
+  if (reason === 'Completed' && hasRunning) {
+    reason = arrayAt(status, 'conditions').some((c) => c.type === 'Ready' && c.status === 'True') ? 'Running' : 'NotReady';
+  }
+  if (meta.deletionTimestamp) reason = stringAt(status, 'reason') === 'NodeLost' ? 'Unknown' : 'Terminating';
+  const restartText = lastRestart > 0 ? `${restarts} (${humanDuration(now - lastRestart)} ago)` : String(restarts);
+
+  const gates = arrayAt(spec, 'readinessGates');
+  const conditions = arrayAt(status, 'conditions');
+  const gatesTrue = gates.filter((g) => conditions.some((c) => c.type === g.conditionType && c.status === 'True')).length;
+  return [
+    nameOf(obj),
+    `${ready}/${containers}`,
+    reason,
+    restartText,
+    ageOf(obj, now),
+    stringAt(status, 'podIP') || '<none>',
+    stringAt(spec, 'nodeName') || '<none>',
+    stringAt(status, 'nominatedNodeName') || '<none>',
+    gates.length > 0 ? `${gatesTrue}/${gates.length}` : '<none>',
+  ];
+}
+
+function nodeCells(obj: JsonObject, now: number): Cell[] {
+  const status = objectAt(obj, 'status');
+  const spec = objectAt(obj, 'spec');
+  const readyCond = arrayAt(status, 'conditions').find((c) => c.type === 'Ready');
+  const states = [readyCond ? (readyCond.status === 'True' ? 'Ready' : 'NotReady') : 'Unknown'];
+  if (spec.unschedulable === true) states.push('SchedulingDisabled');
+  const roles = new Set<string>();
+  for (const [k, v] of Object.entries(objectAt(objectAt(obj, 'metadata'), 'labels'))) {
+    if (k.startsWith('node-role.kubernetes.io/') && k.length > 'node-role.kubernetes.io/'.length) roles.add(k.slice('node-role.kubernetes.io/'.length));
+    else if (k === 'kubernetes.io/role' && typeof v === 'string' && v !== '') roles.add(v);
+  }
+  const addresses = arrayAt(status, 'addresses');
+  const address = (type: string): string => stringAt(addresses.find((a) => a.type === type) ?? {}, 'address') || '<none>';
+  const info = objectAt(status, 'nodeInfo');
+  const known = (field: string): string => stringAt(info, field) || '<unknown>';
+  return [
+    nameOf(obj),
+    states.join(','),
+    roles.size > 0 ? [...roles].sort().join(',') : '<none>',
+    ageOf(obj, now),
+    stringAt(info, 'kubeletVersion'),
+    address('InternalIP'),
+    address('ExternalIP'),
+    known('osImage'),
+    known('kernelVersion'),
+    known('containerRuntimeVersion'),
+  ];
+}
+
+function objectAt(obj: JsonObject, key: string): JsonObject {
+  const v = obj[key];
+  return isObject(v) ? v : {};
+}
+
+function arrayAt(obj: JsonObject, key: string): JsonObject[] {
+  const v = obj[key];
+  return Array.isArray(v) ? v.filter(isObject) : [];
+}
+
+function stringAt(obj: JsonObject, key: string): string {
+  const v = obj[key];
+  return typeof v === 'string' ? v : '';
 }
 
 function nameOf(obj: JsonObject): string {
