@@ -113,6 +113,8 @@ export interface PodView {
   readonly ownerReferences: readonly OwnerReferenceView[];
   /** spec.serviceAccountName (or the deprecated spec.serviceAccount); absent or empty never matches MIC's. */
   readonly serviceAccountName?: string;
+  /** status.startTime (else metadata.creationTimestamp) in epoch ms; absent when neither is readable. */
+  readonly startedAtMs?: number;
 }
 
 /** The parts of a Node that MIC uses (providerID locates the VM or VMSS instance). */
@@ -240,6 +242,7 @@ export function podViewFrom(raw: unknown): PodView | null {
     hostNetwork: spec.hostNetwork === true,
     serviceAccountName: asString(spec.serviceAccountName) || asString(spec.serviceAccount),
     deleting: isSet(meta.deletionTimestamp),
+    ...startedAt(status.startTime, meta.creationTimestamp),
     ownerReferences: asArray(meta.ownerReferences).map((entry) => {
       const ref = asRecord(entry);
       return {
@@ -251,6 +254,18 @@ export function podViewFrom(raw: unknown): PodView | null {
       };
     }),
   };
+}
+
+/**
+ * When the kubelet started the pod (status.startTime), else when it was created; lists give Dates, watches text.
+ * Both are whole seconds on the wire: the latest instant of that second is taken, so a pod never looks older than it is.
+ */
+function startedAt(startTime: unknown, created: unknown): { startedAtMs?: number } {
+  for (const value of [startTime, created]) {
+    const ms = value instanceof Date ? value.getTime() : typeof value === 'string' && value !== '' ? Date.parse(value) : NaN;
+    if (Number.isFinite(ms)) return { startedAtMs: ms % 1000 === 0 ? ms + 999 : ms };
+  }
+  return {};
 }
 
 /** Builds a NodeView from a node (plain JSON or client-node class instance). */

@@ -215,6 +215,8 @@ function nmiAnswer(input: ExplainInput, exception: AzurePodIdentityException | u
         : { status: 404, summary: 'waits for an AzureAssignedIdentity that will not come, then 404 (503 with --set-retry-after-header): no binding gives this pod an identity on its node' };
     case 'none':
       return { status: 404, summary: `404: ${selection.reason}` };
+    case 'unbound':
+      return { status: 400, summary: `400 Identity not found, at once (as IMDS): ${selection.reason}` };
   }
 }
 

@@ -10,6 +10,7 @@ import type {
   PodView,
 } from '../crds/types.js';
 import { declaredIdentitiesOf, type DeclaredIdentities } from './core/node-path.js';
+import { BINDING_LABEL, type PodBinding } from './core/select.js';
 import { ChangeNotifier } from './notify.js';
 import type { IdentityState } from './ports.js';
 
@@ -58,7 +59,10 @@ export class NmiIdentityState implements IdentityState {
   readonly identities = new NamespacedMap<AzureIdentity>();
   readonly exceptions = new NamespacedMap<AzurePodIdentityException>();
   private readonly changes = new ChangeNotifier();
+  private readonly bindingsBySelector = new Map<string, Map<string, AzureIdentityBinding>>();
   private identitiesSynced = false;
+  /** Informers whose first list the settled check still waits for (see markSynced). */
+  private readonly unsynced = new Set<'assigned' | 'bindings' | 'identities'>(['assigned', 'bindings', 'identities']);
   private declared: DeclaredIdentities | undefined;
 
   upsertAssigned(aai: AzureAssignedIdentity): void {
@@ -77,12 +81,27 @@ export class NmiIdentityState implements IdentityState {
   }
 
   upsertBinding(b: AzureIdentityBinding): void {
+    this.removeBindingIndex(b.namespace, b.name);
     this.bindings.set(b);
+    let forSelector = this.bindingsBySelector.get(b.selector);
+    if (forSelector === undefined) this.bindingsBySelector.set(b.selector, (forSelector = new Map()));
+    forSelector.set(`${b.namespace}/${b.name}`, b);
     this.changes.notify();
   }
 
   removeBinding(namespace: string, name: string): void {
+    this.removeBindingIndex(namespace, name);
     if (this.bindings.delete(namespace, name)) this.changes.notify();
+  }
+
+  /**
+   * An informer has listed (standard mode has no AzureAssignedIdentity-free view, managed mode no AAIs: mark both).
+   * Until all three have, no request is settled: what is not listed yet may still be coming.
+   */
+  markSynced(kind: 'assigned' | 'bindings' | 'identities'): void {
+    this.unsynced.delete(kind);
+    if (kind === 'identities') this.identitiesSynced = true;
+    this.changes.notify();
   }
 
   upsertIdentity(i: AzureIdentity): void {
@@ -99,8 +118,7 @@ export class NmiIdentityState implements IdentityState {
 
   /** Called once the AzureIdentity informer has listed: until then nothing can be said to be undeclared. */
   markIdentitiesSynced(): void {
-    this.identitiesSynced = true;
-    this.changes.notify();
+    this.markSynced('identities');
   }
 
   /** Every identity an AzureIdentity in the cluster declares; undefined until the AzureIdentity list is in. */
@@ -124,16 +142,31 @@ export class NmiIdentityState implements IdentityState {
   }
 
   selectionFor(pod: PodView) {
+    const selector = pod.labels[BINDING_LABEL];
+    const podBindings: PodBinding[] = [];
+    for (const binding of selector === undefined ? [] : (this.bindingsBySelector.get(selector)?.values() ?? [])) {
+      podBindings.push({ binding, identity: this.identities.get(binding.namespace, binding.azureIdentity) });
+    }
     return {
       assigned: [...(this.assignedByPod.get(`${pod.namespace}/${pod.name}`)?.values() ?? [])],
       exceptions: this.exceptions.inNamespace(pod.namespace),
       bindings: this.bindings.inNamespace(pod.namespace),
       identities: this.identities.inNamespace(pod.namespace),
+      podBindings,
+      viewComplete: this.unsynced.size === 0,
     };
   }
 
   waitForChange(timeoutMs: number, signal: AbortSignal): Promise<void> {
     return this.changes.wait(timeoutMs, signal);
+  }
+
+  private removeBindingIndex(namespace: string, name: string): void {
+    const old = this.bindings.get(namespace, name);
+    if (old === undefined) return;
+    const forSelector = this.bindingsBySelector.get(old.selector);
+    forSelector?.delete(`${namespace}/${name}`);
+    if (forSelector?.size === 0) this.bindingsBySelector.delete(old.selector);
   }
 
   private removeAssignedIndex(namespace: string, name: string): void {

@@ -307,33 +307,39 @@ function informers(
     if (ok) identities.markIdentitiesSynced();
   });
   reflectors.push(identityReflector);
+  // Both modes: managed mode selects from bindings; standard mode tells from them whether an assignment may still come.
+  const bindingReflector = new Reflector({
+    ...common,
+    path: collectionPath(Plurals.AzureIdentityBinding),
+    name: 'azureidentitybindings',
+    handlers: {
+      onAdd: (o) => upsertBinding(o),
+      onUpdate: (_o, n) => upsertBinding(n),
+      onDelete: (o) => identities.removeBinding(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
+    },
+  });
+  void bindingReflector.synced().then((ok) => {
+    if (ok) identities.markSynced('bindings');
+  });
+  reflectors.push(bindingReflector);
   if (options.operationMode === 'standard') {
-    reflectors.push(
-      new Reflector({
-        ...common,
-        path: collectionPath(Plurals.AzureAssignedIdentity),
-        name: 'azureassignedidentities',
-        ...(options.enableScaleFeatures ? { labelSelector: nodeLabelSelector(options.node) } : {}),
-        handlers: {
-          onAdd: (o) => upsertAssigned(o),
-          onUpdate: (_o, n) => upsertAssigned(n),
-          onDelete: (o) => identities.removeAssigned(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
-        },
-      }),
-    );
+    const assignedReflector = new Reflector({
+      ...common,
+      path: collectionPath(Plurals.AzureAssignedIdentity),
+      name: 'azureassignedidentities',
+      ...(options.enableScaleFeatures ? { labelSelector: nodeLabelSelector(options.node) } : {}),
+      handlers: {
+        onAdd: (o) => upsertAssigned(o),
+        onUpdate: (_o, n) => upsertAssigned(n),
+        onDelete: (o) => identities.removeAssigned(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
+      },
+    });
+    void assignedReflector.synced().then((ok) => {
+      if (ok) identities.markSynced('assigned');
+    });
+    reflectors.push(assignedReflector);
   } else {
-    reflectors.push(
-      new Reflector({
-        ...common,
-        path: collectionPath(Plurals.AzureIdentityBinding),
-        name: 'azureidentitybindings',
-        handlers: {
-          onAdd: (o) => upsertBinding(o),
-          onUpdate: (_o, n) => upsertBinding(n),
-          onDelete: (o) => identities.removeBinding(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
-        },
-      }),
-    );
+    identities.markSynced('assigned'); // managed mode has no AAIs to wait for
   }
   if (options.namespaceIdentityPolicy === 'enforce') {
     reflectors.push(

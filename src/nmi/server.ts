@@ -7,13 +7,13 @@ import type { Logger } from 'pino';
 import type { NamespacePolicies } from '../crds/namespace-policy.js';
 import type { AzureIdentity, PodView } from '../crds/types.js';
 import { namespacePolicyDenial } from './core/namespace-policy.js';
-import { hostTokenBody, imdsTokenBody, METADATA_HEADER_MISSING, type IssuedToken } from './core/imds-body.js';
+import { hostTokenBody, IDENTITY_NOT_FOUND, imdsTokenBody, METADATA_HEADER_MISSING, type IssuedToken } from './core/imds-body.js';
 import { routeRequest } from './core/routes.js';
 import { NODE_PATH_REMEDY, nodeRequestRefusal, nodeTokenRefusal, type NodeRefusal } from './core/node-path.js';
-import { selectIdentity, type Selection, type SelectPolicy } from './core/select.js';
+import { principalKey, selectIdentity, servableIdentities, type Selection, type SelectPolicy } from './core/select.js';
 import { parseTokenRequest, type TokenRequest } from './core/token-request.js';
 import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, PodViewFreshness, TokenIssuer } from './ports.js';
-import { tokenIdentityOf } from './tokens/claims.js';
+import { tokenIdentityOf, tokenObjectIdOf } from './tokens/claims.js';
 
 export interface NmiServerConfig {
   readonly metadataHeaderRequired: boolean;
@@ -112,7 +112,17 @@ function createRequestHandler(deps: NmiServerDeps) {
     forceNamespaced: config.forceNamespaced,
     micNamespace: config.micNamespace,
     micServiceAccount: config.micServiceAccount,
+    // The original's wait for a pod with nothing assigned: a pod started longer ago has had its assignments made.
+    settleAfterMs: config.retryAttemptsForCreated * config.findIdentityRetryIntervalMs,
   };
+  const principals = new PrincipalIds();
+  const inputFor = (pod: PodView, request: TokenRequest) => ({
+    pod,
+    request,
+    ...deps.identities.selectionFor(pod),
+    nowMs: now(),
+    principalIds: principals.known,
+  });
 
   const enforced = config.namespaceIdentityPolicy === 'enforce';
   const noPolicies: NamespacePolicies = new Map();
@@ -152,7 +162,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     const caller = lookup.call(deps.pods, ip);
     if (caller.kind !== 'pod') return false;
     const pod = caller.pod;
-    const selection = selectIdentity({ pod, request: parsed.request, ...deps.identities.selectionFor(pod) }, policy);
+    const selection = selectIdentity(inputFor(pod, parsed.request), policy);
     if (selection.kind !== 'identity') return false;
     if (enforced && policyDenial(pod, selection.identity) !== undefined) return false;
     const tokens = cached.call(deps.tokens, selection.identity, parsed.request.resource);
@@ -279,7 +289,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     // Bindings are built only when a line is written: a child logger per request was a hot-path cost.
     const log = lazyChild(logger, ip, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request.resource }));
 
-    const selection = await awaitSelection(pod, request, abort);
+    const { selection, learnError } = await awaitSelection(pod, request, abort);
     if (abort.aborted()) return;
     // The pod at this IP must still be the one we decided for: a pod deleted and replaced while we waited gets nothing.
     const again = deps.pods.lookup?.(ip) ?? (await deps.pods.findByIp(ip, abort.signal()));
@@ -292,6 +302,12 @@ function createRequestHandler(deps: NmiServerDeps) {
     switch (selection.kind) {
       case 'node':
         return serveNodeIdentity(res, log, request, selection.reason, pod.uid);
+      case 'unbound': {
+        // Its own identities' tokens could not be read to match object_id: that is not "not found".
+        if (learnError !== undefined) return refuseUnreadablePrincipal(res, log, learnError);
+        log.warn({ reason: selection.reason }, 'no bound identity matches the request; answered as IMDS does');
+        return sendImdsError(res, 400, IDENTITY_NOT_FOUND);
+      }
       case 'pending':
       case 'none': {
         log.warn({ reason: selection.reason }, 'no identity for the pod');
@@ -371,11 +387,13 @@ function createRequestHandler(deps: NmiServerDeps) {
     const pod = deps.pods.findByName(podns, podname);
     const log = lazyChild(logger, `${podns}/${podname}`, () => ({ pod: podname, namespace: podns, remote: ip, route: 'host-token' }));
     if (pod === undefined) return sendText(res, 404, `pod ${podns}/${podname} is not on this node`);
-    const selection = await awaitSelection(pod, parsed.request, abort);
+    const { selection, learnError } = await awaitSelection(pod, parsed.request, abort);
     if (abort.aborted()) return;
+    if (selection.kind === 'unbound' && learnError !== undefined) return refuseUnreadablePrincipal(res, log, learnError);
     if (selection.kind !== 'identity') {
       log.warn({ reason: selection.reason }, 'no identity for the pod');
-      return sendText(res, 404, selection.kind === 'node' ? `pod ${podns}/${podname} has no identity` : notFoundMessage(pod, selection));
+      const message = selection.kind === 'node' ? `pod ${podns}/${podname} has no identity` : selection.kind === 'unbound' ? selection.reason : notFoundMessage(pod, selection);
+      return sendText(res, 404, message);
     }
     if (!(await confirmedLive(res, log, pod, undefined))) return;
     const identity = selection.identity;
@@ -440,19 +458,68 @@ function createRequestHandler(deps: NmiServerDeps) {
     return false;
   }
 
-  /** Re-decides on every identity change until a decision is final or the original's wait budget is spent. */
-  async function awaitSelection(pod: PodView, request: TokenRequest, abort: LazyAbort): Promise<Selection> {
+  /**
+   * Re-decides on every identity change until a decision is final, the pod's assignments are settled, or the
+   * original's wait budget is spent.
+   */
+  async function awaitSelection(pod: PodView, request: TokenRequest, abort: LazyAbort): Promise<{ selection: Selection; learnError?: unknown }> {
     const interval = config.findIdentityRetryIntervalMs;
     const noneBudget = config.retryAttemptsForCreated * interval;
     const createdBudget = (config.retryAttemptsForCreated + config.retryAttemptsForAssigned) * interval;
     const started = now();
+    // With nothing assigned, the wait lasts until the pod is as old as the window (at most about a second longer than
+    // the original's, start times being whole seconds): then it is settled, or something is still outstanding.
+    const settlesAt = pod.startedAtMs === undefined ? undefined : pod.startedAtMs + noneBudget + 1;
+    const noneDeadline = Math.max(started + noneBudget, Math.min(settlesAt ?? 0, started + noneBudget + 2_000));
     for (;;) {
-      const selection = selectIdentity({ pod, request, ...deps.identities.selectionFor(pod) }, policy);
-      if (selection.kind !== 'pending' || abort.aborted()) return selection;
-      const remaining = (selection.created ? createdBudget : noneBudget) - (now() - started);
-      if (remaining <= 0) return selection;
-      await deps.identities.waitForChange(Math.min(remaining, interval), abort.signal());
+      const learnError = request.objectId !== undefined ? await learnPrincipals(pod, request.resource) : undefined;
+      const selection = selectIdentity(inputFor(pod, request), policy);
+      const done = { selection, ...(learnError !== undefined ? { learnError } : {}) };
+      if (selection.kind !== 'pending' || abort.aborted()) return done;
+      const remaining = (selection.created ? started + createdBudget : noneDeadline) - now();
+      if (remaining <= 0) return done;
+      // A pod that ages past the window mid-wait is settled then: look again at that moment.
+      const settlesIn = settlesAt === undefined ? interval : settlesAt - now();
+      await deps.identities.waitForChange(Math.max(1, Math.min(remaining, interval, settlesIn > 0 ? settlesIn : interval)), abort.signal());
     }
+  }
+
+  /**
+   * An `object_id` names an identity by its principal ID, which only its tokens tell for certain: read it from the
+   * tokens of the identities this pod may be served anyway (never another's), for the resource it asked for, so
+   * the token served next comes from the cache. Returns the last failure, if a token could not be had.
+   */
+  async function learnPrincipals(pod: PodView, resource: string): Promise<unknown> {
+    let failure: unknown;
+    for (const identity of servableIdentities({ pod, ...deps.identities.selectionFor(pod) }, policy)) {
+      const key = principalKey(identity);
+      if (principals.known.has(key) || policyDenial(pod, identity) !== undefined) continue;
+      try {
+        const tokens = await deps.tokens.tokensFor(identity, resource, undefined);
+        const oid = tokens[0] === undefined ? undefined : tokenObjectIdOf(tokens[0]);
+        if (oid !== undefined) principals.set(key, oid.toLowerCase());
+      } catch (error) {
+        failure = error;
+      }
+    }
+    return failure;
+  }
+
+  function refuseUnreadablePrincipal(res: Response, log: LazyLogger, error: unknown): void {
+    const status = deps.tokens.statusForError(error);
+    if (status === 429) return sendThrottled(res, log, error);
+    log.warn({ err: error, status }, "object_id could not be matched: a token of the pod's own identity failed");
+    const detail = deps.tokens.messageForError?.(error) ?? 'token acquisition failed; the NMI log on this node says why';
+    return sendText(res, status, `cannot tell which of the pod's identities object_id names: ${detail}`);
+  }
+}
+
+/** Principal IDs read from the tokens of identities NMI served or fetched, by principalKey; bounded. */
+class PrincipalIds {
+  readonly known = new Map<string, string>();
+  set(key: string, principalId: string): void {
+    if (this.known.size >= 16_384) this.known.clear();
+    this.known.set(key, principalId);
   }
 }
 
@@ -624,6 +691,14 @@ function sendMetadataHeaderMissing(res: Response): void {
   if (res.headersSent || res.destroyed) return;
   const text = `${JSON.stringify(METADATA_HEADER_MISSING)}\n`;
   res.writeHead(400, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** An error in IMDS's own shape and content type, byte for byte as IMDS sends it. */
+function sendImdsError(res: Response, status: number, body: { error: string; error_description: string }): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
 }
 

@@ -207,10 +207,8 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
           metadata: { name, namespace: identity.namespace },
           spec: { azureIdentity: identity.name, selector },
         });
-        await world.until(
-          (n) => opts.nmi?.operationMode !== 'managed' || n.identities.bindings.get(identity.namespace, name) !== undefined,
-          `binding ${name}`,
-        );
+        // Both modes watch bindings (standard mode tells from them whether an assignment may still come).
+        await world.until((n) => n.identities.bindings.get(identity.namespace, name) !== undefined, `binding ${name}`);
         return cr;
       },
 

@@ -49,3 +49,6 @@ export function imdsErrorBody(error: string, description: string): { error: stri
 }
 
 export const METADATA_HEADER_MISSING = imdsErrorBody('invalid_request', 'Required metadata header not specified');
+
+/** What IMDS answers (400) for an identity the VM does not have: clients take it as final and move on. */
+export const IDENTITY_NOT_FOUND = imdsErrorBody('invalid_request', 'Identity not found');

@@ -20,7 +20,12 @@ export type Selection =
   /** Nothing usable yet; `created` says a matching AAI exists but is not Assigned yet. */
   | { readonly kind: 'pending'; readonly created: boolean; readonly reason: string }
   /** No identity will ever match this request as things stand (managed mode, or a hard mismatch). */
-  | { readonly kind: 'none'; readonly reason: string };
+  | { readonly kind: 'none'; readonly reason: string }
+  /**
+   * Settled: nothing more is coming for this pod, and none of its identities is the one asked for. IMDS answers that
+   * at once with 400 `Identity not found`, and clients move on at once; so does NMI.
+   */
+  | { readonly kind: 'unbound'; readonly reason: string };
 
 export interface SelectPolicy {
   readonly mode: 'standard' | 'managed';
@@ -29,11 +34,22 @@ export interface SelectPolicy {
   readonly micNamespace: string;
   /** `--mic-service-account`: a pod in `micNamespace` running as this ServiceAccount is MIC. */
   readonly micServiceAccount: string;
+  /**
+   * A pod started this long ago has had its assignments made (the original's wait for a pod with nothing assigned);
+   * absent: pod age never settles a request.
+   */
+  readonly settleAfterMs?: number;
+}
+
+/** A binding whose selector is the pod's label, with the AzureIdentity it names (undefined: not there). */
+export interface PodBinding {
+  readonly binding: AzureIdentityBinding;
+  readonly identity: AzureIdentity | undefined;
 }
 
 export interface SelectInput {
   readonly pod: PodView;
-  readonly request: Pick<TokenRequest, 'clientId' | 'resourceId'>;
+  readonly request: Pick<TokenRequest, 'clientId' | 'resourceId' | 'objectId'>;
   /** Exceptions in the pod's namespace (others are ignored even if passed). */
   readonly exceptions: readonly AzurePodIdentityException[];
   /** Standard mode: the AAIs on this node. */
@@ -41,6 +57,14 @@ export interface SelectInput {
   /** Managed mode: bindings and identities (only the pod's namespace is considered). */
   readonly bindings: readonly AzureIdentityBinding[];
   readonly identities: readonly AzureIdentity[];
+  /** Bindings (any namespace) whose selector is the pod's label; absent: unknown, and nothing is ever settled. */
+  readonly podBindings?: readonly PodBinding[];
+  /** Every informer the settled check reads (AAIs, bindings, identities) has listed. */
+  readonly viewComplete?: boolean;
+  /** Principal (object) IDs known for identities, by principalKey(identity), lower case (from their own tokens). */
+  readonly principalIds?: ReadonlyMap<string, string>;
+  /** Epoch ms of the decision (pod age); absent: pod age never settles a request. */
+  readonly nowMs?: number;
 }
 
 /** Decides for one request at one instant. Exceptions first, then the mode's identity lookup. */
@@ -90,20 +114,17 @@ export function isMicPod(pod: PodView, policy: Pick<SelectPolicy, 'micNamespace'
 
 function selectStandard(input: SelectInput, policy: SelectPolicy): Selection {
   const { pod, request } = input;
-  const mine = input.assigned
-    .filter((a) => a.pod === pod.name && a.podNamespace === pod.namespace && a.nodeName === pod.nodeName)
-    // Made for another incarnation of a pod with this name (recreated): not this pod's, whatever its name says.
-    .filter((a) => a.podUid === '' || a.podUid === pod.uid)
-    .filter((a) => !a.deleting && a.identityRef !== null)
-    .filter((a) => !isNamespaced(a.identityRef as AzureIdentity, policy) || a.identityRef?.namespace === pod.namespace)
-    .filter((a) => matchesRequest(a.identityRef as AzureIdentity, request))
-    .sort(byIdentityThenName);
+  const all = podAssigned(input, policy);
+  const mine = all.filter((a) => matchesRequest(a.identityRef as AzureIdentity, request, input.principalIds));
 
   const usable = mine.find((a) => a.state === 'Assigned' || a.state === '');
   if (usable !== undefined) {
     return { kind: 'identity', identity: usable.identityRef as AzureIdentity, assigned: usable };
   }
   const created = mine.some((a) => a.state === 'Created');
+  if (!created && standardSettled(input, policy, all)) {
+    return { kind: 'unbound', reason: `no identity bound to pod ${pod.namespace}/${pod.name}${describeRequest(request)}` };
+  }
   return {
     kind: 'pending',
     created,
@@ -113,48 +134,158 @@ function selectStandard(input: SelectInput, policy: SelectPolicy): Selection {
   };
 }
 
+/** This pod's AAIs that NMI may serve from (whatever the request asks), in a stable order. */
+function podAssigned(input: SelectInput, policy: SelectPolicy): AzureAssignedIdentity[] {
+  const { pod } = input;
+  return input.assigned
+    .filter((a) => a.pod === pod.name && a.podNamespace === pod.namespace && a.nodeName === pod.nodeName)
+    // Made for another incarnation of a pod with this name (recreated): not this pod's, whatever its name says.
+    .filter((a) => a.podUid === '' || a.podUid === pod.uid)
+    .filter((a) => !a.deleting && a.identityRef !== null)
+    .filter((a) => !isNamespaced(a.identityRef as AzureIdentity, policy) || a.identityRef?.namespace === pod.namespace)
+    .sort(byIdentityThenName);
+}
+
+/**
+ * Whether this pod's assignments are settled for this request: no binding that could still give the pod the identity
+ * asked for lacks its Assigned AAI, and either the pod started longer ago than the wait window, or MIC is visibly
+ * done with it (it has AAIs, all Assigned, one for every binding that selects it). Anything unknown: not settled.
+ */
+function standardSettled(input: SelectInput, policy: SelectPolicy, all: readonly AzureAssignedIdentity[]): boolean {
+  const { pod, request } = input;
+  if (input.viewComplete !== true || input.podBindings === undefined) return false;
+  const assignedFor = (b: AzureIdentityBinding, identity: AzureIdentity) =>
+    all.find(
+      (a) =>
+        a.bindingRef?.namespace === b.namespace &&
+        a.bindingRef.name === b.name &&
+        a.identityRef?.namespace === identity.namespace &&
+        a.identityRef.name === identity.name,
+    );
+  let everyBindingAssigned = true;
+  for (const { binding, identity } of input.podBindings) {
+    if (binding.deleting || binding.selector !== pod.labels[BINDING_LABEL]) continue;
+    // Named identity not there (yet): it may be created with any client ID.
+    if (identity === undefined) return false;
+    if (identity.deleting) continue;
+    // MIC never assigns a namespaced identity across namespaces.
+    if (isNamespaced(identity, policy) && binding.namespace !== pod.namespace) continue;
+    const aai = assignedFor(binding, identity);
+    const done = aai !== undefined && (aai.state === 'Assigned' || aai.state === '') && sameIdentity(aai.identityRef, identity);
+    if (done) continue;
+    if (mayMatchRequest(identity, request, input.principalIds)) return false;
+    everyBindingAssigned = false;
+  }
+  if (podStartedBefore(input, policy)) return true;
+  return everyBindingAssigned && all.length > 0 && all.every((a) => a.state === 'Assigned' || a.state === '');
+}
+
+function podStartedBefore(input: SelectInput, policy: SelectPolicy): boolean {
+  const { nowMs } = input;
+  const started = input.pod.startedAtMs;
+  if (nowMs === undefined || started === undefined || policy.settleAfterMs === undefined) return false;
+  return nowMs - started >= policy.settleAfterMs;
+}
+
+/** The AAI still carries the identity as it is now (MIC rewrites it when the AzureIdentity changed). */
+function sameIdentity(ref: AzureIdentity | null, identity: AzureIdentity): boolean {
+  return (
+    ref !== null &&
+    ref.clientID.toLowerCase() === identity.clientID.toLowerCase() &&
+    ref.resourceID.toLowerCase() === identity.resourceID.toLowerCase()
+  );
+}
+
 function selectManaged(input: SelectInput, policy: SelectPolicy): Selection {
   const { pod, request } = input;
-  const selector = pod.labels[BINDING_LABEL];
-  if (selector === undefined || selector === '') {
-    return { kind: 'none', reason: `pod ${pod.namespace}/${pod.name} has no ${BINDING_LABEL} label` };
+  const bound = managedBound(input, policy);
+  if (bound === undefined) {
+    const reason = `pod ${pod.namespace}/${pod.name} has no ${BINDING_LABEL} label`;
+    return podStartedBefore(input, policy) && input.viewComplete === true ? { kind: 'unbound', reason } : { kind: 'none', reason };
   }
+  const chosen = bound.find((i) => matchesRequest(i, request, input.principalIds));
+  if (chosen !== undefined) return { kind: 'identity', identity: chosen };
+  const reason = `no AzureIdentity bound to pod ${pod.namespace}/${pod.name}${describeRequest(request)}`;
+  return managedSettled(input, policy, bound) ? { kind: 'unbound', reason } : { kind: 'none', reason };
+}
+
+/** Managed mode: the identities the pod's bindings name in its namespace; undefined when it has no binding label. */
+function managedBound(input: SelectInput, policy: SelectPolicy): AzureIdentity[] | undefined {
+  const { pod } = input;
+  const selector = pod.labels[BINDING_LABEL];
+  if (selector === undefined || selector === '') return undefined;
   const names = new Set(
     input.bindings
       .filter((b) => b.namespace === pod.namespace && !b.deleting && b.selector === selector)
       .map((b) => b.azureIdentity),
   );
-  const candidates = input.identities
+  return input.identities
     .filter((i) => i.namespace === pod.namespace && !i.deleting && names.has(i.name))
     .filter((i) => !isNamespaced(i, policy) || i.namespace === pod.namespace)
-    .filter((i) => matchesRequest(i, request))
     .sort(byNamespaceName);
-  const chosen = candidates[0];
-  if (chosen === undefined) {
-    return {
-      kind: 'none',
-      reason: `no AzureIdentity bound to pod ${pod.namespace}/${pod.name}${describeRequest(request)}`,
-    };
-  }
-  return { kind: 'identity', identity: chosen };
+}
+
+/**
+ * Managed mode has no assignment to wait for: the bindings are all there is. Settled once NMI has listed them and
+ * none names an identity that is not there yet, and the pod either has an identity or started before the window.
+ * A young pod with nothing bound keeps the original's immediate 404 (clients retry it while its binding is created).
+ */
+function managedSettled(input: SelectInput, policy: SelectPolicy, bound: readonly AzureIdentity[]): boolean {
+  const { pod } = input;
+  if (input.viewComplete !== true) return false;
+  const selector = pod.labels[BINDING_LABEL];
+  const dangling = input.bindings.some(
+    (b) =>
+      b.namespace === pod.namespace &&
+      !b.deleting &&
+      b.selector === selector &&
+      !input.identities.some((i) => i.namespace === b.namespace && i.name === b.azureIdentity),
+  );
+  if (dangling) return false;
+  return bound.length > 0 || podStartedBefore(input, policy);
+}
+
+/**
+ * The identities this pod may be served right now, whatever it asks for (exceptions and MIC's pod aside): the shell
+ * reads their principal IDs from their own tokens to match an `object_id`.
+ */
+export function servableIdentities(input: Omit<SelectInput, 'request'>, policy: SelectPolicy): AzureIdentity[] {
+  const full: SelectInput = { ...input, request: {} };
+  if (policy.mode === 'managed') return managedBound(full, policy) ?? [];
+  return podAssigned(full, policy)
+    .filter((a) => a.state === 'Assigned' || a.state === '')
+    .map((a) => a.identityRef as AzureIdentity);
+}
+
+/** Key of an identity's principal ID: the identity as it is now (a changed client or resource ID is another key). */
+export function principalKey(identity: AzureIdentity): string {
+  return `${identity.namespace}/${identity.name}/${identity.uid}/${identity.clientID.toLowerCase()}/${identity.resourceID.toLowerCase()}`;
 }
 
 function isNamespaced(identity: AzureIdentity, policy: SelectPolicy): boolean {
   return policy.forceNamespaced || identity.namespaced;
 }
 
-/** Client and resource IDs are GUIDs and ARM IDs, both case-insensitive. */
-function matchesRequest(identity: AzureIdentity, request: SelectInput['request']): boolean {
+/** Client, object and resource IDs are GUIDs and ARM IDs, all case-insensitive. */
+function matchesRequest(identity: AzureIdentity, request: SelectInput['request'], principals: SelectInput['principalIds']): boolean {
   if (request.clientId !== undefined) return identity.clientID.toLowerCase() === request.clientId.toLowerCase();
   if (request.resourceId !== undefined) {
     return identity.resourceID !== '' && identity.resourceID.toLowerCase() === request.resourceId.toLowerCase();
   }
+  if (request.objectId !== undefined) return principals?.get(principalKey(identity)) === request.objectId.toLowerCase();
   return true;
+}
+
+/** Could this identity be the one asked for? An object ID not yet known could be anyone's. */
+function mayMatchRequest(identity: AzureIdentity, request: SelectInput['request'], principals: SelectInput['principalIds']): boolean {
+  if (request.objectId !== undefined && principals?.get(principalKey(identity)) === undefined) return true;
+  return matchesRequest(identity, request, principals);
 }
 
 function describeRequest(request: SelectInput['request']): string {
   if (request.clientId !== undefined) return ' matching the requested client_id';
   if (request.resourceId !== undefined) return ' matching the requested msi_res_id';
+  if (request.objectId !== undefined) return ' matching the requested object_id';
   return '';
 }
 

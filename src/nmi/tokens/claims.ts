@@ -12,6 +12,11 @@ export function tokenIdentityOf(token: Pick<IssuedToken, 'clientId' | 'accessTok
   return { ...(clientId !== undefined ? { clientId } : {}), ...(resourceId !== undefined ? { resourceId } : {}) };
 }
 
+/** The object (principal) ID a token is for: its `oid` claim; undefined for a token that is not a readable JWT. */
+export function tokenObjectIdOf(token: Pick<IssuedToken, 'accessToken'>): string | undefined {
+  return nonEmpty(jwtPayload(token.accessToken)?.['oid']);
+}
+
 function nonEmpty(value: unknown): string | undefined {
   return typeof value === 'string' && value !== '' ? value : undefined;
 }
