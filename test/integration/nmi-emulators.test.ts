@@ -49,9 +49,10 @@ describe('NMI with both emulators, standard mode', () => {
     expect(claimsOf(await world.call(pods[0].ip, tokenPath(VAULT, `&msi_res_id=${encodeURIComponent(ids[0].resourceId)}`))).oid).toBe(
       ids[0].principalId,
     );
+    // The pod's assignments are settled (its one binding is Assigned): refused at once, as IMDS refuses.
     const stolen = await world.call(pods[0].ip, tokenPath(VAULT, `&client_id=${ids[1].clientId}`));
-    expect(stolen.status).toBe(404);
-    expect(stolen.body).not.toContain('access_token');
+    expect(stolen.status).toBe(400);
+    expect(JSON.parse(stolen.body)).toEqual({ error: 'invalid_request', error_description: 'Identity not found' });
   });
 
   it('denies a caller whose address is no pod on this node', async () => {
@@ -71,7 +72,7 @@ describe('NMI with both emulators, standard mode', () => {
     await world.deletePod(old);
     const next = await world.pod('next', ip);
     const before = await world.call(ip, tokenPath(VAULT));
-    expect(before.status).toBe(404);
+    expect(before.status).toBe(400);
     expect(before.body).not.toContain('access_token');
 
     const nextId = await world.managedIdentity('id-next');
@@ -81,11 +82,17 @@ describe('NMI with both emulators, standard mode', () => {
     expect(claims.appid).not.toBe(oldId.clientId);
   });
 
-  it('answers 404 after the wait when no identity is assigned, and when the identity stays Created', async () => {
+  it('answers 400 Identity not found once a pod with no binding is past the wait window, and 404 after the wait when the identity stays Created', async () => {
     const lonely = await world.pod('lonely', '127.0.1.31');
     const none = await world.call(lonely.ip, tokenPath(VAULT));
-    expect(none.status).toBe(404);
-    expect(none.body).toContain('CREATED state');
+    expect(none.status).toBe(400);
+    expect(JSON.parse(none.body)).toEqual({ error: 'invalid_request', error_description: 'Identity not found' });
+    // A binding whose AAI MIC never writes: an assignment may still come, so the original's wait and 404.
+    const waiting = await world.pod('waiting', '127.0.1.33');
+    await world.binding('waiting-binding', await world.managedIdentity('id-waiting'), 'waiting');
+    const missing = await world.call(waiting.ip, tokenPath(VAULT));
+    expect(missing.status).toBe(404);
+    expect(missing.body).toContain('CREATED state');
 
     const stuck = await world.pod('stuck', '127.0.1.32');
     await world.assign(stuck, await world.managedIdentity('id-stuck'), 'Created');

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { routeRequest, normalisePath } from '../../src/nmi/core/routes.js';
 import { parseTokenRequest } from '../../src/nmi/core/token-request.js';
-import { isMicPod, selectIdentity, type SelectInput, type SelectPolicy } from '../../src/nmi/core/select.js';
+import { isMicPod, principalKey, selectIdentity, servableIdentities, type SelectInput, type SelectPolicy } from '../../src/nmi/core/select.js';
 import { imdsTokenBody } from '../../src/nmi/core/imds-body.js';
 import type {
   AzureAssignedIdentity,
@@ -109,9 +109,11 @@ describe('parseTokenRequest', () => {
     ['resource=', 'parameter resource cannot be empty'],
     ['resource=a&resource=b', 'parameter resource is given more than once'],
     ['resource=a&client_id=x&client_id=y', 'parameter client_id is given more than once'],
-    ['resource=a&client_id=x&msi_res_id=y', 'only one of client_id and msi_res_id/mi_res_id may be given'],
+    ['resource=a&client_id=x&msi_res_id=y', 'only one of client_id, msi_res_id/mi_res_id and object_id may be given'],
+    ['resource=a&client_id=x&object_id=y', 'only one of client_id, msi_res_id/mi_res_id and object_id may be given'],
+    ['resource=a&object_id=x&object_id=y', 'parameter object_id is given more than once'],
     ['resource=a&msi_res_id=x&mi_res_id=y', 'msi_res_id and mi_res_id name different identities'],
-    ['resource=a&object_id=x', 'parameter object_id is not supported: use client_id or msi_res_id'],
+    ['resource=a&principal_id=x', 'parameter principal_id is not supported: use client_id, msi_res_id or object_id'],
     ['resource=a%0Ab', 'parameter resource contains control characters'],
   ])('refuses %j with %s', (query, reason) => {
     expect(parseTokenRequest(query)).toEqual({ ok: false, status: 400, reason });
@@ -350,5 +352,98 @@ describe('selectIdentity in managed mode', () => {
 
   it('answers none for a pod without the label', () => {
     expect(selectIdentity(input(pod('apps', 'x'), {}), managed).kind).toBe('none');
+  });
+});
+
+describe('selectIdentity: settled assignments answer as IMDS does', () => {
+  const WINDOW = 80_000;
+  const settling: SelectPolicy = { ...standard, settleAfterMs: WINDOW };
+  const T0 = Date.parse('2026-12-01T10:00:00Z');
+  const young = { ...pod('apps', 'web', { aadpodidbinding: 'web' }), startedAtMs: T0 };
+  const a = identity('apps', 'id-a', 'aaaa-1111');
+  const b = identity('apps', 'id-b', 'bbbb-2222');
+  const bindingTo = (id: AzureIdentity, selector = 'web'): AzureIdentityBinding => ({
+    ...meta(id.namespace, `${id.name}-binding`),
+    azureIdentity: id.name,
+    selector,
+    weight: null,
+  });
+  const assignedVia = (p: PodView, id: AzureIdentity, state: AzureAssignedIdentity['state']): AzureAssignedIdentity => ({
+    ...assigned(p, id, state),
+    bindingRef: bindingTo(id),
+  });
+  const view = (extra: Partial<SelectInput>): SelectInput =>
+    input(young, { viewComplete: true, nowMs: T0 + 1_000, podBindings: [], ...extra });
+
+  it('refuses at once an unbound client_id once MIC is done with a young pod (its only binding Assigned)', () => {
+    const sel = selectIdentity(
+      view({ request: { clientId: b.clientID }, assigned: [assignedVia(young, a, 'Assigned')], podBindings: [{ binding: bindingTo(a), identity: a }] }),
+      settling,
+    );
+    expect(sel.kind).toBe('unbound');
+  });
+
+  it('keeps waiting for a young pod while a binding that could give the asked identity has no Assigned AAI', () => {
+    const podBindings = [{ binding: bindingTo(a), identity: a }, { binding: bindingTo(b), identity: b }];
+    const sel = selectIdentity(view({ request: { clientId: b.clientID }, assigned: [assignedVia(young, a, 'Assigned')], podBindings }), settling);
+    expect(sel).toMatchObject({ kind: 'pending', created: false });
+    // ... even once the pod is old: that binding's assignment may still come.
+    const old = selectIdentity(
+      view({ request: { clientId: b.clientID }, assigned: [assignedVia(young, a, 'Assigned')], podBindings, nowMs: T0 + WINDOW }),
+      settling,
+    );
+    expect(old.kind).toBe('pending');
+  });
+
+  it('keeps waiting while a binding names an AzureIdentity that is not there yet', () => {
+    const sel = selectIdentity(
+      view({ request: { clientId: b.clientID }, assigned: [assignedVia(young, a, 'Assigned')], podBindings: [{ binding: bindingTo(a), identity: a }, { binding: bindingTo(b), identity: undefined }], nowMs: T0 + WINDOW }),
+      settling,
+    );
+    expect(sel.kind).toBe('pending');
+  });
+
+  it('waits for a young pod with nothing assigned, and refuses once it is past the window', () => {
+    expect(selectIdentity(view({}), settling).kind).toBe('pending');
+    expect(selectIdentity(view({ nowMs: T0 + WINDOW - 1 }), settling).kind).toBe('pending');
+    expect(selectIdentity(view({ nowMs: T0 + WINDOW }), settling).kind).toBe('unbound');
+  });
+
+  it('never settles before every informer has listed, nor without the pod age or bindings', () => {
+    const base = { request: { clientId: b.clientID }, assigned: [assignedVia(young, a, 'Assigned')], nowMs: T0 + WINDOW };
+    expect(selectIdentity(view({ ...base, viewComplete: false }), settling).kind).toBe('pending');
+    expect(selectIdentity(input(young, { ...base, viewComplete: true }), settling).kind).toBe('pending');
+    expect(selectIdentity(view({ ...base, nowMs: T0 + 1 }), standard).kind).toBe('unbound'); // MIC done: no age needed
+    expect(selectIdentity(view({ request: {}, nowMs: T0 + 1 }), standard).kind).toBe('pending'); // nothing: age needed
+  });
+
+  it('still waits (Created) rather than refusing while the asked identity is being attached', () => {
+    const sel = selectIdentity(view({ request: { clientId: a.clientID }, assigned: [assignedVia(young, a, 'Created')], podBindings: [{ binding: bindingTo(a), identity: a }], nowMs: T0 + WINDOW }), settling);
+    expect(sel).toMatchObject({ kind: 'pending', created: true });
+  });
+
+  it('matches object_id only by a principal ID read from the identity’s own token', () => {
+    const aais = [assignedVia(young, a, 'Assigned')];
+    const podBindings = [{ binding: bindingTo(a), identity: a }];
+    const principalIds = new Map([[principalKey(a), 'oid-a']]);
+    expect(selectIdentity(view({ request: { objectId: 'OID-A' }, assigned: aais, podBindings, principalIds }), settling)).toMatchObject({
+      kind: 'identity',
+      identity: { name: 'id-a' },
+    });
+    expect(selectIdentity(view({ request: { objectId: 'oid-b' }, assigned: aais, podBindings, principalIds }), settling).kind).toBe('unbound');
+    // Not known yet for an identity still being assigned: it may be the one.
+    const later = [{ binding: bindingTo(a), identity: a }, { binding: bindingTo(b), identity: b }];
+    expect(selectIdentity(view({ request: { objectId: 'oid-b' }, assigned: aais, podBindings: later, principalIds }), settling).kind).toBe('pending');
+    expect(servableIdentities(view({ assigned: [...aais, assignedVia(young, b, 'Created')] }), settling).map((i) => i.name)).toEqual(['id-a']);
+  });
+
+  it('managed mode: refuses an unbound client_id at once when the pod has an identity, keeps 404 for a young pod with none', () => {
+    const m: SelectPolicy = { ...managed, settleAfterMs: WINDOW };
+    const bindings = [bindingTo(a)];
+    expect(selectIdentity(view({ request: { clientId: b.clientID }, bindings, identities: [a] }), m).kind).toBe('unbound');
+    expect(selectIdentity(view({ request: { clientId: b.clientID }, bindings: [], identities: [] }), m).kind).toBe('none');
+    expect(selectIdentity(view({ request: { clientId: b.clientID }, bindings: [], identities: [], nowMs: T0 + WINDOW }), m).kind).toBe('unbound');
+    // A binding naming an identity not there yet: not settled.
+    expect(selectIdentity(view({ request: { clientId: b.clientID }, bindings: [bindingTo(a), bindingTo(b)], identities: [a] }), m).kind).toBe('none');
   });
 });
