@@ -15,10 +15,11 @@
 //     no header the HTTP layer refuses (bad names/values, folded lines, conflicting framing, `Expect` other than
 //     100-continue, heads over 16 KiB); any other extra header is ignored (X-Forwarded-For and the like included);
 //   * query, decoded as application/x-www-form-urlencoded (every value taken without surrounding whitespace, line
-//     breaks included): `resource` exactly once, non-empty, with no control characters, at most 2048 characters; `client_id`, `msi_res_id`, `mi_res_id` each at most once and
-//     at most 2048 characters; no `object_id` or `principal_id`; not both a client id and a resource id; `msi_res_id`
-//     and `mi_res_id`, when both non-empty, equal; a non-empty client id or resource id must be the caller's own
-//     identity's; anything else (api-version, unknown parameters) is ignored;
+//     breaks included): `resource` exactly once, non-empty, with no control characters, at most 2048 characters;
+//     `client_id`, `msi_res_id`, `mi_res_id`, `object_id` each at most once and at most 2048 characters; no
+//     `principal_id`; at most one of a client id, a resource id and an object id; `msi_res_id` and `mi_res_id`, when
+//     both non-empty, equal; a non-empty client id, resource id or object id must be the caller's own identity's (the
+//     object id is its principal ID, any letter case); anything else (api-version, unknown parameters) is ignored;
 //   * body: absent or correctly framed (Content-Length or chunked); it is ignored.
 // MALFORMED is everything else. A well-formed request must get 200 with a token whose appid is the caller identity's
 // client id and whose aud is the (trimmed) resource; a malformed one must get anything but 200.
@@ -465,6 +466,7 @@ function queryPiece(rand: Rand, caller: Caller, others: readonly WorldIdentity[]
   const other = rand.pick(others.filter((i) => i !== own));
   const ownClient = own?.clientId ?? 'no-identity';
   const ownRes = own?.resourceId ?? '/subscriptions/x/resourcegroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/none';
+  const ownObject = own?.principalId ?? 'no-identity';
   const s = rand.float();
   if (s < 0.45) {
     // none
@@ -476,8 +478,11 @@ function queryPiece(rand: Rand, caller: Caller, others: readonly WorldIdentity[]
         `msi_res_id=${encodeURIComponent(ownRes)}`,
         `mi_res_id=${encodeURIComponent(ownRes)}`,
         `msi_res_id=${encodeURIComponent(ownRes)}&mi_res_id=${encodeURIComponent(ownRes)}`,
+        `object_id=${ownObject}`,
+        `object_id=${ownObject.toUpperCase()}`,
         'client_id=',
         'msi_res_id=',
+        'object_id=',
       ]),
     );
   } else {
@@ -488,8 +493,11 @@ function queryPiece(rand: Rand, caller: Caller, others: readonly WorldIdentity[]
       [`client_id=${ownClient}&client_id=${ownClient}`, 'client_id twice'],
       [`client_id=${ownClient}&msi_res_id=${encodeURIComponent(ownRes)}`, 'client id and resource id'],
       [`msi_res_id=${encodeURIComponent(ownRes)}&mi_res_id=${encodeURIComponent(other.resourceId)}`, 'msi_res_id and mi_res_id differ'],
-      [`object_id=${own?.principalId ?? 'x'}`, 'object_id'],
-      [`principal_id=${own?.principalId ?? 'x'}`, 'principal_id'],
+      [`object_id=${other.principalId}`, "another identity's object id"],
+      [`object_id=${ownObject}&client_id=${ownClient}`, 'object id and client id'],
+      [`object_id=${ownObject}&object_id=${ownObject}`, 'object_id twice'],
+      [`object_id=${ownObject}%00`, 'object id with NUL'],
+      [`principal_id=${ownObject}`, 'principal_id'],
       [`client_id=${'0'.repeat(2049)}`, 'client_id over 2048 characters'],
       [`client_id=00000000-0000-0000-0000-000000000000`, 'unknown client id'],
       [`client_id=${ownClient.slice(0, 8)}%0A${ownClient.slice(8)}`, 'client id with a line feed inside'],
