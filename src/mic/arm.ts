@@ -38,6 +38,9 @@ export type IdentityOutcome =
       readonly op: 'add' | 'remove';
       /** attached/detached: the identity is now (or already was) in the requested state. */
       readonly status: 'attached' | 'detached';
+      /** Attached: the client and principal IDs ARM reports for it, when ARM said. */
+      readonly clientId?: string;
+      readonly principalId?: string;
     }
   | {
       readonly id: string;
@@ -201,10 +204,10 @@ export function createArmIdentityClient(opts: ArmIdentityClientOptions): ArmIden
     }
   }
 
-  async function patch(target: ArmTarget, body: Parameters<ComputeIdentityPort['patch']>[1]): Promise<void> {
+  async function patch(target: ArmTarget, body: Parameters<ComputeIdentityPort['patch']>[1]): Promise<IdentityState | void> {
     await passGate(target, 'write');
     try {
-      await timed(target.kind === 'vm' ? 'vm_update' : 'vmss_update', () => port.patch(target, body));
+      return await timed(target.kind === 'vm' ? 'vm_update' : 'vmss_update', () => port.patch(target, body));
     } catch (err) {
       noteThrottle(target, 'write', classifyArmError(err, clock.now()));
       throw err;
@@ -246,7 +249,7 @@ export function createArmIdentityClient(opts: ArmIdentityClientOptions): ArmIden
       }
 
       const plan = planIdentityPatches(state, pending.values(), immutable, maxPerPatch);
-      for (const c of plan.alreadyDone) settle(c);
+      for (const c of plan.alreadyDone) settle(c, state);
       for (const c of plan.immutable) {
         outcomes.set(c.key, { id: c.id, key: c.key, op: 'remove', status: 'kept', reason: 'immutable' });
         pending.delete(c.key);
@@ -257,10 +260,10 @@ export function createArmIdentityClient(opts: ArmIdentityClientOptions): ArmIden
       for (const p of plan.patches) {
         try {
           patchCount++;
-          await patch(target, p);
+          const after = await patch(target, p);
           for (const key of [...p.adds, ...p.removes]) {
             const c = pending.get(key);
-            if (c) settle(c);
+            if (c) settle(c, after ?? undefined);
           }
         } catch (err) {
           const cls = err instanceof ThrottledError ? err : classifyArmError(err, clock.now());
@@ -292,8 +295,16 @@ export function createArmIdentityClient(opts: ArmIdentityClientOptions): ArmIden
     }
     return { outcomes, patchCount };
 
-    function settle(c: RequestedChange): void {
-      outcomes.set(c.key, { id: c.id, key: c.key, op: c.op, status: c.op === 'add' ? 'attached' : 'detached' });
+    function settle(c: RequestedChange, seen?: IdentityState): void {
+      const reported = c.op === 'add' ? seen?.userAssigned.get(c.key) : undefined;
+      outcomes.set(c.key, {
+        id: c.id,
+        key: c.key,
+        op: c.op,
+        status: c.op === 'add' ? 'attached' : 'detached',
+        ...(reported?.clientId !== undefined ? { clientId: reported.clientId } : {}),
+        ...(reported?.principalId !== undefined ? { principalId: reported.principalId } : {}),
+      });
       pending.delete(c.key);
     }
 
@@ -324,7 +335,7 @@ export function createArmIdentityClient(opts: ArmIdentityClientOptions): ArmIden
         const state = await getState(target);
         for (const c of left) {
           const present = state.userAssigned.has(c.key);
-          if ((c.op === 'add' && present) || (c.op === 'remove' && !present)) settle(c);
+          if ((c.op === 'add' && present) || (c.op === 'remove' && !present)) settle(c, state);
         }
       } catch (err) {
         log.debug({ target: tKey, err }, 'could not re-read identities after a failed PATCH');

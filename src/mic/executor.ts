@@ -10,7 +10,7 @@
 // reconciler hands to plan() so that no ARM call is made for a change that is already true.
 import type { Logger } from 'pino';
 import { ASSIGNED_IDENTITY_FINALIZER, API_VERSION, Kinds } from '../crds/names.js';
-import type { AzureAssignedIdentity, AzureIdentityBinding } from '../crds/types.js';
+import type { AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding } from '../crds/types.js';
 import type { ArmTarget, IdentityOutcome } from './arm.js';
 import { canonicalResourceId, type TargetAttachment } from './core/snapshot.js';
 import type { AssignedDelete, AssignedSpec, AssignedUpdate, Plan, StatusUpdate, TargetOp } from './core/plan.js';
@@ -86,6 +86,8 @@ export class Executor {
   readonly #writeSlots = new Map<string, Semaphore>();
   readonly #allWrites: Semaphore;
   readonly #arm: ArmBook;
+  /** Identities (uid, clientID, ARM's client ID) already reported as mismatched: one event per mismatch, not per pod. */
+  readonly #mismatchReported = new Set<string>();
 
   constructor(opts: ExecutorOptions) {
     this.#o = opts;
@@ -254,7 +256,8 @@ export class Executor {
     const binding = spec?.bindingRef ?? obj.bindingRef;
     if (s.afterTarget !== undefined) {
       if (identity === null) return;
-      await this.#awaitArm(s.afterTarget, identity.resourceID, 'add', key, binding, ctx);
+      const outcome = await this.#awaitArm(s.afterTarget, identity.resourceID, 'add', key, binding, ctx);
+      this.#checkClientId(identity, outcome, s.afterTarget);
     }
     if (signal.aborted) return;
     if ((await this.#setState(key, obj, 'Assigned', ctx, signal)) === null) return;
@@ -325,14 +328,37 @@ export class Executor {
     return patched;
   }
 
+  /**
+   * ARM names the identity's client and principal IDs when it attaches it. An AzureIdentity whose clientID is another
+   * one gets tokens IMDS refuses (NMI asks IMDS by that clientID): said once per identity, as a warning event on it.
+   */
+  #checkClientId(identity: AzureIdentity, outcome: IdentityOutcome, targetKey: string): void {
+    if (outcome.status !== 'attached' || outcome.clientId === undefined || identity.type !== 0) return;
+    if (outcome.clientId.toLowerCase() === identity.clientID.trim().toLowerCase()) {
+      this.#log.debug({ identity: `${identity.namespace}/${identity.name}`, principalId: outcome.principalId }, 'identity attached; ARM confirms its client ID');
+      return;
+    }
+    const seen = `${identity.uid}/${identity.clientID}/${outcome.clientId}`;
+    if (this.#mismatchReported.has(seen)) return;
+    if (this.#mismatchReported.size >= 10_000) this.#mismatchReported.clear();
+    this.#mismatchReported.add(seen);
+    const message =
+      `AzureIdentity ${identity.namespace}/${identity.name} has spec.clientID ${identity.clientID}, but Azure says identity ` +
+      `${identity.resourceID} has client ID ${outcome.clientId}` +
+      (outcome.principalId !== undefined ? ` (principal ID ${outcome.principalId})` : '') +
+      `; NMI asks IMDS by spec.clientID, which IMDS refuses on ${targetKey}. Set spec.clientID to ${outcome.clientId}.`;
+    this.#log.warn({ identity: `${identity.namespace}/${identity.name}`, declared: identity.clientID, azure: outcome.clientId, target: targetKey }, 'AzureIdentity clientID does not match Azure');
+    this.#o.events.warning(identitySubject(identity), Reasons.ClientIdMismatch, message);
+  }
+
   /** Waits for the ARM outcome a step depends on; ends the task (quietly) unless it says done. */
-  async #awaitArm(targetKey: string, resourceID: string, op: Op, key: string, binding: AzureIdentityBinding | null, ctx: ExecutionContext): Promise<void> {
+  async #awaitArm(targetKey: string, resourceID: string, op: Op, key: string, binding: AzureIdentityBinding | null, ctx: ExecutionContext): Promise<IdentityOutcome> {
     const pending = this.#arm.outcome(targetKey, resourceID, op);
     if (pending === undefined) throw new TaskStop(this.#arm.holdRemainingMs(targetKey));
     const outcome = await pending;
     if (ctx.signal.aborted) throw new TaskStop(undefined);
     const done = op === 'add' ? outcome.status === 'attached' : outcome.status === 'detached' || outcome.status === 'kept';
-    if (done) return;
+    if (done) return outcome;
     if (outcome.status === 'failed') {
       if (op === 'add' && binding !== null) {
         this.#o.events.warning(bindingSubject(binding), Reasons.BindingApplyError,
@@ -616,6 +642,10 @@ export class Semaphore {
 
 function bindingSubject(b: AzureIdentityBinding): EventSubject {
   return { apiVersion: API_VERSION, kind: Kinds.AzureIdentityBinding, namespace: b.namespace, name: b.name, uid: b.uid, resourceVersion: b.resourceVersion };
+}
+
+function identitySubject(i: AzureIdentity): EventSubject {
+  return { apiVersion: API_VERSION, kind: Kinds.AzureIdentity, namespace: i.namespace, name: i.name, uid: i.uid, resourceVersion: i.resourceVersion };
 }
 
 function assignedSubject(a: AzureAssignedIdentity): EventSubject {

@@ -81,4 +81,6 @@ export const Reasons = {
   InvalidBinding: 'invalid binding',
   /** Ours: --namespace-identity-policy=enforce and the namespace's annotation does not permit the identity; skipped. */
   IdentityNotPermitted: 'IdentityNotPermitted',
+  /** Ours: ARM reports another client ID for the identity's resourceID than its spec.clientID (IMDS will refuse it). */
+  ClientIdMismatch: 'ClientIDMismatch',
 } as const;

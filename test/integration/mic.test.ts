@@ -42,6 +42,35 @@ describe('MIC', () => {
     await eventually(async () => expect((await w.events('binding applied')).map((e) => e.name)).toContain('b1'));
   });
 
+  it('warns once, on the AzureIdentity, when its clientID is not the client ID Azure has for its resourceID', async () => {
+    const id = w.msi('id-mm');
+    const wrong = '0badc0de-0000-4000-8000-000000000001';
+    await w.createIdentity('id-mm', { type: 0, resourceID: id.id, clientID: wrong });
+    await w.createBinding('b-mm', { azureIdentity: 'id-mm', selector: 'app-mm' });
+    await w.createPod('pm1', NODES.vmss0, 'app-mm');
+    await w.createPod('pm2', NODES.vmss1, 'app-mm');
+    await w.startMic();
+    await eventually(async () => {
+      expect(await stateOf('pm1-default-id-mm')).toBe('Assigned');
+      expect(await stateOf('pm2-default-id-mm')).toBe('Assigned');
+    });
+    await eventually(async () => expect((await w.events('ClientIDMismatch')).length).toBeGreaterThan(0));
+    const events = await w.events('ClientIDMismatch');
+    // One for the identity, not one per pod; it names both client IDs and the fix.
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({ type: 'Warning', kind: 'AzureIdentity', name: 'id-mm' });
+    expect(events[0].message).toContain(`spec.clientID ${wrong}`);
+    expect(events[0].message).toContain(`client ID ${id.clientId}`);
+    expect(events[0].message).toContain(`Set spec.clientID to ${id.clientId}`);
+    // A correct identity raises none.
+    const ok = w.msi('id-ok');
+    await w.createIdentity('id-ok', { type: 0, resourceID: ok.id, clientID: ok.clientId });
+    await w.createBinding('b-ok', { azureIdentity: 'id-ok', selector: 'app-ok' });
+    await w.createPod('pok', NODES.vmss0, 'app-ok');
+    await eventually(async () => expect(await stateOf('pok-default-id-ok')).toBe('Assigned'));
+    expect((await w.events('ClientIDMismatch')).filter((e) => e.name === 'id-ok')).toEqual([]);
+  });
+
   it('writes the new pod uid into the AAI when a pod is recreated under the same name', async () => {
     const id = w.msi('id-r');
     await w.createIdentity('id-r', { type: 0, resourceID: id.id, clientID: id.clientId });

@@ -3,7 +3,7 @@
 import type { TokenCredential } from '@azure/core-auth';
 import { ComputeManagementClient, type UserAssignedIdentitiesValue } from '@azure/arm-compute';
 import { canonicalResourceId } from '../../azure/resource-id.js';
-import type { IdentityPatch, IdentityState } from './delta.js';
+import type { AttachedIdentity, IdentityPatch, IdentityState } from './delta.js';
 
 export interface ArmTarget {
   readonly kind: 'vm' | 'vmss';
@@ -15,7 +15,8 @@ export interface ArmTarget {
 /** The two calls MIC makes on a VM/VMSS. Tests may implement it in memory. */
 export interface ComputeIdentityPort {
   get(target: ArmTarget): Promise<IdentityState>;
-  patch(target: ArmTarget, patch: IdentityPatch): Promise<void>;
+  /** Resolves with the resource's identities as the finished update returned them, when it returned them. */
+  patch(target: ArmTarget, patch: IdentityPatch): Promise<IdentityState | void>;
 }
 
 export interface ComputePortOptions {
@@ -56,11 +57,12 @@ export function computeIdentityPort(opts: ComputePortOptions): ComputeIdentityPo
         type: patch.type,
         ...(patch.userAssignedIdentities ? { userAssignedIdentities: toSdkMap(patch.userAssignedIdentities) } : {}),
       };
-      if (target.kind === 'vm') {
-        await client.virtualMachines.update(rg(target), target.name, { identity }, lro).pollUntilDone();
-      } else {
-        await client.virtualMachineScaleSets.update(rg(target), target.name, { identity }, lro).pollUntilDone();
-      }
+      const updated =
+        target.kind === 'vm'
+          ? await client.virtualMachines.update(rg(target), target.name, { identity }, lro).pollUntilDone()
+          : await client.virtualMachineScaleSets.update(rg(target), target.name, { identity }, lro).pollUntilDone();
+      // The updated resource carries each identity's client and principal IDs: no extra GET to learn them.
+      return updated?.identity === undefined ? undefined : toIdentityState(updated.identity, updated.provisioningState);
     },
   };
 }
@@ -70,10 +72,11 @@ export function toIdentityState(
   identity: { type?: string; userAssignedIdentities?: Record<string, UserAssignedIdentitiesValue | null> } | undefined,
   provisioningState: string | undefined,
 ): IdentityState {
-  const userAssigned = new Map<string, { id: string; clientId?: string }>();
+  const userAssigned = new Map<string, AttachedIdentity>();
   for (const [id, value] of Object.entries(identity?.userAssignedIdentities ?? {})) {
     const clientId = value?.clientId;
-    userAssigned.set(canonicalResourceId(id), clientId ? { id, clientId } : { id });
+    const principalId = value?.principalId;
+    userAssigned.set(canonicalResourceId(id), { id, ...(clientId ? { clientId } : {}), ...(principalId ? { principalId } : {}) });
   }
   return {
     type: identity?.type ?? '',

@@ -3,11 +3,18 @@
 import { canonicalResourceId } from '../../azure/resource-id.js';
 
 /** What a GET of the VM/VMSS told us about its identities. */
+/** What ARM reports for one attached user-assigned identity. */
+export interface AttachedIdentity {
+  readonly id: string;
+  readonly clientId?: string;
+  readonly principalId?: string;
+}
+
 export interface IdentityState {
   /** `identity.type` as ARM returned it ('' when the resource has no identity block). */
   readonly type: string;
-  /** Attached user-assigned identities by canonical ID: the ID as ARM spelled it and the client ID it reported. */
-  readonly userAssigned: ReadonlyMap<string, { readonly id: string; readonly clientId?: string }>;
+  /** Attached user-assigned identities by canonical ID: the ID as ARM spelled it, its client and principal IDs. */
+  readonly userAssigned: ReadonlyMap<string, AttachedIdentity>;
   readonly provisioningState?: string;
 }
 
