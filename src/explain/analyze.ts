@@ -13,6 +13,7 @@ import {
   type AzurePodIdentityException,
   type PodView,
 } from '../crds/index.js';
+import { canonicalResourceId } from '../azure/resource-id.js';
 import { identityRefusal, type NamespacePolicies } from '../crds/namespace-policy.js';
 import { namespacePolicyDenial } from '../nmi/core/namespace-policy.js';
 import { matchingException, selectIdentity } from '../nmi/core/select.js';
@@ -33,6 +34,8 @@ export interface ExplainInput {
   readonly micServiceAccount?: string;
   /** Identities on the node's VM/VMSS from ARM, or why ARM was not asked. */
   readonly arm: ArmView;
+  /** Client and principal IDs Azure has for user-assigned identities, by canonical resource ID (when ARM was asked). */
+  readonly azureIdentities?: ReadonlyMap<string, AzureIdentityFacts>;
   /**
    * The clientPassword-namespace and adEndpoint rules MIC and NMI apply (their `--allow-cross-namespace-secrets`,
    * `--allowed-ad-endpoints`, the known clouds' authorities); without it, only the defaults' cross-namespace rule.
@@ -45,6 +48,14 @@ export interface ExplainInput {
 export type ArmView =
   | { readonly kind: 'unavailable'; readonly reason: string }
   | { readonly kind: 'ok'; readonly target: string; readonly userAssigned: readonly string[]; readonly systemAssigned: boolean };
+
+/** What Azure says about a user-assigned identity (from the node's VM/VMSS identity map, else MSI), by canonical ID. */
+export interface AzureIdentityFacts {
+  readonly clientId?: string;
+  readonly principalId?: string;
+  /** Why Azure could not say (not found, no access). */
+  readonly error?: string;
+}
 
 export interface BindingVerdict {
   readonly namespace: string;
@@ -67,6 +78,10 @@ export interface IdentityVerdict {
   readonly assignment: string;
   /** Whether ARM shows it on the node's VM/VMSS; undefined when unknown or not applicable (service principal). */
   readonly onNode: boolean | undefined;
+  /** Its principal (object) ID as Azure reports it: what a pod passes as `object_id`; undefined when unknown. */
+  readonly principalId?: string;
+  /** Set when Azure has another client ID for its resourceID than spec.clientID: IMDS refuses tokens asked that way. */
+  readonly clientIdMismatch?: string;
 }
 
 export interface NmiAnswer {
@@ -151,6 +166,7 @@ export function explain(input: ExplainInput): ExplainReport {
       problems: identityProblems(i),
       assignment: aai ? (aai.state === '' ? '(legacy, no state)' : aai.state) : 'none',
       onNode: i.type === 0 && armIds ? armIds.has(i.resourceID.toLowerCase()) : undefined,
+      ...azureFactsOf(i, input.azureIdentities),
     };
   });
 
@@ -165,6 +181,21 @@ export function explain(input: ExplainInput): ExplainReport {
     nmi,
     ignored: input.ignored,
     verdict: verdict(nmi, bindings, identities, label),
+  };
+}
+
+/** The principal ID Azure reports for a managed identity, and whether its client ID is the one spec.clientID says. */
+function azureFactsOf(identity: AzureIdentity, facts: ExplainInput['azureIdentities']): { principalId?: string; clientIdMismatch?: string } {
+  if (identity.type !== 0 || facts === undefined) return {};
+  const known = facts.get(canonicalResourceId(identity.resourceID));
+  if (known === undefined || known.error !== undefined) return {};
+  const mismatch =
+    known.clientId !== undefined && known.clientId.toLowerCase() !== identity.clientID.trim().toLowerCase()
+      ? `spec.clientID ${identity.clientID} is not the client ID Azure has for ${identity.resourceID} (${known.clientId}): IMDS refuses a token asked by it; set spec.clientID to ${known.clientId}`
+      : undefined;
+  return {
+    ...(known.principalId !== undefined ? { principalId: known.principalId } : {}),
+    ...(mismatch !== undefined ? { clientIdMismatch: mismatch } : {}),
   };
 }
 
@@ -221,6 +252,8 @@ function nmiAnswer(input: ExplainInput, exception: AzurePodIdentityException | u
 }
 
 function verdict(nmi: NmiAnswer, bindings: readonly BindingVerdict[], identities: readonly IdentityVerdict[], label: string | undefined): string {
+  const mismatched = identities.find((i) => i.clientIdMismatch !== undefined);
+  if (mismatched !== undefined) return `no token: AzureIdentity ${mismatched.namespace}/${mismatched.name}: ${mismatched.clientIdMismatch}`;
   if (nmi.status === 200) {
     const missing = identities.filter((i) => i.onNode === false && i.assignment === 'Assigned');
     return missing.length > 0

@@ -3,8 +3,9 @@
 
 import type { TokenCredential } from '@azure/core-auth';
 import { ComputeManagementClient } from '@azure/arm-compute';
+import { ManagedServiceIdentityClient } from '@azure/arm-msi';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
-import { parseProviderId } from '../azure/resource-id.js';
+import { canonicalResourceId, parseProviderId, parseUserAssignedIdentityId } from '../azure/resource-id.js';
 import { parseNamespacePolicy, type NamespacePolicy } from '../crds/namespace-policy.js';
 import {
   GROUP,
@@ -18,7 +19,8 @@ import {
   type CredentialPolicy,
   type Normalized,
 } from '../crds/index.js';
-import type { ArmView, ExplainInput } from './analyze.js';
+import type { AzureIdentity } from '../crds/types.js';
+import type { ArmView, AzureIdentityFacts, ExplainInput } from './analyze.js';
 
 export interface ArmAccess {
   readonly credential: TokenCredential;
@@ -75,18 +77,62 @@ export async function gatherExplainInput(
   const namespacePolicy =
     opts.namespaceIdentityPolicy === 'enforce' ? { mode: 'enforce' as const, policies: await namespacePolicies(core) } : undefined;
   const assigned = keep('AzureAssignedIdentity', rawAssigned, normalizeAssignedIdentity).filter((a) => a.pod === pod.name && a.podNamespace === pod.namespace);
+  const bindings = keep('AzureIdentityBinding', rawBindings, normalizeBinding);
+  const identities = keep('AzureIdentity', rawIdentities, normalizeAzureIdentity);
+  const arm = await armView(core, pod.nodeName, opts.arm);
+  // The managed identities this pod's bindings name: what Azure says about them (principal ID, client ID).
+  const label = pod.labels['aadpodidbinding'];
+  const named = identities.filter(
+    (i) => i.type === 0 && bindings.some((b) => b.selector === label && b.namespace === i.namespace && b.azureIdentity === i.name),
+  );
+  const azureIdentities = opts.arm === undefined ? undefined : await azureIdentityFacts(named, arm, opts.arm);
   return {
     pod,
-    bindings: keep('AzureIdentityBinding', rawBindings, normalizeBinding),
-    identities: keep('AzureIdentity', rawIdentities, normalizeAzureIdentity),
+    bindings,
+    identities,
     assigned,
     exceptions: keep('AzurePodIdentityException', rawExceptions, normalizeException),
     forceNamespaced: opts.forceNamespaced,
     ...(opts.credentials ? { credentials: opts.credentials } : {}),
     ...(namespacePolicy ? { namespacePolicy } : {}),
-    arm: await armView(core, pod.nodeName, opts.arm),
+    arm: arm.view,
+    ...(azureIdentities !== undefined ? { azureIdentities } : {}),
     ignored,
   };
+}
+
+/** From the node's identity map when it has the identity, else from MSI (one GET per identity). */
+async function azureIdentityFacts(
+  identities: readonly AzureIdentity[],
+  arm: { readonly facts: ReadonlyMap<string, AzureIdentityFacts> },
+  access: ArmAccess,
+): Promise<Map<string, AzureIdentityFacts>> {
+  const out = new Map<string, AzureIdentityFacts>();
+  for (const identity of identities) {
+    const key = canonicalResourceId(identity.resourceID);
+    const onNode = arm.facts.get(key);
+    if (onNode !== undefined) {
+      out.set(key, onNode);
+      continue;
+    }
+    try {
+      const id = parseUserAssignedIdentityId(identity.resourceID);
+      const msi = new ManagedServiceIdentityClient(access.credential, id.subscriptionId, {
+        endpoint: access.endpoint,
+        credentialScopes: ['https://management.azure.com/.default'],
+        retryOptions: { maxRetries: 1 },
+        ...(access.caPem ? { tlsOptions: { ca: access.caPem } } : {}),
+      });
+      const found = await msi.userAssignedIdentities.get(id.resourceGroup, id.name);
+      out.set(key, {
+        ...(found.clientId !== undefined ? { clientId: found.clientId } : {}),
+        ...(found.principalId !== undefined ? { principalId: found.principalId } : {}),
+      });
+    } catch (error) {
+      out.set(key, { error: error instanceof Error ? error.message.split('\n')[0] ?? 'lookup failed' : String(error) });
+    }
+  }
+  return out;
 }
 
 /** Every Namespace's permitted-identities policy, as MIC and NMI read them. */
@@ -95,9 +141,14 @@ async function namespacePolicies(core: CoreV1Api): Promise<Map<string, Namespace
   return new Map(list.items.map((ns) => [ns.metadata?.name ?? '', parseNamespacePolicy(ns.metadata?.annotations ?? {})]));
 }
 
-async function armView(core: CoreV1Api, nodeName: string, arm: ArmAccess | undefined): Promise<ArmView> {
-  if (!arm) return { kind: 'unavailable', reason: 'no cloud config given (--cloudconfig or --sandbox)' };
-  if (nodeName === '') return { kind: 'unavailable', reason: 'the pod is not scheduled to a node' };
+async function armView(
+  core: CoreV1Api,
+  nodeName: string,
+  arm: ArmAccess | undefined,
+): Promise<{ view: ArmView; facts: ReadonlyMap<string, AzureIdentityFacts> }> {
+  const none = new Map<string, AzureIdentityFacts>();
+  if (!arm) return { view: { kind: 'unavailable', reason: 'no cloud config given (--cloudconfig or --sandbox)' }, facts: none };
+  if (nodeName === '') return { view: { kind: 'unavailable', reason: 'the pod is not scheduled to a node' }, facts: none };
   try {
     const node = await core.readNode({ name: nodeName });
     const target = parseProviderId(node.spec?.providerID ?? '');
@@ -111,13 +162,24 @@ async function armView(core: CoreV1Api, nodeName: string, arm: ArmAccess | undef
         ? await client.virtualMachines.get(target.resourceGroup, target.name)
         : await client.virtualMachineScaleSets.get(target.resourceGroup, target.name);
     const type = resource.identity?.type ?? 'None';
+    const map = resource.identity?.userAssignedIdentities ?? {};
+    const facts = new Map<string, AzureIdentityFacts>();
+    for (const [id, value] of Object.entries(map)) {
+      facts.set(canonicalResourceId(id), {
+        ...(value?.clientId ? { clientId: value.clientId } : {}),
+        ...(value?.principalId ? { principalId: value.principalId } : {}),
+      });
+    }
     return {
-      kind: 'ok',
-      target: `${target.kind === 'vm' ? 'VM' : 'VMSS'} ${target.resourceGroup}/${target.name}`,
-      userAssigned: Object.keys(resource.identity?.userAssignedIdentities ?? {}),
-      systemAssigned: /SystemAssigned/i.test(type),
+      view: {
+        kind: 'ok',
+        target: `${target.kind === 'vm' ? 'VM' : 'VMSS'} ${target.resourceGroup}/${target.name}`,
+        userAssigned: Object.keys(map),
+        systemAssigned: /SystemAssigned/i.test(type),
+      },
+      facts,
     };
   } catch (error) {
-    return { kind: 'unavailable', reason: `ARM lookup failed: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}` };
+    return { view: { kind: 'unavailable', reason: `ARM lookup failed: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}` }, facts: none };
   }
 }

@@ -20,8 +20,10 @@ export function renderExplain(r: ExplainReport): string {
   if (r.identities.length === 0) out.push('  (none)');
   for (const i of r.identities) {
     const node = i.onNode === undefined ? '' : i.onNode ? ', on the node in ARM' : ', NOT on the node in ARM';
-    out.push(`  ${i.namespace}/${i.name}: ${i.type}, client id ${i.clientID}, assignment ${i.assignment}${node}`);
+    const principal = i.principalId === undefined ? '' : `, principal id ${i.principalId} (object_id)`;
+    out.push(`  ${i.namespace}/${i.name}: ${i.type}, client id ${i.clientID}${principal}, assignment ${i.assignment}${node}`);
     if (i.resourceID) out.push(`    ${i.resourceID}`);
+    if (i.clientIdMismatch !== undefined) out.push(`    ✗ ${i.clientIdMismatch}`);
   }
   out.push('');
   out.push('AzureAssignedIdentities');

@@ -2,6 +2,8 @@
 // assignment, release, edits, shared identities on a VMSS, immutable and pre-existing identities, the periodic
 // Azure check, invalid identities, service principals and legacy manifests.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { explain } from '../../src/explain/analyze.js';
+import { gatherExplainInput } from '../../src/explain/gather.js';
 import { eventually, NODES, startMicWorld, type MicWorld } from './mic-world.js';
 
 let w: MicWorld;
@@ -49,6 +51,12 @@ describe('MIC', () => {
     await w.createBinding('b-mm', { azureIdentity: 'id-mm', selector: 'app-mm' });
     await w.createPod('pm1', NODES.vmss0, 'app-mm');
     await w.createPod('pm2', NODES.vmss1, 'app-mm');
+    // explain before MIC attaches it (Azure's answer from MSI) and after (from the scale set's identity map).
+    const explainPod = async () =>
+      explain(await gatherExplainInput(w.api.kc, 'default', 'pm1', { forceNamespaced: false, arm: { credential: w.az.credential, endpoint: w.az.emulator.url, caPem: w.az.emulator.caPem } }));
+    const before = await explainPod();
+    expect(before.identities[0]).toMatchObject({ name: 'id-mm', principalId: w.az.emulator.getUserAssignedIdentity(id.id)?.principalId });
+    expect(before.verdict).toContain(`set spec.clientID to ${id.clientId}`);
     await w.startMic();
     await eventually(async () => {
       expect(await stateOf('pm1-default-id-mm')).toBe('Assigned');
@@ -62,6 +70,9 @@ describe('MIC', () => {
     expect(events[0].message).toContain(`spec.clientID ${wrong}`);
     expect(events[0].message).toContain(`client ID ${id.clientId}`);
     expect(events[0].message).toContain(`Set spec.clientID to ${id.clientId}`);
+    const after = await explainPod();
+    expect(after.identities[0]).toMatchObject({ onNode: true, principalId: w.az.emulator.getUserAssignedIdentity(id.id)?.principalId });
+    expect(after.identities[0]?.clientIdMismatch).toContain(`(${id.clientId})`);
     // A correct identity raises none.
     const ok = w.msi('id-ok');
     await w.createIdentity('id-ok', { type: 0, resourceID: ok.id, clientID: ok.clientId });

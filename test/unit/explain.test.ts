@@ -55,6 +55,24 @@ describe('explain', () => {
     expect(report.bindings).toEqual([expect.objectContaining({ name: 'web', matched: true, reasons: [] })]);
   });
 
+  it("shows the principal ID Azure reports (what object_id names), and reports a clientID Azure does not have for the resourceID", () => {
+    const id = identity('apps', 'web');
+    const base = { bindings: [binding('apps', 'web', 'web', 'web')], identities: [id], assigned: [aai(id, 'Assigned')] };
+    const ok = explain(input({ ...base, azureIdentities: new Map([[RESOURCE.toLowerCase(), { clientId: CLIENT.toUpperCase(), principalId: 'p-123' }]]) }));
+    expect(ok.identities[0]).toMatchObject({ principalId: 'p-123' });
+    expect(ok.identities[0]?.clientIdMismatch).toBeUndefined();
+    expect(ok.verdict).toBe('works: the pod gets a token');
+
+    const other = '11111111-2222-4333-8444-555555555555';
+    const bad = explain(input({ ...base, azureIdentities: new Map([[RESOURCE.toLowerCase(), { clientId: other, principalId: 'p-123' }]]) }));
+    expect(bad.identities[0]?.clientIdMismatch).toContain(`set spec.clientID to ${other}`);
+    expect(bad.verdict).toBe(`no token: AzureIdentity apps/web: ${bad.identities[0]?.clientIdMismatch}`);
+    // Unknown to Azure (lookup failed): nothing claimed.
+    const unknown = explain(input({ ...base, azureIdentities: new Map([[RESOURCE.toLowerCase(), { error: 'not found' }]]) }));
+    expect(unknown.identities[0]).not.toHaveProperty('principalId');
+    expect(unknown.identities[0]).not.toHaveProperty('clientIdMismatch');
+  });
+
   it("says why a service principal is refused: a Secret in another namespace, an authority not allowed", () => {
     const sp = (name: string, extra: Partial<AzureIdentity>) =>
       identity('apps', name, { type: 1, resourceID: '', tenantID: 't', clientPassword: { name: 's', namespace: 'apps' }, ...extra });
