@@ -85,6 +85,8 @@ export interface TokenIssuer {
 export interface NodeIdentityRequest {
   readonly clientId?: string;
   readonly resourceId?: string;
+  /** By principal ID: IMDS chooses, and the token it returns is vetted like any other. */
+  readonly objectId?: string;
 }
 
 export interface MetadataProxy {

@@ -472,8 +472,11 @@ function createRequestHandler(deps: NmiServerDeps) {
     const settlesAt = pod.startedAtMs === undefined ? undefined : pod.startedAtMs + noneBudget + 1;
     const noneDeadline = Math.max(started + noneBudget, Math.min(settlesAt ?? 0, started + noneBudget + 2_000));
     for (;;) {
-      const learnError = request.objectId !== undefined ? await learnPrincipals(pod, request.resource) : undefined;
-      const selection = selectIdentity(inputFor(pod, request), policy);
+      let selection = selectIdentity(inputFor(pod, request), policy);
+      // An object_id not matched yet: read the principal IDs of the pod's own identities, then decide again.
+      const learn = request.objectId !== undefined && selection.kind !== 'node' && selection.kind !== 'identity';
+      const learnError = learn ? await learnPrincipals(pod, request.resource) : undefined;
+      if (learn) selection = selectIdentity(inputFor(pod, request), policy);
       const done = { selection, ...(learnError !== undefined ? { learnError } : {}) };
       if (selection.kind !== 'pending' || abort.aborted()) return done;
       const remaining = (selection.created ? started + createdBudget : noneDeadline) - now();
@@ -534,6 +537,7 @@ class NodeIdentityRefused extends Error {
 function nodeIdentityRequest(request: TokenRequest): NodeIdentityRequest {
   if (request.clientId !== undefined) return { clientId: request.clientId };
   if (request.resourceId !== undefined) return { resourceId: request.resourceId };
+  if (request.objectId !== undefined) return { objectId: request.objectId };
   return {};
 }
 

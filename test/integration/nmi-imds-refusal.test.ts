@@ -106,6 +106,18 @@ describe('NMI refuses an identity the pod is not bound to as IMDS does', () => {
     expect(decodeToken(out.byObjectId).oid).toBe(mine.principalId);
   }, 60_000);
 
+  it("gives an excepted pod the node's identity by object_id, never one an AzureIdentity declares", async () => {
+    await world.exception('node-agents', 'default', { app: 'node-agent' });
+    const agent = await world.pod('agent', '127.0.3.31', { labels: { app: 'node-agent' } });
+    const nodeOnly = await world.managedIdentity('node-only', { declare: false });
+    const served = await world.call(agent.ip, tokenPath(`&object_id=${nodeOnly.principalId}`));
+    expect(served.status, served.body).toBe(200);
+    expect(decodeToken(accessTokenOf(served)).oid).toBe(nodeOnly.principalId);
+    const refused = await world.call(agent.ip, tokenPath(`&object_id=${mine.principalId}`));
+    expect(refused.status).not.toBe(200);
+    expect(refused.body).not.toContain('access_token');
+  });
+
   it('still waits for a pod that just started: its assignment arrives during the wait and it gets the token', async () => {
     const late = await world.managedIdentity('late');
     const young = await world.pod('young', '127.0.3.21');

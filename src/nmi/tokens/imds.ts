@@ -21,7 +21,11 @@ export interface ImdsClientOptions {
 }
 
 /** Which identity to ask IMDS for: a client id, an ARM resource id, or neither (the system-assigned identity). */
-export type ImdsIdentitySelector = { readonly clientId: string } | { readonly resourceId: string } | Record<string, never>;
+export type ImdsIdentitySelector =
+  | { readonly clientId: string }
+  | { readonly resourceId: string }
+  | { readonly objectId: string }
+  | Record<string, never>;
 
 export interface ImdsClient {
   getToken(resource: string, identity: ImdsIdentitySelector): Promise<Token>;
@@ -67,6 +71,7 @@ export function imdsTokenUrl(base: string, resource: string, identity: ImdsIdent
   const q = new URLSearchParams({ 'api-version': IMDS_API_VERSION, resource });
   if ('clientId' in identity && identity.clientId) q.set('client_id', identity.clientId);
   else if ('resourceId' in identity && identity.resourceId) q.set('msi_res_id', identity.resourceId);
+  else if ('objectId' in identity && identity.objectId) q.set('object_id', identity.objectId);
   return `${base}/metadata/identity/oauth2/token?${q.toString()}`;
 }
 

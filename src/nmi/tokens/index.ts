@@ -34,6 +34,7 @@ export type UpstreamObserver = (operation: UpstreamOperation, seconds: number, f
 export interface NodeIdentitySelector {
   readonly clientId?: string;
   readonly resourceId?: string;
+  readonly objectId?: string;
 }
 
 export interface GetTokensOptions {
@@ -123,7 +124,9 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
         ? { clientId: identity.clientId }
         : identity.resourceId
           ? { resourceId: identity.resourceId }
-          : {};
+          : identity.objectId
+            ? { objectId: identity.objectId }
+            : {};
       const tokens = await cache.get(nodeIdentityCacheKey(selector), resource, async () => {
         const operation = identity.clientId || identity.resourceId ? 'adal_token_msi_userassignedid' : 'adal_token_msi';
         const token = await timed(operation, () => imds.getToken(resource, selector));

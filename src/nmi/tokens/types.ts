@@ -112,8 +112,9 @@ export function identityCacheKey(meta: {
 }
 
 /** Cache key for the node's own identity (exception path): by client id, by resource id, or IMDS's default. */
-export function nodeIdentityCacheKey(identity: { readonly clientId?: string; readonly resourceId?: string } = {}): string {
+export function nodeIdentityCacheKey(identity: { readonly clientId?: string; readonly resourceId?: string; readonly objectId?: string } = {}): string {
   if (identity.clientId) return `node:${identity.clientId}`;
   if (identity.resourceId) return `node:res:${identity.resourceId.toLowerCase()}`;
+  if (identity.objectId) return `node:oid:${identity.objectId.toLowerCase()}`;
   return 'node:system';
 }
