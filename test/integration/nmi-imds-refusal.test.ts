@@ -89,6 +89,15 @@ describe('NMI refuses an identity the pod is not bound to as IMDS does', () => {
     }
   });
 
+  it('lets `az login --identity --username <object id>` through: the ID refused at once as a client_id, then served as object_id', async () => {
+    const started = Date.now();
+    expectIdentityNotFound(await world.call(app.ip, tokenPath(`&client_id=${mine.principalId}`)));
+    const asObject = await world.call(app.ip, tokenPath(`&object_id=${mine.principalId}`));
+    expect(asObject.status, asObject.body).toBe(200);
+    expect(decodeToken(accessTokenOf(asObject)).oid).toBe(mine.principalId);
+    expect(Date.now() - started).toBeLessThan(WINDOW_MS / 8);
+  });
+
   it('lets a real ManagedIdentityCredential fail at once on an unbound client id, so a credential chain moves on', async () => {
     // The SDK's source address is 127.0.0.1 (see nmi-sdk.test.ts): that pod is bound to `mine` only.
     const sdkPod = await world.pod('sdk-app', '127.0.0.1');

@@ -360,8 +360,8 @@ describe('selectIdentity: settled assignments answer as IMDS does', () => {
   const settling: SelectPolicy = { ...standard, settleAfterMs: WINDOW };
   const T0 = Date.parse('2026-12-01T10:00:00Z');
   const young = { ...pod('apps', 'web', { aadpodidbinding: 'web' }), startedAtMs: T0 };
-  const a = identity('apps', 'id-a', 'aaaa-1111');
-  const b = identity('apps', 'id-b', 'bbbb-2222');
+  const a = identity('apps', 'id-a', 'aaaaaaaa-1111-4111-8111-111111111111');
+  const b = identity('apps', 'id-b', 'bbbbbbbb-2222-4222-8222-222222222222');
   const bindingTo = (id: AzureIdentity, selector = 'web'): AzureIdentityBinding => ({
     ...meta(id.namespace, `${id.name}-binding`),
     azureIdentity: id.name,
@@ -393,6 +393,13 @@ describe('selectIdentity: settled assignments answer as IMDS does', () => {
       settling,
     );
     expect(old.kind).toBe('pending');
+  });
+
+  it('does not wait for a binding whose AzureIdentity MIC cannot use (it never assigns it)', () => {
+    const broken = identity('apps', 'id-b', 'not-a-guid');
+    const podBindings = [{ binding: bindingTo(a), identity: a }, { binding: bindingTo(broken), identity: broken }];
+    const sel = selectIdentity(view({ request: { clientId: 'not-a-guid' }, assigned: [assignedVia(young, a, 'Assigned')], podBindings, nowMs: T0 + WINDOW }), settling);
+    expect(sel.kind).toBe('unbound');
   });
 
   it('keeps waiting while a binding names an AzureIdentity that is not there yet', () => {

@@ -8,6 +8,7 @@ import type {
   AzurePodIdentityException,
   PodView,
 } from '../../crds/types.js';
+import { validateAzureIdentity } from '../../crds/validate.js';
 import type { TokenRequest } from './token-request.js';
 
 export const BINDING_LABEL = 'aadpodidbinding';
@@ -167,7 +168,8 @@ function standardSettled(input: SelectInput, policy: SelectPolicy, all: readonly
     if (binding.deleting || binding.selector !== pod.labels[BINDING_LABEL]) continue;
     // Named identity not there (yet): it may be created with any client ID.
     if (identity === undefined) return false;
-    if (identity.deleting) continue;
+    // MIC never assigns an identity being deleted or one it cannot use (it says why in an event on it).
+    if (identity.deleting || validateAzureIdentity(identity).length > 0) continue;
     // MIC never assigns a namespaced identity across namespaces.
     if (isNamespaced(identity, policy) && binding.namespace !== pod.namespace) continue;
     const aai = assignedFor(binding, identity);
