@@ -72,7 +72,7 @@ describe('NMI with both emulators, standard mode', () => {
     await world.deletePod(old);
     const next = await world.pod('next', ip);
     const before = await world.call(ip, tokenPath(VAULT));
-    expect(before.status).toBe(400);
+    expect(before.status).toBe(404);
     expect(before.body).not.toContain('access_token');
 
     const nextId = await world.managedIdentity('id-next');
@@ -82,11 +82,16 @@ describe('NMI with both emulators, standard mode', () => {
     expect(claims.appid).not.toBe(oldId.clientId);
   });
 
-  it('answers 400 Identity not found once a pod with no binding is past the wait window, and 404 after the wait when the identity stays Created', async () => {
+  it('answers 404 after the wait when no identity is assigned or the identity stays Created; 400 Identity not found to a pod without the label once past the window', async () => {
     const lonely = await world.pod('lonely', '127.0.1.31');
     const none = await world.call(lonely.ip, tokenPath(VAULT));
-    expect(none.status).toBe(400);
-    expect(JSON.parse(none.body)).toEqual({ error: 'invalid_request', error_description: 'Identity not found' });
+    expect(none.status).toBe(404);
+    expect(none.body).toContain('CREATED state');
+    // No aadpodidbinding label: nothing can come without relabelling the pod.
+    const unlabelled = await world.pod('unlabelled', '127.0.1.34', { labels: { app: 'x' } });
+    const refused = await world.call(unlabelled.ip, tokenPath(VAULT));
+    expect(refused.status).toBe(400);
+    expect(JSON.parse(refused.body)).toEqual({ error: 'invalid_request', error_description: 'Identity not found' });
     // A binding whose AAI MIC never writes: an assignment may still come, so the original's wait and 404.
     const waiting = await world.pod('waiting', '127.0.1.33');
     await world.binding('waiting-binding', await world.managedIdentity('id-waiting'), 'waiting');

@@ -116,7 +116,7 @@ describe('the node path cannot reach identities AzureIdentities declare (scale s
     world.azure.emulator.clearRequestLog();
     for (const extra of [`&client_id=${teamA.clientId}`, `&client_id=${nodeAgent.clientId}`, '']) {
       const reply = await world.call(fake.ip, tokenPath(extra));
-      // Not MIC, so an ordinary pod with nothing bound: once past the wait window, IMDS's "Identity not found".
+      // Not MIC, so an ordinary pod with no binding label: once past the wait window, IMDS's "Identity not found".
       expect(reply.status, reply.body).toBe(400);
       expect(reply.body).not.toContain('access_token');
     }
@@ -130,7 +130,7 @@ describe('the node path cannot reach identities AzureIdentities declare (scale s
     expectRefused(await world.call(mic.ip, tokenPath(`&client_id=${teamA.clientId}`)), 'MIC asking for team-a');
     // The same ServiceAccount name in a namespace an editor controls is someone else.
     const elsewhere = await world.pod('mic-lookalike', '127.0.2.32', { namespace: 'team-b', serviceAccountName: MIC_SERVICE_ACCOUNT });
-    expect((await world.call(elsewhere.ip, tokenPath(`&client_id=${micIdentity.clientId}`))).status).toBe(400);
+    expect((await world.call(elsewhere.ip, tokenPath(`&client_id=${micIdentity.clientId}`))).status).toBe(404);
   });
 });
 

@@ -410,10 +410,16 @@ describe('selectIdentity: settled assignments answer as IMDS does', () => {
     expect(sel.kind).toBe('pending');
   });
 
-  it('waits for a young pod with nothing assigned, and refuses once it is past the window', () => {
-    expect(selectIdentity(view({}), settling).kind).toBe('pending');
-    expect(selectIdentity(view({ nowMs: T0 + WINDOW - 1 }), settling).kind).toBe('pending');
-    expect(selectIdentity(view({ nowMs: T0 + WINDOW }), settling).kind).toBe('unbound');
+  it('waits for a pod with no binding label while it is young, and refuses it once it is past the window', () => {
+    const unlabelled = { ...young, labels: {} };
+    expect(selectIdentity({ ...view({}), pod: unlabelled }, settling).kind).toBe('pending');
+    expect(selectIdentity({ ...view({ nowMs: T0 + WINDOW - 1 }), pod: unlabelled }, settling).kind).toBe('pending');
+    expect(selectIdentity({ ...view({ nowMs: T0 + WINDOW }), pod: unlabelled }, settling).kind).toBe('unbound');
+  });
+
+  it('keeps the original’s wait and 404 for a labelled pod with no identity at all, however old: its binding may come', () => {
+    expect(selectIdentity(view({ nowMs: T0 + 10 * WINDOW }), settling)).toMatchObject({ kind: 'pending', created: false });
+    expect(selectIdentity(view({ request: { clientId: b.clientID }, nowMs: T0 + 10 * WINDOW }), settling).kind).toBe('pending');
   });
 
   it('never settles before every informer has listed, nor without the pod age or bindings', () => {
@@ -444,12 +450,14 @@ describe('selectIdentity: settled assignments answer as IMDS does', () => {
     expect(servableIdentities(view({ assigned: [...aais, assignedVia(young, b, 'Created')] }), settling).map((i) => i.name)).toEqual(['id-a']);
   });
 
-  it('managed mode: refuses an unbound client_id at once when the pod has an identity, keeps 404 for a young pod with none', () => {
+  it('managed mode: refuses an unbound client_id at once when the pod has an identity, keeps 404 for a labelled pod with none', () => {
     const m: SelectPolicy = { ...managed, settleAfterMs: WINDOW };
     const bindings = [bindingTo(a)];
     expect(selectIdentity(view({ request: { clientId: b.clientID }, bindings, identities: [a] }), m).kind).toBe('unbound');
     expect(selectIdentity(view({ request: { clientId: b.clientID }, bindings: [], identities: [] }), m).kind).toBe('none');
-    expect(selectIdentity(view({ request: { clientId: b.clientID }, bindings: [], identities: [], nowMs: T0 + WINDOW }), m).kind).toBe('unbound');
+    expect(selectIdentity(view({ request: { clientId: b.clientID }, bindings: [], identities: [], nowMs: T0 + WINDOW }), m).kind).toBe('none');
+    expect(selectIdentity({ ...view({ request: { clientId: b.clientID }, nowMs: T0 + WINDOW }), pod: { ...young, labels: {} } }, m).kind).toBe('unbound');
+    expect(selectIdentity({ ...view({ request: { clientId: b.clientID }, nowMs: T0 + 1 }), pod: { ...young, labels: {} } }, m).kind).toBe('none');
     // A binding naming an identity not there yet: not settled.
     expect(selectIdentity(view({ request: { clientId: b.clientID }, bindings: [bindingTo(a), bindingTo(b)], identities: [a] }), m).kind).toBe('none');
   });

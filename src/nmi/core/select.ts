@@ -149,8 +149,9 @@ function podAssigned(input: SelectInput, policy: SelectPolicy): AzureAssignedIde
 
 /**
  * Whether this pod's assignments are settled for this request: no binding that could still give the pod the identity
- * asked for lacks its Assigned AAI, and either the pod started longer ago than the wait window, or MIC is visibly
- * done with it (it has AAIs, all Assigned, one for every binding that selects it). Anything unknown: not settled.
+ * asked for lacks its Assigned AAI, and either the pod started longer ago than the wait window (and has an identity,
+ * or no binding label), or MIC is visibly done with it (it has AAIs, all Assigned, one for every binding that selects
+ * it). Anything unknown: not settled.
  */
 function standardSettled(input: SelectInput, policy: SelectPolicy, all: readonly AzureAssignedIdentity[]): boolean {
   const { pod, request } = input;
@@ -178,7 +179,10 @@ function standardSettled(input: SelectInput, policy: SelectPolicy, all: readonly
     if (mayMatchRequest(identity, request, input.principalIds)) return false;
     everyBindingAssigned = false;
   }
-  if (podStartedBefore(input, policy)) return true;
+  // Past the window, a pod with identities has them all; one with none is settled only if it never asked for one
+  // (no label): a labelled pod's binding may still be on its way, and clients retry the original's 404 until it is.
+  const label = pod.labels[BINDING_LABEL];
+  if (podStartedBefore(input, policy) && (all.length > 0 || label === undefined || label === '')) return true;
   return everyBindingAssigned && all.length > 0 && all.every((a) => a.state === 'Assigned' || a.state === '');
 }
 
@@ -208,7 +212,7 @@ function selectManaged(input: SelectInput, policy: SelectPolicy): Selection {
   const chosen = bound.find((i) => matchesRequest(i, request, input.principalIds));
   if (chosen !== undefined) return { kind: 'identity', identity: chosen };
   const reason = `no AzureIdentity bound to pod ${pod.namespace}/${pod.name}${describeRequest(request)}`;
-  return managedSettled(input, policy, bound) ? { kind: 'unbound', reason } : { kind: 'none', reason };
+  return managedSettled(input, bound) ? { kind: 'unbound', reason } : { kind: 'none', reason };
 }
 
 /** Managed mode: the identities the pod's bindings name in its namespace; undefined when it has no binding label. */
@@ -228,11 +232,11 @@ function managedBound(input: SelectInput, policy: SelectPolicy): AzureIdentity[]
 }
 
 /**
- * Managed mode has no assignment to wait for: the bindings are all there is. Settled once NMI has listed them and
- * none names an identity that is not there yet, and the pod either has an identity or started before the window.
- * A young pod with nothing bound keeps the original's immediate 404 (clients retry it while its binding is created).
+ * Managed mode has no assignment to wait for: the bindings are all there is. Settled once NMI has listed them, none
+ * names an identity that is not there yet, and the pod has an identity. A labelled pod with nothing bound keeps the
+ * original's immediate 404 (clients retry it while its binding is created).
  */
-function managedSettled(input: SelectInput, policy: SelectPolicy, bound: readonly AzureIdentity[]): boolean {
+function managedSettled(input: SelectInput, bound: readonly AzureIdentity[]): boolean {
   const { pod } = input;
   if (input.viewComplete !== true) return false;
   const selector = pod.labels[BINDING_LABEL];
@@ -243,8 +247,7 @@ function managedSettled(input: SelectInput, policy: SelectPolicy, bound: readonl
       b.selector === selector &&
       !input.identities.some((i) => i.namespace === b.namespace && i.name === b.azureIdentity),
   );
-  if (dangling) return false;
-  return bound.length > 0 || podStartedBefore(input, policy);
+  return !dangling && bound.length > 0;
 }
 
 /**
