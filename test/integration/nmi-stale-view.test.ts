@@ -62,7 +62,8 @@ describe('NMI with a pod view it cannot trust', () => {
     // Nothing sent to the caller names the pod NMI confused it with.
     expect(reply.body).not.toContain('victim');
 
-    // Once the watch is heard again NMI knows the caller, and it has no identity.
+    // Once the watch is heard again NMI knows the caller, and it has no identity: without a binding label, past the
+    // wait window, IMDS's own refusal (docs/migrating.md).
     world.api.server.resumeWatches();
     await world.until((n) => {
       const c = n.pods.lookup(VICTIM_IP);
@@ -70,7 +71,8 @@ describe('NMI with a pod view it cannot trust', () => {
     }, 'attacker seen at the victim’s IP');
     const after = await world.call(VICTIM_IP, PATH);
     expect(after.body).not.toContain('access_token');
-    expect(after.status).toBe(404);
+    expect(after.status).toBe(400);
+    expect(after.body).toBe('{"error":"invalid_request","error_description":"Identity not found"}');
   }, 30_000);
 
   it('serves a caller the API server confirms live while the watch is silent', async () => {
