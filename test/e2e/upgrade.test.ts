@@ -9,10 +9,12 @@
 //   attached to the VMSS directly in the Azure emulator, and the AAIs (below). Its leader lock is
 //   test/helpers/original-mic.ts, a stand-in that renews the Endpoints record default/aad-pod-identity-mic in
 //   client-go's format and, like the original, never releases it (on SIGTERM the pod just goes; the record expires).
-// - The original NMI: our NMI runs on each node from the start, with the original's flags (the sandbox's), and
-//   serves the "before" state. It has to: the original NMI is a Go binary this repository does not have. The NMI
-//   side of the switch (the DaemonSet's rolling update) is covered by the NMI restart tests; here NMI runs
-//   throughout so that any token failure can only come from what MIC does to the AAIs and the VMSS.
+// - The original NMI: our NMI runs on each node from the start and serves the "before" state. It has to: the
+//   original NMI is a Go binary this repository does not have. The NMI side of the switch (the DaemonSet's rolling
+//   update) is covered by the NMI restart tests; here NMI runs throughout so that any token failure can only come
+//   from what MIC does to the AAIs and the VMSS. Its flags are the original's, with waits made strict
+//   (STRICT_NMI_ARGS) so that a moment without an assigned AAI fails a request instead of delaying it, and every
+//   poll asks for a resource of its own so that NMI's token cache cannot hide an identity gone from the VMSS.
 // - AAIs in the original's format: `a1`, `a2` as v1.8.x writes them (finalizer, `nodename` label, full embedded
 //   AzureIdentity/AzureIdentityBinding copies with their resourceVersions, `status.status: Assigned` on the main
 //   resource, `availableReplicas: 1`). `b1` as an old MIC left it, from before the type upgrade: no finalizer (added
@@ -45,6 +47,14 @@ const FINALIZER = 'azureassignedidentity.finalizers.aadpodidentity.k8s.io';
 const LEASE_SECONDS = 3;
 const OLD_HOLDER = 'mic-7d9f8c6b5-original';
 const ARM_OPERATIONS = /^(rg|vm|vmss|operation|msi)_/;
+/**
+ * NMI waits at most ~200 ms for an assignment (the original waits 16 x 5 s): an AAI missing, or not in an assigned
+ * state, when a request arrives is a failed request here, not a delay that hides it.
+ */
+const STRICT_NMI_ARGS = ['--find-identity-retry-interval=100ms', '--retry-attempts-for-created=2', '--retry-attempts-for-assigned=2'];
+/** A resource of its own per request: NMI's token cache never answers, every request reaches the node's IMDS, which refuses an identity not on the VMSS. */
+let pollSeq = 0;
+const pollScope = () => `https://upgrade-poll-${++pollSeq}.example.com/.default`;
 
 interface PollRecord {
   readonly pod: string;
@@ -62,7 +72,7 @@ describe.skipIf(skip)('upgrade from the original on the netns sandbox', () => {
   beforeAll(async () => {
     before = await hostNetworkState();
     crds = await upgradedClusterCrdDir();
-    t = await startTestSandbox({ network: 'netns', nodes: 2, identities: 3, crdDir: crds.dir, mic: { replicas: 0 } });
+    t = await startTestSandbox({ network: 'netns', nodes: 2, identities: 3, crdDir: crds.dir, nmi: { args: STRICT_NMI_ARGS }, mic: { replicas: 0 } });
   }, 120_000);
 
   afterAll(async () => {
@@ -143,9 +153,9 @@ describe.skipIf(skip)('upgrade from the original on the netns sandbox', () => {
     await eventually(async () => (await readOriginalLeaderRecord(t.core))?.holderIdentity === OLD_HOLDER, 10_000, 'stand-in holds the Endpoints lock');
 
     const expected: Record<string, string> = { a1: idA.clientId, a2: idA.clientId, b1: idB.clientId };
+    // The "before" state works (NMI's watch may trail the API server by a moment: wait for it, the poller does not).
     for (const pod of Object.keys(expected)) {
-      const first = await t.podToken(NS, pod, { maxRetries: 0 });
-      expect(first, pod).toMatchObject({ ok: true, claims: { appid: expected[pod] } });
+      await eventually(async () => (await t.podToken(NS, pod, { maxRetries: 0 })).claims?.appid === expected[pod], 20_000, `${pod} gets its token before the switch`);
     }
 
     // ---- 2. A token poller per pod and an AAI sampler, from now to the end of the takeover.
@@ -156,7 +166,7 @@ describe.skipIf(skip)('upgrade from the original on the netns sandbox', () => {
       (async () => {
         while (running) {
           const start = Date.now();
-          const result = await t.podToken(NS, pod, { maxRetries: 0, timeoutMs: 20_000 });
+          const result = await t.podToken(NS, pod, { maxRetries: 0, timeoutMs: 20_000, scope: pollScope() });
           polls.push({ pod, start, end: Date.now(), result });
         }
       })();
@@ -250,8 +260,16 @@ describe.skipIf(skip)('upgrade from the original on the netns sandbox', () => {
           `${pod}'s AAI Assigned`,
         );
       }
-      expect(await t.podToken(NS, 'a3', { maxRetries: 0 })).toMatchObject({ ok: true, claims: { appid: idA.clientId } });
-      expect(await t.podToken(NS, 'c1', { maxRetries: 0 })).toMatchObject({ ok: true, claims: { appid: idC.clientId } });
+      for (const [pod, clientId] of [
+        ['a3', idA.clientId],
+        ['c1', idC.clientId],
+      ] as const) {
+        const token = await eventually(async () => {
+          const r = await t.podToken(NS, pod, { maxRetries: 0 });
+          return r.ok ? r : undefined;
+        }, 20_000, `${pod} gets a token`);
+        expect(token.claims?.appid).toBe(clientId);
+      }
       expect(t.computeIdentities()).toContain(idC.id.toLowerCase());
       // The original's AAIs are still the same objects.
       for (const [name, uid] of uids) expect((await get('azureassignedidentities', name, 'default')).metadata).toMatchObject({ uid });
