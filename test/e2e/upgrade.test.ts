@@ -29,7 +29,7 @@
 // stand-in stops and ours take over only once its record has expired; no token request failed, no AAI was deleted
 // or recreated (uids unchanged, never out of an assigned state), no ARM PATCH was sent, and the lock holder is ours.
 // Then new pods (on an existing binding, and on a new identity that needs an ARM PATCH) reach Assigned and get
-// their tokens. Nothing is left behind: namespaces, links and nat rules are checked after stop.
+// their tokens, and the original's pods, deleted, have their AAIs removed and their identity released. Nothing is left behind: namespaces, links and nat rules are checked after stop.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { upgradedClusterCrdDir } from '../helpers/apiserver.js';
@@ -273,6 +273,21 @@ describe.skipIf(skip)('upgrade from the original on the netns sandbox', () => {
       expect(t.computeIdentities()).toContain(idC.id.toLowerCase());
       // The original's AAIs are still the same objects.
       for (const [name, uid] of uids) expect((await get('azureassignedidentities', name, 'default')).metadata).toMatchObject({ uid });
+
+      // ---- 7. The original's objects through to the end of their life: b1 goes, its old-format AAI (no finalizer)
+      // is removed and its identity leaves the VMSS; a2 goes, its v1.8 AAI (finalizer) too, idA stays for a1 and a3.
+      await t.deletePod(NS, 'b1');
+      await t.deletePod(NS, 'a2');
+      await eventually(
+        async () => {
+          const names = (await t.listAllAssigned()).map((a) => (a.metadata as { name?: string }).name);
+          return !names.includes(`b1-${NS}-ident-b`) && !names.includes(`a2-${NS}-ident-a`) && !t.computeIdentities().includes(idB.id.toLowerCase());
+        },
+        30_000,
+        "b1's and a2's AAIs gone and ident-b off the VMSS",
+      );
+      expect(t.computeIdentities()).toContain(idA.id.toLowerCase());
+      expect(await t.podToken(NS, 'a1', { maxRetries: 0, scope: pollScope() })).toMatchObject({ ok: true, claims: { appid: idA.clientId } });
     } finally {
       await stopLoops();
     }
