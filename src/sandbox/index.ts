@@ -36,7 +36,16 @@ export interface SandboxOptions {
   readonly network?: NetworkMode;
   /** User-assigned identities made in the emulator's MSI up front (default 3). */
   readonly identities?: number;
-  /** MIC replicas (default 2; 0 runs no MIC) and extra MIC flags. */
+  /**
+   * The CRDs the API emulator starts with: every *.yaml/*.yml/*.json in this directory (default
+   * `<repoRoot>/config/crd`). An upgrade test passes a directory with the original's CRD shapes, as a cluster
+   * upgraded from the original keeps them (Helm never upgrades crds/).
+   */
+  readonly crdDir?: string;
+  /**
+   * MIC replicas started with the sandbox (default 2; 0 starts none) and extra MIC flags. Replicas can be started
+   * later with `startMic(index)`, e.g. to switch a cluster over from another controller.
+   */
   readonly mic?: { readonly replicas?: number; readonly args?: readonly string[] | ((identities: readonly UserAssignedIdentity[]) => readonly string[]) };
   /** Extra NMI flags (after the sandbox's own, so they win). */
   readonly nmi?: { readonly args?: readonly string[] };
@@ -141,7 +150,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
     const host = network.serviceAddress;
 
     const token = randomUUID();
-    const api = await startApiServer({ host, tls: true, token, crdDir: join(opts.repoRoot, 'config', 'crd'), bookmarkIntervalMs: 5000 });
+    const api = await startApiServer({ host, tls: true, token, crdDir: opts.crdDir ?? join(opts.repoRoot, 'config', 'crd'), bookmarkIntervalMs: 5000 });
     cleanups.push(() => api.stop());
     await api.writeKubeconfig(kubeconfig);
 
