@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { lineFrom } from '../helpers/child-lines.js';
 import { sh, shouldSkipNetns } from '../helpers/netns.js';
 
 const skip = shouldSkipNetns('image entrypoints');
@@ -44,19 +45,6 @@ describe.skipIf(skip)('image entrypoints', () => {
     return child;
   };
 
-  const firstLine = (child: ChildProcess, match: (line: string) => boolean, what: string) =>
-    new Promise<string>((resolve, reject) => {
-      let buffer = '';
-      let stderr = '';
-      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-      child.stdout?.on('data', (d: Buffer) => {
-        buffer += d.toString();
-        for (const line of buffer.split('\n')) if (match(line)) resolve(line);
-      });
-      child.once('exit', (code) => reject(new Error(`${what} exited ${code}: ${stderr.slice(-2000)}`)));
-      setTimeout(() => reject(new Error(`${what} did not start: ${stderr.slice(-2000)}`)), 20_000).unref();
-    });
-
   const fetchInNs = async (url: string): Promise<{ status: number; body: string }> => {
     const script = `fetch(${JSON.stringify(url)}).then(async r => console.log(JSON.stringify({status: r.status, body: await r.text()}))).catch(e => console.log(JSON.stringify({status: 0, body: String(e)})))`;
     const out = await sh(['ip', 'netns', 'exec', ns, 'node', '-e', script], 10_000);
@@ -86,12 +74,12 @@ describe.skipIf(skip)('image entrypoints', () => {
   it('starts NMI with the DaemonSet args: probes, metrics, iptables rules that stay on SIGTERM, and --uninstall-iptables removes them', async () => {
     const kubeconfig = join(work, 'kubeconfig');
     const api = inNs(['node', '--import', 'tsx', join(ROOT, 'cmd/apiserver.ts'), '--crd-dir', join(ROOT, 'config/crd'), '--kubeconfig-out', kubeconfig]);
-    await firstLine(api, (l) => l.includes('"ready"'), 'apiserver');
+    await lineFrom(api, (l) => l.includes('"ready"'), 'apiserver');
 
     const { args, env } = containerOf('DaemonSet', 'nmi', { 'spec.nodeName': 'node-1' });
     expect(args).toContain('--node=node-1');
     const nmi = inNs(['node', join(work, 'dist/cmd/nmi.js'), ...args], { ...env, KUBECONFIG: kubeconfig });
-    const ready = JSON.parse(await firstLine(nmi, (l) => l.includes('"ready"'), 'nmi'));
+    const ready = JSON.parse(await lineFrom(nmi, (l) => l.includes('"ready"'), 'nmi'));
     expect(ready.url).toBe('http://127.0.0.1:2579');
 
     let health = await fetchInNs('http://127.0.0.1:8085/healthz');
@@ -120,7 +108,7 @@ describe.skipIf(skip)('image entrypoints', () => {
 
     const uninstall = inNs(['node', join(work, 'dist/cmd/nmi.js'), '--uninstall-iptables'], env);
     const uninstalled = new Promise<number | null>((r) => uninstall.once('exit', (code) => r(code)));
-    expect(JSON.parse(await firstLine(uninstall, (l) => l.includes('"uninstalled"'), 'nmi --uninstall-iptables'))).toEqual({
+    expect(JSON.parse(await lineFrom(uninstall, (l) => l.includes('"uninstalled"'), 'nmi --uninstall-iptables'))).toEqual({
       uninstalled: true,
       chain: 'aad-metadata',
       existed: true,
@@ -134,14 +122,14 @@ describe.skipIf(skip)('image entrypoints', () => {
   it('starts MIC with the Deployment args: leads, reports Active, serves metrics, and exits 0 on SIGTERM', async () => {
     const kubeconfig = join(work, 'kubeconfig-mic');
     const api = inNs(['node', '--import', 'tsx', join(ROOT, 'cmd/apiserver.ts'), '--crd-dir', join(ROOT, 'config/crd'), '--kubeconfig-out', kubeconfig]);
-    await firstLine(api, (l) => l.includes('"ready"'), 'apiserver');
+    await lineFrom(api, (l) => l.includes('"ready"'), 'apiserver');
     const createNs = inNs(['node', '--import', 'tsx', '-e', `
       import('@kubernetes/client-node').then(async (k8s) => {
         const kc = new k8s.KubeConfig(); kc.loadFromFile(${JSON.stringify(kubeconfig)});
         await kc.makeApiClient(k8s.CoreV1Api).createNamespace({ body: { metadata: { name: 'aad-pod-identity' } } });
         console.log('created');
       });`]);
-    await firstLine(createNs, (l) => l.includes('created'), 'namespace creation');
+    await lineFrom(createNs, (l) => l.includes('created'), 'namespace creation');
 
     // MIC's own service principal in the emulated tenant, and azure.json naming it, as on an AKS node.
     const caFile = join(work, 'azure-ca.pem');
@@ -149,7 +137,7 @@ describe.skipIf(skip)('image entrypoints', () => {
     const clientId = '3b4c5d6e-0000-4000-8000-00000000c11d';
     writeFileSync(state, JSON.stringify({ resourceGroups: ['nodes'], servicePrincipals: [{ clientId, secret: 'mic-secret' }] }));
     const azure = inNs(['node', '--import', 'tsx', join(ROOT, 'cmd/azure-emulator.ts'), '--state-file', state, '--ca-out', caFile]);
-    const azureReady = JSON.parse(await firstLine(azure, (l) => l.includes('"ready"'), 'azure emulator'));
+    const azureReady = JSON.parse(await lineFrom(azure, (l) => l.includes('"ready"'), 'azure emulator'));
     const azureJson = join(work, 'azure.json');
     writeFileSync(azureJson, JSON.stringify({
       cloud: 'AzurePublicCloud', tenantId: azureReady.tenantId, aadClientId: clientId, aadClientSecret: 'mic-secret',

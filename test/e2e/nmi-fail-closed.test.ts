@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lineFrom as waitForLine } from '../helpers/child-lines.js';
 import { createNodeNetwork, leftoverNamespaces, shouldSkipNetns, type NodeNetwork, type PodNetns } from '../helpers/netns.js';
 
 const skip = shouldSkipNetns('NMI fails closed on exit');
@@ -37,18 +38,7 @@ describe.skipIf(skip)('NMI stopping (attack row 9)', () => {
   const work = mkdtempSync(join(ROOT, '.tmp-fail-closed-'));
   const kubeconfig = join(work, 'kubeconfig');
 
-  const lineFrom = (child: ChildProcess, match: (line: string) => boolean, what: string, timeoutMs = 60_000) =>
-    new Promise<string>((resolve, reject) => {
-      let buffer = '';
-      let stderr = '';
-      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-      child.stdout?.on('data', (d: Buffer) => {
-        buffer += d.toString();
-        for (const line of buffer.split('\n')) if (match(line)) resolve(line);
-      });
-      child.once('exit', (code) => reject(new Error(`${what} exited ${code}: ${stderr.slice(-2000)}`)));
-      setTimeout(() => reject(new Error(`${what} gave no matching line within ${timeoutMs} ms: ${stderr.slice(-2000)}`)), timeoutMs).unref();
-    });
+  const lineFrom = (child: ChildProcess, match: (line: string) => boolean, what: string) => waitForLine(child, match, what, 60_000);
   const podCall = async () => JSON.parse((await net.exec(pod.ns, ['node', '-e', CALLER], 15_000)).stdout.trim());
   const chain = async () => {
     const r = await net.exec(net.nodeNs, ['iptables', '-w', '5', '-t', 'nat', '-S']);
