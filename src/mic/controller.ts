@@ -121,6 +121,14 @@ export class MicController {
     return this.#term !== undefined && !this.#term.signal.aborted;
   }
 
+  /** AzureAssignedIdentities in the cache by state (for the metrics gauge); undefined until the informers listed. */
+  assignedStateCounts(): Record<string, number> | undefined {
+    if (!this.hasSynced) return undefined;
+    const counts: Record<string, number> = {};
+    for (const a of this.#assigned.values()) counts[a.state] = (counts[a.state] ?? 0) + 1;
+    return counts;
+  }
+
   /** Cycles run since start, and when the last one finished (for tests and /readyz details). */
   get cycleStats(): { readonly cycles: number; readonly lastCycleAt: number } {
     return { cycles: this.#cycles, lastCycleAt: this.#lastCycleAt };

@@ -1,13 +1,54 @@
 // MIC's Prometheus metrics with the original's names (upstream-behaviour §2.10), one Registry per MIC instance so
 // that two replicas in one process (tests) do not share series. Durations are in seconds.
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { AssignedIdentityState } from '../crds/types.js';
 import type { ArmOperation } from './arm.js';
+import { classifyArmError } from './arm/errors.js';
 import type { KubeOperation, MicMetrics } from './ports.js';
 
 export interface MicMetricsRegistry extends MicMetrics {
   readonly registry: Registry;
   /** azure.json changed: `applied` (a new credential/config is live) or `invalid` (the previous one stays). */
   cloudConfigReload(result: 'applied' | 'invalid'): void;
+  /** A failed ARM call, counted by `reason` (armFailureReason) next to the original's per-operation counter. */
+  armFailure(operation: ArmOperation, err: unknown): void;
+  /** Where the `aadpodidentity_assigned_identities` gauge reads the informer's AzureAssignedIdentities by state. */
+  setAssignedStates(read: () => Readonly<Record<string, number>> | undefined): void;
+}
+
+/** States the assigned-identities gauge always reports (0 when none), so an alert on one never sees "no data". */
+const AAI_STATES: readonly AssignedIdentityState[] = ['Created', 'Assigned', 'Unassigned'];
+
+// ARM error codes worth their own `reason` value; any other code is folded into its status class, so the label
+// stays bounded whatever ARM (or a proxy in front of it) answers.
+const KNOWN_ARM_CODES = new Set([
+  'AuthorizationFailed',
+  'InvalidAuthenticationToken',
+  'ExpiredAuthenticationToken',
+  'OperationNotAllowed',
+  'InvalidParameter',
+  'Conflict',
+]);
+
+/**
+ * The `reason` of a failed ARM call: `throttled` (429), `LinkedAuthorizationFailed` / `FailedIdentityOperation`
+ * (the identity could not be attached), `NotFound`, a known ARM code, or `server_error` / `client_error` / `network`.
+ */
+export function armFailureReason(err: unknown): string {
+  const c = classifyArmError(err, Date.now());
+  switch (c.kind) {
+    case 'throttled':
+      return 'throttled';
+    case 'identity':
+      return c.code;
+    case 'notFound':
+      return 'NotFound';
+    case 'retryable':
+    case 'fatal':
+      if (c.code !== undefined && KNOWN_ARM_CODES.has(c.code)) return c.code;
+      if (c.status === undefined) return 'network';
+      return c.status >= 500 ? 'server_error' : 'client_error';
+  }
 }
 
 const P = 'aadpodidentity_';
@@ -45,6 +86,23 @@ export function createMicMetrics(): MicMetricsRegistry {
   const armErrors = counter('cloud_provider_operations_errors_count', 'Failed ARM operations', ['operation_type']);
   const armDuration = histogram('cloud_provider_operations_duration_seconds', 'Duration of ARM operations', ARM_BUCKETS, ['operation_type']);
   const kubeErrors = counter('kubernetes_api_operations_errors_count', 'Failed Kubernetes API operations', ['operation_type']);
+  const armFailures = counter(
+    'cloud_provider_operations_errors_by_reason_count',
+    'Failed ARM operations by reason: throttled, LinkedAuthorizationFailed, FailedIdentityOperation, NotFound, an ARM error code, server_error, client_error, network',
+    ['operation_type', 'reason'],
+  );
+  let assignedStates: (() => Readonly<Record<string, number>> | undefined) | undefined;
+  new Gauge({
+    name: P + 'assigned_identities',
+    help: 'AzureAssignedIdentities in the informer cache by status.status (Created: not yet attached in Azure)',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const read = assignedStates?.();
+      if (read === undefined) return;
+      for (const state of AAI_STATES) this.set({ state }, read[state] ?? 0);
+    },
+  });
   const cloudReloads = counter('mic_cloud_config_reload_count', 'Changes of the cloud config file (azure.json) seen, by result', ['result']);
 
   return {
@@ -65,6 +123,12 @@ export function createMicMetrics(): MicMetricsRegistry {
     },
     cloudConfigReload(result) {
       cloudReloads.inc({ result });
+    },
+    armFailure(operation, err) {
+      armFailures.inc({ operation_type: operation, reason: armFailureReason(err) });
+    },
+    setAssignedStates(read) {
+      assignedStates = read;
     },
     armCall(operation: ArmOperation, seconds, failed) {
       armDuration.observe({ operation_type: operation }, seconds);

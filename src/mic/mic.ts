@@ -110,7 +110,10 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
 
   let controller: MicController | undefined;
   const events = kubeEventSink(recorder, { log, enabled: () => controller?.acting === true });
-  const arm = deps.armClient((operation, durationMs, error) => metrics.armCall(operation, durationMs / 1000, error !== undefined));
+  const arm = deps.armClient((operation, durationMs, error) => {
+    metrics.armCall(operation, durationMs / 1000, error !== undefined);
+    if (error !== undefined) metrics.armFailure(operation, error);
+  });
   const immutable = new Set(config.immutableUserMsis.map((id) => id.toLowerCase()));
   if (deps.clusterIdentityClientId) immutable.add(deps.clusterIdentityClientId.toLowerCase());
   const tuning = deps.tuning ?? {};
@@ -150,6 +153,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     ...(tuning.reflectorBackoff !== undefined ? { reflectorBackoff: tuning.reflectorBackoff } : {}),
   });
   const mic = controller;
+  metrics.setAssignedStates(() => mic.assignedStateCounts());
 
   const le = config.leaderElection;
   const leader = new LeaderElector({

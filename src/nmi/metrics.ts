@@ -24,6 +24,8 @@ export interface NmiMetricsRegistry extends NmiMetrics {
 // Every bucket bound of the original (pkg/metrics/metrics.go) is kept, so dashboards selecting an `le` still find
 // it; finer bounds below are ours, because cached answers take well under a millisecond.
 const NMI_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100];
+// Waits are bounded by the retry budget (--retry-attempts-for-created/-assigned × --find-identity-retry-interval).
+const WAIT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120];
 const IMDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 3, 4, 5, 10];
 
 /**
@@ -62,6 +64,13 @@ export function createNmiMetrics(): NmiMetricsRegistry {
     name: 'aadpodidentity_kubernetes_api_operations_errors_count',
     help: 'Kubernetes API operation errors',
     labelNames: ['operation_type'],
+    registers: [registry],
+  });
+  const identityWaits = new Histogram({
+    name: 'aadpodidentity_nmi_identity_wait_duration_seconds',
+    help: 'Token requests that waited for their identity to be assigned, by result (ready, timeout: the retry budget ran out)',
+    labelNames: ['result'],
+    buckets: WAIT_BUCKETS,
     registers: [registry],
   });
   const children = new Map<string, ReturnType<typeof duration.labels>>();
@@ -105,6 +114,9 @@ export function createNmiMetrics(): NmiMetricsRegistry {
     observeUpstream(operation, seconds, failed) {
       imdsDuration.observe({ operation_type: operation }, seconds);
       if (failed) imdsErrors.inc({ operation_type: operation });
+    },
+    observeIdentityWait(result, seconds) {
+      identityWaits.observe({ result }, seconds);
     },
     setTokenCacheStats(read) {
       cacheStats = read;

@@ -99,4 +99,9 @@ export interface NmiMetrics {
   countKubeError(operation: string): void;
   /** One call to IMDS or AAD for a token (`adal_token_msi`, `adal_token_msi_userassignedid`, `adal_token`). */
   observeUpstream(operation: string, seconds: number, failed: boolean): void;
+  /**
+   * A token request that waited for its identity (no AzureAssignedIdentity yet, or one still Created): `ready` when
+   * the wait ended with an answer to give, `timeout` when the retry budget ran out with the identity still pending.
+   */
+  observeIdentityWait?(result: 'ready' | 'timeout', seconds: number): void;
 }

@@ -471,6 +471,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     // the original's, start times being whole seconds): then it is settled, or something is still outstanding.
     const settlesAt = pod.startedAtMs === undefined ? undefined : pod.startedAtMs + noneBudget + 1;
     const noneDeadline = Math.max(started + noneBudget, Math.min(settlesAt ?? 0, started + noneBudget + 2_000));
+    let waited = false;
     for (;;) {
       let selection = selectIdentity(inputFor(pod, request), policy);
       // An object_id not matched yet: read the principal IDs of the pod's own identities, then decide again.
@@ -478,9 +479,19 @@ function createRequestHandler(deps: NmiServerDeps) {
       const learnError = learn ? await learnPrincipals(pod, request.resource) : undefined;
       if (learn) selection = selectIdentity(inputFor(pod, request), policy);
       const done = { selection, ...(learnError !== undefined ? { learnError } : {}) };
-      if (selection.kind !== 'pending' || abort.aborted()) return done;
+      if (abort.aborted()) return done;
+      if (selection.kind !== 'pending') {
+        // A wait that ends with an identity (or the node's) is `ready`; one the pod outlived (settled) is a timeout.
+        const found = selection.kind === 'identity' || selection.kind === 'node';
+        if (waited) deps.metrics?.observeIdentityWait?.(found ? 'ready' : 'timeout', (now() - started) / 1000);
+        return done;
+      }
       const remaining = (selection.created ? started + createdBudget : noneDeadline) - now();
-      if (remaining <= 0) return done;
+      if (remaining <= 0) {
+        if (waited) deps.metrics?.observeIdentityWait?.('timeout', (now() - started) / 1000);
+        return done;
+      }
+      waited = true;
       // A pod that ages past the window mid-wait is settled then: look again at that moment.
       const settlesIn = settlesAt === undefined ? interval : settlesAt - now();
       await deps.identities.waitForChange(Math.max(1, Math.min(remaining, interval, settlesIn > 0 ? settlesIn : interval)), abort.signal());
