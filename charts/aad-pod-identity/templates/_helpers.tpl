@@ -88,3 +88,16 @@ when its enabled is true (same names and namespace as those charts gave them). *
 {{- define "aad-pod-identity.mic.leaderElectionName" -}}
 {{- default "aad-pod-identity-mic" .Values.mic.leaderElection.name -}}
 {{- end -}}
+
+{{/* Namespace of the monitoring objects (ServiceMonitors, PrometheusRule, dashboard ConfigMap). */}}
+{{- define "aad-pod-identity.monitoring.namespace" -}}
+{{- default .Release.Namespace .Values.monitoring.namespace -}}
+{{- end -}}
+
+{{/* The `job` label of MIC's / NMI's targets in the alert rules: a ServiceMonitor's job is its Service's name. */}}
+{{- define "aad-pod-identity.monitoring.micJob" -}}
+{{- default (printf "%s-metrics" (include "aad-pod-identity.mic.fullname" .)) .Values.monitoring.prometheusRule.micJob -}}
+{{- end -}}
+{{- define "aad-pod-identity.monitoring.nmiJob" -}}
+{{- default (printf "%s-metrics" (include "aad-pod-identity.nmi.fullname" .)) .Values.monitoring.prometheusRule.nmiJob -}}
+{{- end -}}
