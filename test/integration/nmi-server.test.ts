@@ -10,6 +10,7 @@ import { PodIndex } from '../../src/nmi/pod-index.js';
 import { NmiIdentityState } from '../../src/nmi/identity-state.js';
 import { createImdsProxy } from '../../src/nmi/adapters/proxy.js';
 import type { TokenIssuer } from '../../src/nmi/ports.js';
+import { createNmiMetrics } from '../../src/nmi/metrics.js';
 import type { AzureAssignedIdentity, AzureIdentity, PodView } from '../../src/crds/types.js';
 
 const NODE = 'node-a';
@@ -73,6 +74,12 @@ describe('NMI server', () => {
   const issued: string[] = [];
   let tokenFailure: { status: 403 | 503; message: string } | undefined;
   let config: { -readonly [K in keyof NmiServerConfig]: NmiServerConfig[K] };
+  const metrics = createNmiMetrics();
+  /** Count of `aadpodidentity_nmi_identity_wait_duration_seconds` for a result. */
+  const waits = async (result: 'ready' | 'timeout') =>
+    (await metrics.registry.getSingleMetric('aadpodidentity_nmi_identity_wait_duration_seconds')!.get()).values.find(
+      (v) => (v as { metricName?: string }).metricName?.endsWith('_count') && v.labels['result'] === result,
+    )?.value ?? 0;
 
   const tokens: TokenIssuer = {
     async tokensFor(id, resource) {
@@ -104,7 +111,7 @@ describe('NMI server', () => {
     state = new NmiIdentityState();
     state.markIdentitiesSynced();
     const app = createNmiApp({
-      config, pods, identities: state, tokens, logger,
+      config, pods, identities: state, tokens, logger, metrics,
       proxy: createImdsProxy({ imdsEndpoint: `http://127.0.0.1:${(imds.address() as AddressInfo).port}`, logger }),
     });
     server = createServer(app);
@@ -204,6 +211,7 @@ describe('NMI server', () => {
     pods.upsert(web);
     const id = identity('id-web', 'c-web');
     state.upsertAssigned(aai(web, id, 'Created'));
+    const [ready, timedOut] = [await waits('ready'), await waits('timeout')];
     const pending = call(port, TOKEN, { from: '127.0.1.30' });
     await new Promise((r) => setTimeout(r, 150));
     expect(issued).toEqual([]);
@@ -211,13 +219,18 @@ describe('NMI server', () => {
     const reply = await pending;
     expect(reply.status).toBe(200);
     expect(JSON.parse(reply.body).access_token).toBe('token-for-c-web');
+    // The wait is counted as ready (the alert on identity waits counts timeouts only).
+    expect(await waits('ready')).toBe(ready + 1);
+    expect(await waits('timeout')).toBe(timedOut);
   });
 
   it('answers 404 after the wait when nothing is assigned, or 503 with Retry-After in that mode', async () => {
     pods.upsert(pod('lonely', '127.0.1.31'));
+    const timedOut = await waits('timeout');
     const reply = await call(port, TOKEN, { from: '127.0.1.31' });
     expect(reply.status).toBe(404);
     expect(reply.body).toContain('CREATED state failed');
+    expect(await waits('timeout')).toBe(timedOut + 1);
     config.setRetryAfterHeader = true;
     try {
       const retry = await call(port, TOKEN, { from: '127.0.1.31' });
