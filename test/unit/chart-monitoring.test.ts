@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { ChartRenderError, renderChart, type Obj } from '../helpers/helm-render.js';
 import { CHART, RELEASE, dashboard, renderMonitoring, ruleGroups } from '../helpers/monitoring.js';
 
@@ -81,6 +82,11 @@ describe('chart monitoring objects', () => {
   it('needs the metrics Services it selects, and says which value to set', () => {
     expect(() => renderMonitoring({ nmi: { metricsService: { enabled: false } } })).toThrow(/needs nmi.metricsService.enabled/);
     expect(() => renderMonitoring({ mic: { metricsService: { enabled: false } } })).toThrow(/needs mic.metricsService.enabled/);
+  });
+
+  it('stops under --reuse-values from a chart version without monitoring values, saying what to run', () => {
+    const { monitoring: _dropped, ...older } = parse(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as Obj;
+    expect(() => renderChart(CHART, { releaseName: RELEASE, namespace: RELEASE, chartValues: older })).toThrow(/monitoring\).*--reset-then-reuse-values/s);
   });
 
   it('in managed mode (no MIC) renders no MIC monitor and no MIC alerts', () => {
