@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { parseReadyLine } from '../../src/sandbox/index.js';
 import { startProcess, type ManagedProcess } from '../../src/sandbox/network/processes.js';
-import { renderMonitoring, ruleGroups } from '../helpers/monitoring.js';
+import { renderMonitoring, ruleGroups, skipWithoutPrometheus } from '../helpers/monitoring.js';
 import { eventually, startTestSandbox, type TestSandbox } from '../helpers/sandbox.js';
 
 interface PromAlert {
@@ -36,7 +36,7 @@ function target(url: unknown): { hostPort: string; path: string } {
   return { hostPort: u.host, path: u.pathname === '/' ? '/metrics' : u.pathname };
 }
 
-describe('Prometheus scraping the sandbox, with the chart rules', () => {
+describe.skipIf(skipWithoutPrometheus('prometheus-alerts.test.ts'))('Prometheus scraping the sandbox, with the chart rules', () => {
   let t: TestSandbox | undefined;
   let prom: ManagedProcess | undefined;
   let dir = '';

@@ -87,6 +87,19 @@ export function metricNames(expr: string): Set<string> {
   return names;
 }
 
+/** Debian's prometheus package (promtool and prometheus) is installed. */
+export const prometheusInstalled = spawnSync('promtool', ['--version'], { encoding: 'utf8' }).status === 0 && spawnSync('prometheus', ['--version'], { encoding: 'utf8' }).status === 0;
+
+/**
+ * Whether the tests that need Prometheus's binaries are skipped: only outside CI (there a missing binary fails the
+ * run), with a visible message, as the suite does for its other tools.
+ */
+export function skipWithoutPrometheus(file: string): boolean {
+  const skip = !prometheusInstalled && !process.env['CI'];
+  if (skip) console.warn(`${file}: SKIPPED, Debian's prometheus package (promtool) not installed (apt-get install --no-install-recommends prometheus)`);
+  return skip;
+}
+
 /** Runs promtool; throws with a clear message when it is not installed (.ci/run installs Debian's prometheus). */
 export function promtool(args: string[], cwd?: string): { status: number; stdout: string; stderr: string } {
   const r = spawnSync('promtool', args, { cwd, encoding: 'utf8', timeout: 60_000 });

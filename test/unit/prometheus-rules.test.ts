@@ -9,7 +9,7 @@ import { stringify } from 'yaml';
 import type { Registry } from 'prom-client';
 import { createMicMetrics } from '../../src/mic/metrics.js';
 import { createNmiMetrics } from '../../src/nmi/metrics.js';
-import { expressions, metricNames, promtool, renderMonitoring, ruleGroups } from '../helpers/monitoring.js';
+import { expressions, metricNames, promtool, renderMonitoring, ruleGroups, skipWithoutPrometheus } from '../helpers/monitoring.js';
 
 const FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'prometheus', 'alerts.test.yaml');
 const dir = mkdtempSync(join(tmpdir(), 'aad-rules-'));
@@ -31,7 +31,7 @@ async function exposed(registry: Registry): Promise<Set<string>> {
   return names;
 }
 
-describe('promtool', () => {
+describe.skipIf(skipWithoutPrometheus('prometheus-rules.test.ts'))('promtool', () => {
   it('checks the rendered rules (standard and managed mode) with lint errors fatal', () => {
     for (const [file, count] of [
       [writeRules('standard.yaml'), 12],
