@@ -101,7 +101,8 @@ export interface NmiMetrics {
   observeUpstream(operation: string, seconds: number, failed: boolean): void;
   /**
    * A token request that waited for its identity (no AzureAssignedIdentity yet, or one still Created): `ready` when
-   * the wait ended with an answer to give, `timeout` when the retry budget ran out with the identity still pending.
+   * the wait ended with an identity (or the node's) to use, `timeout` when the retry budget ran out or the pod's
+   * assignments settled without one.
    */
   observeIdentityWait?(result: 'ready' | 'timeout', seconds: number): void;
 }
