@@ -14,6 +14,7 @@ import { principalKey, selectIdentity, servableIdentities, type Selection, type 
 import { parseTokenRequest, type TokenRequest } from './core/token-request.js';
 import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, PodViewFreshness, TokenIssuer } from './ports.js';
 import { tokenIdentityOf, tokenObjectIdOf } from './tokens/claims.js';
+import { NO_AUDIT, newAuditFacts, type AuditFacts, type AuditTrail, type RefusalKind } from './audit.js';
 
 export interface NmiServerConfig {
   readonly metadataHeaderRequired: boolean;
@@ -47,6 +48,8 @@ export interface NmiServerDeps {
   readonly nowMs?: () => number;
   /** The namespaces' identity policies as NMI's Namespace informer sees them (read under enforce; none: deny all). */
   readonly namespacePolicies?: NamespacePolicies;
+  /** Where each token served and each refusal is recorded (default: nowhere). */
+  readonly audit?: AuditTrail;
 }
 
 /** The original's Retry-After for `--set-retry-after-header`. */
@@ -130,6 +133,7 @@ function createRequestHandler(deps: NmiServerDeps) {
   const policyDenial = (pod: PodView, identity: AzureIdentity) =>
     enforced ? namespacePolicyDenial(deps.namespacePolicies ?? noPolicies, pod, identity) : undefined;
 
+  const audit = deps.audit ?? NO_AUDIT;
   const bodies = new TokenBodies();
   const refusals = new RefusalLog(logger, now);
   // Token requests waiting in the full path, per caller IP (insertion order: the newest last).
@@ -168,7 +172,9 @@ function createRequestHandler(deps: NmiServerDeps) {
     const tokens = cached.call(deps.tokens, selection.identity, parsed.request.resource);
     if (tokens === undefined || tokens.length !== 1) return false;
     sendJsonText(res, 200, bodies.text(tokens[0], parsed.request.resource, now() / 1000));
-    deps.metrics?.observeRequest('token', 200, pod.namespace, parsed.request.resource, (now() - started) / 1000);
+    const elapsedMs = now() - started;
+    deps.metrics?.observeRequest('token', 200, pod.namespace, parsed.request.resource, elapsedMs / 1000);
+    audit.hit(pod, selection.identity, parsed.request.resource, elapsedMs);
     return true;
   }
 
@@ -178,13 +184,14 @@ function createRequestHandler(deps: NmiServerDeps) {
     const started = now();
     if (req.httpVersionMajor !== 1) return sendText(res, 505, 'HTTP Version Not Supported');
     const route = routeRequest(pathOf(req), { blockInstanceMetadata: config.blockInstanceMetadata });
-    const outcome: Outcome = { namespace: '', resource: '' };
+    const outcome: Outcome = { namespace: '', ...newAuditFacts(remoteIp(req)) };
     try {
       switch (route.kind) {
         case 'token':
-          return await bounded(req, res, (abort) => tokenRoute(req, res, outcome, abort));
+          return await bounded(req, res, outcome, (abort) => tokenRoute(req, res, outcome, abort));
         case 'host-token':
-          return await bounded(req, res, (abort) => hostTokenRoute(req, res, outcome, abort));
+          outcome.path = 'host-token';
+          return await bounded(req, res, outcome, (abort) => hostTokenRoute(req, res, outcome, abort));
         case 'invalid':
           logger.warn({ path: pathOf(req), remote: remoteIp(req), reason: route.reason }, 'refused request path');
           return sendText(res, 400, 'Invalid request');
@@ -194,8 +201,18 @@ function createRequestHandler(deps: NmiServerDeps) {
           if (!hasMetadataHeader(req)) return sendMetadataHeaderMissing(res);
           return await deps.proxy.forward(req, res);
       }
+    } catch (error) {
+      outcome.refusal ??= 'internal-error';
+      throw error;
     } finally {
-      deps.metrics?.observeRequest(route.kind, res.statusCode, outcome.namespace, outcome.resource, (now() - started) / 1000);
+      const elapsedMs = now() - started;
+      deps.metrics?.observeRequest(route.kind, res.statusCode, outcome.namespace, outcome.resource, elapsedMs / 1000);
+      // The one place every token request's decision is known: what it learnt, and the status it was answered with.
+      if (route.kind === 'token' || route.kind === 'host-token') {
+        // Not answered yet: the handler threw (the listener answers 500), or the caller went away (499, as nginx logs it).
+        if (!res.headersSent && outcome.refusal !== 'internal-error') outcome.refusal = 'client-gone';
+        audit.answered(outcome, res.headersSent ? res.statusCode : outcome.refusal === 'internal-error' ? 500 : 499, elapsedMs);
+      }
     }
   }
 
@@ -205,7 +222,7 @@ function createRequestHandler(deps: NmiServerDeps) {
    * the pod holding the most still gets in: that pod's newest waiting request is answered 429 to make room. So one
    * pod (or a few) can never keep another pod's first request out, and memory stays bounded by the total.
    */
-  async function bounded(req: Request, res: Response, work: (abort: LazyAbort) => Promise<void>): Promise<void> {
+  async function bounded(req: Request, res: Response, outcome: Outcome, work: (abort: LazyAbort) => Promise<void>): Promise<void> {
     const ip = remoteIp(req);
     const perPod = config.maxRequestsPerCaller ?? DEFAULT_MAX_WAITING_PER_POD;
     const total = config.maxRequestsTotal ?? DEFAULT_MAX_WAITING;
@@ -213,12 +230,14 @@ function createRequestHandler(deps: NmiServerDeps) {
     const held = mine?.size ?? 0;
     if (held >= perPod) {
       refusals.log(ip, { waiting: waitingTotal, callerWaiting: held }, 'too many token requests waiting from this pod (--max-waiting-requests-per-pod); refused');
+      outcome.refusal = 'too-many-waiting';
       return tooManyWaiting(res);
     }
     if (waitingTotal >= total) {
       const heaviest = heaviestHolder();
       if (heaviest === undefined || heaviest.size <= held + 1) {
         refusals.log(ip, { waiting: waitingTotal, callerWaiting: held }, 'too many token requests waiting on this node (--max-waiting-requests); refused');
+        outcome.refusal = 'too-many-waiting';
         return tooManyWaiting(res);
       }
       shedNewest(heaviest);
@@ -226,6 +245,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     const abort = lazyAbort(req, res);
     const admission: Admission = {
       shed: () => {
+        outcome.refusal = 'too-many-waiting';
         abort.abort();
         tooManyWaiting(res);
       },
@@ -269,23 +289,25 @@ function createRequestHandler(deps: NmiServerDeps) {
   }
 
   async function tokenRoute(req: Request, res: Response, outcome: Outcome, abort: LazyAbort): Promise<void> {
-    if (!hasMetadataHeader(req)) return sendMetadataHeaderMissing(res);
+    if (!hasMetadataHeader(req)) return refuse(outcome, 'metadata-header-missing', () => sendMetadataHeaderMissing(res));
     const ip = remoteIp(req);
-    if (ip === '') return sendText(res, 500, 'request remote address is empty');
+    if (ip === '') return refuse(outcome, 'unknown-caller', () => sendText(res, 500, 'request remote address is empty'));
     const parsed = parseTokenRequest(queryOf(req));
-    if (!parsed.ok) return sendText(res, parsed.status, parsed.reason);
+    if (!parsed.ok) return refuse(outcome, 'bad-request', () => sendText(res, parsed.status, parsed.reason));
     const request = parsed.request;
+    noteRequest(outcome, request);
 
     const known = deps.pods.lookup?.(ip);
     const caller = known?.kind === 'pod' ? known : await deps.pods.findByIp(ip, abort.signal());
     if (caller.kind !== 'pod') {
       logger.warn({ remote: ip, reason: caller.reason }, 'token request from an unidentified caller denied');
+      outcome.refusal = caller.kind === 'ambiguous' ? 'ambiguous-caller' : 'unknown-caller';
       // The detail (which pods claim the IP) stays in the log: the caller is not told about other pods.
       return sendText(res, 500, `failed to match pod IP ${ip} with a single live pod on this node`);
     }
     const pod = caller.pod;
     outcome.namespace = pod.namespace;
-    outcome.resource = request.resource;
+    outcome.pod = pod;
     // Bindings are built only when a line is written: a child logger per request was a hot-path cost.
     const log = lazyChild(logger, ip, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request.resource }));
 
@@ -295,22 +317,26 @@ function createRequestHandler(deps: NmiServerDeps) {
     const again = deps.pods.lookup?.(ip) ?? (await deps.pods.findByIp(ip, abort.signal()));
     if (again.kind !== 'pod' || again.pod.uid !== pod.uid) {
       log.warn({ reason: again.kind === 'pod' ? 'pod at this IP changed' : again.reason }, 'caller changed while waiting; denied');
+      outcome.refusal = 'caller-changed';
       return sendText(res, 500, `pod at ${ip} changed while the request waited`);
     }
-    if (!(await confirmedLive(res, log, again.pod, ip))) return;
+    if (!(await confirmedLive(res, log, again.pod, ip))) return refuse(outcome, 'stale-view');
 
     switch (selection.kind) {
       case 'node':
-        return serveNodeIdentity(res, log, request, selection.reason, pod.uid);
+        outcome.path = selection.via;
+        return serveNodeIdentity(res, log, outcome, request, selection.reason, pod.uid);
       case 'unbound': {
         // Its own identities' tokens could not be read to match object_id: that is not "not found".
-        if (learnError !== undefined) return refuseUnreadablePrincipal(res, log, learnError);
+        if (learnError !== undefined) return refuseUnreadablePrincipal(res, log, outcome, learnError);
         log.warn({ reason: selection.reason }, 'no bound identity matches the request; answered as IMDS does');
+        outcome.refusal = 'unbound';
         return sendImdsError(res, 400, IDENTITY_NOT_FOUND);
       }
       case 'pending':
       case 'none': {
         log.warn({ reason: selection.reason }, 'no identity for the pod');
+        outcome.refusal = selection.kind === 'pending' ? 'not-assigned' : 'no-identity';
         // Both modes, as the original: in managed mode a binding may still be created.
         if (config.setRetryAfterHeader) {
           res.setHeader('Retry-After', RETRY_AFTER_SECONDS);
@@ -319,12 +345,15 @@ function createRequestHandler(deps: NmiServerDeps) {
         return sendText(res, 404, notFoundMessage(pod, selection));
       }
       case 'identity': {
+        outcome.path = 'binding';
+        outcome.identity = selection.identity;
         const denial = policyDenial(pod, selection.identity);
         if (denial !== undefined) {
           log.warn({ identity: `${selection.identity.namespace}/${selection.identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
+          outcome.refusal = 'namespace-policy';
           return sendText(res, denial.status, denial.body);
         }
-        return serveTokens(res, log, pod.uid, selection.identity, request, (tokens) => {
+        return serveTokens(res, log, outcome, pod.uid, selection.identity, request, (tokens) => {
           const nowSeconds = now() / 1000;
           if (tokens.length === 1) return bodies.text(tokens[0], request.resource, nowSeconds);
           return JSON.stringify(tokens.map((t) => imdsTokenBody(t, request.resource, nowSeconds)));
@@ -337,15 +366,19 @@ function createRequestHandler(deps: NmiServerDeps) {
    * The node's own identity for an excepted or MIC pod, never one an AzureIdentity declares: checked on the request
    * before IMDS is asked, and on the token IMDS returns (before it is cached, and again when served from the cache).
    */
-  async function serveNodeIdentity(res: Response, log: LazyLogger, request: TokenRequest, why: string, caller: string): Promise<void> {
+  async function serveNodeIdentity(res: Response, log: LazyLogger, outcome: Outcome, request: TokenRequest, why: string, caller: string): Promise<void> {
     const declared = deps.identities.declaredIdentities();
     if (declared === undefined) {
       log.warn({ reason: why }, 'node identity refused: AzureIdentities not listed yet');
+      outcome.refusal = 'identities-not-listed';
       return sendText(res, 503, 'NMI has not yet listed AzureIdentities; retry shortly');
     }
     const refused = nodeRequestRefusal(request, declared);
-    if (refused !== undefined) return refuseNodeIdentity(res, log, refused, why);
+    if (refused !== undefined) return refuseNodeIdentity(res, log, outcome, refused, why);
+    // The vet runs only on a token fetched for this request: then it was a cache miss.
+    outcome.cache = 'hit';
     const vet = (token: IssuedToken): Error | undefined => {
+      outcome.cache = 'miss';
       const current = deps.identities.declaredIdentities();
       const r = current === undefined ? undefined : nodeTokenRefusal(tokenIdentityOf(token), current);
       return r === undefined ? undefined : new NodeIdentityRefused(r);
@@ -354,55 +387,61 @@ function createRequestHandler(deps: NmiServerDeps) {
     try {
       token = await deps.tokens.nodeToken(request.resource, nodeIdentityRequest(request), vet, caller);
     } catch (error) {
-      if (error instanceof NodeIdentityRefused) return refuseNodeIdentity(res, log, error.refusal, why);
-      if (deps.tokens.statusForError(error) === 429) return sendThrottled(res, log, error);
+      if (error instanceof NodeIdentityRefused) return refuseNodeIdentity(res, log, outcome, error.refusal, why);
+      if (deps.tokens.statusForError(error) === 429) return sendThrottled(res, log, outcome, error);
       log.warn({ err: error }, 'node token request failed');
+      outcome.refusal = 'upstream-error';
       return sendText(res, 403, `failed to get the node identity's token: ${messageOf(error)}`);
     }
     // A token cached before an AzureIdentity declared its identity: not served, and forgotten.
     const stale = vet(token);
     if (stale instanceof NodeIdentityRefused) {
       deps.tokens.forgetNodeTokens?.();
-      return refuseNodeIdentity(res, log, stale.refusal, why);
+      return refuseNodeIdentity(res, log, outcome, stale.refusal, why);
     }
     log.info({ reason: why }, 'serving the node identity');
     return sendJson(res, 200, imdsTokenBody(token, request.resource, now() / 1000));
   }
 
-  function refuseNodeIdentity(res: Response, log: LazyLogger, refusal: NodeRefusal, why: string): void {
+  function refuseNodeIdentity(res: Response, log: LazyLogger, outcome: Outcome, refusal: NodeRefusal, why: string): void {
     log.warn({ reason: refusal.reason, nodePath: why, allow: NODE_PATH_REMEDY }, 'node identity refused');
+    outcome.refusal = 'node-path-declared-identity';
     return sendText(res, refusal.status, refusal.body);
   }
 
   async function hostTokenRoute(req: Request, res: Response, outcome: Outcome, abort: LazyAbort): Promise<void> {
     const podns = headerValue(req, 'podns');
     const podname = headerValue(req, 'podname');
-    if (podns === '' || podname === '') return sendText(res, 400, "missing 'podname' and 'podns' from request header");
+    if (podns === '' || podname === '') return refuse(outcome, 'bad-request', () => sendText(res, 400, "missing 'podname' and 'podns' from request header"));
     const ip = remoteIp(req);
-    if (ip !== '127.0.0.1' && ip !== '::1') return sendText(res, 500, 'request remote address is not from a host');
+    if (ip !== '127.0.0.1' && ip !== '::1') return refuse(outcome, 'unknown-caller', () => sendText(res, 500, 'request remote address is not from a host'));
     const parsed = parseTokenRequest(queryOf(req));
-    if (!parsed.ok) return sendText(res, parsed.status, parsed.reason);
+    if (!parsed.ok) return refuse(outcome, 'bad-request', () => sendText(res, parsed.status, parsed.reason));
     outcome.namespace = podns;
-    outcome.resource = parsed.request.resource;
+    noteRequest(outcome, parsed.request);
     const pod = deps.pods.findByName(podns, podname);
     const log = lazyChild(logger, `${podns}/${podname}`, () => ({ pod: podname, namespace: podns, remote: ip, route: 'host-token' }));
-    if (pod === undefined) return sendText(res, 404, `pod ${podns}/${podname} is not on this node`);
+    if (pod === undefined) return refuse(outcome, 'pod-not-found', () => sendText(res, 404, `pod ${podns}/${podname} is not on this node`));
+    outcome.pod = pod;
     const { selection, learnError } = await awaitSelection(pod, parsed.request, abort);
     if (abort.aborted()) return;
-    if (selection.kind === 'unbound' && learnError !== undefined) return refuseUnreadablePrincipal(res, log, learnError);
+    if (selection.kind === 'unbound' && learnError !== undefined) return refuseUnreadablePrincipal(res, log, outcome, learnError);
     if (selection.kind !== 'identity') {
       log.warn({ reason: selection.reason }, 'no identity for the pod');
+      outcome.refusal = selection.kind === 'pending' ? 'not-assigned' : selection.kind === 'unbound' ? 'unbound' : 'no-identity';
       const message = selection.kind === 'node' ? `pod ${podns}/${podname} has no identity` : selection.kind === 'unbound' ? selection.reason : notFoundMessage(pod, selection);
       return sendText(res, 404, message);
     }
-    if (!(await confirmedLive(res, log, pod, undefined))) return;
+    if (!(await confirmedLive(res, log, pod, undefined))) return refuse(outcome, 'stale-view');
     const identity = selection.identity;
+    outcome.identity = identity;
     const denial = policyDenial(pod, identity);
     if (denial !== undefined) {
       log.warn({ identity: `${identity.namespace}/${identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
+      outcome.refusal = 'namespace-policy';
       return sendText(res, denial.status, denial.body);
     }
-    return serveTokens(res, log, pod.uid, identity, parsed.request, (tokens) =>
+    return serveTokens(res, log, outcome, pod.uid, identity, parsed.request, (tokens) =>
       JSON.stringify(hostTokenBody(tokens[0], parsed.request.resource, identity.clientID, now() / 1000)),
     );
   }
@@ -410,30 +449,35 @@ function createRequestHandler(deps: NmiServerDeps) {
   async function serveTokens(
     res: Response,
     log: LazyLogger,
+    outcome: Outcome,
     caller: string,
     identity: AzureIdentity,
     request: TokenRequest,
     render: (tokens: readonly IssuedToken[]) => string | Buffer,
   ): Promise<void> {
     let tokens: readonly IssuedToken[];
+    // Miss: no token was cached when the request came (it was fetched upstream, or the request joined that fetch).
+    outcome.cache = deps.tokens.cachedTokensFor?.(identity, request.resource) !== undefined ? 'hit' : 'miss';
     try {
       tokens = await deps.tokens.tokensFor(identity, request.resource, request.clientId, caller);
     } catch (error) {
       const status = deps.tokens.statusForError(error);
-      if (status === 429) return sendThrottled(res, log, error);
+      if (status === 429) return sendThrottled(res, log, outcome, error);
       log.warn({ err: error, identity: `${identity.namespace}/${identity.name}`, status }, 'token acquisition failed');
+      outcome.refusal = 'upstream-error';
       // The log has the detail; the body only what the issuer says a pod may read (no Secret names, keys or content).
       const detail = deps.tokens.messageForError?.(error) ?? 'token acquisition failed; the NMI log on this node says why';
       return sendText(res, status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${detail}`);
     }
-    if (tokens.length === 0) return sendText(res, 503, 'no token was issued');
+    if (tokens.length === 0) return refuse(outcome, 'no-token', () => sendText(res, 503, 'no token was issued'));
     // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.
     if (log.isLevelEnabled('debug')) log.debug({ identity: `${identity.namespace}/${identity.name}` }, 'token served');
     return sendJsonText(res, 200, render(tokens));
   }
 
   /** The pod started too many upstream fetches lately (per-pod miss limit): 429 with Retry-After, as IMDS throttles. */
-  function sendThrottled(res: Response, log: LazyLogger, error: unknown): void {
+  function sendThrottled(res: Response, log: LazyLogger, outcome: Outcome, error: unknown): void {
+    outcome.refusal = 'miss-rate';
     const seconds = deps.tokens.retryAfterSeconds?.(error) ?? 1;
     refusals.log(log, { retryAfterSeconds: seconds }, 'too many token cache misses from this pod (--pod-token-miss-rate, --pod-token-miss-burst); refused');
     res.setHeader('Retry-After', String(seconds));
@@ -519,9 +563,10 @@ function createRequestHandler(deps: NmiServerDeps) {
     return failure;
   }
 
-  function refuseUnreadablePrincipal(res: Response, log: LazyLogger, error: unknown): void {
+  function refuseUnreadablePrincipal(res: Response, log: LazyLogger, outcome: Outcome, error: unknown): void {
     const status = deps.tokens.statusForError(error);
-    if (status === 429) return sendThrottled(res, log, error);
+    if (status === 429) return sendThrottled(res, log, outcome, error);
+    outcome.refusal = 'upstream-error';
     log.warn({ err: error, status }, "object_id could not be matched: a token of the pod's own identity failed");
     const detail = deps.tokens.messageForError?.(error) ?? 'token acquisition failed; the NMI log on this node says why';
     return sendText(res, status, `cannot tell which of the pod's identities object_id names: ${detail}`);
@@ -552,9 +597,22 @@ function nodeIdentityRequest(request: TokenRequest): NodeIdentityRequest {
   return {};
 }
 
-interface Outcome {
+/** What a request's handling learnt: the metrics' labels and the audit record's facts. */
+interface Outcome extends AuditFacts {
   namespace: string;
-  resource: string;
+}
+
+/** Notes why the request is refused, then answers it (`send`), for one-line refusals. */
+function refuse(outcome: Outcome, kind: RefusalKind, send?: () => void): void {
+  outcome.refusal = kind;
+  send?.();
+}
+
+function noteRequest(outcome: Outcome, request: TokenRequest): void {
+  outcome.resource = request.resource;
+  if (request.clientId !== undefined) outcome.requestedClientId = request.clientId;
+  if (request.resourceId !== undefined) outcome.requestedResourceId = request.resourceId;
+  if (request.objectId !== undefined) outcome.requestedObjectId = request.objectId;
 }
 
 function notFoundMessage(pod: PodView, selection: Extract<Selection, { kind: 'pending' | 'none' }>): string {

@@ -17,7 +17,7 @@ export type Selection =
   /** Use this identity; `assigned` names the AAI it came from in standard mode. */
   | { readonly kind: 'identity'; readonly identity: AzureIdentity; readonly assigned?: AzureAssignedIdentity }
   /** Serve the node's own identity (exception or MIC pod), with the client ID the pod asked for, if any. */
-  | { readonly kind: 'node'; readonly clientId?: string; readonly reason: string }
+  | { readonly kind: 'node'; readonly via: 'exception' | 'mic'; readonly clientId?: string; readonly reason: string }
   /** Nothing usable yet; `created` says a matching AAI exists but is not Assigned yet. */
   | { readonly kind: 'pending'; readonly created: boolean; readonly reason: string }
   /** No identity will ever match this request as things stand (managed mode, or a hard mismatch). */
@@ -72,17 +72,18 @@ export interface SelectInput {
 export function selectIdentity(input: SelectInput, policy: SelectPolicy): Selection {
   const exception = matchingException(input.pod, input.exceptions);
   if (exception !== undefined) {
-    return nodeSelection(input, `pod matches AzurePodIdentityException ${exception.namespace}/${exception.name}`);
+    return nodeSelection(input, 'exception', `pod matches AzurePodIdentityException ${exception.namespace}/${exception.name}`);
   }
   if (isMicPod(input.pod, policy)) {
-    return nodeSelection(input, `pod runs as MIC's ServiceAccount ${policy.micNamespace}/${policy.micServiceAccount}`);
+    return nodeSelection(input, 'mic', `pod runs as MIC's ServiceAccount ${policy.micNamespace}/${policy.micServiceAccount}`);
   }
   return policy.mode === 'managed' ? selectManaged(input, policy) : selectStandard(input, policy);
 }
 
-function nodeSelection(input: SelectInput, reason: string): Selection {
+function nodeSelection(input: SelectInput, via: 'exception' | 'mic', reason: string): Selection {
   return {
     kind: 'node',
+    via,
     reason,
     ...(input.request.clientId !== undefined ? { clientId: input.request.clientId } : {}),
   };
