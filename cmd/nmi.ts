@@ -1,7 +1,7 @@
 // NMI entry point: parse flags once, build, start, stop on SIGTERM (keeping the iptables rules: fail closed), exit.
 // `--uninstall-iptables` is the one path that removes the rules: it does only that and exits.
 
-import { createLogger } from '../src/common/log.js';
+import { createLogger, fileDestination, stdoutDestination } from '../src/common/log.js';
 import { startProfileServer } from '../src/common/profile.js';
 import { loadKubeConfig } from '../src/kube/index.js';
 import { parseNmiConfig, nmiUsage } from '../src/nmi/config.js';
@@ -30,10 +30,12 @@ async function main(): Promise<number> {
     process.stdout.write(`nmi ${VERSION}\n`);
     return 0;
   }
+  const stdout = stdoutDestination();
   const logger = createLogger({
     format: config.logFormat,
     level: config.logVerbosity >= 4 ? 'debug' : 'info',
     base: { app: 'nmi', node: config.node },
+    destination: stdout,
   });
   // Lives until the process exits.
   if (config.enableProfile) await startProfileServer({ port: config.profilePort, logger });
@@ -78,6 +80,28 @@ async function main(): Promise<number> {
     // The runtime writes its CNI config once the node has a pod CIDR, possibly after NMI started: look again.
     kubenetRecheck = !detected.cniNetworkFound && config.cniConfDir !== '';
   }
+
+  // Audit records are JSON lines whatever --log-format says: they are for a log pipeline, not for reading.
+  let auditDestination = stdout;
+  if (config.auditLog !== 'off' && config.auditLogFile !== '') {
+    try {
+      auditDestination = fileDestination(config.auditLogFile);
+    } catch (error) {
+      logger.fatal({ err: error, auditLogFile: config.auditLogFile }, '--audit-log-file cannot be written: fix the path or its permissions, or leave it empty to write audit records to stdout');
+      stdout.flushSync();
+      return 1;
+    }
+  }
+  const auditLogger = createLogger({ format: 'json', level: 'info', base: { app: 'nmi', node: config.node, audit: true }, destination: auditDestination });
+  const flushOutput = () => {
+    for (const d of new Set([stdout, auditDestination])) {
+      try {
+        d.flushSync();
+      } catch {
+        // Nothing more can be done at exit: the stream is closed or the disk is full.
+      }
+    }
+  };
 
   const userAgent = `aad-pod-identity/NMI/${VERSION}${config.customUserAgent ? ` ${config.customUserAgent}` : ''}`;
   const kubeConfig = loadKubeConfig({ ...(config.kubeconfig ? { kubeconfigPath: config.kubeconfig } : {}), userAgent });
@@ -124,6 +148,9 @@ async function main(): Promise<number> {
       allowCrossNamespaceSecrets: config.allowCrossNamespaceSecrets,
       allowedAdEndpoints: config.allowedAdEndpoints,
       startupTaint: config.startupTaint,
+      auditLog: config.auditLog,
+      auditFlushIntervalMs: config.auditFlushIntervalMs,
+      auditLogger,
     },
     kubeConfig,
     logger,
@@ -162,7 +189,10 @@ async function main(): Promise<number> {
       }, 20_000);
       nmi
         .stop()
-        .then(() => resolve(0))
+        .then(() => {
+          flushOutput();
+          resolve(0);
+        })
         .catch((error: unknown) => {
           logger.error({ err: error }, 'stop failed');
           resolve(1);

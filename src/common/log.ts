@@ -1,6 +1,8 @@
 // Root logger factory. One JSON event per line by default (pino); `format: 'text'` gives a terse human line for
 // local runs. Secrets never reach the output: token, secret, password and authorization keys are censored and
 // client IDs are shortened the way the original does (`abcd##### REDACTED #####wxyz`).
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger } from 'pino';
@@ -64,6 +66,21 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
     },
     opts.format === 'text' ? textStream(destination) : destination,
   );
+}
+
+/** Stdout as pino writes it (buffered); share one between loggers so that their lines never interleave. */
+export function stdoutDestination(): DestinationStream & { flushSync(): void } {
+  return pino.destination({ dest: 1, sync: false });
+}
+
+/**
+ * A file lines are appended to (its directory created). Opened here, synchronously, so that a path that cannot be
+ * written is an error now, with its cause, rather than an 'error' event later.
+ */
+export function fileDestination(path: string): DestinationStream & { flushSync(): void } {
+  mkdirSync(dirname(path), { recursive: true });
+  closeSync(openSync(path, 'a'));
+  return pino.destination({ dest: path, append: true, sync: false });
 }
 
 /** A component logger: every line carries `component`. */

@@ -3,6 +3,7 @@
 import { isIPv4 } from 'node:net';
 import { bindAddressErrors, COMMON_FLAGS, commonSettings, type CommonSettings } from '../common/common-flags.js';
 import { parseAllowedAdEndpoints } from '../crds/credential-policy.js';
+import type { AuditMode } from './audit.js';
 import { ignoredFlagsGiven, klogCompatFlags, parseBaseUrl, parseFlags, usage, type FlagDefs } from '../common/flags.js';
 
 export type OperationMode = 'standard' | 'managed';
@@ -79,6 +80,12 @@ export interface NmiConfig extends CommonSettings {
   readonly maxConnectionsPerPod: number;
   /** TCP connections open to the token server in all; at the cap the pod holding the most makes room. */
   readonly maxConnections: number;
+  /** `--audit-log`: which token requests get an audit record (docs/audit.md). */
+  readonly auditLog: AuditMode;
+  /** How often aggregated audit records (counted cache hits, repeated refusals) are written. */
+  readonly auditFlushIntervalMs: number;
+  /** Audit records go to this file (JSON lines, appended); '' writes them to stdout with the logs, marked `audit: true`. */
+  readonly auditLogFile: string;
 }
 
 export type NmiConfigResult =
@@ -336,6 +343,27 @@ export const NMI_FLAGS = {
     min: 1,
     help: "TCP connections open to the token server in all (bounds NMI's memory); at the cap a pod holding fewer than the busiest pod still connects, and the busiest pod's newest connection is closed",
   },
+  auditLog: {
+    kind: 'string',
+    name: 'audit-log',
+    default: 'aggregate',
+    choices: ['off', 'aggregate', 'all'],
+    lowercase: true,
+    help: 'Audit record of token requests (docs/audit.md): aggregate writes every upstream issuance and the first of each refusal at once and counts cache hits and repeated refusals into one record per --audit-flush-interval; all writes one record per request; off none',
+  },
+  auditFlushInterval: {
+    kind: 'duration',
+    name: 'audit-flush-interval',
+    default: 10_000,
+    minMs: 100,
+    help: 'With --audit-log=aggregate, how often counted cache hits and repeated refusals are written as one record each (with their count)',
+  },
+  auditLogFile: {
+    kind: 'string',
+    name: 'audit-log-file',
+    default: '',
+    help: "File audit records are appended to as JSON lines (created with its directory); empty: stdout, as JSON lines with 'audit': true beside the logs",
+  },
   ...klogCompatFlags(),
 } as const satisfies FlagDefs;
 
@@ -430,6 +458,9 @@ export function parseNmiConfig(
     podTokenMissBurst: f.podTokenMissBurst,
     maxConnectionsPerPod: f.maxConnectionsPerPod,
     maxConnections: f.maxConnections,
+    auditLog: f.auditLog === 'off' ? 'off' : f.auditLog === 'all' ? 'all' : 'aggregate',
+    auditFlushIntervalMs: f.auditFlushInterval,
+    auditLogFile: f.auditLogFile,
   };
   return { ok: true, value: Object.freeze(config) };
 }

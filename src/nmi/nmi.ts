@@ -17,6 +17,7 @@ import { podViewFrom } from '../crds/types.js';
 import { Reflector, type KubeObject } from '../kube/index.js';
 import { podViewFreshness } from './adapters/pod-freshness.js';
 import { createImdsProxy } from './adapters/proxy.js';
+import { createAuditTrail, type AuditMode, type AuditTrail } from './audit.js';
 import { tokenIssuerFrom } from './adapters/token-issuer.js';
 import { NmiIdentityState } from './identity-state.js';
 import { limitConnections } from './connection-limit.js';
@@ -74,6 +75,11 @@ export interface NmiOptions extends NmiServerConfig {
   /** TCP connections one pod IP may keep open to the token server (default 1024), and all of them (default 8192). */
   readonly maxConnectionsPerPod?: number;
   readonly maxConnections?: number;
+  /** `--audit-log` (default aggregate) and `--audit-flush-interval` (default 10 s): see audit.ts. */
+  readonly auditLog?: AuditMode;
+  readonly auditFlushIntervalMs?: number;
+  /** Where audit records go (default: this NMI's logger, each line marked `audit: true`). */
+  readonly auditLogger?: Logger;
 }
 
 export interface NmiHandle {
@@ -85,6 +91,8 @@ export interface NmiHandle {
   readonly identities: NmiIdentityState;
   /** The Namespace policies NMI enforces (empty unless --namespace-identity-policy=enforce). */
   readonly namespacePolicies: NamespacePolicies;
+  /** The audit trail (`flush()` writes the counted records now). */
+  readonly audit: AuditTrail;
   /** Milliseconds since the API server last confirmed the pod view (a list, an event or a bookmark). */
   podViewAgeMs(): number;
   /** True once the caches synced and (when managed) the iptables rules are in place. */
@@ -176,7 +184,12 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     }
   };
 
-  const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics, namespacePolicies, freshness,
+  const audit = createAuditTrail({
+    mode: options.auditLog ?? 'aggregate',
+    flushIntervalMs: options.auditFlushIntervalMs ?? 10_000,
+    logger: options.auditLogger ?? log.child({ audit: true }),
+  });
+  const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics, namespacePolicies, freshness, audit,
     proxy: createImdsProxy({ imdsEndpoint: options.imdsEndpoint, logger: log }) });
   const server = createServer(app);
   limitConnections(server, { perCaller: options.maxConnectionsPerPod ?? 1024, total: options.maxConnections ?? 8192, logger: log });
@@ -226,6 +239,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     pods,
     identities,
     namespacePolicies,
+    audit,
     podViewAgeMs: () => Date.now() - podReflector.lastHeardMs,
     active,
     startupTaint: () => taintHandled,
@@ -240,6 +254,8 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
       tokens.stop();
       await Promise.all(reflectors.map((r) => r.stop()));
       await Promise.all([close(server), close(probe), close(metricsServer)]);
+      // After the last request was answered: what was counted since the last flush is written, not lost.
+      audit.stop();
       log.info('NMI stopped');
     },
   };
