@@ -71,16 +71,38 @@ export async function main(args: readonly string[]): Promise<void> {
     const sample = await once(nmi.url, warmPod.ip, warmPath);
     bare.setBody(sample.body);
 
+    // The same NMI with the audit trail off, and with a record per request (to a file): the default (aggregate) above
+    // must stay within 10 % of off.
+    const nmiAuditOff = await startNmiProcess(kubeconfig, world.imds.url, undefined, [...fastWaitArgs(), '--pod-token-miss-rate=0', '--audit-log=off']);
+    children.push(nmiAuditOff.child);
+    const nmiAuditAll = await startNmiProcess(kubeconfig, world.imds.url, undefined, [
+      ...fastWaitArgs(),
+      '--pod-token-miss-rate=0',
+      '--audit-log=all',
+      `--audit-log-file=${join(dir, 'audit.jsonl')}`,
+    ]);
+    children.push(nmiAuditAll.child);
+    await untilServed(nmiAuditOff.url, warmPod.ip, warmId);
+    await untilServed(nmiAuditAll.url, warmPod.ip, warmId);
+
     const rows: Array<{ nmi: LoadResult; bare: LoadResult }> = [];
+    const auditRows: AuditRow[] = [];
     for (const clients of [1, 64]) {
       const nmiRuns: LoadResult[] = [];
       const bareRuns: LoadResult[] = [];
+      const offRuns: LoadResult[] = [];
+      const allRuns: LoadResult[] = [];
       for (let round = 0; round < opts.rounds; round++) {
         nmiRuns.push(await load(nmi.url, warmPod.ip, warmPath, clients, opts.durationMs));
+        offRuns.push(await load(nmiAuditOff.url, warmPod.ip, warmPath, clients, opts.durationMs));
         bareRuns.push(await load(bare.url, warmPod.ip, warmPath, clients, opts.durationMs));
+        allRuns.push(await load(nmiAuditAll.url, warmPod.ip, warmPath, clients, opts.durationMs));
       }
       rows.push({ nmi: medianRun(nmiRuns), bare: medianRun(bareRuns) });
+      auditRows.push({ aggregate: medianRun(nmiRuns), off: medianRun(offRuns), all: medianRun(allRuns) });
     }
+    nmiAuditOff.child.kill('SIGTERM');
+    nmiAuditAll.child.kill('SIGTERM');
 
     // The same warm path driven by wrk (C, its own process) when it is installed: the undici load generator above shares
     // the bench process's event loop, and its own cost shows in both columns' p99. wrk connects from 127.0.0.1, so
@@ -105,6 +127,7 @@ export async function main(args: readonly string[]): Promise<void> {
     const flood = await floodOfWaitingRequests(world, kubeconfig, opts, children).catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
 
     printReport(rows, cold, burst, opts, nmi.child.pid ?? 0, bare.child.pid ?? 0);
+    printAudit(auditRows);
     printFlood(flood);
     if (wrkRows.length > 0) printWrk(wrkRows);
     else console.log('\n(wrk is not installed: `apt-get install -y wrk` adds a second measurement with a C load generator)');
@@ -141,6 +164,29 @@ async function wrkLoad(url: string, clients: number, durationMs: number): Promis
   return { clients, requests: Math.round(rps * seconds), rps, p50: ms('50'), p99: ms('99'), errors: non2xx };
 }
 
+interface AuditRow {
+  readonly aggregate: LoadResult;
+  readonly off: LoadResult;
+  readonly all: LoadResult;
+}
+
+/** Issue 14 item 5: the audit trail's cost on the warm path (the same NMI process build, alternating rounds). */
+function printAudit(rows: readonly AuditRow[]): void {
+  const f = (n: number, d = 2) => n.toFixed(d).padStart(9);
+  const out = ['', 'warm path by --audit-log      off req/s  p99 ms | aggregate (default) req/s  p99 ms | all (file) req/s  p99 ms | aggregate/off'];
+  for (const { off, aggregate, all } of rows) {
+    out.push(
+      `  ${String(off.clients).padStart(2)} client(s)             ${f(off.rps, 0)}${f(off.p99)} |           ${f(aggregate.rps, 0)}   ${f(aggregate.p99)} |  ${f(all.rps, 0)}  ${f(all.p99)} | ${(aggregate.rps / off.rps).toFixed(2)}`,
+    );
+  }
+  const at64 = rows.find((r) => r.off.clients === 64);
+  if (at64) {
+    const ratio = at64.aggregate.rps / at64.off.rps;
+    out.push(`target warm throughput with the default audit trail >= 0.9 x audit off at 64 clients: ${ratio.toFixed(2)} ${ratio >= 0.9 ? 'MET' : 'MISSED'}`);
+  }
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
 function printWrk(rows: ReadonlyArray<{ clients: number; nmi: LoadResult; bare: LoadResult }>): void {
   const f = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a').padStart(9);
   console.log('\nwarm path driven by wrk (C, own process)  NMI req/s   p50 ms   p99 ms |  bare req/s   p50 ms   p99 ms | NMI/bare');
@@ -174,7 +220,12 @@ function parseArgs(args: readonly string[]): Options {
 /* ------------------------------------------------------------------------------------------ processes */
 
 /** cmd/nmi.ts compiled to JavaScript as the image runs it (tsx adds per-call helpers of its own to the hot path). */
-async function compiledNmi(): Promise<string> {
+let compiled: Promise<string> | undefined;
+function compiledNmi(): Promise<string> {
+  return (compiled ??= compileNmi());
+}
+
+async function compileNmi(): Promise<string> {
   const out = join(ROOT, 'tmp', 'bench-nmi-build');
   await new Promise<void>((resolve, reject) => {
     const tsc = spawn(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.json'), '--outDir', out, '--sourceMap', 'false'], { stdio: 'inherit' });
