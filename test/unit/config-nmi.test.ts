@@ -215,3 +215,22 @@ describe('parseNmiConfig: tenant fairness and pod-view freshness (issue 10 items
     expect(errors(['--max-connections-per-pod=0']).join('\n')).toContain('max-connections-per-pod');
   });
 });
+
+describe('parseNmiConfig: the audit trail (issue 14 item 5)', () => {
+  it('is on by default: aggregated, flushed every 10 s, to stdout', () => {
+    expect(config([])).toMatchObject({ auditLog: 'aggregate', auditFlushIntervalMs: 10_000, auditLogFile: '' });
+  });
+
+  it('parses --audit-log, --audit-flush-interval and --audit-log-file', () => {
+    expect(config(['--audit-log=off']).auditLog).toBe('off');
+    expect(config(['--audit-log=ALL']).auditLog).toBe('all');
+    expect(config(['--audit-log', 'aggregate']).auditLog).toBe('aggregate');
+    expect(config(['--audit-flush-interval=1m']).auditFlushIntervalMs).toBe(60_000);
+    expect(config(['--audit-log-file=/var/log/nmi/audit.jsonl']).auditLogFile).toBe('/var/log/nmi/audit.jsonl');
+  });
+
+  it('refuses an unknown mode and a flush interval too short to aggregate, naming the flag', () => {
+    expect(errors(['--audit-log=sampled']).join('\n')).toContain('--audit-log');
+    expect(errors(['--audit-flush-interval=10ms']).join('\n')).toContain('--audit-flush-interval');
+  });
+});
