@@ -375,13 +375,16 @@ function createRequestHandler(deps: NmiServerDeps) {
     }
     const refused = nodeRequestRefusal(request, declared);
     if (refused !== undefined) return refuseNodeIdentity(res, log, outcome, refused, why);
+    const check = (token: IssuedToken): Error | undefined => {
+      const current = deps.identities.declaredIdentities();
+      const r = current === undefined ? undefined : nodeTokenRefusal(tokenIdentityOf(token), current);
+      return r === undefined ? undefined : new NodeIdentityRefused(r);
+    };
     // The vet runs only on a token fetched for this request: then it was a cache miss.
     outcome.cache = 'hit';
     const vet = (token: IssuedToken): Error | undefined => {
       outcome.cache = 'miss';
-      const current = deps.identities.declaredIdentities();
-      const r = current === undefined ? undefined : nodeTokenRefusal(tokenIdentityOf(token), current);
-      return r === undefined ? undefined : new NodeIdentityRefused(r);
+      return check(token);
     };
     let token: IssuedToken;
     try {
@@ -394,7 +397,7 @@ function createRequestHandler(deps: NmiServerDeps) {
       return sendText(res, 403, `failed to get the node identity's token: ${messageOf(error)}`);
     }
     // A token cached before an AzureIdentity declared its identity: not served, and forgotten.
-    const stale = vet(token);
+    const stale = check(token);
     if (stale instanceof NodeIdentityRefused) {
       deps.tokens.forgetNodeTokens?.();
       return refuseNodeIdentity(res, log, outcome, stale.refusal, why);
