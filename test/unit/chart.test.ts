@@ -5,6 +5,7 @@ import { parse, parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { MIC_FLAGS } from '../../src/mic/config.js';
 import { NMI_FLAGS } from '../../src/nmi/config.js';
+import { renderChart } from '../helpers/helm-render.js';
 
 // No Helm binary exists on our machines (none in Debian or npm that installs without downloading), so the chart
 // is checked statically: values against the schema, every referenced value, CRD copies, and the flags it passes.
@@ -216,5 +217,22 @@ describe('chart: namespace identity policy (issue 10 row 6)', () => {
         /\{\{- if eq \(toString \.Values\.namespaceIdentityPolicy\) "enforce" \}\}\n(?:\s*#.*\n)?\s*- apiGroups: \[""\]\n\s*resources: \["namespaces"\]\n\s*verbs: \["get", "list", "watch"\]\n\s*\{\{- end \}\}/,
       );
     }
+  });
+});
+
+describe('chart: NMI audit trail (issue 14 item 5)', () => {
+  const nmiArgs = (values: Record<string, unknown>) => {
+    const { objects } = renderChart(CHART, { releaseName: 'pod-identity', namespace: 'identity', values });
+    const ds = objects.find((o) => o['kind'] === 'DaemonSet') as { spec: { template: { spec: { containers: Array<{ name: string; args: string[] }> } } } };
+    return ds.spec.template.spec.containers.find((c) => c.name === 'nmi')?.args ?? [];
+  };
+
+  it('leaves NMI its default (aggregate) unless nmi.auditLog / nmi.auditFlushInterval are set', () => {
+    expect(nmiArgs({}).filter((a) => a.startsWith('--audit'))).toEqual([]);
+    expect(nmiArgs({ nmi: { auditLog: 'all', auditFlushInterval: '30s' } })).toEqual(expect.arrayContaining(['--audit-log=all', '--audit-flush-interval=30s']));
+  });
+
+  it('rejects an audit mode NMI does not have', () => {
+    expect(() => nmiArgs({ nmi: { auditLog: 'sampled' } })).toThrow();
   });
 });
