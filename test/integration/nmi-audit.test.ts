@@ -21,6 +21,7 @@ interface AuditRecord {
   readonly identity?: { namespace: string; name: string; clientID: string; resourceID: string };
   readonly resource: string;
   readonly remote?: string;
+  readonly requested?: { clientId?: string; resourceId?: string; objectId?: string };
   readonly count: number;
   readonly latencyMs: number;
   readonly latencyMaxMs?: number;
@@ -134,7 +135,8 @@ describe('NMI audit trail (issue 14 item 5)', () => {
 
   it('records refusals with their reason: unknown caller, no identity assigned, bad request, missing Metadata header, namespace policy', async () => {
     const { w, records } = await auditedWorld('aggregate', { nmi: { namespaceIdentityPolicy: 'enforce' } });
-    const unbound = await w.pod('unbound', '127.0.1.45');
+    // Labelled, nothing bound yet: the original's wait, then 404.
+    const unbound = await w.pod('unbound', '127.0.1.45', { labels: { aadpodidbinding: 'not-yet' } });
     expect((await w.call('127.0.1.250', tokenPath())).status).toBe(500);
     expect((await w.call(unbound.ip, tokenPath())).status).toBe(404);
     expect((await w.call(unbound.ip, `${TOKEN_PATH}?api-version=2018-02-01`)).status).toBe(400);
@@ -156,6 +158,24 @@ describe('NMI audit trail (issue 14 item 5)', () => {
       path: 'binding',
       pod: { name: 'unpermitted', uid: pod.uid },
       identity: { namespace: 'default', name: 'unpermitted-id' },
+    });
+  });
+
+  it("records IMDS's 400 for an identity the pod is not bound to (unbound), with what the pod asked for", async () => {
+    const { w, records } = await auditedWorld('aggregate');
+    const id = await w.managedIdentity('bound-id');
+    const pod = await w.pod('asks-other', '127.0.1.49');
+    await w.assign(pod, id);
+    expect((await w.call(pod.ip, tokenPath())).status).toBe(200);
+    const other = '0b5c2a46-7d7e-4a59-9b1e-3f6c1d2e8a90';
+    const reply = await w.call(pod.ip, tokenPath(`&client_id=${other}`));
+    expect(reply.status, reply.body).toBe(400);
+    expect(records().find((r) => r.reason === 'unbound')).toMatchObject({
+      decision: 'refused',
+      status: 400,
+      pod: { name: 'asks-other', uid: pod.uid },
+      requested: { clientId: '0b5c##### REDACTED #####8a90' },
+      resource: VAULT,
     });
   });
 
