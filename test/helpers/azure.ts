@@ -9,6 +9,8 @@ import type { AccessToken, TokenCredential } from '@azure/core-auth';
 import { ComputeManagementClient } from '@azure/arm-compute';
 import { ManagedServiceIdentityClient } from '@azure/arm-msi';
 import { ClientSecretCredential } from '@azure/identity';
+import { ServiceClient } from '@azure/core-client';
+import { createHttpHeaders, createPipelineRequest } from '@azure/core-rest-pipeline';
 import { parseCloudConfig, type AzureCloudConfig } from '../../src/azure/cloud-config.js';
 import { startAzureEmulator, type AzureEmulator, type AzureEmulatorOptions } from '../../src/sandbox/cloud/index.js';
 
@@ -123,5 +125,24 @@ export function imdsEnv(imdsUrl: string, emulator?: AzureEmulator): Record<strin
   return {
     AZURE_POD_IDENTITY_AUTHORITY_HOST: imdsUrl,
     ...(emulator ? { NODE_EXTRA_CA_CERTS: emulator.caFile } : {}),
+  };
+}
+
+/**
+ * Raw ARM calls through the Azure SDK's own pipeline (bearer policy, retries, TLS), for APIs without an installed SDK
+ * package (Microsoft.Authorization): `path` is sent as given, so SDK quirks such as `//subscriptions/...` can be replayed.
+ */
+export function armRest(emulator: AzureEmulator, credential: TokenCredential) {
+  const client = new ServiceClient({ credential, credentialScopes: [ARM_SCOPE], endpoint: emulator.url, tlsOptions: { ca: emulator.caPem } });
+  return async (method: 'GET' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<{ status: number; body: any }> => {
+    const res = await client.sendRequest(
+      createPipelineRequest({
+        url: `${emulator.url}${path}`,
+        method,
+        headers: createHttpHeaders({ 'content-type': 'application/json', accept: 'application/json' }),
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      }),
+    );
+    return { status: res.status, body: res.bodyAsText ? JSON.parse(res.bodyAsText) : undefined };
   };
 }

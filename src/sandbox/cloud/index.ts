@@ -250,7 +250,9 @@ export async function startAzureEmulator(opts: AzureEmulatorOptions = {}): Promi
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let url: URL;
     try {
-      url = new URL(req.url ?? '/', baseUrl);
+      // Concatenated, not resolved: SDKs send `//subscriptions/...`, which URL resolution would read as a host.
+      const raw = req.url ?? '/';
+      url = new URL(raw.startsWith('/') ? `${baseUrl}${raw}` : raw, baseUrl);
     } catch {
       sendJson(res, 400, { error: { code: 'InvalidRequestUrl', message: 'The request URL is not valid.' } });
       return;
