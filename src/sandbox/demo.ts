@@ -1,9 +1,13 @@
 // `npm run sandbox -- --demo`: a guided walk through the sandbox that checks every step it announces.
 // AzureIdentity (legacy capitalised fields) + AzureIdentityBinding from examples/demo → a labelled pod → its
 // program (unmodified @azure/identity) gets a token → the AzureAssignedIdentity and the VMSS identity list → the
-// pod is deleted → the identity is released. Resolves true only if every step did what it said.
+// pod is deleted → the identity is released → an identity whose resource group the cluster principal holds no role on
+// fails with LinkedAuthorizationFailed → an admin grants Managed Identity Operator (a real PUT roleAssignments) → it
+// is attached and the pod gets its token. Resolves true only if every step did what it said.
 
+import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { request } from 'node:https';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
@@ -41,14 +45,15 @@ export async function runDemo(sandbox: Sandbox, opts: DemoOptions): Promise<bool
     const filled = text.replaceAll('${IDENTITY_RESOURCE_ID}', identity.id).replaceAll('${IDENTITY_CLIENT_ID}', identity.clientId);
     return parseYaml(filled) as Record<string, unknown>;
   };
-  const aaisOfPod = async (): Promise<Array<{ name: string; state: string; node: string }>> => {
+  const aaisFor = async (podName: string): Promise<Array<{ name: string; state: string; node: string }>> => {
     const list = (await custom.listClusterCustomObject({ group: GROUP, version: 'v1', plural: 'azureassignedidentities' })) as {
       items?: Array<{ metadata?: { name?: string }; spec?: { pod?: string; podNamespace?: string; nodename?: string }; status?: { status?: string } }>;
     };
     return (list.items ?? [])
-      .filter((a) => a.spec?.pod === 'demo-app' && a.spec.podNamespace === 'default')
+      .filter((a) => a.spec?.pod === podName && a.spec.podNamespace === 'default')
       .map((a) => ({ name: a.metadata?.name ?? '', state: a.status?.status ?? '', node: a.spec?.nodename ?? '' }));
   };
+  const aaisOfPod = () => aaisFor('demo-app');
   const computeIdentities = (): string[] => {
     const { compute, computeNames } = sandbox.endpoints.azure;
     const names = compute === 'vmss' ? computeNames.slice(0, 1) : computeNames;
@@ -117,9 +122,85 @@ export async function runDemo(sandbox: Sandbox, opts: DemoOptions): Promise<bool
   const released = await waitFor(async () => ((await aaisOfPod()).length === 0 && !computeIdentities().includes(identity.id.toLowerCase()) ? true : undefined), timeoutMs);
   check(released === true, `the AzureAssignedIdentity is gone and ${identity.name} was released from ${computeLabel}`, `${identity.name} was not released after the pod was deleted`);
 
+  say('7. An identity in a resource group where the cluster principal holds no role (team-identities/team-identity)');
+  const { subscriptionId, clusterPrincipal } = sandbox.endpoints.azure;
+  const teamGroup = sandbox.azure.createResourceGroup('team-identities');
+  const team = sandbox.azure.createUserAssignedIdentity('team-identities', 'team-identity');
+  await custom.createNamespacedCustomObject({
+    group: GROUP,
+    version: 'v1',
+    namespace: 'default',
+    plural: 'azureidentities',
+    body: { apiVersion: `${GROUP}/v1`, kind: 'AzureIdentity', metadata: { name: 'team-identity' }, spec: { type: 0, resourceID: team.id, clientID: team.clientId } },
+  });
+  await custom.createNamespacedCustomObject({
+    group: GROUP,
+    version: 'v1',
+    namespace: 'default',
+    plural: 'azureidentitybindings',
+    body: { apiVersion: `${GROUP}/v1`, kind: 'AzureIdentityBinding', metadata: { name: 'team-identity-binding' }, spec: { azureIdentity: 'team-identity', selector: 'team' } },
+  });
+  const teamPod = (await manifest('pod.yaml')) as k8s.V1Pod;
+  teamPod.metadata = { ...teamPod.metadata, name: 'team-app', labels: { aadpodidbinding: 'team' } };
+  await core.createNamespacedPod({ namespace: 'default', body: teamPod });
+  await sandbox.kubelet.waitForPod('default/team-app', timeoutMs);
+  const refusal = await waitFor(async () => {
+    const events = await core.listNamespacedEvent({ namespace: 'default' });
+    return events.items.find((e) => e.involvedObject.name === 'team-identity-binding' && (e.message ?? '').includes('LinkedAuthorizationFailed'));
+  }, timeoutMs);
+  if (check(refusal !== undefined, 'ARM refused to attach it: MIC reports LinkedAuthorizationFailed', 'no LinkedAuthorizationFailed event for team-identity-binding')) {
+    const msg = refusal?.message ?? '';
+    const at = msg.indexOf('however,');
+    say(`   event (${refusal?.reason}): …${at >= 0 ? msg.slice(at, at + 190) : msg.slice(0, 190)}…`);
+  }
+  const teamAai = async () => (await aaisFor('team-app'))[0]?.state;
+  check((await teamAai()) === 'Created', 'its AzureAssignedIdentity stays Created (NMI serves no token for it)', 'the AzureAssignedIdentity is not Created');
+
+  say('8. The admin grants Managed Identity Operator on that resource group, over ARM as `az role assignment create` does:');
+  say(`   az role assignment create --role "Managed Identity Operator" --assignee-object-id ${clusterPrincipal.objectId} --assignee-principal-type ServicePrincipal --scope ${teamGroup.id}`);
+  const adminOid = randomUUID();
+  sandbox.azure.grantRole(adminOid, 'User Access Administrator', `/subscriptions/${subscriptionId}`);
+  const put = await armPut(sandbox, adminOid, `${teamGroup.id}/providers/Microsoft.Authorization/roleAssignments/${randomUUID()}?api-version=2022-04-01`, {
+    properties: {
+      roleDefinitionId: `/subscriptions/${subscriptionId}/providers/Microsoft.Authorization/roleDefinitions/f1a07417-d97a-45cb-824c-7a7467783830`,
+      principalId: clusterPrincipal.objectId,
+      principalType: 'ServicePrincipal',
+    },
+  });
+  check(put.status === 201, `PUT roleAssignments answered ${put.status} Created`, `PUT roleAssignments answered ${put.status}: ${put.text.slice(0, 200)}`);
+  const assigned = await waitFor(async () => ((await teamAai()) === 'Assigned' ? true : undefined), timeoutMs);
+  check(assigned === true, "MIC's next cycle attached team-identity: its AzureAssignedIdentity is Assigned", 'team-identity was not attached after the grant');
+  const teamRun = await sandbox.execInPod('default/team-app', ['node', join(opts.repoRoot, 'examples', 'pod-token.mjs'), '--timeout-ms', String(timeoutMs)], {
+    timeoutMs: timeoutMs + 10_000,
+  });
+  const teamToken = parseLine(teamRun.stdout);
+  check(
+    teamToken?.ok === true && teamToken.claims?.appid === team.clientId,
+    `default/team-app got a token for team-identity (appid ${team.clientId})`,
+    `default/team-app got no token for team-identity: ${teamToken?.message ?? teamRun.stderr.trim().slice(0, 300)}`,
+  );
+
   say('');
   say(ok ? 'Demo passed: every step did what it said.' : 'Demo FAILED: see the ✗ lines above and the logs in ' + join(sandbox.stateDir, 'logs'));
   return ok;
+}
+
+/** PUT to the sandbox's ARM as the principal `objectId` (a token minted by the emulator's AAD), trusting its CA. */
+async function armPut(sandbox: Sandbox, objectId: string, path: string, body: unknown): Promise<{ status: number; text: string }> {
+  const token = await sandbox.azure.issueToken({ objectId });
+  return new Promise((resolve, reject) => {
+    const req = request(
+      `${sandbox.azure.url}${path}`,
+      { method: 'PUT', ca: sandbox.azure.caPem, headers: { authorization: `Bearer ${token.accessToken}`, 'content-type': 'application/json' } },
+      (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
 }
 
 interface PodTokenLine {
