@@ -51,7 +51,8 @@ export async function runDemo(sandbox: Sandbox, opts: DemoOptions): Promise<bool
     };
     return (list.items ?? [])
       .filter((a) => a.spec?.pod === podName && a.spec.podNamespace === 'default')
-      .map((a) => ({ name: a.metadata?.name ?? '', state: a.status?.status ?? '', node: a.spec?.nodename ?? '' }));
+            // No status object at all: just created through the main resource, which reads as Created.
+      .map((a) => ({ name: a.metadata?.name ?? '', state: a.status === undefined ? 'Created' : (a.status.status ?? ''), node: a.spec?.nodename ?? '' }));
   };
   const aaisOfPod = () => aaisFor('demo-app');
   const computeIdentities = (): string[] => {
@@ -151,10 +152,11 @@ export async function runDemo(sandbox: Sandbox, opts: DemoOptions): Promise<bool
   if (check(refusal !== undefined, 'ARM refused to attach it: MIC reports LinkedAuthorizationFailed', 'no LinkedAuthorizationFailed event for team-identity-binding')) {
     const msg = refusal?.message ?? '';
     const at = msg.indexOf('however,');
-    say(`   event (${refusal?.reason}): …${at >= 0 ? msg.slice(at, at + 190) : msg.slice(0, 190)}…`);
+    say(`   event (${refusal?.reason}): …${at >= 0 ? msg.slice(at, at + 400) : msg.slice(0, 400)}`);
   }
   const teamAai = async () => (await aaisFor('team-app'))[0]?.state;
-  check((await teamAai()) === 'Created', 'its AzureAssignedIdentity stays Created (NMI serves no token for it)', 'the AzureAssignedIdentity is not Created');
+  const pending = await waitFor(async () => ((await teamAai()) === 'Created' ? true : undefined), timeoutMs);
+  check(pending === true, 'its AzureAssignedIdentity stays Created (NMI serves no token for it)', `the AzureAssignedIdentity is ${(await teamAai()) ?? 'missing'}, not Created`);
 
   say('8. The admin grants Managed Identity Operator on that resource group, over ARM as `az role assignment create` does:');
   say(`   az role assignment create --role "Managed Identity Operator" --assignee-object-id ${clusterPrincipal.objectId} --assignee-principal-type ServicePrincipal --scope ${teamGroup.id}`);
