@@ -200,10 +200,13 @@ class BenchWorld {
   static async start(): Promise<BenchWorld> {
     const api = await startApiServer({ crdDir: join(ROOT, 'config/crd'), historyLimit: 100_000, bookmarkIntervalMs: 5000 });
     const azure = await startAzureEmulator();
-    azure.createResourceGroup(RG);
+    const group = azure.createResourceGroup(RG);
     const secret = `secret-${Math.random().toString(36).slice(2)}`;
     const clientId = crypto.randomUUID();
     azure.registerServicePrincipal({ clientId, secret });
+    // ARM authorises by role assignments: what the docs tell an admin to grant MIC's principal.
+    azure.grantRole(clientId, 'Virtual Machine Contributor', group.id);
+    azure.grantRole(clientId, 'Managed Identity Operator', group.id);
     const dir = await mkdtemp(join(tmpdir(), 'bench-mic-'));
     const w = new BenchWorld(api, azure, dir, { clientId, secret });
     await w.#watchAssigned();

@@ -135,7 +135,14 @@ describe.skipIf(skip)('image entrypoints', () => {
     const caFile = join(work, 'azure-ca.pem');
     const state = join(work, 'azure-state.json');
     const clientId = '3b4c5d6e-0000-4000-8000-00000000c11d';
-    writeFileSync(state, JSON.stringify({ resourceGroups: ['nodes'], servicePrincipals: [{ clientId, secret: 'mic-secret' }] }));
+    writeFileSync(state, JSON.stringify({
+      resourceGroups: ['nodes'],
+      servicePrincipals: [{ clientId, secret: 'mic-secret' }],
+      roleAssignments: [
+        { principal: clientId, role: 'Virtual Machine Contributor', scope: 'nodes' },
+        { principal: clientId, role: 'Managed Identity Operator', scope: 'nodes' },
+      ],
+    }));
     const azure = inNs(['node', '--import', 'tsx', join(ROOT, 'cmd/azure-emulator.ts'), '--state-file', state, '--ca-out', caFile]);
     const azureReady = JSON.parse(await lineFrom(azure, (l) => l.includes('"ready"'), 'azure emulator'));
     const azureJson = join(work, 'azure.json');
