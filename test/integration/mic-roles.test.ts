@@ -56,3 +56,24 @@ describe('MIC with role assignments', () => {
     expect(w.vmssIds()).toEqual([granted.id, withheld.id].map((i) => i.toLowerCase()).sort());
   });
 });
+
+describe('MIC without Virtual Machine Contributor', () => {
+  it('is refused the VMSS read (403 AuthorizationFailed), attaches nothing, and converges once the role is granted back', async () => {
+    const e = w.az.emulator;
+    const group = `/subscriptions/${e.subscriptionId}/resourceGroups/${w.rg}`;
+    expect(e.revokeRole(w.az.servicePrincipal.objectId, 'Virtual Machine Contributor', group)).toBe(1);
+    const id = w.msi('id1');
+    await w.createIdentity('id1', { type: 0, resourceID: id.id, clientID: id.clientId });
+    await w.createBinding('b1', { azureIdentity: 'id1', selector: 'app' });
+    await w.createPod('p1', NODES.vmss0, 'app');
+    await w.startMic();
+    // ARM refuses MIC's read of the scale set (MIC reads before it writes), so nothing is written.
+    await eventually(() => expect(e.requestLog().filter((r) => r.operation === 'vmss_get' && r.status === 403).length).toBeGreaterThan(1));
+    expect(e.requestLog().filter((r) => r.operation === 'vmss_patch')).toEqual([]);
+    expect(await stateOf('p1-default-id1')).not.toBe('Assigned');
+    expect(w.vmssIds()).toEqual([]);
+    e.grantRole(w.az.servicePrincipal.objectId, 'Virtual Machine Contributor', group);
+    await eventually(async () => expect(await stateOf('p1-default-id1')).toBe('Assigned'), 20_000);
+    expect(w.vmssIds()).toEqual([id.id.toLowerCase()]);
+  });
+});
