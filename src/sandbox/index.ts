@@ -76,6 +76,8 @@ export interface SandboxEndpoints {
     readonly compute: 'vmss' | 'vms';
     /** The VMSS name, or the VM names. */
     readonly computeNames: readonly string[];
+    /** The service principal MIC runs as (azure.json), granted VM Contributor and MI Operator on the resource group. */
+    readonly clusterPrincipal: { readonly clientId: string; readonly objectId: string };
   };
   readonly nodes: readonly SandboxNode[];
   readonly identities: readonly { readonly name: string; readonly id: string; readonly clientId: string; readonly principalId: string }[];
@@ -166,6 +168,10 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
     // MIC's own credentials: a service principal of the emulator's tenant, in azure.json as on an AKS node.
     const micSecret = randomUUID();
     const micSp = azure.registerServicePrincipal({ clientId: randomUUID(), secret: micSecret });
+    // What the docs tell an admin to grant the cluster principal (nodes and identities share one resource group here).
+    const groupId = `/subscriptions/${azure.subscriptionId}/resourceGroups/${resourceGroup}`;
+    azure.grantRole(micSp.objectId, 'Virtual Machine Contributor', groupId);
+    azure.grantRole(micSp.objectId, 'Managed Identity Operator', groupId);
     await writeFile(
       azureJson,
       JSON.stringify(
@@ -349,7 +355,15 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
       apiServer: api.url,
       kubeconfig,
       caFile,
-      azure: { url: azure.url, tenantId: azure.tenantId, subscriptionId: azure.subscriptionId, resourceGroup, compute, computeNames },
+      azure: {
+        url: azure.url,
+        tenantId: azure.tenantId,
+        subscriptionId: azure.subscriptionId,
+        resourceGroup,
+        compute,
+        computeNames,
+        clusterPrincipal: { clientId: micSp.clientId, objectId: micSp.objectId },
+      },
       nodes,
       identities: identities.map((i) => ({ name: i.name, id: i.id, clientId: i.clientId, principalId: i.principalId })),
     };

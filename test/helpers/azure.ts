@@ -31,13 +31,19 @@ export interface TestAzure {
   stop(): Promise<void>;
 }
 
-/** Starts an emulator with one resource group and one service principal; `stop()` tears it all down. */
-export async function startTestAzure(opts: AzureEmulatorOptions & { resourceGroup?: string } = {}): Promise<TestAzure> {
+/**
+ * Starts an emulator with one resource group and one service principal; `stop()` tears it all down. The service
+ * principal (the cluster principal MIC runs as) holds what the docs tell an admin to grant: Virtual Machine
+ * Contributor and Managed Identity Operator on the resource group (nodes and identities live in the same one here);
+ * `roles: false` leaves it with none.
+ */
+export async function startTestAzure(opts: AzureEmulatorOptions & { resourceGroup?: string; roles?: boolean } = {}): Promise<TestAzure> {
   const emulator = await startAzureEmulator(opts);
   const resourceGroup = opts.resourceGroup ?? 'rg-test';
-  emulator.createResourceGroup(resourceGroup);
+  const group = emulator.createResourceGroup(resourceGroup);
   const secret = `secret-${randomUUID()}`;
   const sp = emulator.registerServicePrincipal({ clientId: randomUUID(), secret });
+  if (opts.roles !== false) grantClusterRoles(emulator, sp.objectId, group.id);
   const credential = emulatorSecretCredential(emulator, sp.clientId, secret);
   return {
     emulator,
@@ -49,6 +55,12 @@ export async function startTestAzure(opts: AzureEmulatorOptions & { resourceGrou
     msi: (c = credential) => msiClient(emulator, c),
     stop: () => emulator.stop(),
   };
+}
+
+/** What the docs tell an admin to grant the cluster principal: VM Contributor on the nodes' RG, MI Operator on the identities'. */
+export function grantClusterRoles(emulator: AzureEmulator, principal: string, nodeGroupId: string, identityGroupId = nodeGroupId): void {
+  emulator.grantRole(principal, 'Virtual Machine Contributor', nodeGroupId);
+  emulator.grantRole(principal, 'Managed Identity Operator', identityGroupId);
 }
 
 /** The cloud config MIC reads from an azure.json naming `az`'s service principal, with ARM and AAD at the emulator. */

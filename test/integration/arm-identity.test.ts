@@ -124,15 +124,17 @@ describe('ArmIdentityClient against the Azure emulator', () => {
   });
 
   it('attaches the good identities of a batch and reports the refused and missing ones per ID', async () => {
-    const [good1, denied, good2] = identities('good-1', 'denied', 'good-2');
+    const [good1, good2] = identities('good-1', 'good-2');
+    // No role for MIC's principal on this resource group: ARM refuses to link identities from it.
+    az.emulator.createResourceGroup('rg-no-role');
+    const denied = az.emulator.createUserAssignedIdentity('rg-no-role', 'denied').id;
     const missing = `/subscriptions/${az.emulator.subscriptionId}/resourceGroups/${az.resourceGroup}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/never-created`;
-    az.emulator.denyAssign(denied!);
     az.emulator.createVmss(az.resourceGroup, 'ss1', { instances: 1 });
-    const res = await armClient().apply({ kind: 'vmss', name: 'ss1' }, { add: [good1!, denied!, missing, good2!] });
+    const res = await armClient().apply({ kind: 'vmss', name: 'ss1' }, { add: [good1!, denied, missing, good2!] });
     const byId = Object.fromEntries(res.outcomes.map((o) => [o.id, o]));
     expect(byId[good1!]!.status).toBe('attached');
     expect(byId[good2!]!.status).toBe('attached');
-    expect(byId[denied!]).toMatchObject({ status: 'failed', reason: 'LinkedAuthorizationFailed' });
+    expect(byId[denied]).toMatchObject({ status: 'failed', reason: 'LinkedAuthorizationFailed' });
     expect(byId[missing]).toMatchObject({ status: 'failed', reason: 'FailedIdentityOperation' });
     expect(res.ok).toBe(false);
     expect(vmssIds('ss1')).toEqual(lower([good1!, good2!]));

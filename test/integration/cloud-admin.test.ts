@@ -23,7 +23,12 @@ describe('Azure emulator: admin API over HTTP and state-file seeding', () => {
     await admin('createVm', 'rg', 'node-a', { userAssigned: [id.result.id] });
     expect(emulator.getVm('rg', 'node-a')?.identity.userAssignedIdentities).toEqual([id.result.id]);
     await admin('injectFault', { operation: 'vm_get', status: 503, retryAfter: 7, count: 1 });
-    const token = (await admin('issueToken')).body as { result: { accessToken: string } };
+    const granted = (await admin('grantRole', 'caller-oid', 'Reader', '/subscriptions/' + emulator.subscriptionId + '/resourceGroups/rg')).body as {
+      result: { roleName: string; roleDefinitionId: string };
+    };
+    expect(granted.result).toMatchObject({ roleName: 'Reader', roleDefinitionId: '/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7' });
+    expect((await admin('checkAccess', 'caller-oid', 'Microsoft.Compute/virtualMachines/read', `/subscriptions/${emulator.subscriptionId}/resourcegroups/RG/providers/Microsoft.Compute/virtualMachines/node-a`)).body).toEqual({ result: true });
+    const token = (await admin('issueToken', { objectId: 'caller-oid' })).body as { result: { accessToken: string } };
     const vmUrl = `${emulator.url}/subscriptions/${emulator.subscriptionId}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/node-a?api-version=2026-03-01`;
     const faulted = await get(vmUrl, ca, token.result.accessToken);
     expect(faulted).toMatchObject({ status: 503, retryAfter: '7', body: { error: { code: 'ServiceUnavailable' } } });
@@ -50,6 +55,9 @@ vmss:
   - {resourceGroup: node-rg, name: pool, instances: 2}
 servicePrincipals:
   - {clientId: mic-sp, secret: s}
+roleAssignments:
+  - {principal: mic-sp, role: Virtual Machine Contributor, scope: node-rg}
+  - {principal: mic-sp, role: f1a07417-d97a-45cb-824c-7a7467783830, scope: node-rg}
 imds:
   - {vmss: pool, instanceId: "1"}
 `);
@@ -60,6 +68,8 @@ imds:
       userAssignedIdentities: [result.identities[0]?.id],
     });
     expect(emulator.getVmss('node-rg', 'pool')?.instances).toEqual(['0', '1']);
+    expect(emulator.listRoleAssignments().map((a) => a.roleName).sort()).toEqual(['Managed Identity Operator', 'Virtual Machine Contributor']);
+    expect(emulator.checkAccess('mic-sp', 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action', result.identities[0]?.id ?? '')).toBe(true);
     expect(result.imds[0]?.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(() => parseSeedState('vms: {}')).toThrow(/'vms' must be a list/);
     expect(() => parseSeedState('nodes: []')).toThrow(/unknown key 'nodes'/);

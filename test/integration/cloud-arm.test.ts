@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { UserAssignedIdentitiesValue } from '@azure/arm-compute';
 import { RestError } from '@azure/core-rest-pipeline';
@@ -122,13 +123,13 @@ describe('Azure emulator: ARM compute and MSI through the real SDKs', () => {
     expect(emulator.getVmss(rg, 'ss1')?.identity.userAssignedIdentities).toEqual([]);
   });
 
-  it('answers LinkedAuthorizationFailed with the caller and the denied identities quoted as sent', async () => {
+  it('answers LinkedAuthorizationFailed for identities the caller holds no assign role on, quoted as sent', async () => {
     const { emulator, resourceGroup: rg } = az;
+    // The service principal holds Managed Identity Operator on rg only; rg-other has no assignment for it.
+    emulator.createResourceGroup('rg-other');
     const ok = emulator.createUserAssignedIdentity(rg, 'ok');
-    const d1 = emulator.createUserAssignedIdentity(rg, 'denied1');
-    const d2 = emulator.createUserAssignedIdentity(rg, 'denied2');
-    emulator.denyAssign(d1.id);
-    emulator.denyAssign(d2.id);
+    const d1 = emulator.createUserAssignedIdentity('rg-other', 'denied1');
+    const d2 = emulator.createUserAssignedIdentity('rg-other', 'denied2');
     emulator.createVm(rg, 'vm1');
     const sent1 = d1.id.toLowerCase(); // MIC lower-cases what it writes
     const sent2 = d2.id;
@@ -145,19 +146,61 @@ describe('Azure emulator: ARM compute and MSI through the real SDKs', () => {
     expect(err.statusCode).toBe(403);
     expect(err.code).toBe('LinkedAuthorizationFailed');
     const sp = az.servicePrincipal;
+    const vmPath = `/subscriptions/${emulator.subscriptionId}/resourceGroups/${rg}/providers/Microsoft.Compute/virtualMachines/vm1`;
     expect(err.message).toBe(
-      `The client '${sp.clientId}' with object id '${sp.objectId}' has permission to perform action ` +
-        `'Microsoft.Compute/virtualMachines/write' on scope '${emulator.getVm(rg, 'vm1')?.id}'; however, it does not have ` +
+      `The client '${sp.objectId}' with object id '${sp.objectId}' has permission to perform action ` +
+        `'Microsoft.Compute/virtualMachines/write' on scope '${vmPath}'; however, it does not have ` +
         `permission to perform action 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' on the linked ` +
         `scope(s) '${sent1},${sent2}' or the linked scope(s) are invalid.`,
     );
     expect(emulator.getVm(rg, 'vm1')?.identity.userAssignedIdentities).toEqual([]);
 
-    // Denial per caller: another app may assign it.
-    emulator.allowAssign(d1.id);
-    emulator.denyAssign(d1.id, 'some-other-app');
+    // Managed Identity Operator on the one identity (the narrowest scope) lets it through; its sibling stays refused.
+    emulator.grantRole(sp.objectId, 'Managed Identity Operator', d1.id.toUpperCase().replace('/SUBSCRIPTIONS/', '/subscriptions/'));
     const res = await az.compute().virtualMachines.update(rg, 'vm1', { identity: { type: 'UserAssigned', userAssignedIdentities: { [d1.id]: {} } } });
     expect(Object.keys(res.identity?.userAssignedIdentities ?? {})).toEqual([d1.id]);
+    await expect(
+      az.compute().virtualMachines.update(rg, 'vm1', { identity: { type: 'UserAssigned', userAssignedIdentities: { [d2.id]: {} } } }),
+    ).rejects.toMatchObject({ statusCode: 403, code: 'LinkedAuthorizationFailed' });
+    // Managed Identity Contributor manages identities but cannot assign them.
+    emulator.grantRole(sp.objectId, 'Managed Identity Contributor', '/subscriptions/' + emulator.subscriptionId + '/resourceGroups/rg-other');
+    await expect(
+      az.compute().virtualMachines.update(rg, 'vm1', { identity: { type: 'UserAssigned', userAssignedIdentities: { [d2.id]: {} } } }),
+    ).rejects.toMatchObject({ statusCode: 403, code: 'LinkedAuthorizationFailed' });
+  });
+
+  it('answers AuthorizationFailed for the VM/VMSS write itself when the caller lacks it, before looking at identities', async () => {
+    const { emulator, resourceGroup: rg } = az;
+    const id = emulator.createUserAssignedIdentity(rg, 'x');
+    emulator.createVmss(rg, 'ss1', { instances: 1 });
+    const sp = az.servicePrincipal;
+    const group = `/subscriptions/${emulator.subscriptionId}/resourceGroups/${rg}`;
+    // Reader can read the scale set but not write it.
+    expect(emulator.revokeRole(sp.objectId, 'Virtual Machine Contributor', group)).toBe(1);
+    emulator.grantRole(sp.objectId, 'Reader', group);
+    const compute = az.compute();
+    expect((await compute.virtualMachineScaleSets.get(rg, 'ss1')).name).toBe('ss1');
+    const err = (await compute.virtualMachineScaleSets
+      .update(rg, 'ss1', { identity: { type: 'UserAssigned', userAssignedIdentities: { [id.id]: {} } } })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )) as RestError;
+    expect(err).toMatchObject({ statusCode: 403, code: 'AuthorizationFailed' });
+    expect(err.message).toBe(
+      `The client '${sp.objectId}' with object id '${sp.objectId}' does not have authorization to perform action ` +
+        `'Microsoft.Compute/virtualMachineScaleSets/write' over scope '${group}/providers/Microsoft.Compute/virtualMachineScaleSets/ss1' ` +
+        `or the scope is invalid. If access was recently granted, please refresh your credentials.`,
+    );
+    // Authorization comes before the resource provider: a missing scale set is a 403 too, not a 404.
+    await expect(compute.virtualMachineScaleSets.update(rg, 'nope', { identity: { type: 'None' } })).rejects.toMatchObject({
+      statusCode: 403,
+      code: 'AuthorizationFailed',
+    });
+    // A caller with no role at all cannot even read.
+    const stranger = az.compute(mintedArmCredential(emulator));
+    await expect(stranger.virtualMachineScaleSets.get(rg, 'ss1')).rejects.toMatchObject({ statusCode: 403, code: 'AuthorizationFailed' });
+    expect(emulator.getVmss(rg, 'ss1')?.identity.userAssignedIdentities).toEqual([]);
   });
 
   it('runs a PATCH as a long-running operation: 202 + Azure-AsyncOperation, change visible only at completion', async () => {
@@ -229,7 +272,9 @@ describe('Azure emulator: ARM compute and MSI through the real SDKs', () => {
     emulator.createVm(rg, 'vm1');
     const path = `${emulator.url}/subscriptions/${emulator.subscriptionId}/resourceGroups/${rg}/providers/Microsoft.Compute/virtualMachines/vm1`;
     const wrongAud = await emulator.issueToken({ audience: 'https://vault.azure.net' });
-    const good = await emulator.issueToken();
+    const reader = randomUUID();
+    emulator.grantRole(reader, 'Reader', `/subscriptions/${emulator.subscriptionId}`);
+    const good = await emulator.issueToken({ objectId: reader });
     const get = (url: string, token?: string) => fetchJson(url, emulator.caPem, token);
 
     expect(await get(`${path}?api-version=2026-03-01`)).toMatchObject({ status: 401, body: { error: { code: 'AuthenticationFailed' } } });
@@ -248,7 +293,9 @@ describe('Azure emulator: ARM compute and MSI through the real SDKs', () => {
 
   it('creates, reads, lists and deletes user-assigned identities through arm-msi', async () => {
     const { emulator, resourceGroup: rg } = az;
-    const msi = az.msi(mintedArmCredential(emulator));
+    const objectId = randomUUID();
+    emulator.grantRole(objectId, 'Managed Identity Contributor', `/subscriptions/${emulator.subscriptionId}/resourceGroups/${rg}`);
+    const msi = az.msi(mintedArmCredential(emulator, { objectId }));
     const created = await msi.userAssignedIdentities.createOrUpdate(rg, 'pod-id', { location: 'westeurope', tags: { team: 'a' } });
     expect(created.id).toBe(emulator.getUserAssignedIdentity(created.id ?? '')?.id);
     expect(created.clientId).toMatch(/^[0-9a-f-]{36}$/);

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ManagedIdentityCredential } from '@azure/identity';
 import type { UserAssignedIdentitiesValue } from '@azure/arm-compute';
@@ -122,7 +123,10 @@ describe('Azure emulator: IMDS per VM', () => {
     expect((await ask()).status).toBe(400);
 
     emulator.setLatency('vmss_patch', 1000); // long enough for one IMDS round trip on a loaded machine
-    const compute = az.compute(mintedArmCredential(emulator));
+    const caller = randomUUID();
+    emulator.grantRole(caller, 'Virtual Machine Contributor', `/subscriptions/${emulator.subscriptionId}/resourceGroups/${rg}`);
+    emulator.grantRole(caller, 'Managed Identity Operator', id.id);
+    const compute = az.compute(mintedArmCredential(emulator, { objectId: caller }));
     const poller = compute.virtualMachineScaleSets.update(
       rg,
       'ss',

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { emulatorSecretCredential, ARM_SCOPE } from '../helpers/azure.js';
+import { emulatorSecretCredential, grantClusterRoles, ARM_SCOPE } from '../helpers/azure.js';
 import { azureJsonText, eventually, NODES, startMicWorld, type MicWorld } from './mic-world.js';
 
 let w: MicWorld;
@@ -100,8 +100,11 @@ describe('MIC and a changing azure.json', () => {
     // A valid file naming another principal; the old one may no longer assign this identity, so only B can.
     const bSecret = `secret-${randomUUID()}`;
     const b = w.az.emulator.registerServicePrincipal({ clientId: randomUUID(), secret: bSecret });
-    const id = w.msi('id-b-only');
-    w.az.emulator.denyAssign(id.id, a.clientId);
+    // The identity lives in a resource group where only B holds Managed Identity Operator.
+    const rgB = w.az.emulator.createResourceGroup('rg-b-only');
+    const id = w.az.emulator.createUserAssignedIdentity('rg-b-only', 'id-b-only');
+    grantClusterRoles(w.az.emulator, b.objectId, `/subscriptions/${w.az.emulator.subscriptionId}/resourceGroups/${w.rg}`, rgB.id);
+    expect(w.az.emulator.checkAccess(a.objectId, 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action', id.id)).toBe(false);
     await writeFile(path, azureJsonText(w.az, { clientId: b.clientId, secret: bSecret }));
     await eventually(async () => expect((await w.events('cloud config reloaded')).length).toBe(1));
     expect((await w.events('cloud config reloaded'))[0]!.message).toContain('aadClientId');

@@ -1,16 +1,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { FaultBook, FaultSpec } from './faults.js';
+import type { EmulatorOperation, FaultBook, FaultSpec } from './faults.js';
 import { isRecord, parseJson, readBody, sendEmpty, sendJson, type RoutedRequest } from './http.js';
+import { AuthorizationApi, authorizationFailed, linkedAuthorizationFailed } from './authorization.js';
 import {
   failedIdentityOperation,
   identityKey,
-  linkedAuthorizationFailed,
   planIdentityPatch,
   type ArmErrorInfo,
   type IdentityPatchPlan,
 } from './identity-patch.js';
+import { normalizeScope } from './rbac.js';
 import type { AccessTokenClaims, TokenSigner } from './signer.js';
 import type { ComputeKind, ComputeResource, World } from './world.js';
 
@@ -50,6 +51,7 @@ interface LongRunningOperation {
 
 const SUB = '/subscriptions/([^/]+)';
 const RG = `${SUB}/resourcegroups/([^/]+)`;
+const AUTHZ = /^(.*?)\/providers\/microsoft\.authorization\/(roleassignments|roledefinitions|permissions)(?:\/([^/]+))?$/i;
 const ROUTES: readonly { re: RegExp; kind: string }[] = [
   { re: new RegExp(`^${RG}/providers/microsoft\\.compute/virtualmachines/([^/]+)$`, 'i'), kind: 'vm' },
   { re: new RegExp(`^${RG}/providers/microsoft\\.compute/virtualmachinescalesets/([^/]+)$`, 'i'), kind: 'vmss' },
@@ -67,33 +69,64 @@ const ROUTES: readonly { re: RegExp; kind: string }[] = [
   { re: new RegExp(`^${RG}$`, 'i'), kind: 'rg' },
 ];
 
-/** ARM: compute (VM, VMSS, VMSS instances, async operations) and MSI, behind bearer authentication. */
+/** The action ARM's authorization checks for each operation, or undefined when it checks none. */
+const ACTIONS: Partial<Record<string, string>> = {
+  rg_get: 'Microsoft.Resources/subscriptions/resourceGroups/read',
+  vm_get: 'Microsoft.Compute/virtualMachines/read',
+  vm_patch: 'Microsoft.Compute/virtualMachines/write',
+  vmss_get: 'Microsoft.Compute/virtualMachineScaleSets/read',
+  vmss_patch: 'Microsoft.Compute/virtualMachineScaleSets/write',
+  vmss_vm_get: 'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read',
+  msi_get: 'Microsoft.ManagedIdentity/userAssignedIdentities/read',
+  msi_list: 'Microsoft.ManagedIdentity/userAssignedIdentities/read',
+  msi_put: 'Microsoft.ManagedIdentity/userAssignedIdentities/write',
+  msi_delete: 'Microsoft.ManagedIdentity/userAssignedIdentities/delete',
+  role_assignment_get: 'Microsoft.Authorization/roleAssignments/read',
+  role_assignment_list: 'Microsoft.Authorization/roleAssignments/read',
+  role_assignment_put: 'Microsoft.Authorization/roleAssignments/write',
+  role_assignment_delete: 'Microsoft.Authorization/roleAssignments/delete',
+};
+
+/** ARM: compute (VM, VMSS, VMSS instances, async operations), MSI and Microsoft.Authorization, behind bearer authentication. */
 export class ArmApi {
   readonly #ctx: ArmContext;
+  readonly #authz: AuthorizationApi;
   readonly #operations = new Map<string, LongRunningOperation>();
   readonly #timers = new Set<NodeJS.Timeout>();
 
   constructor(ctx: ArmContext) {
     this.#ctx = ctx;
+    this.#authz = new AuthorizationApi(ctx.world);
   }
 
   /** Matches an ARM request; undefined when the path is not an ARM path. */
   route(req: IncomingMessage, res: ServerResponse, url: URL): RoutedRequest | undefined {
-    if (!/^\/subscriptions\//i.test(url.pathname)) return undefined;
-    const path = url.pathname.replace(/\/+$/, '');
+    // SDKs build `//subscriptions/...` from scopes with a leading slash, and `...//type/...` from empty parent paths.
+    const path = normalizeScope(url.pathname);
+    if (!/^\/(subscriptions\/|providers\/microsoft\.authorization\/)/i.test(path)) return undefined;
     const method = (req.method ?? 'GET').toUpperCase();
+    const authz = AUTHZ.exec(path);
+    if (authz) return this.#routeAuthorization(req, res, url, method, authz);
     for (const { re, kind } of ROUTES) {
       const m = re.exec(path);
       if (!m) continue;
       const g = m.slice(1).map((s) => decodeURIComponent(s));
-      const run = (fn: (caller: Caller) => Promise<void> | void) => () => this.#guard(req, res, url, g[0] ?? '', fn);
+      // ARM authorises the action at the request's scope before the resource provider sees it (so 403 before 404).
+      const run = (fn: (caller: Caller) => Promise<void> | void, operation?: string) => () =>
+        this.#guard(req, res, url, g[0] ?? '', (caller) => {
+          const action = operation === undefined ? undefined : ACTIONS[operation];
+          if (action !== undefined && !this.#ctx.world.allows(caller.objectId, action, path)) {
+            return armError(res, authorizationFailed(caller, action, path));
+          }
+          return fn(caller);
+        });
       switch (kind) {
         case 'vm':
         case 'vmss': {
           const k = kind as ComputeKind;
           const [, rg = '', name = ''] = g;
           if (method === 'GET') {
-            return { operation: `${k}_get`, target: name, dialect: 'arm', handle: run(() => this.#getCompute(res, k, rg, name)) };
+            return { operation: `${k}_get`, target: name, dialect: 'arm', handle: run(() => this.#getCompute(res, k, rg, name), `${k}_get`) };
           }
           if (method === 'PATCH') {
             return {
@@ -101,7 +134,7 @@ export class ArmApi {
               target: name,
               dialect: 'arm',
               ownsLatency: true,
-              handle: run((caller) => this.#patchCompute(req, res, url, k, rg, name, caller)),
+              handle: run((caller) => this.#patchCompute(req, res, url, path, k, rg, name, caller), `${k}_patch`),
             };
           }
           return this.#methodNotAllowed(res, method, `${k}_get`, name);
@@ -113,7 +146,7 @@ export class ArmApi {
             operation: 'vmss_vm_get',
             target: `${name}/${instanceId}`,
             dialect: 'arm',
-            handle: run(() => this.#getVmssInstance(res, rg, name, instanceId)),
+            handle: run(() => this.#getVmssInstance(res, rg, name, instanceId), 'vmss_vm_get'),
           };
         }
         case 'operation': {
@@ -122,23 +155,23 @@ export class ArmApi {
         }
         case 'msi': {
           const [, rg = '', name = ''] = g;
-          if (method === 'GET') return { operation: 'msi_get', target: name, dialect: 'arm', handle: run(() => this.#getIdentity(res, rg, name)) };
+          if (method === 'GET') return { operation: 'msi_get', target: name, dialect: 'arm', handle: run(() => this.#getIdentity(res, rg, name), 'msi_get') };
           if (method === 'PUT') {
-            return { operation: 'msi_put', target: name, dialect: 'arm', handle: run(() => this.#putIdentity(req, res, rg, name)) };
+            return { operation: 'msi_put', target: name, dialect: 'arm', handle: run(() => this.#putIdentity(req, res, rg, name), 'msi_put') };
           }
           if (method === 'DELETE') {
-            return { operation: 'msi_delete', target: name, dialect: 'arm', handle: run(() => this.#deleteIdentity(res, rg, name)) };
+            return { operation: 'msi_delete', target: name, dialect: 'arm', handle: run(() => this.#deleteIdentity(res, rg, name), 'msi_delete') };
           }
           return this.#methodNotAllowed(res, method, 'msi_get', name);
         }
         case 'msi_list_rg':
         case 'msi_list_sub': {
           const rg = kind === 'msi_list_rg' ? g[1] : undefined;
-          return { operation: 'msi_list', target: rg ?? '', dialect: 'arm', handle: run(() => this.#listIdentities(res, rg)) };
+          return { operation: 'msi_list', target: rg ?? '', dialect: 'arm', handle: run(() => this.#listIdentities(res, rg), 'msi_list') };
         }
         case 'rg': {
           const [, rg = ''] = g;
-          return { operation: 'rg_get', target: rg, dialect: 'arm', handle: run(() => this.#getResourceGroup(res, rg)) };
+          return { operation: 'rg_get', target: rg, dialect: 'arm', handle: run(() => this.#getResourceGroup(res, rg), 'rg_get') };
         }
       }
     }
@@ -148,6 +181,49 @@ export class ArmApi {
       dialect: 'arm',
       handle: async () => armError(res, { status: 404, code: 'NotFound', message: `No route matches '${path}'.` }),
     };
+  }
+
+  #routeAuthorization(req: IncomingMessage, res: ServerResponse, url: URL, method: string, m: RegExpExecArray): RoutedRequest {
+    const scope = normalizeScope(m[1] ?? '');
+    const collection = (m[2] ?? '').toLowerCase();
+    const name = m[3] === undefined ? undefined : decodeURIComponent(m[3]);
+    const sub = /^\/subscriptions\/([^/]+)/i.exec(scope)?.[1];
+    const filter = url.searchParams.get('$filter');
+    const a = this.#authz;
+    const make = (operation: EmulatorOperation, fn: (caller: Caller) => Promise<void> | void): RoutedRequest => ({
+      operation,
+      target: name ?? scope,
+      dialect: 'arm',
+      handle: () =>
+        this.#guard(req, res, url, sub, (caller) => {
+          const action = ACTIONS[operation];
+          if (action !== undefined && !this.#ctx.world.allows(caller.objectId, action, scope)) {
+            return armError(res, authorizationFailed(caller, action, scope));
+          }
+          return fn(caller);
+        }),
+    });
+    if (sub === undefined && !(collection === 'roledefinitions' && method === 'GET')) {
+      // Only built-in role definitions live at the root in this emulator.
+      return this.#methodNotAllowed(res, method, 'role_assignment_get', scope);
+    }
+    if (collection === 'permissions') {
+      if (name !== undefined || method !== 'GET') return this.#methodNotAllowed(res, method, 'permissions_list', scope);
+      return make('permissions_list', (caller) => a.listPermissions(res, scope, caller));
+    }
+    if (collection === 'roledefinitions') {
+      if (method !== 'GET') return this.#methodNotAllowed(res, method, 'role_definition_get', scope);
+      if (name === undefined) return make('role_definition_list', () => a.listDefinitions(res, scope, filter));
+      return make('role_definition_get', () => a.getDefinition(res, scope, name));
+    }
+    if (name === undefined) {
+      if (method !== 'GET') return this.#methodNotAllowed(res, method, 'role_assignment_list', scope);
+      return make('role_assignment_list', () => a.listAssignments(res, scope, filter));
+    }
+    if (method === 'GET') return make('role_assignment_get', () => a.getAssignment(res, scope, name));
+    if (method === 'PUT') return make('role_assignment_put', (caller) => a.putAssignment(req, res, scope, name, caller));
+    if (method === 'DELETE') return make('role_assignment_delete', () => a.deleteAssignment(res, scope, name));
+    return this.#methodNotAllowed(res, method, 'role_assignment_get', name);
   }
 
   /** Cancels pending completions (emulator shutdown). */
@@ -161,7 +237,7 @@ export class ArmApi {
     req: IncomingMessage,
     res: ServerResponse,
     url: URL,
-    subscriptionId: string,
+    subscriptionId: string | undefined,
     fn: (caller: Caller) => Promise<void> | void,
   ): Promise<void> {
     const auth = await this.#authenticate(req);
@@ -180,7 +256,7 @@ export class ArmApi {
       });
       return;
     }
-    if (subscriptionId.toLowerCase() !== this.#ctx.world.subscriptionId.toLowerCase()) {
+    if (subscriptionId !== undefined && subscriptionId.toLowerCase() !== this.#ctx.world.subscriptionId.toLowerCase()) {
       armError(res, { status: 404, code: 'SubscriptionNotFound', message: `The subscription '${subscriptionId}' could not be found.` });
       return;
     }
@@ -314,6 +390,7 @@ export class ArmApi {
     req: IncomingMessage,
     res: ServerResponse,
     url: URL,
+    scope: string,
     kind: ComputeKind,
     rg: string,
     name: string,
@@ -335,8 +412,13 @@ export class ArmApi {
     const { plan } = planned;
     const resourceId = world.computeResourceId(c);
 
-    const denied = plan.add.filter((id) => !world.mayAssign(id, caller.appId));
-    if (denied.length > 0) return armError(res, linkedAuthorizationFailed(caller, resourceId, kind, denied));
+    // Linked check: every identity being attached needs assign/action at its own scope (detaching needs none).
+    const assign = 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action';
+    const denied = plan.add.filter((id) => !world.allows(caller.objectId, assign, id));
+    if (denied.length > 0) {
+      const write = kind === 'vm' ? 'Microsoft.Compute/virtualMachines/write' : 'Microsoft.Compute/virtualMachineScaleSets/write';
+      return armError(res, linkedAuthorizationFailed(caller, write, scope, denied));
+    }
     const missing = plan.add.filter((id) => !world.getUserAssignedIdentity(id));
     if (missing.length > 0) return armError(res, failedIdentityOperation(resourceId, missing));
 

@@ -114,25 +114,6 @@ export function planIdentityPatch(identity: unknown): PlanResult {
   }
 }
 
-/** 403 as ARM's authorization layer words it for identities the caller may not assign. */
-export function linkedAuthorizationFailed(
-  caller: { readonly appId: string; readonly objectId: string },
-  resourceId: string,
-  kind: 'vm' | 'vmss',
-  linkedIds: readonly string[],
-): ArmErrorInfo {
-  const action = kind === 'vm' ? 'Microsoft.Compute/virtualMachines/write' : 'Microsoft.Compute/virtualMachineScaleSets/write';
-  return {
-    status: 403,
-    code: 'LinkedAuthorizationFailed',
-    message:
-      `The client '${caller.appId}' with object id '${caller.objectId}' has permission to perform action '${action}' ` +
-      `on scope '${resourceId}'; however, it does not have permission to perform action ` +
-      `'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' on the linked scope(s) '${linkedIds.join(',')}' ` +
-      `or the linked scope(s) are invalid.`,
-  };
-}
-
 /** 400 as the compute resource provider words it when an identity to attach does not exist (lower-cased IDs). */
 export function failedIdentityOperation(resourceId: string, missingIds: readonly string[]): ArmErrorInfo {
   const inner = JSON.stringify({

@@ -14,6 +14,7 @@ import { runRouted, sendJson } from './http.js';
 import { closeServer, listen, startImdsListener, type ImdsListener, type ImdsTarget } from './imds.js';
 import { TokenSigner, type IssuedToken, type JsonWebKeySet } from './signer.js';
 import { tlsMaterialFor } from './tls.js';
+import { findRole, type RoleAssignmentRecord } from './rbac.js';
 import {
   World,
   type ComputeKind,
@@ -27,6 +28,7 @@ import {
 
 export { decodeToken, type AccessTokenClaims } from './signer.js';
 export { ARM_AUDIENCES, type LroMode } from './arm.js';
+export { BUILT_IN_ROLES, actionMatches, permissionsAllow, scopeCovers, type RoleDefinition, type RolePermission } from './rbac.js';
 export type { EmulatorOperation, FaultSpec, RequestLogEntry } from './faults.js';
 export type { ImdsListener, ImdsTarget } from './imds.js';
 export type { ComputeSpec, IdentityState, ServicePrincipalSpec, UserAssignedIdentity, VmssSpec } from './world.js';
@@ -45,6 +47,27 @@ export interface AzureEmulatorOptions {
   readonly tokenLifetimeSeconds?: number;
   readonly location?: string;
   readonly logger?: Logger;
+}
+
+/** A role assignment as the admin API reports it. */
+export interface RoleAssignmentInfo {
+  readonly id: string;
+  readonly name: string;
+  readonly scope: string;
+  readonly principalId: string;
+  readonly roleDefinitionId: string;
+  readonly roleName: string;
+}
+
+function assignmentInfo(a: RoleAssignmentRecord): RoleAssignmentInfo {
+  return {
+    id: `${a.scope === '/' ? '' : a.scope}/providers/Microsoft.Authorization/roleAssignments/${a.name}`,
+    name: a.name,
+    scope: a.scope,
+    principalId: a.principalId,
+    roleDefinitionId: `/providers/Microsoft.Authorization/roleDefinitions/${a.roleDefinitionName}`,
+    roleName: findRole(a.roleDefinitionName)?.roleName ?? a.roleDefinitionName,
+  };
 }
 
 /** A VM or VMSS as the admin API reports it. */
@@ -85,9 +108,17 @@ export interface AzureEmulator {
   deleteUserAssignedIdentity(idOrRg: string, name?: string): boolean;
   getUserAssignedIdentity(id: string): UserAssignedIdentity | undefined;
   registerServicePrincipal(spec: ServicePrincipalSpec): { clientId: string; objectId: string; tenantId: string };
-  /** Assigning this identity fails with 403 LinkedAuthorizationFailed: for every caller, or only for `callerAppId`. */
-  denyAssign(identityId: string, callerAppId?: string): void;
-  allowAssign(identityId: string): void;
+  /**
+   * Assigns a built-in role (name or GUID) to a principal (object ID, or a service principal's / identity's client ID)
+   * at a scope (a resource ID or prefix), as `az role assignment create` would; idempotent. ARM checks every request
+   * against these assignments.
+   */
+  grantRole(principal: string, role: string, scope: string): RoleAssignmentInfo;
+  /** Removes that role's assignments to the principal exactly at that scope; returns how many went. */
+  revokeRole(principal: string, role: string, scope: string): number;
+  listRoleAssignments(): RoleAssignmentInfo[];
+  /** Whether ARM would let `principal` perform `action` at `scope` (what its role assignments allow). */
+  checkAccess(principal: string, action: string, scope: string): boolean;
   /** Mints a token as AAD would (default: an ARM token for a fresh app in this tenant). */
   issueToken(opts?: { appId?: string; objectId?: string; tenantId?: string; audience?: string; lifetimeSeconds?: number }): Promise<IssuedToken>;
   jwks(): Promise<JsonWebKeySet>;
@@ -177,8 +208,10 @@ export async function startAzureEmulator(opts: AzureEmulatorOptions = {}): Promi
     deleteUserAssignedIdentity: (idOrRg, name) => world.deleteUserAssignedIdentity(idOrRg, name),
     getUserAssignedIdentity: (id) => world.getUserAssignedIdentity(id),
     registerServicePrincipal: (spec) => world.registerServicePrincipal(spec),
-    denyAssign: (id, caller) => world.denyAssign(id, caller),
-    allowAssign: (id) => world.allowAssign(id),
+    grantRole: (principal, role, scope) => assignmentInfo(world.grantRole(principal, role, scope)),
+    revokeRole: (principal, role, scope) => world.revokeRole(principal, role, scope),
+    listRoleAssignments: () => world.roleAssignments().map(assignmentInfo),
+    checkAccess: (principal, action, scope) => world.allows(world.resolvePrincipal(principal), action, scope),
     issueToken: (o = {}) =>
       signer.issue(
         { appId: o.appId ?? randomUUID(), objectId: o.objectId ?? randomUUID(), tenantId: o.tenantId ?? tenantId },

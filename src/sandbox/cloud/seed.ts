@@ -14,6 +14,11 @@ export interface SeedState {
   readonly vmss?: readonly (SeedCompute & { readonly instances: readonly string[] | number })[];
   readonly servicePrincipals?: readonly { readonly clientId: string; readonly secret?: string; readonly tenantId?: string }[];
   readonly imds?: readonly ImdsTarget[];
+  /**
+   * Role assignments: `principal` is an object ID or a service principal's / identity's client ID, `role` a built-in
+   * role's name or GUID, `scope` a resource ID or prefix (a bare resource group name means that group).
+   */
+  readonly roleAssignments?: readonly { readonly principal: string; readonly role: string; readonly scope: string }[];
 }
 
 interface SeedCompute {
@@ -34,7 +39,7 @@ export function parseSeedState(text: string): SeedState {
   if (value === null || value === undefined) return {};
   if (!isRecord(value)) throw new Error('state file: expected an object at the top level');
   for (const key of Object.keys(value)) {
-    if (!['resourceGroups', 'identities', 'vms', 'vmss', 'servicePrincipals', 'imds'].includes(key)) {
+    if (!['resourceGroups', 'identities', 'vms', 'vmss', 'servicePrincipals', 'imds', 'roleAssignments'].includes(key)) {
       throw new Error(`state file: unknown key '${key}'`);
     }
     if (!Array.isArray(value[key])) throw new Error(`state file: '${key}' must be a list`);
@@ -68,6 +73,10 @@ export async function applySeedState(emulator: AzureEmulator, seed: SeedState, i
     });
   }
   for (const sp of seed.servicePrincipals ?? []) emulator.registerServicePrincipal(sp);
+  for (const ra of seed.roleAssignments ?? []) {
+    const scope = ra.scope.startsWith('/') ? ra.scope : `/subscriptions/${emulator.subscriptionId}/resourceGroups/${ra.scope}`;
+    emulator.grantRole(ra.principal, ra.role, scope);
+  }
   const imds: { target: ImdsTarget; url: string }[] = [];
   for (const target of seed.imds ?? []) {
     const listener = await emulator.startImds(target, imdsHost ? { host: imdsHost } : {});

@@ -6,6 +6,14 @@ import {
   type IdentityPatchPlan,
   type IdentityTypeName,
 } from './identity-patch.js';
+import {
+  BUILT_IN_ROLES,
+  effectivePermissions,
+  findRole,
+  normalizeScope,
+  permissionsAllow,
+  type RoleAssignmentRecord,
+} from './rbac.js';
 
 /** A user-assigned managed identity as the MSI resource provider stores it. */
 export interface UserAssignedIdentity {
@@ -86,7 +94,7 @@ export interface IdentityState {
   readonly provisioningState: string;
 }
 
-/** In-memory Azure: resource groups, identities, VMs, scale sets, service principals, assignment denials. */
+/** In-memory Azure: resource groups, identities, VMs, scale sets, service principals, role assignments. */
 export class World {
   readonly subscriptionId: string;
   readonly tenantId: string;
@@ -95,7 +103,7 @@ export class World {
   readonly #identities = new Map<string, UserAssignedIdentity>();
   readonly #compute = new Map<string, ComputeResource>();
   readonly #servicePrincipals = new Map<string, ServicePrincipal>();
-  readonly #denied = new Map<string, Set<string>>(); // identity key -> caller app ids ('*' = everyone)
+  readonly #roleAssignments = new Map<string, RoleAssignmentRecord>(); // name (lower-case) -> assignment
 
   constructor(opts: { subscriptionId: string; tenantId: string; location?: string }) {
     this.subscriptionId = opts.subscriptionId;
@@ -185,22 +193,89 @@ export class World {
     return [...this.#servicePrincipals.values()].some((sp) => sp.tenantIds.some((x) => x.toLowerCase() === t));
   }
 
-  // ---- assignment permissions --------------------------------------------------------------------------------------
-  /** Makes assigning `identityId` fail with LinkedAuthorizationFailed, for every caller or one caller's app id. */
-  denyAssign(identityId: string, callerAppId = '*'): void {
-    const key = identityKey(identityId);
-    const set = this.#denied.get(key) ?? new Set<string>();
-    set.add(callerAppId.toLowerCase());
-    this.#denied.set(key, set);
+  // ---- directory and role assignments ------------------------------------------------------------------------------
+  /** True when `objectId` is a principal of this directory: a service principal, a user-assigned or system identity. */
+  knowsPrincipal(objectId: string): boolean {
+    const oid = objectId.toLowerCase();
+    if ([...this.#servicePrincipals.values()].some((sp) => sp.objectId.toLowerCase() === oid)) return true;
+    if ([...this.#identities.values()].some((i) => i.principalId.toLowerCase() === oid)) return true;
+    return [...this.#compute.values()].some((c) => c.system?.principalId.toLowerCase() === oid);
   }
 
-  allowAssign(identityId: string): void {
-    this.#denied.delete(identityKey(identityId));
+  /** Resolves a principal reference: an object ID, or a service principal's / identity's client ID (as `az --assignee`). */
+  resolvePrincipal(ref: string): string {
+    const r = ref.toLowerCase();
+    const sp = this.#servicePrincipals.get(r);
+    if (sp) return sp.objectId;
+    const identity = [...this.#identities.values()].find((i) => i.clientId.toLowerCase() === r || identityKey(i.id) === r);
+    return identity?.principalId ?? ref;
   }
 
-  mayAssign(identityId: string, callerAppId: string): boolean {
-    const set = this.#denied.get(identityKey(identityId));
-    return !set || (!set.has('*') && !set.has(callerAppId.toLowerCase()));
+  roleAssignment(name: string): RoleAssignmentRecord | undefined {
+    return this.#roleAssignments.get(name.toLowerCase());
+  }
+
+  roleAssignments(): RoleAssignmentRecord[] {
+    return [...this.#roleAssignments.values()];
+  }
+
+  putRoleAssignment(record: RoleAssignmentRecord): void {
+    this.#roleAssignments.set(record.name.toLowerCase(), record);
+  }
+
+  deleteRoleAssignment(name: string): RoleAssignmentRecord | undefined {
+    const existing = this.#roleAssignments.get(name.toLowerCase());
+    this.#roleAssignments.delete(name.toLowerCase());
+    return existing;
+  }
+
+  /** An assignment with the same scope, principal and role, whatever its name. */
+  equivalentRoleAssignment(scope: string, principalId: string, roleGuid: string): RoleAssignmentRecord | undefined {
+    const s = normalizeScope(scope).toLowerCase();
+    return [...this.#roleAssignments.values()].find(
+      (a) => a.scope.toLowerCase() === s && a.principalId.toLowerCase() === principalId.toLowerCase() && a.roleDefinitionName === roleGuid,
+    );
+  }
+
+  /** Grants `role` (name or GUID) to `principal` (object ID or client ID) at `scope`; returns the (possibly existing) assignment. */
+  grantRole(principal: string, role: string, scope: string): RoleAssignmentRecord {
+    const def = findRole(role);
+    if (!def) throw new Error(`unknown role ${role}; known: ${BUILT_IN_ROLES.map((r) => r.roleName).join(', ')}`);
+    const principalId = this.resolvePrincipal(principal);
+    const existing = this.equivalentRoleAssignment(scope, principalId, def.name);
+    if (existing) return existing;
+    const record: RoleAssignmentRecord = {
+      name: randomUUID(),
+      scope: normalizeScope(scope),
+      roleDefinitionName: def.name,
+      roleDefinitionId: `/subscriptions/${this.subscriptionId}/providers/Microsoft.Authorization/roleDefinitions/${def.name}`,
+      principalId,
+      principalType: 'ServicePrincipal',
+      createdOn: new Date().toISOString(),
+    };
+    this.putRoleAssignment(record);
+    return record;
+  }
+
+  /** Removes the assignments of `role` to `principal` exactly at `scope` (not above or below); returns how many. */
+  revokeRole(principal: string, role: string, scope: string): number {
+    const def = findRole(role);
+    if (!def) throw new Error(`unknown role ${role}`);
+    const principalId = this.resolvePrincipal(principal).toLowerCase();
+    const s = normalizeScope(scope).toLowerCase();
+    let n = 0;
+    for (const a of [...this.#roleAssignments.values()]) {
+      if (a.scope.toLowerCase() === s && a.principalId.toLowerCase() === principalId && a.roleDefinitionName === def.name) {
+        this.#roleAssignments.delete(a.name.toLowerCase());
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Whether `principalId` may perform `action` at `scope`, from its role assignments at that scope and above. */
+  allows(principalId: string, action: string, scope: string): boolean {
+    return permissionsAllow(effectivePermissions(this.#roleAssignments.values(), principalId, scope), action);
   }
 
   // ---- VMs and scale sets ------------------------------------------------------------------------------------------
