@@ -280,7 +280,9 @@ async function identityChecks(kubeConfig: KubeConfig, core: CoreV1Api, opts: Doc
   const results: CheckResult[] = [];
   const tls: Dispatcher | undefined = arm.caPem ? new Agent({ connect: { ca: arm.caPem } }) : undefined;
   const permissions = permissionsReader(arm, tls);
-  const clientOpts = { endpoint: arm.endpoint, ...(arm.caPem ? { tlsOptions: { ca: arm.caPem } } : {}), retryOptions: { maxRetries: 1 } };
+  // The SDKs ask for `${endpoint}/.default` unless told the cloud's audience (reference/sdk-notes.md).
+  const audience = arm.cloud.environment.resourceManagerAudience.replace(/\/+$/, '');
+  const clientOpts = { endpoint: arm.endpoint, credentialScopes: [`${audience}/.default`], ...(arm.caPem ? { tlsOptions: { ca: arm.caPem } } : {}), retryOptions: { maxRetries: 1 } };
 
   // The compute the nodes run on: VM Contributor on its resource group, and its identity count.
   const targets = new Map<string, ComputeTarget>();
@@ -334,6 +336,7 @@ async function identityChecks(kubeConfig: KubeConfig, core: CoreV1Api, opts: Doc
       results.push(fail('identity', `${label}: reading ${identity.resourceID} failed: ${message(error)}`, [
         `az role assignment create --assignee ${assignee} --role "Managed Identity Operator" --scope ${identity.resourceID}   # if the cluster principal may not read it`,
       ]));
+      results.push(await roleCheck('role', permissions, identity.resourceID, ASSIGN_ACTION, 'Managed Identity Operator', `${label} (${id.name})`, assignee));
       continue;
     }
     if (clientId.toLowerCase() !== identity.clientID.trim().toLowerCase()) {
@@ -467,7 +470,7 @@ function statusOf(error: unknown): number | undefined {
 function message(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
-  return `${error.message.split('\n')[0] ?? ''}${cause}`.slice(0, 300);
+  return `${error.message.split('\n')[0] ?? ''}${cause}`.slice(0, 600);
 }
 
 export type { AzureIdentity };
