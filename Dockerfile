@@ -3,7 +3,8 @@
 #   docker build --target mic -t ghcr.io/aad-pod-identity-ts/aad-pod-identity-ts/mic:v0.1.0 .
 #   docker build --target nmi -t ghcr.io/aad-pod-identity-ts/aad-pod-identity-ts/nmi:v0.1.0 .
 # TypeScript is compiled to dist/ in the build stage; the runtime stages hold production dependencies only
-# (no tsx, no compiler).
+# (no tsx, no compiler). Both images also carry the admin commands: node /app/dist/cmd/explain.js, node
+# /app/dist/cmd/doctor.js and the kubectl plugin's entry node /app/dist/cmd/kubectl-plugin.js.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 

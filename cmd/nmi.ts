@@ -8,7 +8,7 @@ import { parseNmiConfig, nmiUsage } from '../src/nmi/config.js';
 import { CHAIN, createIptables } from '../src/nmi/iptables.js';
 import { detectKubenet, KUBENET_REFUSAL } from '../src/nmi/kubenet.js';
 import { bearerTokenFileProblem } from '../src/nmi/metrics-endpoint.js';
-import { startNmi } from '../src/nmi/nmi.js';
+import { startNmi, type KubenetStatus } from '../src/nmi/nmi.js';
 
 const VERSION = '0.1.0';
 // A readdir of a small root-owned directory: cheap enough to poll until the runtime writes its CNI config.
@@ -70,16 +70,20 @@ async function main(): Promise<number> {
 
   const kubenetSources = { kubeletConfig: config.kubeletConfig, cniConfDir: config.cniConfDir };
   let kubenetRecheck = false;
+  // Looked at even when allowed, so that /status (and doctor) can say what the node is.
+  const detected = detectKubenet(kubenetSources);
+  for (const note of detected.notes) logger.warn({ kubeletConfig: config.kubeletConfig, cniConfDir: config.cniConfDir }, note);
   if (!config.allowNetworkPluginKubenet) {
-    const detected = detectKubenet(kubenetSources);
-    for (const note of detected.notes) logger.warn({ kubeletConfig: config.kubeletConfig, cniConfDir: config.cniConfDir }, note);
     if (detected.kubenet !== undefined) {
       logger.fatal({ kubeletConfig: config.kubeletConfig, cniConfDir: config.cniConfDir, reason: detected.kubenet }, KUBENET_REFUSAL);
       return 1;
     }
     // The runtime writes its CNI config once the node has a pod CIDR, possibly after NMI started: look again.
     kubenetRecheck = !detected.cniNetworkFound && config.cniConfDir !== '';
+  } else if (detected.kubenet !== undefined) {
+    logger.warn({ reason: detected.kubenet }, 'the node is kubenet-shaped; running because --allow-network-plugin-kubenet=true');
   }
+  const kubenet: KubenetStatus = detected.kubenet !== undefined ? 'kubenet-allowed' : detected.cniNetworkFound ? 'not-kubenet' : 'unknown';
 
   // Audit records are JSON lines whatever --log-format says: they are for a log pipeline, not for reading.
   let auditDestination = stdout;
@@ -151,6 +155,7 @@ async function main(): Promise<number> {
       auditLog: config.auditLog,
       auditFlushIntervalMs: config.auditFlushIntervalMs,
       auditLogger,
+      kubenet,
     },
     kubeConfig,
     logger,

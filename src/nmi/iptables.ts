@@ -56,6 +56,8 @@ export interface Iptables {
   flushConntrack(): Promise<boolean>;
   /** The chain's current rules as `iptables -S` prints them, or undefined when the chain does not exist. */
   listChain(): Promise<readonly string[] | undefined>;
+  /** Read-only: are the chain, its rules and the single first-position PREROUTING jump exactly as ensure() makes them? */
+  inPlace(): Promise<boolean>;
 }
 
 export function createIptables(target: InterceptTarget, options: IptablesOptions = {}): Iptables {
@@ -164,6 +166,13 @@ export function createIptables(target: InterceptTarget, options: IptablesOptions
     },
 
     listChain,
+
+    async inPlace() {
+      const current = await listChain();
+      if (current === undefined || !sameLines(current, expected)) return false;
+      const positions = await jumpPositions();
+      return positions.length === 1 && positions[0] === 1;
+    },
   };
 }
 

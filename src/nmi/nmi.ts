@@ -60,6 +60,8 @@ export interface NmiOptions extends NmiServerConfig {
   readonly allowCrossNamespaceSecrets?: boolean;
   readonly imdsTimeoutMs?: number;
   readonly watchTimeoutSeconds?: number;
+  /** What the kubenet guard found at start (reported on the probe port's /status); default 'unknown'. */
+  readonly kubenet?: KubenetStatus;
   /** Taint key removed from this node once active() (`--startup-taint`); empty or absent: none. */
   readonly startupTaint?: string;
   /**
@@ -80,6 +82,23 @@ export interface NmiOptions extends NmiServerConfig {
   readonly auditFlushIntervalMs?: number;
   /** Where audit records go (default: this NMI's logger, each line marked `audit: true`). */
   readonly auditLogger?: Logger;
+}
+
+/**
+ * The kubenet guard's finding: 'not-kubenet' (a CNI network that is not bridge-shaped), 'kubenet-allowed'
+ * (kubenet-shaped, run anyway with --allow-network-plugin-kubenet), 'unknown' (nothing said either way).
+ */
+export type KubenetStatus = 'not-kubenet' | 'kubenet-allowed' | 'unknown';
+
+/**
+ * GET /status on the probe port, for `doctor`. Pods can reach this port, so it holds node facts only: never a
+ * pod, identity or tenant name. rules: 'in-place' (checked now, at most once a second), 'missing' (chain, rules
+ * or the PREROUTING jump not as NMI makes them), 'not-managed' (--manage-iptables=false), 'unknown' (check failed).
+ */
+export interface NmiStatus {
+  readonly rules: 'in-place' | 'missing' | 'not-managed' | 'unknown';
+  readonly synced: boolean;
+  readonly kubenet: KubenetStatus;
 }
 
 export interface NmiHandle {
@@ -213,8 +232,34 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     onReady();
   });
 
+  // At most one iptables read a second, however often pods ask: the probe port is open to them.
+  let rulesCheck: { atMs: number; state: Promise<NmiStatus['rules']> } | undefined;
+  const rulesState = (): Promise<NmiStatus['rules']> => {
+    const rules = iptables;
+    if (rules === undefined) return Promise.resolve('not-managed');
+    if (rulesCheck === undefined || Date.now() - rulesCheck.atMs >= 1000) {
+      const state = rules.inPlace().then(
+        (ok) => (ok ? 'in-place' : 'missing') as NmiStatus['rules'],
+        (error: unknown) => {
+          log.warn({ err: error }, 'iptables check for /status failed');
+          return 'unknown' as const;
+        },
+      );
+      rulesCheck = { atMs: Date.now(), state };
+    }
+    return rulesCheck.state;
+  };
+
   const probe = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
+    if (path === '/status') {
+      void rulesState().then((rules) => {
+        const body: NmiStatus = { rules, synced, kubenet: options.kubenet ?? 'unknown' };
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(body));
+      });
+      return;
+    }
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' });
       return res.end(active() ? 'Active' : 'Not Active');

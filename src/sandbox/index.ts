@@ -18,6 +18,7 @@ import { createNetnsNetwork } from './network/netns.js';
 import { parseReadyLine, startProcess, type ManagedProcess } from './network/processes.js';
 import type { NetworkMode, PodAttachment, PodNetwork } from './network/types.js';
 import { run, type CommandResult } from './network/exec.js';
+import { mirrorPods } from './mirror-pods.js';
 
 export type { NetworkMode, PodAttachment, PodNetwork } from './network/types.js';
 export { netnsAvailable } from './network/netns.js';
@@ -211,6 +212,8 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
       }
     }
 
+    // MIC and NMI run as host processes; mirror pods show them to kubectl and doctor as a cluster would.
+    const mirrors = mirrorPods({ apiUrl: api.url, token, ...(api.caPem ? { caPem: api.caPem } : {}) });
     const podFile = (key: string) => join(stateDir, 'pods', `${key.replace('/', '_')}.json`);
     const nmiUrls = new Map<string, string>();
     const kubelet = createKubelet({
@@ -275,6 +278,14 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
       const ready = parseReadyLine(p.readyLine);
       nmiUrls.set(nodeName, typeof ready?.url === 'string' ? ready.url : '');
       nmis.set(nodeName, p);
+      await mirrors.put({
+        namespace: 'kube-system',
+        name: `nmi-${nodeName}`,
+        component: 'nmi',
+        nodeName,
+        ip: network.node(nodeName)?.hostAddress ?? '127.0.0.1',
+        probePort: probePortOf(ready),
+      });
       return p;
     };
     cleanups.push(async () => {
@@ -313,6 +324,14 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
         opts.env,
       );
       mics.set(index, p);
+      await mirrors.put({
+        namespace: 'default',
+        name: `mic-${index}`,
+        component: 'mic',
+        nodeName: kubeletNodes[index % kubeletNodes.length]?.name ?? '',
+        ip: '127.0.0.1',
+        probePort: probePortOf(parseReadyLine(p.readyLine)),
+      });
       return p;
     };
     cleanups.push(async () => {
@@ -370,6 +389,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
       stopMic: async (index) => {
         await mics.get(index)?.stop('SIGTERM', 15_000);
         mics.delete(index);
+        await mirrors.remove('default', `mic-${index}`);
       },
       nmi: (name) => nmis.get(name),
       restartNmi: async (name, o = {}) => {
@@ -395,6 +415,14 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
     await cleanup();
     throw new Error('the sandbox failed to start', { cause: error });
   }
+}
+
+/** The probe port from a child's ready line (`"probe":"http://host:port"`). */
+function probePortOf(ready: Record<string, unknown> | null): number {
+  const probe = typeof ready?.probe === 'string' ? ready.probe : '';
+  const port = probe ? Number(new URL(probe).port) : NaN;
+  if (!Number.isInteger(port) || port <= 0) throw new Error(`no probe port in the ready line ${JSON.stringify(ready)}`);
+  return port;
 }
 
 /** argv and environment that run a command as the pod: in its namespace, or bound to its loopback IP with NMI as IMDS. */

@@ -71,6 +71,21 @@ describe.skipIf(skip)('image entrypoints', () => {
     expect((await sh(['ip', 'netns', 'list'])).stdout).not.toContain(ns);
   });
 
+  it('ships the admin commands compiled: doctor, explain and the kubectl plugin entry answer --help, and a usage error exits 2', async () => {
+    for (const [entry, usage] of [
+      ['doctor.js', 'usage: npm run doctor --'],
+      ['explain.js', 'usage: npm run explain --'],
+      ['kubectl-plugin.js', 'usage: kubectl aad-pod-identity explain'],
+    ] as const) {
+      const help = await sh(['node', join(work, 'dist/cmd', entry), '--help'], 30_000);
+      expect(help.code, help.stderr).toBe(0);
+      expect(help.stdout).toContain(usage);
+    }
+    const bad = await sh(['node', join(work, 'dist/cmd/kubectl-plugin.js'), 'doctor', '--kubeconfig', join(work, 'missing')], 30_000);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('cannot load kubeconfig');
+  }, 60_000);
+
   it('starts NMI with the DaemonSet args: probes, metrics, iptables rules that stay on SIGTERM, and --uninstall-iptables removes them', async () => {
     const kubeconfig = join(work, 'kubeconfig');
     const api = inNs(['node', '--import', 'tsx', join(ROOT, 'cmd/apiserver.ts'), '--crd-dir', join(ROOT, 'config/crd'), '--kubeconfig-out', kubeconfig]);

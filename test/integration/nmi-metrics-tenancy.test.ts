@@ -87,12 +87,16 @@ describe('NMI metrics and probes as a pod on the node sees them (issue 10 row 12
   });
 
   it('answers the health and readiness probes with bodies that name no tenant', async () => {
-    for (const path of ['/healthz', '/readyz', '/', '/metrics']) {
+    for (const path of ['/healthz', '/readyz', '/status', '/', '/metrics']) {
       const reply = await get(attacker.ip, new URL(path, world.nmi!.probeUrl).href);
       expect([200, 404, 503], path).toContain(reply.status);
       for (const term of tenantTerms()) expect(reply.body, `${path}: ${term}`).not.toContain(term);
     }
     expect((await get(attacker.ip, new URL('/healthz', world.nmi!.probeUrl).href)).body).toBe('Active');
+    // doctor's view: node facts only, exactly these keys.
+    const status = JSON.parse((await get(attacker.ip, new URL('/status', world.nmi!.probeUrl).href)).body) as Record<string, unknown>;
+    expect(Object.keys(status).sort()).toEqual(['kubenet', 'rules', 'synced']);
+    expect(status).toMatchObject({ rules: 'not-managed', synced: true });
   });
 });
 

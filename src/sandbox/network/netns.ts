@@ -94,7 +94,7 @@ class NetnsNetwork implements PodNetwork {
     const nodeUplinkIp = `10.250.${this.#id}.${4 * index + 2}`;
     const nodeIp = `10.244.${index}.1`;
     await must(['ip', 'netns', 'add', netns]);
-    const attachment: NodeAttachment = { node, netns, nodeIp, serviceAddress: this.serviceAddress, commandPrefix: ['ip', 'netns', 'exec', netns] };
+    const attachment: NodeAttachment = { node, netns, nodeIp, hostAddress: nodeUplinkIp, serviceAddress: this.serviceAddress, commandPrefix: ['ip', 'netns', 'exec', netns] };
     this.#nodes.set(node, { attachment, index, netns, nodeIp, freeHosts: range(2, 254) });
     await ipBatch([`link add ${uplink} type veth peer name host0 netns ${netns}`, `addr add ${rootIp}/30 dev ${uplink}`, `link set ${uplink} up`]);
     await ipBatch(

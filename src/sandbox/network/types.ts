@@ -8,6 +8,8 @@ export interface NodeAttachment {
   readonly netns?: string;
   /** The node's address on its pod bridge (netns mode). */
   readonly nodeIp?: string;
+  /** The node's address as the root namespace reaches it (netns mode: its uplink; loopback: absent, 127.0.0.1). */
+  readonly hostAddress?: string;
   /** Where the emulators listen, reachable from this node. */
   readonly serviceAddress: string;
   /** Words to put before a command so that it runs on the node (`ip netns exec <ns>`), empty in loopback mode. */
