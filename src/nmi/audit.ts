@@ -101,6 +101,11 @@ export const NO_AUDIT: AuditTrail = {
 const AUDIT_MESSAGE = 'token audit';
 /** Distinct keys counted per window at most; beyond it a window is flushed early (bounds memory under a flood). */
 const MAX_KEYS = 16_384;
+/**
+ * Characters held in pending keys per window at most: a pod picks `resource` and `client_id` (up to 2048 characters
+ * each), so 16,384 distinct refusals could hold ~140 MB; beyond this a window is flushed early (a few MB at most).
+ */
+const MAX_PENDING_CHARS = 1_000_000;
 
 export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
   if (opts.mode === 'off') return NO_AUDIT;
@@ -111,6 +116,8 @@ export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
   // Hits, keyed without building strings: pod uid -> identity object -> resource.
   let hits = new Map<string, Map<AzureIdentity, Map<string, Counted>>>();
   let hitKeys = 0;
+  // Characters of the attacker-chosen strings (resource, requested IDs) the pending keys hold.
+  let pendingChars = 0;
   // Repeated refusals in this window, keyed by their record's identifying fields.
   let refusals = new Map<string, Counted>();
 
@@ -133,7 +140,8 @@ export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
     }
     const t = now();
     byResource.set(resource, new Counted(record({ decision: 'issued', status: 200, path: 'binding', cache: 'hit', pod, identity, resource, latencyMs: 0 }), t, latencyMs));
-    if (++hitKeys >= MAX_KEYS) flush();
+    pendingChars += resource.length;
+    if (++hitKeys >= MAX_KEYS || pendingChars >= MAX_PENDING_CHARS) flush();
   }
 
   function answered(facts: AuditFacts, status: number, latencyMs: number): void {
@@ -178,7 +186,8 @@ export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
     repeat.latencySumMs = 0;
     repeat.latencyMaxMs = 0;
     refusals.set(key, repeat);
-    if (refusals.size >= MAX_KEYS) flush();
+    pendingChars += key.length;
+    if (refusals.size >= MAX_KEYS || pendingChars >= MAX_PENDING_CHARS) flush();
   }
 
   function flush(): void {
@@ -187,6 +196,7 @@ export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
     const pendingRefusals = refusals;
     hits = new Map();
     hitKeys = 0;
+    pendingChars = 0;
     refusals = new Map();
     // An identity object replaced by an informer update within the window made a second entry: merged here.
     const merged = new Map<string, Counted>();

@@ -190,6 +190,35 @@ describe('NMI audit trail (issue 14 item 5)', () => {
     ]);
   });
 
+  it('aggregate: a pod sending distinct refusals with long resource and client_id values cannot grow what the window holds (flushed early)', async () => {
+    // Attack: every distinct (resource, client_id) is a new key held until the flush; at 2048 characters each,
+    // 16,384 keys (the key cap) held ~140 MB from one pod in one window. The characters held are capped too.
+    const { w, records } = await auditedWorld('aggregate');
+    const id = await w.managedIdentity('flood-id');
+    const pod = await w.pod('flooder', '127.0.1.50');
+    await w.assign(pod, id);
+    const first = tokenPath('&client_id=0b5c2a46-7d7e-4a59-9b1e-3f6c1d2e8a90');
+    for (let i = 0; i < 2; i++) expect((await w.call(pod.ip, first)).status).toBe(400);
+    // The repeat is counted, not written.
+    expect(records().filter((r) => r.reason === 'unbound')).toHaveLength(1);
+    const agent = w.agentFor(pod.ip, 8);
+    const long = 'x'.repeat(2000);
+    const distinct = 300; // 300 × ~4,000 characters: far below the key cap, above the character cap
+    for (let batch = 0; batch < distinct; batch += 50) {
+      await Promise.all(
+        Array.from({ length: 50 }, async (_, j) => {
+          const n = String(batch + j).padStart(6, '0');
+          const path = tokenPath(`&client_id=${long}${n}`, `https://${long}${n}.example`);
+          const res = await agent.request({ origin: w.nmiUrl, path, method: 'GET', headers: { Metadata: 'true' } });
+          await res.body.dump();
+          expect(res.statusCode).toBe(400);
+        }),
+      );
+    }
+    // No flush was asked for: the window was flushed early, writing the counted repeat.
+    expect(records().filter((r) => r.reason === 'unbound' && r.resource === VAULT).map((r) => r.count)).toEqual([1, 1]);
+  });
+
   it('never holds a token, a JWT, a client secret or an Authorization header', async () => {
     const { w, lines } = await auditedWorld('all');
     const mi = await w.managedIdentity('mi-id');
