@@ -556,7 +556,9 @@ function createRequestHandler(deps: NmiServerDeps) {
       const key = principalKey(identity);
       if (principals.known.has(key) || policyDenial(pod, identity) !== undefined) continue;
       try {
-        const tokens = await deps.tokens.tokensFor(identity, resource, undefined);
+        // The pod pays for the fetch it starts, as for any miss: else object_id with ever new resources IMDS refuses
+        // (nothing learnt, nothing cached) would be an IMDS call each, past --pod-token-miss-rate.
+        const tokens = await deps.tokens.tokensFor(identity, resource, undefined, pod.uid);
         const oid = tokens[0] === undefined ? undefined : tokenObjectIdOf(tokens[0]);
         if (oid !== undefined) principals.set(key, oid.toLowerCase());
       } catch (error) {

@@ -135,6 +135,41 @@ describe('NMI fairness between tenants', () => {
     expect(served.status).toBe(200);
     expect(decodeToken((JSON.parse(served.body) as { access_token: string }).access_token).appid).toBe(otherId.clientId);
   }, 60_000);
+
+  it('charges the fetches an object_id request starts (to learn its own identity\'s principal) to that pod\'s miss bucket', async () => {
+    world = await startNmiWorld();
+    const w = world;
+    const greedy = await w.pod('oid-greedy', '127.0.7.3', { namespace: 'team-b' });
+    const greedyId = await w.managedIdentity('oid-greedy-id', { namespace: 'team-b' });
+    await w.assign(greedy, greedyId);
+    // IMDS refuses a resource it does not know (AADSTS500011): the principal is never learnt, so every distinct
+    // resource would be another IMDS call if nothing charged the pod for it.
+    w.azure.emulator.injectFault({
+      operation: 'imds_token',
+      target: greedyId.clientId,
+      status: 400,
+      count: 10_000,
+      body: { error: 'invalid_resource', error_description: 'AADSTS500011: The resource principal named https://x.example was not found in the tenant.' },
+    });
+    w.azure.emulator.clearRequestLog();
+    const started = performance.now();
+    const objectId = '5d9e2c1a-0f3b-4e8d-9a6c-7b1e2f3a4c5d';
+    const statuses = await Promise.all(
+      Array.from({ length: 300 }, async (_, i) => {
+        const path = `${pathFor(`https://unknown-${i}.example`)}&object_id=${objectId}`;
+        const res = await w.agentFor(greedy.ip, 16).request({ origin: w.nmiUrl, path, method: 'GET', headers: { Metadata: 'true' } });
+        await res.body.dump();
+        return res.statusCode;
+      }),
+    );
+    const elapsedS = (performance.now() - started) / 1000;
+    const imdsCalls = w.azure.emulator.requestLog().filter((e) => e.operation === 'imds_token').length;
+    const allowed = 20 + Math.ceil(10 * elapsedS);
+    expect(imdsCalls, `${imdsCalls} IMDS calls in ${elapsedS.toFixed(2)} s`).toBeLessThanOrEqual(allowed);
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
+    // 403: the pod's own identity failed upstream (NMI's answer for any IMDS error); 429: its miss bucket is empty.
+    expect([...new Set(statuses)].sort()).toEqual([403, 429]);
+  }, 60_000);
 });
 
 async function waitFor(check: () => boolean, what: string, timeoutMs: number): Promise<void> {
