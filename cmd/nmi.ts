@@ -38,7 +38,13 @@ async function main(): Promise<number> {
     destination: stdout,
   });
   // Lives until the process exits.
-  if (config.enableProfile) await startProfileServer({ port: config.profilePort, logger });
+  if (config.enableProfile) {
+    logger.warn(
+      { profilePort: config.profilePort },
+      '--enableProfile: a heap snapshot holds every token NMI has in memory, and any host-network process can read it on 127.0.0.1; turn it off once done debugging',
+    );
+    await startProfileServer({ port: config.profilePort, logger });
+  }
   if (config.ignoredFlags.length > 0) {
     logger.warn({ flags: config.ignoredFlags }, 'klog flags have no effect here (logs are one line per event on stderr; see --log-format and -v)');
   }
