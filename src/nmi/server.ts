@@ -193,7 +193,7 @@ function createRequestHandler(deps: NmiServerDeps) {
           outcome.path = 'host-token';
           return await bounded(req, res, outcome, (abort) => hostTokenRoute(req, res, outcome, abort));
         case 'invalid':
-          logger.warn({ path: pathOf(req), remote: remoteIp(req), reason: route.reason }, 'refused request path');
+          refusals.log(remoteIp(req), { path: pathOf(req), reason: route.reason }, 'refused request path');
           return sendText(res, 400, 'Invalid request');
         case 'instance-blocked':
           return sendText(res, 403, 'Request blocked by AAD Pod Identity NMI');
@@ -300,7 +300,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     const known = deps.pods.lookup?.(ip);
     const caller = known?.kind === 'pod' ? known : await deps.pods.findByIp(ip, abort.signal());
     if (caller.kind !== 'pod') {
-      logger.warn({ remote: ip, reason: caller.reason }, 'token request from an unidentified caller denied');
+      refusals.log(ip, { reason: caller.reason }, 'token request from an unidentified caller denied');
       outcome.refusal = caller.kind === 'ambiguous' ? 'ambiguous-caller' : 'unknown-caller';
       // The detail (which pods claim the IP) stays in the log: the caller is not told about other pods.
       return sendText(res, 500, `failed to match pod IP ${ip} with a single live pod on this node`);
@@ -316,7 +316,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     // The pod at this IP must still be the one we decided for: a pod deleted and replaced while we waited gets nothing.
     const again = deps.pods.lookup?.(ip) ?? (await deps.pods.findByIp(ip, abort.signal()));
     if (again.kind !== 'pod' || again.pod.uid !== pod.uid) {
-      log.warn({ reason: again.kind === 'pod' ? 'pod at this IP changed' : again.reason }, 'caller changed while waiting; denied');
+      refusals.log(log, { reason: again.kind === 'pod' ? 'pod at this IP changed' : again.reason }, 'caller changed while waiting; denied');
       outcome.refusal = 'caller-changed';
       return sendText(res, 500, `pod at ${ip} changed while the request waited`);
     }
@@ -329,13 +329,13 @@ function createRequestHandler(deps: NmiServerDeps) {
       case 'unbound': {
         // Its own identities' tokens could not be read to match object_id: that is not "not found".
         if (learnError !== undefined) return refuseUnreadablePrincipal(res, log, outcome, learnError);
-        log.warn({ reason: selection.reason }, 'no bound identity matches the request; answered as IMDS does');
+        refusals.log(log, { reason: selection.reason }, 'no bound identity matches the request; answered as IMDS does');
         outcome.refusal = 'unbound';
         return sendImdsError(res, 400, IDENTITY_NOT_FOUND);
       }
       case 'pending':
       case 'none': {
-        log.warn({ reason: selection.reason }, 'no identity for the pod');
+        refusals.log(log, { reason: selection.reason }, 'no identity for the pod');
         outcome.refusal = selection.kind === 'pending' ? 'not-assigned' : 'no-identity';
         // Both modes, as the original: in managed mode a binding may still be created.
         if (config.setRetryAfterHeader) {
@@ -349,7 +349,7 @@ function createRequestHandler(deps: NmiServerDeps) {
         outcome.identity = selection.identity;
         const denial = policyDenial(pod, selection.identity);
         if (denial !== undefined) {
-          log.warn({ identity: `${selection.identity.namespace}/${selection.identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
+          refusals.log(log, { identity: `${selection.identity.namespace}/${selection.identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
           outcome.refusal = 'namespace-policy';
           return sendText(res, denial.status, denial.body);
         }
@@ -369,7 +369,7 @@ function createRequestHandler(deps: NmiServerDeps) {
   async function serveNodeIdentity(res: Response, log: LazyLogger, outcome: Outcome, request: TokenRequest, why: string, caller: string): Promise<void> {
     const declared = deps.identities.declaredIdentities();
     if (declared === undefined) {
-      log.warn({ reason: why }, 'node identity refused: AzureIdentities not listed yet');
+      refusals.log(log, { reason: why }, 'node identity refused: AzureIdentities not listed yet');
       outcome.refusal = 'identities-not-listed';
       return sendText(res, 503, 'NMI has not yet listed AzureIdentities; retry shortly');
     }
@@ -392,7 +392,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     } catch (error) {
       if (error instanceof NodeIdentityRefused) return refuseNodeIdentity(res, log, outcome, error.refusal, why);
       if (deps.tokens.statusForError(error) === 429) return sendThrottled(res, log, outcome, error);
-      log.warn({ err: error }, 'node token request failed');
+      refusals.log(log, { err: error }, 'node token request failed');
       outcome.refusal = 'upstream-error';
       return sendText(res, 403, `failed to get the node identity's token: ${messageOf(error)}`);
     }
@@ -402,12 +402,12 @@ function createRequestHandler(deps: NmiServerDeps) {
       deps.tokens.forgetNodeTokens?.();
       return refuseNodeIdentity(res, log, outcome, stale.refusal, why);
     }
-    log.info({ reason: why }, 'serving the node identity');
+    refusals.log(log, { reason: why }, 'serving the node identity', 'info');
     return sendJson(res, 200, imdsTokenBody(token, request.resource, now() / 1000));
   }
 
   function refuseNodeIdentity(res: Response, log: LazyLogger, outcome: Outcome, refusal: NodeRefusal, why: string): void {
-    log.warn({ reason: refusal.reason, nodePath: why, allow: NODE_PATH_REMEDY }, 'node identity refused');
+    refusals.log(log, { reason: refusal.reason, nodePath: why, allow: NODE_PATH_REMEDY }, 'node identity refused');
     outcome.refusal = 'node-path-declared-identity';
     return sendText(res, refusal.status, refusal.body);
   }
@@ -430,7 +430,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     if (abort.aborted()) return;
     if (selection.kind === 'unbound' && learnError !== undefined) return refuseUnreadablePrincipal(res, log, outcome, learnError);
     if (selection.kind !== 'identity') {
-      log.warn({ reason: selection.reason }, 'no identity for the pod');
+      refusals.log(log, { reason: selection.reason }, 'no identity for the pod');
       outcome.refusal = selection.kind === 'pending' ? 'not-assigned' : selection.kind === 'unbound' ? 'unbound' : 'no-identity';
       const message = selection.kind === 'node' ? `pod ${podns}/${podname} has no identity` : selection.kind === 'unbound' ? selection.reason : notFoundMessage(pod, selection);
       return sendText(res, 404, message);
@@ -440,7 +440,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     outcome.identity = identity;
     const denial = policyDenial(pod, identity);
     if (denial !== undefined) {
-      log.warn({ identity: `${identity.namespace}/${identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
+      refusals.log(log, { identity: `${identity.namespace}/${identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
       outcome.refusal = 'namespace-policy';
       return sendText(res, denial.status, denial.body);
     }
@@ -466,7 +466,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     } catch (error) {
       const status = deps.tokens.statusForError(error);
       if (status === 429) return sendThrottled(res, log, outcome, error);
-      log.warn({ err: error, identity: `${identity.namespace}/${identity.name}`, status }, 'token acquisition failed');
+      refusals.log(log, { err: error, identity: `${identity.namespace}/${identity.name}`, status }, 'token acquisition failed');
       outcome.refusal = 'upstream-error';
       // The log has the detail; the body only what the issuer says a pod may read (no Secret names, keys or content).
       const detail = deps.tokens.messageForError?.(error) ?? 'token acquisition failed; the NMI log on this node says why';
@@ -496,7 +496,8 @@ function createRequestHandler(deps: NmiServerDeps) {
     if (freshness === undefined || freshness.isFresh(now())) return true;
     const live = await freshness.confirmLive(pod, ip);
     if (live.kind === 'confirmed') return true;
-    log.warn(
+    refusals.log(
+      log,
       { reason: live.reason, check: live.kind, maxStalenessMs: freshness.maxStalenessMs },
       'pod view is stale (no watch event or bookmark within --pod-view-max-staleness) and the caller could not be confirmed live; denied',
     );
@@ -572,7 +573,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     const status = deps.tokens.statusForError(error);
     if (status === 429) return sendThrottled(res, log, outcome, error);
     outcome.refusal = 'upstream-error';
-    log.warn({ err: error, status }, "object_id could not be matched: a token of the pod's own identity failed");
+    refusals.log(log, { err: error, status }, "object_id could not be matched: a token of the pod's own identity failed");
     const detail = deps.tokens.messageForError?.(error) ?? 'token acquisition failed; the NMI log on this node says why';
     return sendText(res, status, `cannot tell which of the pod's identities object_id names: ${detail}`);
   }
@@ -650,8 +651,10 @@ function headerValue(req: Request, name: string): string {
 }
 
 /**
- * Refusals (429) logged at most once per caller and message every 10 s, with the count of those not logged: a pod
- * flooding NMI must not turn into a flood of log lines.
+ * Every line a pod's request can cause (refusals, the node identity served) is logged at most once per caller and
+ * message every 10 s, with the count of those not logged: a pod flooding NMI (each request with new pod-chosen
+ * resource and client_id values, up to 2,048 characters each) must not turn into a flood of log lines that rotates
+ * other pods' audit records off the node.
  */
 class RefusalLog {
   private readonly last = new Map<string, { atMs: number; suppressed: number }>();
@@ -660,7 +663,7 @@ class RefusalLog {
     private readonly now: () => number,
   ) {}
 
-  log(who: string | LazyLogger, fields: Record<string, unknown>, msg: string): void {
+  log(who: string | LazyLogger, fields: Record<string, unknown>, msg: string, level: 'warn' | 'info' = 'warn'): void {
     const key = `${typeof who === 'string' ? who : who.key}\u0000${msg}`;
     const t = this.now();
     const seen = this.last.get(key);
@@ -671,8 +674,8 @@ class RefusalLog {
     if (this.last.size >= 4096) this.last.clear();
     this.last.set(key, { atMs: t, suppressed: 0 });
     const extra = { ...fields, ...(seen && seen.suppressed > 0 ? { notLogged: seen.suppressed } : {}) };
-    if (typeof who === 'string') this.logger.warn({ remote: who, ...extra }, msg);
-    else who.warn(extra, msg);
+    if (typeof who === 'string') this.logger[level]({ remote: who, ...extra }, msg);
+    else who[level](extra, msg);
   }
 }
 
