@@ -4,6 +4,9 @@
 // `--audit-log=aggregate` (default): every issuance fetched upstream (cache miss) is its own record; the first refusal
 // of a kind for a (caller, identity, resource) in a flush window is its own record and repeats are counted; cache hits
 // are counted per (pod, identity, resource, path) and written as one record with the count at the end of each window.
+// A caller gets at most 64 refusal records written at once per window: beyond, its refusals are counted per (caller,
+// reason, status) without the values it chose and written at the flush (`truncated`), so one pod cannot fill the
+// node's log (and rotate other pods' records away) with its own text.
 // So every token served is accounted for, and the warm path pays for a few map lookups, not a log line.
 // `--audit-log=all`: every request is its own record. `--audit-log=off`: none.
 
@@ -106,6 +109,11 @@ const MAX_KEYS = 16_384;
  * each), so 16,384 distinct refusals could hold ~140 MB; beyond this a window is flushed early (a few MB at most).
  */
 const MAX_PENDING_CHARS = 1_000_000;
+/**
+ * Distinct refusal records one caller (pod uid, or source IP when no pod is identified) may have written at once per
+ * window: each can carry ~4,000 characters it chose, and kubelet rotates a container's log at 10 MiB.
+ */
+export const MAX_IMMEDIATE_REFUSALS_PER_CALLER = 64;
 
 export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
   if (opts.mode === 'off') return NO_AUDIT;
@@ -120,6 +128,10 @@ export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
   let pendingChars = 0;
   // Repeated refusals in this window, keyed by their record's identifying fields.
   let refusals = new Map<string, Counted>();
+  // Refusal records each caller had written at once this window (reset by the window's flush, not an early one).
+  let immediate = new Map<string, number>();
+  // A caller's refusals past its cap, by (caller, reason, status): counted without resource or requested IDs.
+  let truncated = new Map<string, Counted>();
 
   const timer = all ? undefined : setInterval(() => flush(), opts.flushIntervalMs ?? 10_000);
   timer?.unref();
@@ -141,7 +153,7 @@ export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
     const t = now();
     byResource.set(resource, new Counted(record({ decision: 'issued', status: 200, path: 'binding', cache: 'hit', pod, identity, resource, latencyMs: 0 }), t, latencyMs));
     pendingChars += resource.length;
-    if (++hitKeys >= MAX_KEYS || pendingChars >= MAX_PENDING_CHARS) flush();
+    if (++hitKeys >= MAX_KEYS || pendingChars >= MAX_PENDING_CHARS) flushPending();
   }
 
   function answered(facts: AuditFacts, status: number, latencyMs: number): void {
@@ -180,6 +192,13 @@ export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
       seen.add(latencyMs);
       return;
     }
+    if (entry.decision === 'refused') {
+      const caller = entry.pod?.uid ?? entry.remote ?? '';
+      const written = immediate.get(caller) ?? 0;
+      if (written >= MAX_IMMEDIATE_REFUSALS_PER_CALLER) return countTruncated(entry, caller, latencyMs);
+      if (immediate.size >= MAX_KEYS) immediate.clear();
+      immediate.set(caller, written + 1);
+    }
     write(entry, 1);
     const repeat = new Counted({ ...entry, latencyMs: 0 }, now(), latencyMs);
     repeat.count = 0;
@@ -187,10 +206,38 @@ export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
     repeat.latencyMaxMs = 0;
     refusals.set(key, repeat);
     pendingChars += key.length;
-    if (refusals.size >= MAX_KEYS || pendingChars >= MAX_PENDING_CHARS) flush();
+    if (refusals.size >= MAX_KEYS || pendingChars >= MAX_PENDING_CHARS) flushPending();
   }
 
+  /** Past its cap, a caller's refusal is counted per (caller, reason, status) without the values it chose. */
+  function countTruncated(entry: AuditEntry, caller: string, latencyMs: number): void {
+    const key = [entry.reason ?? '', entry.status, caller].join('\u0000');
+    const seen = truncated.get(key);
+    if (seen !== undefined) {
+      seen.add(latencyMs);
+      return;
+    }
+    const counted: AuditEntry = {
+      decision: 'refused',
+      status: entry.status,
+      ...(entry.reason !== undefined ? { reason: entry.reason } : {}),
+      ...(entry.pod !== undefined ? { pod: entry.pod } : {}),
+      ...(entry.remote !== undefined ? { remote: entry.remote } : {}),
+      truncated: true,
+      latencyMs: 0,
+    };
+    truncated.set(key, new Counted(counted, now(), latencyMs));
+    if (truncated.size >= MAX_KEYS) flushPending();
+  }
+
+  /** The window's end: what was counted is written, and every caller's cap starts again. */
   function flush(): void {
+    immediate = new Map();
+    flushPending();
+  }
+
+  /** Writes what was counted (at the window's end, or early when the pending keys reach their bound). */
+  function flushPending(): void {
     const t = now();
     const pendingHits = hits;
     const pendingRefusals = refusals;
@@ -198,6 +245,8 @@ export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
     hitKeys = 0;
     pendingChars = 0;
     refusals = new Map();
+    const pendingTruncated = truncated;
+    truncated = new Map();
     // An identity object replaced by an informer update within the window made a second entry: merged here.
     const merged = new Map<string, Counted>();
     for (const byIdentity of pendingHits.values()) {
@@ -212,6 +261,7 @@ export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
     }
     for (const counted of merged.values()) writeCounted(counted, t);
     for (const counted of pendingRefusals.values()) if (counted.count > 0) writeCounted(counted, t);
+    for (const counted of pendingTruncated.values()) writeCounted(counted, t);
   }
 
   function writeCounted(counted: Counted, t: number): void {
@@ -287,9 +337,12 @@ interface AuditEntry {
   readonly cache?: CacheOutcome;
   readonly pod?: { readonly namespace: string; readonly name: string; readonly uid: string };
   readonly identity?: { readonly namespace: string; readonly name: string; readonly clientID: string; readonly resourceID: string; readonly type: number | null };
-  readonly resource: string;
+  /** Absent only on a truncated record. */
+  readonly resource?: string;
   readonly latencyMs: number;
   readonly remote?: string;
+  /** A caller's refusals past its per-window cap, counted without the resource and IDs it asked for. */
+  readonly truncated?: true;
   readonly requested?: { readonly clientId?: string; readonly resourceId?: string; readonly objectId?: string };
   readonly latencyMaxMs?: number;
   readonly firstAt?: string;
@@ -347,7 +400,7 @@ function keyOf(e: AuditEntry): string {
     e.cache ?? '',
     e.pod?.uid ?? e.remote ?? '',
     e.identity ? `${e.identity.namespace}/${e.identity.name}` : '',
-    e.resource,
+    e.resource ?? '',
     e.requested?.clientId ?? '',
     e.requested?.resourceId ?? '',
     e.requested?.objectId ?? '',

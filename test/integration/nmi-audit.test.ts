@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/common/log.js';
 import { accessTokenOf, startNmiWorld, TOKEN_PATH, VAULT, type NmiWorld } from '../helpers/nmi-world.js';
-import type { AuditMode } from '../../src/nmi/audit.js';
+import { MAX_IMMEDIATE_REFUSALS_PER_CALLER, type AuditMode } from '../../src/nmi/audit.js';
 
 const tokenPath = (extra = '', resource = VAULT) => `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(resource)}${extra}`;
 
@@ -25,6 +25,7 @@ interface AuditRecord {
   readonly count: number;
   readonly latencyMs: number;
   readonly latencyMaxMs?: number;
+  readonly truncated?: true;
 }
 
 let world: NmiWorld | undefined;
@@ -190,9 +191,10 @@ describe('NMI audit trail (issue 14 item 5)', () => {
     ]);
   });
 
-  it('aggregate: a pod sending distinct refusals with long resource and client_id values cannot grow what the window holds (flushed early)', async () => {
+  it('aggregate: pods sending distinct refusals with long resource and client_id values cannot grow what the window holds (flushed early)', async () => {
     // Attack: every distinct (resource, client_id) is a new key held until the flush; at 2048 characters each,
-    // 16,384 keys (the key cap) held ~140 MB from one pod in one window. The characters held are capped too.
+    // 16,384 keys (the key cap) held ~140 MB in one window. The characters held are capped too. (One pod alone is
+    // held to MAX_IMMEDIATE_REFUSALS_PER_CALLER keys: the flood comes from several pods, each under that cap.)
     const { w, records } = await auditedWorld('aggregate');
     const id = await w.managedIdentity('flood-id');
     const pod = await w.pod('flooder', '127.0.1.50');
@@ -201,10 +203,16 @@ describe('NMI audit trail (issue 14 item 5)', () => {
     for (let i = 0; i < 2; i++) expect((await w.call(pod.ip, first)).status).toBe(400);
     // The repeat is counted, not written.
     expect(records().filter((r) => r.reason === 'unbound')).toHaveLength(1);
-    const agent = w.agentFor(pod.ip, 8);
+    const flooders = [];
+    for (let i = 0; i < 6; i++) {
+      const p = await w.pod(`flooder-${i}`, `127.0.1.${60 + i}`);
+      await w.assign(p, id);
+      flooders.push(w.agentFor(p.ip, 8));
+    }
     const long = 'x'.repeat(2000);
     const distinct = 300; // 300 × ~4,000 characters: far below the key cap, above the character cap
     for (let batch = 0; batch < distinct; batch += 50) {
+      const agent = flooders[batch / 50]!;
       await Promise.all(
         Array.from({ length: 50 }, async (_, j) => {
           const n = String(batch + j).padStart(6, '0');
@@ -217,6 +225,74 @@ describe('NMI audit trail (issue 14 item 5)', () => {
     }
     // No flush was asked for: the window was flushed early, writing the counted repeat.
     expect(records().filter((r) => r.reason === 'unbound' && r.resource === VAULT).map((r) => r.count)).toEqual([1, 1]);
+  });
+
+  it("aggregate: a pod flooding distinct unbound requests with long values gets a bounded share of the node's log; another pod's records are intact", async () => {
+    // Attack: each distinct (resource, client_id) refusal was its own audit record written at once, and its own
+    // warning line, each carrying ~4,000 characters the pod chose: thousands a second rotated the node's container
+    // log (other pods' audit records with it) within seconds.
+    const logLines: string[] = [];
+    const logger = createLogger({ format: 'json', level: 'info', base: { app: 'nmi' }, destination: { write: (line: string) => void logLines.push(line) } });
+    const { w, records, lines } = await auditedWorld('aggregate', { logger });
+    const id = await w.managedIdentity('flood2-id');
+    const flooder = await w.pod('flooder2', '127.0.1.70');
+    const bystander = await w.pod('bystander', '127.0.1.71');
+    await w.assign(flooder, id);
+    await w.assign(bystander, id);
+    const started = Date.now();
+
+    const agent = w.agentFor(flooder.ip, 8);
+    const long = 'y'.repeat(1500);
+    const distinct = 500;
+    for (let batch = 0; batch < distinct; batch += 50) {
+      await Promise.all(
+        Array.from({ length: 50 }, async (_, j) => {
+          const n = String(batch + j).padStart(6, '0');
+          const path = tokenPath(`&client_id=${long}${n}`, `https://${long}${n}.example`);
+          const res = await agent.request({ origin: w.nmiUrl, path, method: 'GET', headers: { Metadata: 'true' } });
+          await res.body.dump();
+          expect(res.statusCode).toBe(400);
+        }),
+      );
+    }
+    // The other pod, after the flood: its refusals are written at once, values included, and its token is served.
+    const otherIds = ['0b5c2a46-7d7e-4a59-9b1e-3f6c1d2e8a91', '0b5c2a46-7d7e-4a59-9b1e-3f6c1d2e8a92'];
+    for (const other of otherIds) expect((await w.call(bystander.ip, tokenPath(`&client_id=${other}`))).status).toBe(400);
+    expect((await w.call(bystander.ip, tokenPath())).status).toBe(200);
+    const elapsedMs = Date.now() - started;
+
+    const flooderRecords = () => records().filter((r) => r.pod?.uid === flooder.uid);
+    // Before the flush: at most the cap of records from the flooder, none truncated yet.
+    expect(flooderRecords().length).toBeLessThanOrEqual(MAX_IMMEDIATE_REFUSALS_PER_CALLER);
+    expect(flooderRecords().every((r) => r.truncated === undefined)).toBe(true);
+    const mine = records().filter((r) => r.pod?.uid === bystander.uid);
+    expect(mine.filter((r) => r.reason === 'unbound').map((r) => r.resource)).toEqual([VAULT, VAULT]);
+    expect(mine.filter((r) => r.reason === 'unbound')).toHaveLength(otherIds.length);
+    expect(mine.find((r) => r.decision === 'issued')).toMatchObject({ status: 200, cache: 'miss', pod: { name: 'bystander' } });
+    const before = lines.length;
+
+    w.nmi!.audit.flush();
+    const truncated = records().slice(before).filter((r) => r.truncated === true);
+    expect(truncated).toHaveLength(1);
+    expect(truncated[0]).toMatchObject({ decision: 'refused', status: 400, reason: 'unbound', pod: { name: 'flooder2', uid: flooder.uid } });
+    expect(truncated[0]?.count).toBe(distinct - MAX_IMMEDIATE_REFUSALS_PER_CALLER);
+    // Without the values the pod chose.
+    expect(truncated[0]?.resource).toBeUndefined();
+    expect(truncated[0]?.requested).toBeUndefined();
+    expect(JSON.stringify(truncated[0])).not.toContain(long);
+    // Every request is still accounted for.
+    expect(flooderRecords().reduce((sum, r) => sum + r.count, 0)).toBe(distinct);
+    // The bystander's refusals were not truncated.
+    expect(records().some((r) => r.pod?.uid === bystander.uid && r.truncated === true)).toBe(false);
+
+    // NMI's own log: the warning is written once per pod every 10 s, not once per request; the bystander's still is.
+    const warnings = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'no bound identity matches the request; answered as IMDS does');
+    const flooderWarnings = warnings.filter((l) => l['pod'] === 'flooder2');
+    expect(flooderWarnings.length).toBeGreaterThanOrEqual(1);
+    expect(flooderWarnings.length).toBeLessThanOrEqual(1 + Math.ceil(elapsedMs / 10_000));
+    expect(warnings.filter((l) => l['pod'] === 'bystander')).toHaveLength(1);
+    const flooderLogChars = logLines.filter((l) => l.includes('flooder2')).reduce((sum, l) => sum + l.length, 0);
+    expect(flooderLogChars).toBeLessThan(64 * 1024);
   });
 
   it('never holds a token, a JWT, a client secret or an Authorization header', async () => {
