@@ -73,6 +73,8 @@ export interface TokenIssuer {
    * limit, 503 when it could not be reached.
    */
   statusForError(error: unknown): 403 | 429 | 503;
+  /** True when IMDS answered 400 "Identity not found" (the node path passes that answer on as IMDS gave it). */
+  isIdentityNotFound?(error: unknown): boolean;
   /**
    * The part of the error the pod may read: never a Secret's name, namespace, keys or content. Without it the pod
    * gets a generic sentence.

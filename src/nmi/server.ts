@@ -392,6 +392,12 @@ function createRequestHandler(deps: NmiServerDeps) {
     } catch (error) {
       if (error instanceof NodeIdentityRefused) return refuseNodeIdentity(res, log, outcome, error.refusal, why);
       if (deps.tokens.statusForError(error) === 429) return sendThrottled(res, log, outcome, error);
+      if (deps.tokens.isIdentityNotFound?.(error) === true) {
+        // As IMDS answered: the same answer a declared identity's refusal gets, so neither tells the pod more.
+        refusals.log(log, { err: messageOf(error), nodePath: why }, 'node identity not found by IMDS; answered as IMDS did');
+        outcome.refusal = 'upstream-error';
+        return sendImdsError(res, 400, IDENTITY_NOT_FOUND);
+      }
       refusals.log(log, { err: error }, 'node token request failed');
       outcome.refusal = 'upstream-error';
       return sendText(res, 403, `failed to get the node identity's token: ${messageOf(error)}`);
@@ -407,9 +413,10 @@ function createRequestHandler(deps: NmiServerDeps) {
   }
 
   function refuseNodeIdentity(res: Response, log: LazyLogger, outcome: Outcome, refusal: NodeRefusal, why: string): void {
-    refusals.log(log, { reason: refusal.reason, nodePath: why, allow: NODE_PATH_REMEDY }, 'node identity refused');
+    // Rate-limited: a pod probing IDs must not flood the log. The pod gets IMDS's "Identity not found" (refusal.body).
+    refusals.log(log, { reason: refusal.reason, nodePath: why, allow: NODE_PATH_REMEDY }, 'node identity refused; answered as IMDS does for an identity the VM does not have');
     outcome.refusal = 'node-path-declared-identity';
-    return sendText(res, refusal.status, refusal.body);
+    return sendImdsError(res, refusal.status, refusal.body);
   }
 
   async function hostTokenRoute(req: Request, res: Response, outcome: Outcome, abort: LazyAbort): Promise<void> {

@@ -347,6 +347,12 @@ describe.skipIf(skip)('end-to-end catalogue on the netns sandbox', () => {
         const refused = await t.podToken(ns, 'agent', { ...ask, maxRetries: 0 });
         expect(refused.ok, JSON.stringify(ask)).toBe(false);
         expect(refused.claims).toBeUndefined();
+        // The SDK sees exactly what it sees for an ID attached nowhere: nothing says another namespace declares it.
+        const [askedId, otherId] = 'clientId' in ask ? [declared!.clientId, randomUUID()] : [declared!.id, declared!.id.replace(/[^/]+$/, `nowhere-${randomUUID()}`)];
+        const nowhere = await t.podToken(ns, 'agent', { ...('clientId' in ask ? { clientId: otherId } : { resourceId: otherId }), maxRetries: 0 });
+        expect(nowhere.ok).toBe(false);
+        const seen = (r: typeof refused, id: string) => ({ error: r.error, status: r.status, message: r.message?.replaceAll(id, 'ID') });
+        expect(seen(refused, askedId), JSON.stringify(ask)).toEqual(seen(nowhere, otherId));
       }
       expect((await t.podToken(ns, 'agent', { clientId: nodeId!.clientId, maxRetries: 0 })).claims?.appid).toBe(nodeId!.clientId);
     } finally {

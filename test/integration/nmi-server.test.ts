@@ -279,7 +279,7 @@ describe('NMI server', () => {
     state.removeException('apps', 'exc');
   });
 
-  it('refuses the node path with 503 until AzureIdentities are listed, and an identity one declares with 403', async () => {
+  it('refuses the node path with 503 until AzureIdentities are listed, and an identity one declares with IMDS\'s 400 "Identity not found"', async () => {
     const job = pod('job2', '127.0.1.34', { labels: { app: 'skip' } });
     const unsynced = new NmiIdentityState();
     unsynced.upsertException({ ...meta('apps', 'exc'), podLabels: { app: 'skip' } });
@@ -295,7 +295,9 @@ describe('NMI server', () => {
       unsynced.markIdentitiesSynced();
       expect((await call(otherPort, `${TOKEN}&client_id=node-client`, { from: '127.0.1.34' })).status).toBe(200);
       const refused = await call(otherPort, `${TOKEN}&client_id=DECLARED-client`, { from: '127.0.1.34' });
-      expect(refused.status).toBe(403);
+      expect(refused.status).toBe(400);
+      expect(refused.headers['content-type']).toBe('application/json; charset=utf-8');
+      expect(JSON.parse(refused.body)).toEqual({ error: 'invalid_request', error_description: 'Identity not found' });
       expect(refused.body).not.toContain('payments');
       expect(issued).toEqual(['node:node-client|https://vault.azure.net']);
     } finally {

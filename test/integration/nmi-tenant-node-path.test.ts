@@ -2,6 +2,7 @@
 // dressed up as MIC) must not reach an identity that another namespace's AzureIdentity declares, although every such
 // identity is attached to the node's VM/VMSS and so visible to its IMDS. The node's own identities still work.
 
+import crypto from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GROUP, Plurals, VERSION } from '../../src/crds/names.js';
 import { decodeToken } from '../helpers/azure.js';
@@ -16,13 +17,21 @@ function claimsOf(reply: Reply) {
   return decodeToken(accessTokenOf(reply));
 }
 
-function expectRefused(reply: Reply, what: string): void {
-  expect(reply.status, `${what}: ${reply.body}`).toBe(403);
-  expect(reply.body, what).not.toContain('access_token');
-  // The pod is not told which namespace or object declares the identity.
-  expect(reply.body, what).not.toContain('team-a');
-  expect(reply.body, what).not.toContain('payments');
+/** What IMDS answers for an identity the VM does not have, and what the node path answers for a declared one. */
+const IDENTITY_NOT_FOUND_BODY = '{"error":"invalid_request","error_description":"Identity not found"}';
+
+/** The parts of an answer a pod can compare: a refusal must not differ in any of them from "no such identity". */
+function visible(reply: Reply) {
+  return { status: reply.status, contentType: reply.headers['content-type'], body: reply.body };
 }
+
+function expectRefused(reply: Reply, what: string): void {
+  expect(reply.body, what).not.toContain('access_token');
+  // The pod is not told which namespace or object declares the identity, nor that one does: IMDS's own answer.
+  expect(visible(reply), what).toEqual({ status: 400, contentType: 'application/json; charset=utf-8', body: IDENTITY_NOT_FOUND_BODY });
+}
+
+const randomClientId = () => crypto.randomUUID();
 
 async function declare(world: NmiWorld, namespace: string, name: string, id: WorldIdentity, spec: Record<string, unknown> = { type: 0, resourceID: id.resourceId, clientID: id.clientId }): Promise<void> {
   await world.core.createNamespace({ body: { metadata: { name: namespace } } }).catch((e: { code?: number }) => {
@@ -66,6 +75,22 @@ describe('the node path cannot reach identities AzureIdentities declare (scale s
     };
     for (const [what, extra] of Object.entries(asks)) expectRefused(await world.call(attacker.ip, tokenPath(extra)), what);
     expect(imdsTokenCalls()).toEqual([]);
+  });
+
+  it("answers a declared client_id or msi_res_id exactly as an ID attached nowhere and declared nowhere", async () => {
+    const unknownClient = visible(await world.call(attacker.ip, tokenPath(`&client_id=${randomClientId()}`)));
+    const unknownResource = visible(
+      await world.call(attacker.ip, tokenPath(`&msi_res_id=${encodeURIComponent(teamA.resourceId.replace(/[^/]+$/, `nowhere-${randomClientId()}`))}`)),
+    );
+    // That one really went to IMDS, which said it has no such identity; NMI passed that on as IMDS gave it.
+    expect(unknownClient.body).toBe(IDENTITY_NOT_FOUND_BODY);
+    expect(unknownResource).toEqual(unknownClient);
+    expect(visible(await world.call(attacker.ip, tokenPath(`&client_id=${teamA.clientId}`)))).toEqual(unknownClient);
+    expect(visible(await world.call(attacker.ip, tokenPath(`&msi_res_id=${encodeURIComponent(teamA.resourceId)}`)))).toEqual(unknownResource);
+    // Nor a header tells them apart (only Date may differ).
+    const [a, b] = [await world.call(attacker.ip, tokenPath(`&client_id=${randomClientId()}`)), await world.call(attacker.ip, tokenPath(`&client_id=${teamA.clientId}`))];
+    const names = (r: Reply) => Object.keys(r.headers).filter((h) => h !== 'date').sort().map((h) => `${h}: ${String(r.headers[h])}`);
+    expect(names(b)).toEqual(names(a));
   });
 
   it("refuses a request with no id when the scale set's only user-assigned identity is declared, and caches nothing", async () => {
@@ -167,3 +192,28 @@ describe('the node path and the token cache (one user-assigned identity on a VM)
   });
 });
 
+describe('the node path, a request with no id, and a VM with no identity of its own', () => {
+  let world: NmiWorld;
+
+  beforeAll(async () => {
+    world = await startNmiWorld({ compute: 'vm' });
+  });
+  afterAll(async () => {
+    await world?.stop();
+  });
+
+  it("answers the refused token of the VM's only (declared) identity as IMDS answers a VM with no identity", async () => {
+    await world.exception('node-agents', 'team-b', { app: 'node-agent' });
+    const pod = await world.pod('agent', '127.0.2.51', { namespace: 'team-b', labels: { app: 'node-agent' } });
+    // No identity on the VM: IMDS has none to pick, and NMI passes its answer on.
+    const none = visible(await world.call(pod.ip, tokenPath()));
+    expect(none.body).toBe(IDENTITY_NOT_FOUND_BODY);
+    // team-a's identity is attached and declared: IMDS now returns its token to a request with no id; NMI refuses it.
+    await world.managedIdentity('payments', { namespace: 'team-a' });
+    world.nmi!.tokens.invalidateNodeTokens(); // the remembered IMDS failure, not what is under test
+    world.azure.emulator.clearRequestLog();
+    const refused = await world.call(pod.ip, tokenPath());
+    expect(world.azure.emulator.requestLog().filter((e) => e.operation === 'imds_token').map((e) => e.status)).toEqual([200]);
+    expect(visible(refused)).toEqual(none);
+  });
+});

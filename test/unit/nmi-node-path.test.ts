@@ -9,7 +9,10 @@ import {
   nodeTokenRefusal,
   resourceIdKey,
 } from '../../src/nmi/core/node-path.js';
+import { IDENTITY_NOT_FOUND } from '../../src/nmi/core/imds-body.js';
 import { tokenIdentityOf } from '../../src/nmi/tokens/claims.js';
+
+const NOT_FOUND = { status: 400, body: IDENTITY_NOT_FOUND };
 
 const RES = (name: string) => `/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${name}`;
 
@@ -30,17 +33,19 @@ describe('nodeRequestRefusal', () => {
   it('refuses a client_id an AzureIdentity declares, in any case and with braces', () => {
     for (const clientId of ['aaaaaaaa-1111-2222-3333-444444444444', 'AAAAAAAA-1111-2222-3333-444444444444', '{aaaaaaaa-1111-2222-3333-444444444444}']) {
       const r = nodeRequestRefusal({ clientId }, declared);
-      expect(r, clientId).toMatchObject({ status: 403 });
+      expect(r, clientId).toMatchObject(NOT_FOUND);
       expect(r?.reason).toContain('team-a/payments');
       // What the pod is told names no other namespace's object.
-      expect(r?.body).not.toContain('team-a');
-      expect(r?.body).not.toContain('payments');
+      // IMDS's own answer for an identity the VM does not have: the pod cannot tell "declared elsewhere" from "nowhere".
+      expect(r?.body).toEqual(IDENTITY_NOT_FOUND);
+      expect(JSON.stringify(r?.body)).not.toContain('team-a');
+      expect(JSON.stringify(r?.body)).not.toContain('payments');
     }
   });
 
   it('refuses a resource ID an AzureIdentity declares, however its case and slashes are spelled', () => {
     for (const resourceId of [RES('payments'), RES('payments').toUpperCase(), `${RES('payments')}/`, RES('payments').replace('/providers', '//providers')]) {
-      expect(nodeRequestRefusal({ resourceId }, declared), resourceId).toMatchObject({ status: 403 });
+      expect(nodeRequestRefusal({ resourceId }, declared), resourceId).toMatchObject(NOT_FOUND);
     }
   });
 
@@ -54,19 +59,19 @@ describe('nodeRequestRefusal', () => {
 describe('nodeTokenRefusal', () => {
   it('refuses a token for a declared client ID, whichever way it was asked for', () => {
     expect(nodeTokenRefusal({ clientId: 'aaaaaaaa-1111-2222-3333-444444444444' }, declared)?.reason).toContain('team-a/payments');
-    expect(nodeTokenRefusal({ clientId: 'CCCCCCCC-0000-0000-0000-000000000000' }, declared)).toMatchObject({ status: 403 });
+    expect(nodeTokenRefusal({ clientId: 'CCCCCCCC-0000-0000-0000-000000000000' }, declared)).toMatchObject(NOT_FOUND);
   });
 
   it('refuses a token whose xms_mirid is declared, for an AzureIdentity that names only a resource ID', () => {
     const byResource = declaredIdentitiesOf([identity('team-a', 'res-only', '', RES('res-only'))]);
-    expect(nodeTokenRefusal({ clientId: 'eeeeeeee-0000-0000-0000-000000000000', resourceId: RES('res-only').toLowerCase() }, byResource)).toMatchObject({ status: 403 });
+    expect(nodeTokenRefusal({ clientId: 'eeeeeeee-0000-0000-0000-000000000000', resourceId: RES('res-only').toLowerCase() }, byResource)).toMatchObject(NOT_FOUND);
     expect(nodeTokenRefusal({ clientId: 'eeeeeeee-0000-0000-0000-000000000000', resourceId: RES('node') }, byResource)).toBeUndefined();
   });
 
   it('serves the node’s own identity, and refuses a token it cannot attribute only while something is declared', () => {
     expect(nodeTokenRefusal({ clientId: 'dddddddd-0000-0000-0000-000000000000' }, declared)).toBeUndefined();
-    expect(nodeTokenRefusal({}, declared)).toMatchObject({ status: 403 });
-    expect(nodeTokenRefusal({ clientId: ' ' }, declared)).toMatchObject({ status: 403 });
+    expect(nodeTokenRefusal({}, declared)).toMatchObject(NOT_FOUND);
+    expect(nodeTokenRefusal({ clientId: ' ' }, declared)).toMatchObject(NOT_FOUND);
     expect(nodeTokenRefusal({}, declaredIdentitiesOf([]))).toBeUndefined();
   });
 });

@@ -2,7 +2,7 @@
 
 import type { IssuedToken } from '../core/imds-body.js';
 import type { TokenIssuer } from '../ports.js';
-import { tokenErrorHttpStatus, tokenErrorPublicMessage, tokenErrorRetryAfterSeconds, tokenRequestIdentityFrom, type TokenProvider } from '../tokens/index.js';
+import { tokenErrorHttpStatus, tokenErrorIsIdentityNotFound, tokenErrorPublicMessage, tokenErrorRetryAfterSeconds, tokenRequestIdentityFrom, type TokenProvider } from '../tokens/index.js';
 
 export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
   return {
@@ -29,6 +29,7 @@ export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
       provider.invalidateNodeTokens();
     },
     statusForError: tokenErrorHttpStatus,
+    isIdentityNotFound: tokenErrorIsIdentityNotFound,
     messageForError: tokenErrorPublicMessage,
     retryAfterSeconds: tokenErrorRetryAfterSeconds,
   };

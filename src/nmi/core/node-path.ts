@@ -2,6 +2,7 @@
 // the cluster declares, since every identity MIC attaches to the VM/VMSS is visible to the node's IMDS (issue 10 §4).
 
 import type { AzureIdentity } from '../../crds/types.js';
+import { IDENTITY_NOT_FOUND } from './imds-body.js';
 import type { TokenRequest } from './token-request.js';
 
 /** The identities AzureIdentities declare, keyed by lower-cased client ID / normalised resource ID, to `namespace/name`. */
@@ -10,10 +11,15 @@ export interface DeclaredIdentities {
   readonly resourceIds: ReadonlyMap<string, string>;
 }
 
-/** A node-path request or token that must not be served: `body` goes to the pod, `reason` only to the log. */
+/**
+ * A node-path request or token that must not be served: `status` and `body` go to the pod, `reason` only to the log
+ * and the audit. The pod gets what IMDS answers for an identity the VM does not have (400 "Identity not found"), so it
+ * cannot tell an identity another namespace declares from one that exists nowhere; for a request with no id, what
+ * IMDS answers when the VM has no identity it could pick — the same 400.
+ */
 export interface NodeRefusal {
-  readonly status: 403;
-  readonly body: string;
+  readonly status: 400;
+  readonly body: typeof IDENTITY_NOT_FOUND;
   readonly reason: string;
 }
 
@@ -39,11 +45,11 @@ export function nodeRequestRefusal(
 ): NodeRefusal | undefined {
   if (request.clientId !== undefined) {
     const owner = declared.clientIds.get(clientIdKey(request.clientId));
-    if (owner !== undefined) return refusal('the requested client_id', `client_id names the identity of AzureIdentity ${owner}`);
+    if (owner !== undefined) return refusal(`client_id names the identity of AzureIdentity ${owner}`);
   }
   if (request.resourceId !== undefined) {
     const owner = declared.resourceIds.get(resourceIdKey(request.resourceId));
-    if (owner !== undefined) return refusal('the requested msi_res_id', `msi_res_id/mi_res_id names the identity of AzureIdentity ${owner}`);
+    if (owner !== undefined) return refusal(`msi_res_id/mi_res_id names the identity of AzureIdentity ${owner}`);
   }
   return undefined;
 }
@@ -65,12 +71,12 @@ export function nodeTokenRefusal(token: TokenIdentity, declared: DeclaredIdentit
   const resourceId = token.resourceId?.trim() ?? '';
   if (clientId === '' && resourceId === '') {
     if (declared.clientIds.size === 0 && declared.resourceIds.size === 0) return undefined;
-    return refusal('the identity IMDS returned', 'IMDS returned a token that names no identity (no client_id, appid, azp or xms_mirid)');
+    return refusal('IMDS returned a token that names no identity (no client_id, appid, azp or xms_mirid)');
   }
   const owner =
     (clientId === '' ? undefined : declared.clientIds.get(clientIdKey(clientId))) ??
     (resourceId === '' ? undefined : declared.resourceIds.get(resourceIdKey(resourceId)));
-  if (owner !== undefined) return refusal('the identity IMDS returned', `IMDS returned the identity of AzureIdentity ${owner}`);
+  if (owner !== undefined) return refusal(`IMDS returned the identity of AzureIdentity ${owner}`);
   return undefined;
 }
 
@@ -84,12 +90,8 @@ export function resourceIdKey(resourceId: string): string {
   return resourceId.trim().toLowerCase().replace(/\/{2,}/g, '/').replace(/\/+$/, '');
 }
 
-function refusal(what: string, reason: string): NodeRefusal {
-  return {
-    status: 403,
-    body: `${what} is not available to this pod through the node identity: an identity bound through AAD Pod Identity is served only to pods it is bound to`,
-    reason,
-  };
+function refusal(reason: string): NodeRefusal {
+  return { status: 400, body: IDENTITY_NOT_FOUND, reason };
 }
 
 function setFirst(map: Map<string, string>, key: string, owner: string): void {

@@ -206,6 +206,7 @@ export { tokenRequestIdentityFrom } from './identity.js';
 export {
   TokenError,
   tokenErrorHttpStatus,
+  tokenErrorIsIdentityNotFound,
   tokenErrorPublicMessage,
   GENERIC_CREDENTIAL_MESSAGE,
   tokenErrorRetryAfterSeconds,

@@ -90,6 +90,22 @@ export function tokenErrorHttpStatus(err: unknown): 403 | 429 | 503 {
   return err.kind === 'throttled' ? 429 : 503;
 }
 
+/**
+ * IMDS answered 400 "Identity not found": the VM has no identity the request names (or none it could pick). The node
+ * path answers it as IMDS did, so that it reads the same as a refusal of an identity an AzureIdentity declares.
+ */
+export function tokenErrorIsIdentityNotFound(err: unknown): boolean {
+  if (!(err instanceof TokenError) || err.kind !== 'upstream' || err.status !== 400 || err.body === undefined) return false;
+  try {
+    const body: unknown = JSON.parse(err.body);
+    if (typeof body !== 'object' || body === null) return false;
+    const description = (body as Record<string, unknown>)['error_description'];
+    return typeof description === 'string' && description.trim().toLowerCase() === 'identity not found';
+  } catch {
+    return false;
+  }
+}
+
 /** Whole seconds a throttled caller should wait (the Retry-After NMI sends), or undefined. */
 export function tokenErrorRetryAfterSeconds(err: unknown): number | undefined {
   if (!(err instanceof TokenError) || err.retryAfterMs === undefined) return undefined;
