@@ -60,7 +60,6 @@ export class NmiIdentityState implements IdentityState {
   readonly exceptions = new NamespacedMap<AzurePodIdentityException>();
   private readonly changes = new ChangeNotifier();
   private readonly bindingsBySelector = new Map<string, Map<string, AzureIdentityBinding>>();
-  private identitiesSynced = false;
   /** Informers whose first list the settled check still waits for (see markSynced). */
   private readonly unsynced = new Set<'assigned' | 'bindings' | 'identities'>(['assigned', 'bindings', 'identities']);
   private declared: DeclaredIdentities | undefined;
@@ -100,7 +99,6 @@ export class NmiIdentityState implements IdentityState {
    */
   markSynced(kind: 'assigned' | 'bindings' | 'identities'): void {
     this.unsynced.delete(kind);
-    if (kind === 'identities') this.identitiesSynced = true;
     this.changes.notify();
   }
 
@@ -116,14 +114,12 @@ export class NmiIdentityState implements IdentityState {
     this.changes.notify();
   }
 
-  /** Called once the AzureIdentity informer has listed: until then nothing can be said to be undeclared. */
-  markIdentitiesSynced(): void {
-    this.markSynced('identities');
-  }
-
-  /** Every identity an AzureIdentity in the cluster declares; undefined until the AzureIdentity list is in. */
+  /**
+   * Every identity an AzureIdentity in the cluster declares; undefined until the AzureIdentity informer has listed
+   * (markSynced('identities')): until then nothing can be said to be undeclared.
+   */
   declaredIdentities(): DeclaredIdentities | undefined {
-    if (!this.identitiesSynced) return undefined;
+    if (this.unsynced.has('identities')) return undefined;
     return (this.declared ??= declaredIdentitiesOf(this.identities.values()));
   }
 

@@ -365,7 +365,7 @@ function informers(
     },
   });
   void identityReflector.synced().then((ok) => {
-    if (ok) identities.markIdentitiesSynced();
+    if (ok) identities.markSynced('identities');
   });
   reflectors.push(identityReflector);
   // Both modes: managed mode selects from bindings; standard mode tells from them whether an assignment may still come.

@@ -109,7 +109,7 @@ describe('NMI server', () => {
     const logger = pino({ level: 'silent' });
     pods = new PodIndex({ nodeName: NODE, lookupWaitMs: 200 });
     state = new NmiIdentityState();
-    state.markIdentitiesSynced();
+    state.markSynced('identities');
     const app = createNmiApp({
       config, pods, identities: state, tokens, logger, metrics,
       proxy: createImdsProxy({ imdsEndpoint: `http://127.0.0.1:${(imds.address() as AddressInfo).port}`, logger }),
@@ -292,7 +292,7 @@ describe('NMI server', () => {
       const otherPort = (other.address() as AddressInfo).port;
       expect((await call(otherPort, `${TOKEN}&client_id=node-client`, { from: '127.0.1.34' })).status).toBe(503);
       unsynced.upsertIdentity(identity('payments', 'declared-client'));
-      unsynced.markIdentitiesSynced();
+      unsynced.markSynced('identities');
       expect((await call(otherPort, `${TOKEN}&client_id=node-client`, { from: '127.0.1.34' })).status).toBe(200);
       const refused = await call(otherPort, `${TOKEN}&client_id=DECLARED-client`, { from: '127.0.1.34' });
       expect(refused.status).toBe(400);
