@@ -347,12 +347,7 @@ function createRequestHandler(deps: NmiServerDeps) {
       case 'identity': {
         outcome.path = 'binding';
         outcome.identity = selection.identity;
-        const denial = policyDenial(pod, selection.identity);
-        if (denial !== undefined) {
-          refusals.log(log, { identity: `${selection.identity.namespace}/${selection.identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
-          outcome.refusal = 'namespace-policy';
-          return sendText(res, denial.status, denial.body);
-        }
+        if (refusedByPolicy(res, log, outcome, pod, selection.identity)) return;
         return serveTokens(res, log, outcome, pod.uid, selection.identity, request, (tokens) => {
           const nowSeconds = now() / 1000;
           if (tokens.length === 1) return bodies.text(tokens[0], request.resource, nowSeconds);
@@ -445,12 +440,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     if (!(await confirmedLive(res, log, pod, undefined))) return refuse(outcome, 'stale-view');
     const identity = selection.identity;
     outcome.identity = identity;
-    const denial = policyDenial(pod, identity);
-    if (denial !== undefined) {
-      refusals.log(log, { identity: `${identity.namespace}/${identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
-      outcome.refusal = 'namespace-policy';
-      return sendText(res, denial.status, denial.body);
-    }
+    if (refusedByPolicy(res, log, outcome, pod, identity)) return;
     return serveTokens(res, log, outcome, pod.uid, identity, parsed.request, (tokens) =>
       JSON.stringify(hostTokenBody(tokens[0], parsed.request.resource, identity.clientID, now() / 1000)),
     );
@@ -475,14 +465,28 @@ function createRequestHandler(deps: NmiServerDeps) {
       if (status === 429) return sendThrottled(res, log, outcome, error);
       refusals.log(log, { err: error, identity: `${identity.namespace}/${identity.name}`, status }, 'token acquisition failed');
       outcome.refusal = 'upstream-error';
-      // The log has the detail; the body only what the issuer says a pod may read (no Secret names, keys or content).
-      const detail = deps.tokens.messageForError?.(error) ?? 'token acquisition failed; the NMI log on this node says why';
-      return sendText(res, status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${detail}`);
+      // The log has the detail; the body only what the issuer says a pod may read.
+      return sendText(res, status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${upstreamDetail(error)}`);
     }
     if (tokens.length === 0) return refuse(outcome, 'no-token', () => sendText(res, 503, 'no token was issued'));
     // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.
     if (log.isLevelEnabled('debug')) log.debug({ identity: `${identity.namespace}/${identity.name}` }, 'token served');
     return sendJsonText(res, 200, render(tokens));
+  }
+
+  /** Under enforce, answers the namespace policy's refusal (and returns true) when the pod may not have `identity`. */
+  function refusedByPolicy(res: Response, log: LazyLogger, outcome: Outcome, pod: PodView, identity: AzureIdentity): boolean {
+    const denial = policyDenial(pod, identity);
+    if (denial === undefined) return false;
+    refusals.log(log, { identity: `${identity.namespace}/${identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
+    outcome.refusal = 'namespace-policy';
+    sendText(res, denial.status, denial.body);
+    return true;
+  }
+
+  /** What a pod may read of an upstream failure: only what the issuer says is safe (no Secret names, keys or content). */
+  function upstreamDetail(error: unknown): string {
+    return deps.tokens.messageForError?.(error) ?? 'token acquisition failed; the NMI log on this node says why';
   }
 
   /** The pod started too many upstream fetches lately (per-pod miss limit): 429 with Retry-After, as IMDS throttles. */
@@ -581,8 +585,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     if (status === 429) return sendThrottled(res, log, outcome, error);
     outcome.refusal = 'upstream-error';
     refusals.log(log, { err: error, status }, "object_id could not be matched: a token of the pod's own identity failed");
-    const detail = deps.tokens.messageForError?.(error) ?? 'token acquisition failed; the NMI log on this node says why';
-    return sendText(res, status, `cannot tell which of the pod's identities object_id names: ${detail}`);
+    return sendText(res, status, `cannot tell which of the pod's identities object_id names: ${upstreamDetail(error)}`);
   }
 }
 
