@@ -14,6 +14,7 @@ import { principalKey, selectIdentity, servableIdentities, type Selection, type 
 import { parseTokenRequest, type TokenRequest } from './core/token-request.js';
 import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, PodViewFreshness, TokenIssuer } from './ports.js';
 import { tokenIdentityOf, tokenObjectIdOf } from './tokens/claims.js';
+import { GENERIC_FAILURE_MESSAGE } from './tokens/types.js';
 import { NO_AUDIT, newAuditFacts, type AuditFacts, type AuditTrail, type RefusalKind } from './audit.js';
 
 export interface NmiServerConfig {
@@ -486,7 +487,7 @@ function createRequestHandler(deps: NmiServerDeps) {
 
   /** What a pod may read of an upstream failure: only what the issuer says is safe (no Secret names, keys or content). */
   function upstreamDetail(error: unknown): string {
-    return deps.tokens.messageForError?.(error) ?? 'token acquisition failed; the NMI log on this node says why';
+    return deps.tokens.messageForError?.(error) ?? GENERIC_FAILURE_MESSAGE;
   }
 
   /** The pod started too many upstream fetches lately (per-pod miss limit): 429 with Retry-After, as IMDS throttles. */

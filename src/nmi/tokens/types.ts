@@ -54,6 +54,8 @@ export interface Token {
 export type TokenErrorKind = 'upstream' | 'unavailable' | 'invalid' | 'refused' | 'throttled';
 
 /** What a pod is told when its identity's credential cannot be used: the detail (Secret, keys) stays in NMI's log. */
+/** What a pod is told of a failure whose detail only the NMI log may carry. */
+export const GENERIC_FAILURE_MESSAGE = 'token acquisition failed; the NMI log on this node says why';
 export const GENERIC_CREDENTIAL_MESSAGE = "the identity's credential cannot be used; the NMI log on this node says why";
 
 export class TokenError extends Error {
@@ -114,7 +116,7 @@ export function tokenErrorRetryAfterSeconds(err: unknown): number | undefined {
 
 /** What the pod may be told about a failed acquisition; never a Secret's name, namespace, keys or content. */
 export function tokenErrorPublicMessage(err: unknown): string {
-  return err instanceof TokenError ? err.publicMessage : 'token acquisition failed; the NMI log on this node says why';
+  return err instanceof TokenError ? err.publicMessage : GENERIC_FAILURE_MESSAGE;
 }
 
 /** Cache key for an AzureIdentity: a recreated (new uid) or edited (new resourceVersion) identity never shares tokens. */
