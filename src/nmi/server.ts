@@ -15,6 +15,7 @@ import { parseTokenRequest, type TokenRequest } from './core/token-request.js';
 import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, PodViewFreshness, TokenIssuer } from './ports.js';
 import { tokenIdentityOf, tokenObjectIdOf } from './tokens/claims.js';
 import { GENERIC_FAILURE_MESSAGE } from './tokens/types.js';
+import { FairCaps } from './fair-caps.js';
 import { NO_AUDIT, newAuditFacts, type AuditFacts, type AuditTrail, type RefusalKind } from './audit.js';
 
 export interface NmiServerConfig {
@@ -137,9 +138,11 @@ function createRequestHandler(deps: NmiServerDeps) {
   const audit = deps.audit ?? NO_AUDIT;
   const bodies = new TokenBodies();
   const refusals = new RefusalLog(logger, now);
-  // Token requests waiting in the full path, per caller IP (insertion order: the newest last).
-  const waiting = new Map<string, Set<Admission>>();
-  let waitingTotal = 0;
+  // Token requests waiting in the full path, per caller IP.
+  const waiting = new FairCaps<Admission>(() => ({
+    perCaller: config.maxRequestsPerCaller ?? DEFAULT_MAX_WAITING_PER_POD,
+    total: config.maxRequestsTotal ?? DEFAULT_MAX_WAITING,
+  }));
 
   /**
    * The warm path, synchronous: a well-formed token request from a known pod whose identity is Assigned and whose
@@ -225,24 +228,6 @@ function createRequestHandler(deps: NmiServerDeps) {
    */
   async function bounded(req: Request, res: Response, outcome: Outcome, work: (abort: LazyAbort) => Promise<void>): Promise<void> {
     const ip = remoteIp(req);
-    const perPod = config.maxRequestsPerCaller ?? DEFAULT_MAX_WAITING_PER_POD;
-    const total = config.maxRequestsTotal ?? DEFAULT_MAX_WAITING;
-    let mine = waiting.get(ip);
-    const held = mine?.size ?? 0;
-    if (held >= perPod) {
-      refusals.log(ip, { waiting: waitingTotal, callerWaiting: held }, 'too many token requests waiting from this pod (--max-waiting-requests-per-pod); refused');
-      outcome.refusal = 'too-many-waiting';
-      return tooManyWaiting(res);
-    }
-    if (waitingTotal >= total) {
-      const heaviest = heaviestHolder();
-      if (heaviest === undefined || heaviest.size <= held + 1) {
-        refusals.log(ip, { waiting: waitingTotal, callerWaiting: held }, 'too many token requests waiting on this node (--max-waiting-requests); refused');
-        outcome.refusal = 'too-many-waiting';
-        return tooManyWaiting(res);
-      }
-      shedNewest(heaviest);
-    }
     const abort = lazyAbort(req, res);
     const admission: Admission = {
       shed: () => {
@@ -251,38 +236,24 @@ function createRequestHandler(deps: NmiServerDeps) {
         tooManyWaiting(res);
       },
     };
-    if (mine === undefined) waiting.set(ip, (mine = new Set()));
-    mine.add(admission);
-    waitingTotal++;
+    const admitted = waiting.admit(ip, admission);
+    if (admitted.kind !== 'admitted') {
+      const flag = admitted.kind === 'caller-full' ? '--max-waiting-requests-per-pod' : '--max-waiting-requests';
+      const where = admitted.kind === 'caller-full' ? 'from this pod' : 'on this node';
+      refusals.log(ip, { waiting: waiting.total, callerWaiting: admitted.held }, `too many token requests waiting ${where} (${flag}); refused`);
+      outcome.refusal = 'too-many-waiting';
+      return tooManyWaiting(res);
+    }
+    if (admitted.evicted !== undefined) {
+      const { caller, item } = admitted.evicted;
+      refusals.log(caller, { waiting: waiting.total, callerWaiting: waiting.held(caller) }, 'node-wide waiting cap (--max-waiting-requests) reached: newest request of the pod holding the most answered 429 to admit another pod');
+      item.shed();
+    }
     try {
       await work(abort);
     } finally {
-      release(ip, admission);
+      waiting.release(ip, admission);
     }
-  }
-
-  function release(ip: string, admission: Admission): void {
-    const mine = waiting.get(ip);
-    if (mine === undefined || !mine.delete(admission)) return; // already shed
-    waitingTotal--;
-    if (mine.size === 0) waiting.delete(ip);
-  }
-
-  function heaviestHolder(): { ip: string; size: number } | undefined {
-    let best: { ip: string; size: number } | undefined;
-    for (const [ip, set] of waiting) if (best === undefined || set.size > best.size) best = { ip, size: set.size };
-    return best;
-  }
-
-  function shedNewest(holder: { ip: string }): void {
-    const mine = waiting.get(holder.ip);
-    if (mine === undefined) return;
-    let newest: Admission | undefined;
-    for (const a of mine) newest = a;
-    if (newest === undefined) return;
-    release(holder.ip, newest);
-    refusals.log(holder.ip, { waiting: waitingTotal, callerWaiting: mine.size }, 'node-wide waiting cap (--max-waiting-requests) reached: newest request of the pod holding the most answered 429 to admit another pod');
-    newest.shed();
   }
 
   function hasMetadataHeader(req: Request): boolean {
