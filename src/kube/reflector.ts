@@ -4,18 +4,26 @@
 // States: list (paged) -> watch from the list's resourceVersion -> on clean close or client timeout re-watch from the
 // last seen resourceVersion -> on 410 (HTTP or ERROR event) relist and diff against the store -> on any other failure
 // retry with jittered exponential backoff, forever, until stop().
+//
+// The store is the consumer's one cache: `transform` makes each object into the view the consumer reads, at ingest
+// (a list page at a time), and the store keeps only views, filed under `indexers`:
+//   const r = new Reflector({ kubeConfig, path: '/api/v1/pods', transform: (raw) => podViewFrom(raw) ?? undefined,
+//                             indexers: { byIP: (v) => [v.podIP] }, handlers: { onAdd: (view, key) => enqueue(key) } });
+//   r.store.get('ns/name'); r.store.byIndex('byIP', ip); r.store.list();
 import { Watch, type KubeConfig } from '@kubernetes/client-node';
-import { Backoff, sleep, type BackoffOptions } from './backoff.js';
+import { Backoff, type BackoffOptions } from './backoff.js';
+import { realClock, type Clock } from '../common/clock.js';
 import { describeError, httpStatus, isGone, retryAfterMs } from './errors.js';
 import { listPage, type ListOptions, type ListPage } from './list.js';
 import { silentLogger, type Logger } from '../common/log.js';
-import { objectKey, Store, type KubeObject } from './store.js';
+import { objectKey, Store, type IndexFunc, type KubeObject } from './store.js';
 
-export interface ReflectorHandlers<T> {
-  onAdd?(obj: T): void;
-  onUpdate?(oldObj: T, newObj: T): void;
-  /** Receives the object's last known state. */
-  onDelete?(obj: T): void;
+/** Handlers get views (what the transform made), with the store key. They should only enqueue. */
+export interface ReflectorHandlers<V> {
+  onAdd?(view: V, key: string): void;
+  onUpdate?(oldView: V, newView: V, key: string): void;
+  /** Receives the last view the store held. */
+  onDelete?(view: V, key: string): void;
 }
 
 /** Lifecycle transitions, for logs and metrics. */
@@ -26,7 +34,7 @@ export type ReflectorEvent =
   | { readonly type: 'relist'; readonly reason: 'gone' | 'interval' }
   | { readonly type: 'error'; readonly phase: 'list' | 'watch'; readonly error: unknown; readonly retryInMs: number };
 
-export interface ReflectorOptions<T extends KubeObject> {
+export interface ReflectorOptions<T extends KubeObject, V = T> {
   readonly kubeConfig: KubeConfig;
   /** Collection path without query, e.g. `/api/v1/pods` or `/apis/aadpodidentity.k8s.io/v1/azureidentities`. */
   readonly path: string;
@@ -42,14 +50,19 @@ export interface ReflectorOptions<T extends KubeObject> {
    */
   readonly list?: (opts: ListOptions) => Promise<ListPage<T>>;
   /**
-   * What the store keeps of each object (default: all of it). Handlers still get the full object on add and update;
-   * `onUpdate`'s old object and `onDelete`'s relisted object are the kept form. A consumer that keeps its own view
-   * (MIC) needs only the metadata here, which halves its memory.
+   * Turns each listed or watched object into the view the consumer reads, once, at ingest; the store keeps only the
+   * view, and the raw object is dropped. `undefined` (or a throw) means "not of interest": the key is left out of the
+   * store (and removed from it, with `onDelete`, if an earlier version was in). Default: the object itself.
+   * Must be pure and must not keep references into the raw object it is not meant to keep.
    */
-  readonly storeTransform?: (obj: T) => T;
-  /** Store to fill (default: a new one without indexes). */
-  readonly store?: Store<T>;
-  readonly handlers?: ReflectorHandlers<T>;
+  readonly transform?: (raw: T) => V | undefined;
+  /** Indexes of the store, over views: `{ byNode: (v) => [v.nodeName] }`, read with `store.byIndex('byNode', n)`. */
+  readonly indexers?: Readonly<Record<string, IndexFunc<V>>>;
+  /** Store to fill (default: a new one with `indexers`). */
+  readonly store?: Store<V>;
+  readonly handlers?: ReflectorHandlers<V>;
+  /** Time source for backoff sleeps, relist intervals and `lastHeardMs` (default: the real clock). */
+  readonly clock?: Clock;
   /** Server-side watch timeout; default a random value in [300, 600] s for each watch, spreading reconnects. */
   readonly watchTimeoutSeconds?: number | (() => number);
   /** Abort a watch that received no bytes for this long (default: the watch timeout + 30 s). */
@@ -69,25 +82,20 @@ type WatchOutcome =
   | { readonly kind: 'gone' }
   | { readonly kind: 'closed' | 'timeout'; readonly events: number; readonly durationMs: number };
 
-/** A storeTransform that keeps only what the reflector itself needs: identity, version, and labels for indexes. */
-export function keepMetadataOnly<T extends KubeObject>(obj: T): T {
-  const m = obj.metadata ?? {};
-  return {
-    metadata: {
-      name: m.name,
-      namespace: m.namespace,
-      uid: m.uid,
-      resourceVersion: m.resourceVersion,
-      ...(m.labels ? { labels: m.labels } : {}),
-    },
-  } as T;
+/** A listed object made into its view (or `undefined`: not of interest), with what the store records of it. */
+interface Ingested<V> {
+  readonly view: V | undefined;
+  readonly uid: string | undefined;
+  readonly resourceVersion: string | undefined;
 }
 
-export class Reflector<T extends KubeObject = KubeObject> {
-  readonly store: Store<T>;
-  readonly #opts: ReflectorOptions<T>;
+export class Reflector<T extends KubeObject = KubeObject, V = T> {
+  readonly store: Store<V>;
+  readonly #opts: ReflectorOptions<T, V>;
   readonly #log: Logger;
-  readonly #handlers: ReflectorHandlers<T>;
+  readonly #clock: Clock;
+  readonly #transform: (raw: T) => V | undefined;
+  readonly #handlers: ReflectorHandlers<V>;
   readonly #listFn: (opts: ListOptions) => Promise<ListPage<T>>;
   #abort: AbortController | undefined;
   #loop: Promise<void> | undefined;
@@ -102,9 +110,11 @@ export class Reflector<T extends KubeObject = KubeObject> {
   #resolveSynced!: (ok: boolean) => void;
   readonly #synced: Promise<boolean>;
 
-  constructor(opts: ReflectorOptions<T>) {
+  constructor(opts: ReflectorOptions<T, V>) {
     this.#opts = opts;
-    this.store = opts.store ?? new Store<T>();
+    this.#clock = opts.clock ?? realClock;
+    this.#transform = opts.transform ?? ((raw: T) => raw as unknown as V);
+    this.store = opts.store ?? new Store<V>(opts.indexers);
     this.#handlers = opts.handlers ?? {};
     this.#log = (opts.log ?? silentLogger()).child({ component: 'reflector', resource: opts.name ?? opts.path });
     this.#listFn = opts.list ?? ((o) => listPage<T>(opts.kubeConfig, opts.path, o));
@@ -179,12 +189,12 @@ export class Reflector<T extends KubeObject = KubeObject> {
         this.#emit({ type: 'watchEnded', reason: outcome.kind, events: outcome.events });
         if (outcome.events === 0 && outcome.durationMs < minWatchMs) {
           // A server that accepts and at once closes must not make us spin.
-          if (!(await sleep(backoff.next(), signal))) return;
+          if (!(await this.#sleep(backoff.next(), signal))) return;
         } else {
           backoff.reset();
         }
         const interval = this.#opts.relistIntervalMs;
-        if (interval !== undefined && Date.now() - this.#lastListAt >= interval) {
+        if (interval !== undefined && this.#clock.now() - this.#lastListAt >= interval) {
           this.#emit({ type: 'relist', reason: 'interval' });
           needList = true;
         }
@@ -202,13 +212,14 @@ export class Reflector<T extends KubeObject = KubeObject> {
         const delay = Math.max(backoff.next(), retryAfterMs(err) ?? 0);
         this.#log.warn({ phase, err: describeError(err), retryInMs: delay }, `${phase} failed, retrying`);
         this.#emit({ type: 'error', phase, error: err, retryInMs: delay });
-        if (!(await sleep(delay, signal))) return;
+        if (!(await this.#sleep(delay, signal))) return;
       }
     }
   }
 
   async #list(signal: AbortSignal): Promise<void> {
-    const items: T[] = [];
+    // Each page is made into views as it arrives, so at most one page of raw objects is alive at a time.
+    const listed = new Map<string, Ingested<V>>();
     let cont: string | undefined;
     let resourceVersion = '';
     let pages = 0;
@@ -222,63 +233,99 @@ export class Reflector<T extends KubeObject = KubeObject> {
       });
       if (signal.aborted) return;
       pages++;
-      items.push(...page.items);
+      for (const item of page.items) this.#ingestListed(item, listed);
       resourceVersion = page.resourceVersion || resourceVersion;
       cont = page.continue || undefined;
     } while (cont);
-    this.#replace(items);
+    this.#replace(listed);
     this.#resourceVersion = resourceVersion;
-    this.#lastListAt = Date.now();
+    this.#lastListAt = this.#clock.now();
     this.#lastHeardMs = this.#lastListAt;
-    this.#log.debug({ items: items.length, pages, resourceVersion }, 'listed');
-    this.#emit({ type: 'listed', items: items.length, pages, resourceVersion });
+    this.#log.debug({ items: listed.size, pages, resourceVersion }, 'listed');
+    this.#emit({ type: 'listed', items: listed.size, pages, resourceVersion });
     if (!this.#hasSynced) {
       this.#hasSynced = true;
       this.#resolveSynced(true);
     }
   }
 
-  /** Makes the store equal to `items`, telling handlers what changed: gone -> delete, new uid -> delete + add. */
-  #replace(items: readonly T[]): void {
-    const listed = new Set<string>();
-    const valid: T[] = [];
-    for (const item of items) {
-      try {
-        listed.add(objectKey(item));
-        valid.push(item);
-      } catch {
-        this.#log.warn('listed object without metadata.name ignored');
-      }
+  #ingestListed(item: T, listed: Map<string, Ingested<V>>): void {
+    let key: string;
+    try {
+      key = objectKey(item);
+    } catch {
+      this.#log.warn('listed object without metadata.name ignored');
+      return;
     }
-    for (const key of this.store.keys()) {
-      if (listed.has(key)) continue;
-      const removed = this.store.delete(key);
-      if (removed) this.#notifyDelete(removed);
+    const uid = item.metadata?.uid;
+    const resourceVersion = item.metadata?.resourceVersion;
+    const cached = this.store.meta(key);
+    // Unchanged since we last saw it (a relist): keep the view we have, without transforming again.
+    if (cached !== undefined && resourceVersion !== undefined && cached.resourceVersion === resourceVersion && cached.uid === uid) {
+      listed.set(key, { view: this.store.get(key), uid, resourceVersion });
+      return;
     }
-    for (const item of valid) this.#apply(item);
+    listed.set(key, { view: this.#safeTransform(item, key), uid, resourceVersion });
   }
 
-  #apply(obj: T): void {
-    const result = this.store.upsert(this.#opts.storeTransform ? this.#opts.storeTransform(obj) : obj);
+  /** Makes the store equal to what was listed, telling handlers what changed: gone -> delete, new uid -> delete + add. */
+  #replace(listed: ReadonlyMap<string, Ingested<V>>): void {
+    for (const key of this.store.keys()) {
+      if (listed.get(key)?.view !== undefined) continue;
+      const removed = this.store.delete(key);
+      if (removed !== undefined) this.#notifyDelete(removed, key);
+    }
+    for (const [key, item] of listed) if (item.view !== undefined) this.#apply(key, item);
+  }
+
+  #apply(key: string, item: Ingested<V>): void {
+    const view = item.view;
+    if (view === undefined) {
+      // Not of interest any more: it leaves the store as if deleted.
+      const removed = this.store.delete(key);
+      if (removed !== undefined) this.#notifyDelete(removed, key);
+      return;
+    }
+    const before = this.store.meta(key);
+    const result = this.store.set(key, view, { uid: item.uid, resourceVersion: item.resourceVersion });
     switch (result.kind) {
       case 'added':
-        this.#notify('add', () => this.#handlers.onAdd?.(obj));
+        this.#notify('add', () => this.#handlers.onAdd?.(view, key));
         break;
       case 'updated':
         // Unchanged objects (same resourceVersion, e.g. after a relist) produce no event.
-        if (result.previous.metadata?.resourceVersion !== obj.metadata?.resourceVersion) {
-          this.#notify('update', () => this.#handlers.onUpdate?.(result.previous, obj));
+        if (before?.resourceVersion !== item.resourceVersion) {
+          this.#notify('update', () => this.#handlers.onUpdate?.(result.previous, view, key));
         }
         break;
       case 'replaced':
-        this.#notifyDelete(result.previous);
-        this.#notify('add', () => this.#handlers.onAdd?.(obj));
+        this.#notifyDelete(result.previous, key);
+        this.#notify('add', () => this.#handlers.onAdd?.(view, key));
         break;
     }
   }
 
-  #notifyDelete(obj: T): void {
-    this.#notify('delete', () => this.#handlers.onDelete?.(obj));
+  #safeTransform(raw: T, key: string): V | undefined {
+    try {
+      return this.#transform(raw);
+    } catch (err) {
+      this.#log.warn({ key, err: describeError(err) }, 'object the transform could not read ignored');
+      return undefined;
+    }
+  }
+
+  #notifyDelete(view: V, key: string): void {
+    this.#notify('delete', () => this.#handlers.onDelete?.(view, key));
+  }
+
+  /** Resolves `true` after `ms`, `false` as soon as `signal` aborts; never rejects. */
+  async #sleep(ms: number, signal: AbortSignal): Promise<boolean> {
+    try {
+      await this.#clock.sleep(ms, signal);
+      return !signal.aborted;
+    } catch {
+      return false;
+    }
   }
 
   #watchOnce(signal: AbortSignal): Promise<WatchOutcome> {
@@ -287,7 +334,7 @@ export class Reflector<T extends KubeObject = KubeObject> {
     // requestTimeoutMs is private in client-node's typings; it is the inactivity timeout we need to lower.
     (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs =
       this.#opts.inactivityTimeoutMs ?? (timeoutSeconds + 30) * 1000;
-    const started = Date.now();
+    const started = this.#clock.now();
     const rv = this.#resourceVersion;
     this.#emit({ type: 'watching', resourceVersion: rv, timeoutSeconds });
     this.#log.debug({ resourceVersion: rv, timeoutSeconds }, 'watching');
@@ -320,12 +367,12 @@ export class Reflector<T extends KubeObject = KubeObject> {
           return;
         }
         events++;
-        this.#lastHeardMs = Date.now();
+        this.#lastHeardMs = this.#clock.now();
         this.#handleWatchEvent(type, obj);
       };
 
       const done = (err: unknown): void => {
-        const durationMs = Date.now() - started;
+        const durationMs = this.#clock.now() - started;
         this.#lastWatchHealthy = events > 0 || durationMs >= (this.#opts.minWatchDurationMs ?? 1000);
         if (gone) settle(() => resolve({ kind: 'gone' }));
         else if (failure) settle(() => reject(failure));
@@ -363,21 +410,20 @@ export class Reflector<T extends KubeObject = KubeObject> {
     switch (type) {
       case 'ADDED':
       case 'MODIFIED':
-        try {
-          this.#apply(obj);
-        } catch (err) {
-          this.#log.warn({ err: describeError(err) }, 'watch event with an unusable object ignored');
-        }
-        break;
       case 'DELETED': {
         let key: string;
         try {
           key = objectKey(obj);
         } catch {
+          this.#log.warn({ type }, 'watch event with an object without metadata.name ignored');
           break;
         }
-        const removed = this.store.delete(key, obj.metadata?.uid);
-        if (removed) this.#notifyDelete(obj);
+        if (type === 'DELETED') {
+          const removed = this.store.delete(key, obj.metadata?.uid);
+          if (removed !== undefined) this.#notifyDelete(removed, key);
+        } else {
+          this.#apply(key, { view: this.#safeTransform(obj, key), uid: obj.metadata?.uid, resourceVersion: rv });
+        }
         break;
       }
       case 'BOOKMARK':

@@ -18,7 +18,7 @@ import {
   type AzureIdentityBinding,
   type PodView,
 } from '../crds/types.js';
-import { keepMetadataOnly, Reflector, WorkQueue, type KubeObject, type ReflectorEvent } from '../kube/index.js';
+import { Reflector, WorkQueue, type KubeObject, type ReflectorEvent } from '../kube/index.js';
 import type { ArmTarget } from './arm.js';
 import { assignedKey, type ClusterSnapshot, type MicPolicy } from './core/snapshot.js';
 import { resolveNode, type ResolvedNode } from './adapters/targets.js';
@@ -297,8 +297,6 @@ export class MicController {
       log: this.#log,
       ...(o.watchTimeoutSeconds !== undefined ? { watchTimeoutSeconds: o.watchTimeoutSeconds } : {}),
       ...(o.reflectorBackoff !== undefined ? { backoff: o.reflectorBackoff } : {}),
-      // MIC keeps its own normalised views; the reflectors keep only what relists and deletes need.
-      storeTransform: keepMetadataOnly,
     };
     const key = (obj: KubeObject): string => `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
 

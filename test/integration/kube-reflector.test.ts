@@ -2,8 +2,9 @@ import { CoreV1Api, type KubeConfig, type V1Pod } from '@kubernetes/client-node'
 import { afterEach, describe, expect, it } from 'vitest';
 import { startApiServer, type ApiServerHandle } from '../../src/sandbox/apiserver/index.js';
 import { loadKubeConfig } from '../../src/kube/kubeconfig.js';
-import { listAll } from '../../src/kube/list.js';
-import { keepMetadataOnly, Reflector, type ReflectorEvent } from '../../src/kube/reflector.js';
+import { listAll, listPage } from '../../src/kube/list.js';
+import { ManualClock } from '../../src/common/clock.js';
+import { Reflector, type ReflectorEvent } from '../../src/kube/reflector.js';
 import { Store, type KubeObject } from '../../src/kube/store.js';
 
 interface Pod extends KubeObject {
@@ -139,23 +140,94 @@ describe('Reflector against the API emulator', () => {
     expect(r.lastHeardMs).toBeGreaterThan(frozen);
   });
 
-  it('keeps only the transformed form in the store while handlers get whole objects', async () => {
+  it('keeps only the view its transform makes, indexed, hands views to handlers, and drops what the transform rejects', async () => {
     const w = await world();
-    await createPod(w.core, 'p1');
-    const whole: Pod[] = [];
-    const { r } = reflect(w, {
-      storeTransform: keepMetadataOnly,
-      handlers: { onAdd: (p) => whole.push(p), onUpdate: (_o, p) => whole.push(p) },
+    await createPod(w.core, 'p1', 'node-a');
+    await createPod(w.core, 'p2', 'node-b');
+    interface View {
+      readonly name: string;
+      readonly node: string;
+    }
+    const calls: string[] = [];
+    const transformed: string[] = [];
+    let lists = 0;
+    const r = new Reflector<Pod, View>({
+      onEvent: (e) => {
+        if (e.type === 'listed') lists++;
+      },
+      kubeConfig: w.kc,
+      path: '/api/v1/pods',
+      watchTimeoutSeconds: 30,
+      // Pods on node-x are not of interest.
+      transform: (p) => {
+        transformed.push(p.metadata?.name ?? '');
+        const node = p.spec?.nodeName ?? '';
+        return node === 'node-x' ? undefined : { name: p.metadata?.name ?? '', node };
+      },
+      indexers: { byNode: (v) => [v.node] },
+      handlers: {
+        onAdd: (v, key) => calls.push(`add ${key} ${v.node}`),
+        onUpdate: (o, v, key) => calls.push(`update ${key} ${o.node}->${v.node}`),
+        onDelete: (v, key) => calls.push(`delete ${key} ${v.node}`),
+      },
     });
+    cleanups.push(() => r.stop());
     r.start();
     expect(await r.synced()).toBe(true);
-    await createPod(w.core, 'p2');
-    await waitFor(() => r.store.has('default/p2'), 'p2 in the store');
-    expect(whole.map((p) => p.spec?.nodeName)).toEqual(['node-a', 'node-a']);
-    const kept = r.store.get('default/p2') as Pod;
-    expect(kept.spec).toBeUndefined();
-    expect(kept.metadata).toMatchObject({ name: 'p2', namespace: 'default', labels: { app: 'x' } });
-    expect(kept.metadata?.uid).toBe(whole[1]?.metadata?.uid);
+    expect(r.store.get('default/p1')).toEqual({ name: 'p1', node: 'node-a' });
+    expect(r.store.byIndex('byNode', 'node-b').map((v) => v.name)).toEqual(['p2']);
+    expect(r.store.meta('default/p1')?.uid).toMatch(/./);
+
+    await waitFor(() => w.server.openWatches() === 1, 'the watch to open');
+    await createPod(w.core, 'px', 'node-x');
+    await createPod(w.core, 'p3', 'node-b');
+    await waitFor(() => r.store.has('default/p3'), 'p3 in the store');
+    expect(r.store.has('default/px')).toBe(false);
+    expect(r.store.byIndex('byNode', 'node-b').map((v) => v.name).sort()).toEqual(['p2', 'p3']);
+    await w.core.patchNamespacedPod({ name: 'p1', namespace: 'default', body: [{ op: 'add', path: '/metadata/labels/extra', value: 'yes' }] });
+    await w.core.deleteNamespacedPod({ name: 'p2', namespace: 'default' });
+    await waitFor(() => !r.store.has('default/p2'), 'p2 removed');
+    expect(r.store.byIndex('byNode', 'node-b').map((v) => v.name)).toEqual(['p3']);
+    expect(calls).toEqual([
+      'add default/p1 node-a',
+      'add default/p2 node-b',
+      'add default/p3 node-b',
+      'update default/p1 node-a->node-a',
+      'delete default/p2 node-b',
+    ]);
+
+    // A relist transforms only what changed since it was last seen.
+    transformed.length = 0;
+    w.server.injectFault({ method: 'GET', pathPrefix: '/api/v1/pods', watch: true, status: 410, count: 1 });
+    w.server.dropWatches();
+    await waitFor(() => lists === 2, 'the relist');
+    expect(transformed).toEqual(['px']); // p1 and p3 kept their views; px is not in the store, so it is read again
+    await createPod(w.core, 'p4', 'node-a');
+    await waitFor(() => r.store.has('default/p4'), 'p4 after the relist');
+  });
+
+  it('reads time only from its injected clock: list retries sleep on it and lastHeardMs is its time', async () => {
+    const w = await world();
+    const clock = new ManualClock(1_000_000);
+    let attempts = 0;
+    const { r } = reflect(w, {
+      clock,
+      backoff: { initialMs: 5_000, maxMs: 5_000, jitter: 0 },
+      list: async (o) => {
+        attempts++;
+        if (attempts <= 2) throw new Error('list refused');
+        return listPage<Pod>(w.kc, '/api/v1/pods', o);
+      },
+    });
+    r.start();
+    await waitFor(() => attempts === 1 && clock.pendingSleeps() === 1, 'the first failure to sleep on the clock');
+    await clock.advance(4_999);
+    expect(attempts).toBe(1);
+    await clock.advance(1);
+    await waitFor(() => attempts === 2 && clock.pendingSleeps() === 1, 'the second failure to sleep');
+    await clock.advance(5_000);
+    expect(await r.synced()).toBe(true);
+    expect(r.lastHeardMs).toBe(1_010_000);
   });
 
   it('re-watches from the last resourceVersion when the server ends the watch, without relisting', async () => {

@@ -80,3 +80,29 @@ describe('Store', () => {
     expect(s.getByName('n', 'x')).toBeDefined();
   });
 });
+
+describe('Store of views', () => {
+  interface View {
+    readonly name: string;
+    readonly ip: string;
+  }
+
+  it('keeps a view under a key with the uid and resourceVersion of the object it came from', () => {
+    const s = new Store<View>({ byIP: (v) => [v.ip] });
+    expect(s.set('ns/a', { name: 'a', ip: '10.0.0.1' }, { uid: 'u1', resourceVersion: '5' }).kind).toBe('added');
+    expect(s.get('ns/a')).toEqual({ name: 'a', ip: '10.0.0.1' });
+    expect(s.meta('ns/a')).toEqual({ uid: 'u1', resourceVersion: '5' });
+    expect(s.byIndex('byIP', '10.0.0.1').map((v) => v.name)).toEqual(['a']);
+    expect(s.keysByIndex('byIP', '10.0.0.1')).toEqual(['ns/a']);
+    const upd = s.set('ns/a', { name: 'a', ip: '10.0.0.2' }, { uid: 'u1', resourceVersion: '6' });
+    expect(upd).toEqual({ kind: 'updated', previous: { name: 'a', ip: '10.0.0.1' } });
+    expect(s.byIndex('byIP', '10.0.0.1')).toEqual([]);
+    expect(s.set('ns/a', { name: 'a', ip: '10.0.0.2' }, { uid: 'u2', resourceVersion: '7' }).kind).toBe('replaced');
+    expect([...s.values()]).toEqual([{ name: 'a', ip: '10.0.0.2' }]);
+    expect([...s.entries()].map(([k]) => k)).toEqual(['ns/a']);
+    expect(s.delete('ns/a', 'u1')).toBeUndefined();
+    expect(s.delete('ns/a', 'u2')).toEqual({ name: 'a', ip: '10.0.0.2' });
+    expect(s.meta('ns/a')).toBeUndefined();
+    expect(s.indexValues('byIP')).toEqual([]);
+  });
+});
