@@ -123,7 +123,7 @@ export class ArmApi {
     for (const { re, kind } of ROUTES) {
       const m = re.exec(path);
       if (!m) continue;
-      const g = m.slice(1).map((s) => decodeURIComponent(s));
+      const g = m.slice(1).map((s) => (s === undefined ? s : decodeURIComponent(s))); // unmatched optional groups stay undefined
       // ARM authorises the action at the request's scope before the resource provider sees it (so 403 before 404).
       const run = (fn: (caller: Caller) => Promise<void> | void, operation?: string) => () =>
         this.#guard(req, res, url, g[0] ?? '', (caller) => {
