@@ -188,6 +188,20 @@ describe('Azure emulator: federated identity credentials (ARM) and the federated
       }
     });
 
+    it('takes the write latency from the start options too (what the CLI --latency fic_put=MS sets)', async () => {
+      const slow = await startTestAzure({ latencyMs: { fic_put: 300 } });
+      try {
+        slow.emulator.grantRole(slow.servicePrincipal.objectId, 'Managed Identity Contributor', `/subscriptions/${slow.emulator.subscriptionId}/resourceGroups/${slow.resourceGroup}`);
+        const id = slow.emulator.createUserAssignedIdentity(slow.resourceGroup, 'slow-id');
+        const put = (name: string) =>
+          slow.msi().federatedIdentityCredentials.createOrUpdate(slow.resourceGroup, id.name, name, { issuer: issuer.issuer, subject: sa('s', name), audiences: [AUDIENCE] });
+        const results = await Promise.allSettled([put('slow-1'), put('slow-2')]);
+        expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+      } finally {
+        await slow.stop();
+      }
+    });
+
     it('lets Managed Identity Operator read credentials but not write or delete them (Managed Identity Contributor can)', async () => {
       const id = newIdentity();
       const reader = az.emulator.registerServicePrincipal({ clientId: randomUUID(), secret: 'op-secret' });

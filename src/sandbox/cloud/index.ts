@@ -34,7 +34,7 @@ export type { FederatedCredential } from './world.js';
 export { decodeToken, type AccessTokenClaims } from './signer.js';
 export { ARM_AUDIENCES, type LroMode } from './arm.js';
 export { BUILT_IN_ROLES, actionMatches, permissionsAllow, scopeCovers, type RoleDefinition, type RolePermission } from './rbac.js';
-export type { EmulatorOperation, FaultSpec, RequestLogEntry } from './faults.js';
+export { EMULATOR_OPERATIONS, type EmulatorOperation, type FaultSpec, type RequestLogEntry } from './faults.js';
 export type { ImdsListener, ImdsTarget } from './imds.js';
 export type { ComputeSpec, IdentityState, ServicePrincipalSpec, UserAssignedIdentity, VmssSpec } from './world.js';
 
