@@ -19,6 +19,8 @@ export interface TestIssuer {
   sign(claims: TokenClaims, opts?: { key?: CryptoKey; kid?: string }): Promise<string>;
   /** Publishes a new key (kept alongside the old one, as AKS does during rotation); returns its key and kid. */
   rotate(): Promise<{ key: CryptoKey; kid: string }>;
+  /** While on, every document request gets its headers and half a body, then nothing (a stuck issuer). */
+  setStalled(on: boolean): void;
   stop(): Promise<void>;
 }
 
@@ -52,9 +54,15 @@ export async function startTestIssuer(): Promise<TestIssuer> {
   const first = await addKey();
   const hits = new Map<string, number>();
   let issuer = '';
+  let stalled = false;
   const server: Server = createServer({ key: tls.keyPem, cert: tls.certPem }, (req, res) => {
     const path = new URL(req.url ?? '/', 'https://x').pathname;
     hits.set(path, (hits.get(path) ?? 0) + 1);
+    if (stalled) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"issuer":');
+      return;
+    }
     if (path === '/oidc/.well-known/openid-configuration') {
       res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'public, max-age=3600' });
       res.end(
@@ -96,6 +104,9 @@ export async function startTestIssuer(): Promise<TestIssuer> {
         .sign(opts.key ?? signer.privateKey);
     },
     rotate: addKey,
+    setStalled: (on) => {
+      stalled = on;
+    },
     stop: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -368,7 +368,7 @@ describe('Azure emulator: federated identity credentials (ARM) and the federated
       expect(r).toMatchObject({ status: 401, body: { error: 'invalid_client', error_codes: [700211] } });
     });
 
-    it('answers AADSTS90061 when the issuer cannot be reached: connection refused, or accepted and never answered (bounded wait)', async () => {
+    it('answers AADSTS90061 when the issuer cannot be reached: connection refused, accepted and never answered, or stalled mid-body (bounded wait)', async () => {
       const silent: TcpServer = createTcpServer((s: Socket) => void s); // accepts, never answers
       const sockets = new Set<Socket>();
       silent.on('connection', (s) => sockets.add(s));
@@ -387,7 +387,17 @@ describe('Azure emulator: federated identity credentials (ARM) and the federated
           expect(r.body.error_description).toMatch(/^AADSTS90061: Request to External OIDC endpoint failed\./);
           expect(Date.now() - started).toBeLessThan(5_000); // issuerFetchTimeoutMs is 500 here
         }
+        // An issuer that answers the headers and then stalls mid-body: the same bounded refusal.
+        const id = newIdentity();
+        az.emulator.putFederatedCredential(id.id, 'web', { issuer: otherIssuer.issuer, subject: sa('t', 'web') });
+        az.emulator.clearIssuerCache();
+        otherIssuer.setStalled(true);
+        const started = Date.now();
+        const r = await exchange(id.clientId, await otherIssuer.sign({ sub: sa('t', 'web') }));
+        expect(r).toMatchObject({ status: 400, body: { error_codes: [90061] } });
+        expect(Date.now() - started).toBeLessThan(5_000);
       } finally {
+        otherIssuer.setStalled(false);
         for (const s of sockets) s.destroy();
         await new Promise<void>((resolve) => silent.close(() => resolve()));
       }
