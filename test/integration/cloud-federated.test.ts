@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { ClientAssertionCredential, WorkloadIdentityCredential } from '@azure/identity';
 import { RestError } from '@azure/core-rest-pipeline';
 import { generateKeyPair } from 'jose';
+import { ManualClock } from '../../src/common/clock.js';
 import type { UserAssignedIdentity } from '../../src/sandbox/cloud/index.js';
 import { armRest, decodeToken, emulatorSecretCredential, startTestAzure, type TestAzure } from '../helpers/azure.js';
 import { startTestIssuer, type TestIssuer } from '../helpers/test-issuer.js';
@@ -41,11 +42,16 @@ describe('Azure emulator: federated identity credentials (ARM) and the federated
   });
 
   /** A credential the way NMI will build it: the identity's client id, the assertion from the issuer. */
-  const assertionCredential = (clientId: string, assertion: () => Promise<string>, tenantId = az.emulator.tenantId): ClientAssertionCredential =>
+  const assertionCredential = (
+    clientId: string,
+    assertion: () => Promise<string>,
+    tenantId = az.emulator.tenantId,
+    emulator = az.emulator,
+  ): ClientAssertionCredential =>
     new ClientAssertionCredential(tenantId, clientId, assertion, {
-      authorityHost: az.emulator.url,
+      authorityHost: emulator.url,
       disableInstanceDiscovery: true,
-      tlsOptions: { ca: az.emulator.caPem },
+      tlsOptions: { ca: emulator.caPem },
     });
 
   /** The raw token endpoint answer (to check Azure AD's error body field by field). */
@@ -186,6 +192,14 @@ describe('Azure emulator: federated identity credentials (ARM) and the federated
       } finally {
         az.emulator.setLatency('fic_put', 0);
       }
+    });
+
+    it('refuses an api-version that predates federated credentials (NoRegisteredProviderFound)', async () => {
+      const id = newIdentity();
+      const r = await armRest(az.emulator, az.credential)('GET', `${id.id}/federatedIdentityCredentials?api-version=2018-11-30`);
+      expect(r).toMatchObject({ status: 400, body: { error: { code: 'NoRegisteredProviderFound' } } });
+      expect(r.body.error.message).toContain("API version '2018-11-30' for type 'userAssignedIdentities/federatedIdentityCredentials'");
+      expect((await armRest(az.emulator, az.credential)('GET', `${id.id}/federatedIdentityCredentials?api-version=2023-01-31`)).status).toBe(200);
     });
 
     it('takes the write latency from the start options too (what the CLI --latency fic_put=MS sets)', async () => {
@@ -419,6 +433,29 @@ describe('Azure emulator: federated identity credentials (ARM) and the federated
         az.emulator.setFederationPropagation(0);
       }
       expect((await exchange(id.clientId, await issuer.sign({ sub: sa('p', 'new') }))).status).toBe(200);
+    });
+
+    it('on its injected clock: a credential propagates after the delay, and issuer metadata is fetched again after its TTL', async () => {
+      const clock = new ManualClock(Date.now());
+      const own = await startTestAzure({ clock, federation: { propagationMs: 30_000, issuerCacheTtlMs: 60_000, trustedIssuerCas: [issuer.caPem] } });
+      try {
+        const id = own.emulator.createUserAssignedIdentity(own.resourceGroup, 'clocked');
+        own.emulator.putFederatedCredential(id.id, 'web', { issuer: issuer.issuer, subject: sa('k', 'web') });
+        const get = () => assertionCredential(id.clientId, () => issuer.sign({ sub: sa('k', 'web') }), own.emulator.tenantId, own.emulator);
+        await expect(get().getToken(VAULT)).rejects.toThrow(/AADSTS70021:/);
+        await clock.advance(30_000);
+        const token = await get().getToken(VAULT);
+        expect(decodeToken(token.token).iat).toBe(Math.floor(clock.now() / 1000)); // issued on the emulator's clock
+        const fetches = () => issuer.hits.get('/oidc/openid/v1/jwks') ?? 0;
+        const before = fetches();
+        await get().getToken(VAULT);
+        expect(fetches()).toBe(before);
+        await clock.advance(60_000);
+        await get().getToken(VAULT);
+        expect(fetches()).toBe(before + 1);
+      } finally {
+        await own.stop();
+      }
     });
 
     it('refuses a client secret or a missing assertion for a managed identity, and another tenant', async () => {

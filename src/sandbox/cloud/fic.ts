@@ -12,6 +12,15 @@ export const MAX_FEDERATED_CREDENTIALS_PER_IDENTITY = 20;
 /** The name rule of the MSI resource provider (and arm-msi's client-side check). */
 export const FEDERATED_CREDENTIAL_NAME = /^[a-zA-Z0-9][a-zA-Z0-9-_]{2,119}$/;
 const MAX_PROPERTY_LENGTH = 600;
+/** api-versions of Microsoft.ManagedIdentity that have the federatedIdentityCredentials type (federation.md §2.1). */
+export const FEDERATED_CREDENTIAL_API_VERSIONS = [
+  '2022-01-31-preview',
+  '2023-01-31',
+  '2023-07-31-preview',
+  '2024-11-30',
+  '2025-01-31-preview',
+  '2025-05-31-preview',
+] as const;
 
 export interface FicContext {
   readonly world: World;
@@ -150,21 +159,39 @@ export function federatedCredentialRoutes(ctx: FicContext): FederatedCredentials
     });
   };
 
+  const routeKnown = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    method: string,
+    rg: string,
+    identityName: string,
+    ficName: string | undefined,
+    target: string,
+  ): FicRoute | { readonly notAllowed: EmulatorOperation } => {
+    if (ficName === undefined) {
+      if (method !== 'GET') return { notAllowed: 'fic_list' };
+      return { operation: 'fic_list', target, dialect: 'arm', handle: () => list(res, url, rg, identityName) };
+    }
+    if (method === 'GET') return { operation: 'fic_get', target, dialect: 'arm', handle: () => get(res, rg, identityName, ficName) };
+    if (method === 'PUT') {
+      return { operation: 'fic_put', target, dialect: 'arm', ownsLatency: true, handle: () => put(req, res, rg, identityName, ficName) };
+    }
+    if (method === 'DELETE') {
+      return { operation: 'fic_delete', target, dialect: 'arm', ownsLatency: true, handle: () => remove(res, rg, identityName, ficName) };
+    }
+    return { notAllowed: 'fic_get' };
+  };
+
   return {
     route(req, res, url, method, rg, identityName, ficName) {
       const target = `${identityName}/${ficName ?? ''}`;
-      if (ficName === undefined) {
-        if (method !== 'GET') return { notAllowed: 'fic_list' };
-        return { operation: 'fic_list', target, dialect: 'arm', handle: () => list(res, url, rg, identityName) };
-      }
-      if (method === 'GET') return { operation: 'fic_get', target, dialect: 'arm', handle: () => get(res, rg, identityName, ficName) };
-      if (method === 'PUT') {
-        return { operation: 'fic_put', target, dialect: 'arm', ownsLatency: true, handle: () => put(req, res, rg, identityName, ficName) };
-      }
-      if (method === 'DELETE') {
-        return { operation: 'fic_delete', target, dialect: 'arm', ownsLatency: true, handle: () => remove(res, rg, identityName, ficName) };
-      }
-      return { notAllowed: 'fic_get' };
+      const route = routeKnown(req, res, url, method, rg, identityName, ficName, target);
+      if ('notAllowed' in route) return route;
+      const apiVersion = url.searchParams.get('api-version');
+      if (apiVersion === null || (FEDERATED_CREDENTIAL_API_VERSIONS as readonly string[]).includes(apiVersion)) return route;
+      // ARM resolves the type's registration for that api-version: versions before 2022-01-31-preview lack it.
+      return { ...route, ownsLatency: false, handle: () => ficError(res, noRegisteredProvider(apiVersion, world.defaultLocation)) };
     },
   };
 }
@@ -217,6 +244,17 @@ function limitReached(identity: UserAssignedIdentity): ArmErrorInfo {
     message:
       `The managed identity '${identity.id.toLowerCase()}' already has the maximum of ${MAX_FEDERATED_CREDENTIALS_PER_IDENTITY} ` +
       'federated identity credentials. Delete one before adding another.',
+  };
+}
+
+function noRegisteredProvider(apiVersion: string, location: string): ArmErrorInfo {
+  return {
+    status: 400,
+    code: 'NoRegisteredProviderFound',
+    message:
+      `No registered resource provider found for location '${location}' and API version '${apiVersion}' for type ` +
+      `'userAssignedIdentities/federatedIdentityCredentials'. The supported api-versions are '${FEDERATED_CREDENTIAL_API_VERSIONS.join(', ')}'. ` +
+      `The supported locations are '${location}'.`,
   };
 }
 
