@@ -172,7 +172,7 @@ describe('Azure emulator: federated identity credentials (ARM) and the federated
       const msi = az.msi();
       const put = (id: UserAssignedIdentity, name: string) =>
         msi.federatedIdentityCredentials.createOrUpdate(az.resourceGroup, id.name, name, { issuer: issuer.issuer, subject: sa('c', name), audiences: [AUDIENCE] });
-      az.emulator.setLatency('fic_put', 400);
+      az.emulator.setLatency('fic_put', 1000); // wide enough that the three requests overlap on a loaded machine
       try {
         const results = await Promise.allSettled([put(one, 'write-1'), put(one, 'write-2'), put(two, 'write-3')]);
         const rejected = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -203,7 +203,7 @@ describe('Azure emulator: federated identity credentials (ARM) and the federated
     });
 
     it('takes the write latency from the start options too (what the CLI --latency fic_put=MS sets)', async () => {
-      const slow = await startTestAzure({ latencyMs: { fic_put: 300 } });
+      const slow = await startTestAzure({ latencyMs: { fic_put: 1000 } });
       try {
         slow.emulator.grantRole(slow.servicePrincipal.objectId, 'Managed Identity Contributor', `/subscriptions/${slow.emulator.subscriptionId}/resourceGroups/${slow.resourceGroup}`);
         const id = slow.emulator.createUserAssignedIdentity(slow.resourceGroup, 'slow-id');
