@@ -5,12 +5,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { ClientAssertionCredential, WorkloadIdentityCredential } from '@azure/identity';
+import { WorkloadIdentityCredential } from '@azure/identity';
 import { RestError } from '@azure/core-rest-pipeline';
 import { generateKeyPair } from 'jose';
 import { ManualClock } from '../../src/common/clock.js';
 import type { UserAssignedIdentity } from '../../src/sandbox/cloud/index.js';
-import { armRest, decodeToken, emulatorSecretCredential, startTestAzure, type TestAzure } from '../helpers/azure.js';
+import { armRest, decodeToken, emulatorAssertionCredential, emulatorSecretCredential, startTestAzure, type TestAzure } from '../helpers/azure.js';
 import { startTestIssuer, type TestIssuer } from '../helpers/test-issuer.js';
 
 const AUDIENCE = 'api://AzureADTokenExchange';
@@ -42,17 +42,8 @@ describe('Azure emulator: federated identity credentials (ARM) and the federated
   });
 
   /** A credential the way NMI will build it: the identity's client id, the assertion from the issuer. */
-  const assertionCredential = (
-    clientId: string,
-    assertion: () => Promise<string>,
-    tenantId = az.emulator.tenantId,
-    emulator = az.emulator,
-  ): ClientAssertionCredential =>
-    new ClientAssertionCredential(tenantId, clientId, assertion, {
-      authorityHost: emulator.url,
-      disableInstanceDiscovery: true,
-      tlsOptions: { ca: emulator.caPem },
-    });
+  const assertionCredential = (clientId: string, assertion: () => Promise<string>, tenantId?: string, emulator = az.emulator) =>
+    emulatorAssertionCredential(emulator, clientId, assertion, tenantId ?? emulator.tenantId);
 
   /** The raw token endpoint answer (to check Azure AD's error body field by field). */
   const exchange = async (clientId: string, assertion: string): Promise<{ status: number; body: Record<string, unknown> }> => {
