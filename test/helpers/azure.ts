@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { AccessToken, TokenCredential } from '@azure/core-auth';
 import { ComputeManagementClient } from '@azure/arm-compute';
 import { ManagedServiceIdentityClient } from '@azure/arm-msi';
-import { ClientSecretCredential } from '@azure/identity';
+import { ClientAssertionCredential, ClientSecretCredential } from '@azure/identity';
 import { ServiceClient } from '@azure/core-client';
 import { createHttpHeaders, createPipelineRequest } from '@azure/core-rest-pipeline';
 import { parseCloudConfig, type AzureCloudConfig } from '../../src/azure/cloud-config.js';
@@ -84,6 +84,20 @@ export function servicePrincipalCloudConfig(az: TestAzure): AzureCloudConfig {
 /** ClientSecretCredential against the emulator's AAD (HTTPS authority, no instance discovery). */
 export function emulatorSecretCredential(emulator: AzureEmulator, clientId: string, secret: string, tenantId = emulator.tenantId): ClientSecretCredential {
   return new ClientSecretCredential(tenantId, clientId, secret, {
+    authorityHost: emulator.url,
+    disableInstanceDiscovery: true,
+    tlsOptions: { ca: emulator.caPem },
+  });
+}
+
+/** ClientAssertionCredential against the emulator's AAD: a managed identity's client ID plus a federated assertion. */
+export function emulatorAssertionCredential(
+  emulator: AzureEmulator,
+  clientId: string,
+  getAssertion: () => Promise<string>,
+  tenantId = emulator.tenantId,
+): ClientAssertionCredential {
+  return new ClientAssertionCredential(tenantId, clientId, getAssertion, {
     authorityHost: emulator.url,
     disableInstanceDiscovery: true,
     tlsOptions: { ca: emulator.caPem },

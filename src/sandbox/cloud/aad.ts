@@ -3,9 +3,10 @@ import { X509Certificate, randomUUID, timingSafeEqual } from 'node:crypto';
 import { errors as joseErrors, jwtVerify } from 'jose';
 import type { Logger } from 'pino';
 import type { FaultBook } from './faults.js';
+import { checkFederatedAssertion, type FederatedAssertionContext } from './federated-assertion.js';
 import { readBody, sendJson, type RoutedRequest } from './http.js';
-import type { TokenSigner } from './signer.js';
-import type { ServicePrincipal, World } from './world.js';
+import type { IssuedToken, TokenSigner } from './signer.js';
+import type { ServicePrincipal, UserAssignedIdentity, World } from './world.js';
 
 export interface AadContext {
   readonly world: World;
@@ -14,6 +15,10 @@ export interface AadContext {
   readonly log: Logger;
   readonly baseUrl: () => string;
   readonly tokenLifetimeSeconds: number;
+  /** Federated exchange for user-assigned identities: issuer keys, clock, skew, propagation delay. */
+  readonly federation: FederatedAssertionContext;
+  /** Lifetime of tokens issued to managed identities (the IMDS lifetime: same token as IMDS would give). */
+  readonly managedIdentityTokenLifetimeSeconds: number;
 }
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -113,6 +118,10 @@ export class AadApi {
     }
 
     const sp = this.#ctx.world.servicePrincipal(clientId);
+    const identity = sp ? undefined : this.#ctx.world.identityByClientId(clientId);
+    if (identity && identity.tenantId.toLowerCase() === tenant.toLowerCase()) {
+      return this.#federatedToken(res, form, identity, resource, v2);
+    }
     if (!sp || !sp.tenantIds.some((t) => t.toLowerCase() === tenant.toLowerCase())) {
       return aadError(
         res,
@@ -128,18 +137,42 @@ export class AadApi {
     const lifetime = this.#ctx.tokenLifetimeSeconds;
     const token = await this.#ctx.signer.issue({ appId: sp.clientId, objectId: sp.objectId, tenantId: tenant }, resource, lifetime);
     this.#ctx.log.debug({ tenant, resource }, 'aad token issued');
-    if (v2) {
-      return sendJson(res, 200, { token_type: 'Bearer', expires_in: lifetime, ext_expires_in: lifetime, access_token: token.accessToken });
+    sendTokenResponse(res, v2, lifetime, token, resource);
+  }
+
+  /** A user-assigned identity as an app: only a federated assertion matching one of its credentials gets a token. */
+  async #federatedToken(res: ServerResponse, form: URLSearchParams, identity: UserAssignedIdentity, resource: string, v2: boolean): Promise<void> {
+    const assertion = form.get('client_assertion');
+    if (form.get('client_secret') !== null) {
+      return aadError(
+        res,
+        401,
+        'invalid_client',
+        7000215,
+        `AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '${identity.clientId}'.`,
+      );
     }
-    sendJson(res, 200, {
-      token_type: 'Bearer',
-      expires_in: String(lifetime),
-      ext_expires_in: String(lifetime),
-      expires_on: String(token.expiresOn),
-      not_before: String(token.issuedAt - 300),
+    if (assertion === null) {
+      return aadError(res, 401, 'invalid_client', 7000218, "AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or 'client_secret'.");
+    }
+    if (form.get('client_assertion_type') !== JWT_BEARER) {
+      return aadError(res, 401, 'invalid_client', 7000219, `AADSTS7000219: 'client_assertion_type' must be '${JWT_BEARER}'.`);
+    }
+    const world = this.#ctx.world;
+    const refusal = await checkFederatedAssertion(this.#ctx.federation, world.federatedCredentials(identity.id), assertion);
+    if (refusal) {
+      this.#ctx.log.debug({ identity: identity.name, code: refusal.code }, 'federated assertion refused');
+      return aadError(res, refusal.status, refusal.error, refusal.code, refusal.message);
+    }
+    const lifetime = this.#ctx.managedIdentityTokenLifetimeSeconds;
+    const token = await this.#ctx.signer.issue(
+      { appId: identity.clientId, objectId: identity.principalId, tenantId: identity.tenantId, managedIdentityResourceId: identity.id },
       resource,
-      access_token: token.accessToken,
-    });
+      lifetime,
+      this.#ctx.federation.clock.now(),
+    );
+    this.#ctx.log.debug({ identity: identity.name, resource }, 'aad token issued for a federated assertion');
+    sendTokenResponse(res, v2, lifetime, token, resource);
   }
 
   async #checkClientCredential(
@@ -197,6 +230,21 @@ export class AadApi {
       return { code: 50027, message: `AADSTS50027: JWT token is invalid or malformed. ${(err as Error).message}` };
     }
   }
+}
+
+function sendTokenResponse(res: ServerResponse, v2: boolean, lifetime: number, token: IssuedToken, resource: string): void {
+  if (v2) {
+    return sendJson(res, 200, { token_type: 'Bearer', expires_in: lifetime, ext_expires_in: lifetime, access_token: token.accessToken });
+  }
+  sendJson(res, 200, {
+    token_type: 'Bearer',
+    expires_in: String(lifetime),
+    ext_expires_in: String(lifetime),
+    expires_on: String(token.expiresOn),
+    not_before: String(token.issuedAt - 300),
+    resource,
+    access_token: token.accessToken,
+  });
 }
 
 function aadError(res: ServerResponse, status: number, error: string, code: number, description: string): void {

@@ -13,6 +13,8 @@ import {
 } from './identity-patch.js';
 import { normalizeScope } from './rbac.js';
 import type { AccessTokenClaims, TokenSigner } from './signer.js';
+import type { Clock } from '../../common/clock.js';
+import { federatedCredentialRoutes, type FederatedCredentialsApi } from './fic.js';
 import type { ComputeKind, ComputeResource, World } from './world.js';
 
 export type LroMode = 'sync' | 'async';
@@ -24,6 +26,7 @@ export interface ArmContext {
   readonly log: Logger;
   readonly baseUrl: () => string;
   readonly lroMode: () => LroMode;
+  readonly clock: Clock;
 }
 
 /** Audiences ARM accepts, as its InvalidAuthenticationTokenAudience message lists them. */
@@ -64,6 +67,10 @@ const ROUTES: readonly { re: RegExp; kind: string }[] = [
     re: new RegExp(`^${RG}/providers/microsoft\\.managedidentity/userassignedidentities/([^/]+)$`, 'i'),
     kind: 'msi',
   },
+  {
+    re: new RegExp(`^${RG}/providers/microsoft\\.managedidentity/userassignedidentities/([^/]+)/federatedidentitycredentials(?:/([^/]+))?$`, 'i'),
+    kind: 'fic',
+  },
   { re: new RegExp(`^${RG}/providers/microsoft\\.managedidentity/userassignedidentities$`, 'i'), kind: 'msi_list_rg' },
   { re: new RegExp(`^${SUB}/providers/microsoft\\.managedidentity/userassignedidentities$`, 'i'), kind: 'msi_list_sub' },
   { re: new RegExp(`^${RG}$`, 'i'), kind: 'rg' },
@@ -81,6 +88,10 @@ const ACTIONS: Partial<Record<string, string>> = {
   msi_list: 'Microsoft.ManagedIdentity/userAssignedIdentities/read',
   msi_put: 'Microsoft.ManagedIdentity/userAssignedIdentities/write',
   msi_delete: 'Microsoft.ManagedIdentity/userAssignedIdentities/delete',
+  fic_get: 'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/read',
+  fic_list: 'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/read',
+  fic_put: 'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write',
+  fic_delete: 'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/delete',
   role_assignment_get: 'Microsoft.Authorization/roleAssignments/read',
   role_assignment_list: 'Microsoft.Authorization/roleAssignments/read',
   role_assignment_put: 'Microsoft.Authorization/roleAssignments/write',
@@ -93,10 +104,12 @@ export class ArmApi {
   readonly #authz: AuthorizationApi;
   readonly #operations = new Map<string, LongRunningOperation>();
   readonly #timers = new Set<NodeJS.Timeout>();
+  readonly #fic: FederatedCredentialsApi;
 
   constructor(ctx: ArmContext) {
     this.#ctx = ctx;
     this.#authz = new AuthorizationApi(ctx.world);
+    this.#fic = federatedCredentialRoutes(ctx);
   }
 
   /** Matches an ARM request; undefined when the path is not an ARM path. */
@@ -110,7 +123,7 @@ export class ArmApi {
     for (const { re, kind } of ROUTES) {
       const m = re.exec(path);
       if (!m) continue;
-      const g = m.slice(1).map((s) => decodeURIComponent(s));
+      const g = m.slice(1).map((s) => (s === undefined ? s : decodeURIComponent(s))); // unmatched optional groups stay undefined
       // ARM authorises the action at the request's scope before the resource provider sees it (so 403 before 404).
       const run = (fn: (caller: Caller) => Promise<void> | void, operation?: string) => () =>
         this.#guard(req, res, url, g[0] ?? '', (caller) => {
@@ -163,6 +176,12 @@ export class ArmApi {
             return { operation: 'msi_delete', target: name, dialect: 'arm', handle: run(() => this.#deleteIdentity(res, rg, name), 'msi_delete') };
           }
           return this.#methodNotAllowed(res, method, 'msi_get', name);
+        }
+        case 'fic': {
+          const [, rg = '', identity = '', fic] = g;
+          const r = this.#fic.route(req, res, url, method, rg, identity, fic);
+          if ('notAllowed' in r) return this.#methodNotAllowed(res, method, r.notAllowed, fic ?? identity);
+          return { ...r, handle: run(r.handle, r.operation) };
         }
         case 'msi_list_rg':
         case 'msi_list_sub': {

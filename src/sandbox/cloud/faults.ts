@@ -1,32 +1,39 @@
 /** Operations the emulator names in its request log, fault rules and latency settings. */
-export type EmulatorOperation =
-  | 'rg_get'
-  | 'vm_get'
-  | 'vm_patch'
-  | 'vm_lro'
-  | 'vmss_get'
-  | 'vmss_patch'
-  | 'vmss_lro'
-  | 'vmss_vm_get'
-  | 'operation_get'
-  | 'msi_get'
-  | 'msi_put'
-  | 'msi_delete'
-  | 'msi_list'
-  | 'role_assignment_get'
-  | 'role_assignment_list'
-  | 'role_assignment_put'
-  | 'role_assignment_delete'
-  | 'role_definition_get'
-  | 'role_definition_list'
-  | 'permissions_list'
-  | 'imds_token'
-  | 'imds_instance'
-  | 'aad_openid'
-  | 'aad_keys'
-  | 'aad_token'
-  | 'admin'
-  | 'unknown';
+export const EMULATOR_OPERATIONS = [
+  'rg_get',
+  'vm_get',
+  'vm_patch',
+  'vm_lro',
+  'vmss_get',
+  'vmss_patch',
+  'vmss_lro',
+  'vmss_vm_get',
+  'operation_get',
+  'msi_get',
+  'msi_put',
+  'msi_delete',
+  'msi_list',
+  'fic_get',
+  'fic_list',
+  'fic_put',
+  'fic_delete',
+  'role_assignment_get',
+  'role_assignment_list',
+  'role_assignment_put',
+  'role_assignment_delete',
+  'role_definition_get',
+  'role_definition_list',
+  'permissions_list',
+  'imds_token',
+  'imds_instance',
+  'aad_openid',
+  'aad_keys',
+  'aad_token',
+  'admin',
+  'unknown',
+] as const;
+
+export type EmulatorOperation = (typeof EMULATOR_OPERATIONS)[number];
 
 export interface FaultSpec {
   readonly operation: EmulatorOperation;

@@ -7,6 +7,8 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { AadApi } from './aad.js';
+import { realClock, type Clock } from '../../common/clock.js';
+import { IssuerKeys } from './issuer-keys.js';
 import { adminRoute } from './admin.js';
 import { ArmApi, type LroMode } from './arm.js';
 import { FaultBook, type EmulatorOperation, type FaultSpec, type RequestLogEntry } from './faults.js';
@@ -24,12 +26,15 @@ import {
   type ServicePrincipalSpec,
   type UserAssignedIdentity,
   type VmssSpec,
+  type FederatedCredential,
 } from './world.js';
 
+export { FEDERATED_CREDENTIAL_NAME, MAX_FEDERATED_CREDENTIALS_PER_IDENTITY } from './fic.js';
+export type { FederatedCredential } from './world.js';
 export { decodeToken, type AccessTokenClaims } from './signer.js';
 export { ARM_AUDIENCES, type LroMode } from './arm.js';
 export { BUILT_IN_ROLES, actionMatches, permissionsAllow, scopeCovers, type RoleDefinition, type RolePermission } from './rbac.js';
-export type { EmulatorOperation, FaultSpec, RequestLogEntry } from './faults.js';
+export { EMULATOR_OPERATIONS, type EmulatorOperation, type FaultSpec, type RequestLogEntry } from './faults.js';
 export type { ImdsListener, ImdsTarget } from './imds.js';
 export type { ComputeSpec, IdentityState, ServicePrincipalSpec, UserAssignedIdentity, VmssSpec } from './world.js';
 
@@ -47,6 +52,32 @@ export interface AzureEmulatorOptions {
   readonly tokenLifetimeSeconds?: number;
   readonly location?: string;
   readonly logger?: Logger;
+  /** Time for the federated-credential code (propagation, assertion validity, issuer cache); real time by default. */
+  readonly clock?: Clock;
+  /** Latency per operation from the start, as `setLatency` sets it (e.g. `{ vmss_patch: 2000, fic_put: 1000 }`). */
+  readonly latencyMs?: Partial<Record<EmulatorOperation, number>>;
+  readonly federation?: FederationOptions;
+}
+
+/** Azure AD's side of workload identity federation. */
+export interface FederationOptions {
+  /** A new or changed federated credential is seen by Azure AD only after this long (AADSTS70021 meanwhile). Default 0. */
+  readonly propagationMs?: number;
+  /** Cache lifetime of an issuer's discovery document and keys. Default 5 min; a token naming an unknown kid refetches. */
+  readonly issuerCacheTtlMs?: number;
+  /** Bound on each fetch from an issuer; past it the exchange fails with AADSTS90061. Default 5 s. */
+  readonly issuerFetchTimeoutMs?: number;
+  /** CA certificates (PEM) trusted for issuers' HTTPS besides the public roots (the sandbox API server's CA). */
+  readonly trustedIssuerCas?: readonly string[];
+  /** Allowed clock difference on an assertion's nbf/exp, seconds. Default 300. */
+  readonly clockSkewSeconds?: number;
+}
+
+/** Input for creating a federated identity credential through the admin API. */
+export interface FederatedCredentialSpec {
+  readonly issuer: string;
+  readonly subject: string;
+  readonly audiences?: readonly string[];
 }
 
 /** A role assignment as the admin API reports it. */
@@ -107,6 +138,16 @@ export interface AzureEmulator {
   createUserAssignedIdentity(rg: string, name: string, opts?: { clientId?: string; principalId?: string }): UserAssignedIdentity;
   deleteUserAssignedIdentity(idOrRg: string, name?: string): boolean;
   getUserAssignedIdentity(id: string): UserAssignedIdentity | undefined;
+  /** Creates or replaces a federated identity credential behind ARM's back (no latency, no 409, no limit check). */
+  putFederatedCredential(identityId: string, name: string, spec: FederatedCredentialSpec): FederatedCredential;
+  listFederatedCredentials(identityId: string): FederatedCredential[];
+  deleteFederatedCredential(identityId: string, name: string): boolean;
+  /** Sets the Azure AD propagation delay of new or changed federated credentials (ms; 0 = immediate). */
+  setFederationPropagation(ms: number): void;
+  /** Trusts a CA (PEM) for fetching issuers' discovery documents and keys. */
+  trustIssuerCa(pem: string): void;
+  /** Drops Azure AD's cached issuer metadata (the next exchange fetches again). */
+  clearIssuerCache(): void;
   registerServicePrincipal(spec: ServicePrincipalSpec): { clientId: string; objectId: string; tenantId: string };
   /**
    * Assigns a built-in role (name or GUID) to a principal (object ID, or a service principal's / identity's client ID)
@@ -147,8 +188,29 @@ export async function startAzureEmulator(opts: AzureEmulatorOptions = {}): Promi
   let lroMode: LroMode = opts.lro ?? 'async';
   let baseUrl = '';
 
-  const arm = new ArmApi({ world, faults, signer, log, baseUrl: () => baseUrl, lroMode: () => lroMode });
-  const aad = new AadApi({ world, faults, signer, log, baseUrl: () => baseUrl, tokenLifetimeSeconds: opts.tokenLifetimeSeconds ?? 3599 });
+  const clock = opts.clock ?? realClock;
+  for (const [op, ms] of Object.entries(opts.latencyMs ?? {})) faults.setLatency(op as EmulatorOperation, ms);
+  const fed = opts.federation ?? {};
+  let propagationMs = fed.propagationMs ?? 0;
+  const trustedIssuerCas = [...(fed.trustedIssuerCas ?? [])];
+  const issuerKeys = new IssuerKeys({
+    clock,
+    ttlMs: fed.issuerCacheTtlMs ?? 5 * 60_000,
+    timeoutMs: fed.issuerFetchTimeoutMs ?? 5_000,
+    trustedCas: () => trustedIssuerCas,
+  });
+
+  const arm = new ArmApi({ world, faults, signer, log, baseUrl: () => baseUrl, lroMode: () => lroMode, clock });
+  const aad = new AadApi({
+    world,
+    faults,
+    signer,
+    log,
+    baseUrl: () => baseUrl,
+    tokenLifetimeSeconds: opts.tokenLifetimeSeconds ?? 3599,
+    managedIdentityTokenLifetimeSeconds: opts.tokenLifetimeSeconds ?? 86399,
+    federation: { clock, keys: issuerKeys, skewSeconds: fed.clockSkewSeconds ?? 300, propagationMs: () => propagationMs },
+  });
   const imdsContext = { world, faults, signer, log, tokenLifetimeSeconds: opts.tokenLifetimeSeconds ?? 86399 };
   const imdsListeners = new Set<ImdsListener>();
 
@@ -207,6 +269,27 @@ export async function startAzureEmulator(opts: AzureEmulatorOptions = {}): Promi
     createUserAssignedIdentity: (rg, name, o) => world.createUserAssignedIdentity(rg, name, o),
     deleteUserAssignedIdentity: (idOrRg, name) => world.deleteUserAssignedIdentity(idOrRg, name),
     getUserAssignedIdentity: (id) => world.getUserAssignedIdentity(id),
+    putFederatedCredential: (identityId, name, spec) => {
+      if (!world.getUserAssignedIdentity(identityId)) throw new Error(`user-assigned identity ${identityId} does not exist`);
+      const fic: FederatedCredential = {
+        name,
+        issuer: spec.issuer,
+        subject: spec.subject,
+        audiences: [...(spec.audiences ?? ['api://AzureADTokenExchange'])],
+        changedAt: clock.now(),
+      };
+      world.putFederatedCredential(identityId, fic);
+      return world.federatedCredential(identityId, name) ?? fic;
+    },
+    listFederatedCredentials: (identityId) => world.federatedCredentials(identityId),
+    deleteFederatedCredential: (identityId, name) => world.deleteFederatedCredential(identityId, name),
+    setFederationPropagation: (ms) => {
+      propagationMs = Math.max(0, ms);
+    },
+    trustIssuerCa: (pem) => {
+      if (!trustedIssuerCas.includes(pem)) trustedIssuerCas.push(pem);
+    },
+    clearIssuerCache: () => issuerKeys.clear(),
     registerServicePrincipal: (spec) => world.registerServicePrincipal(spec),
     grantRole: (principal, role, scope) => assignmentInfo(world.grantRole(principal, role, scope)),
     revokeRole: (principal, role, scope) => world.revokeRole(principal, role, scope),

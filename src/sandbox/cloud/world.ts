@@ -85,6 +85,17 @@ export interface VmssSpec extends ComputeSpec {
   readonly instances: readonly string[] | number;
 }
 
+/** A federated identity credential under a user-assigned identity (ARM child resource). */
+export interface FederatedCredential {
+  /** Casing as first written. */
+  readonly name: string;
+  readonly issuer: string;
+  readonly subject: string;
+  readonly audiences: readonly string[];
+  /** When it was created or last changed (clock ms): Azure AD sees it only after the propagation delay from here. */
+  readonly changedAt: number;
+}
+
 /** The identity part of a VM/VMSS as the admin API and tests see it. */
 export interface IdentityState {
   readonly type: IdentityTypeName;
@@ -104,6 +115,7 @@ export class World {
   readonly #compute = new Map<string, ComputeResource>();
   readonly #servicePrincipals = new Map<string, ServicePrincipal>();
   readonly #roleAssignments = new Map<string, RoleAssignmentRecord>(); // name (lower-case) -> assignment
+  readonly #federated = new Map<string, Map<string, FederatedCredential>>(); // identityKey -> name (lower-case) -> FIC
 
   constructor(opts: { subscriptionId: string; tenantId: string; location?: string }) {
     this.subscriptionId = opts.subscriptionId;
@@ -149,7 +161,46 @@ export class World {
   /** Deletes by resource ID, or by (resource group, name). Attached copies on VMs stay, as in Azure. */
   deleteUserAssignedIdentity(idOrRg: string, name?: string): boolean {
     const id = name === undefined ? idOrRg : this.identityId(idOrRg, name);
+    this.#federated.delete(identityKey(id)); // a child resource goes with its parent
     return this.#identities.delete(identityKey(id));
+  }
+
+  /** The user-assigned identity whose client ID this is (Azure AD's view: a managed identity is an app). */
+  identityByClientId(clientId: string): UserAssignedIdentity | undefined {
+    const c = clientId.toLowerCase();
+    return [...this.#identities.values()].find((i) => i.clientId.toLowerCase() === c);
+  }
+
+  // ---- federated identity credentials ------------------------------------------------------------------------------
+  federatedCredentials(identityId: string): FederatedCredential[] {
+    return [...(this.#federated.get(identityKey(identityId))?.values() ?? [])];
+  }
+
+  federatedCredential(identityId: string, name: string): FederatedCredential | undefined {
+    return this.#federated.get(identityKey(identityId))?.get(name.toLowerCase());
+  }
+
+  /** Stores a FIC (the caller validated it); the first casing of the name is kept. Returns whether it was new. */
+  putFederatedCredential(identityId: string, fic: FederatedCredential): boolean {
+    const key = identityKey(identityId);
+    const byName = this.#federated.get(key) ?? new Map<string, FederatedCredential>();
+    this.#federated.set(key, byName);
+    const existing = byName.get(fic.name.toLowerCase());
+    byName.set(fic.name.toLowerCase(), existing ? { ...fic, name: existing.name } : fic);
+    return existing === undefined;
+  }
+
+  deleteFederatedCredential(identityId: string, name: string): boolean {
+    return this.#federated.get(identityKey(identityId))?.delete(name.toLowerCase()) ?? false;
+  }
+
+  federatedCredentialView(identity: UserAssignedIdentity, fic: FederatedCredential): Record<string, unknown> {
+    return {
+      id: `${identity.id}/federatedIdentityCredentials/${fic.name}`,
+      name: fic.name,
+      type: 'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials',
+      properties: { issuer: fic.issuer, subject: fic.subject, audiences: [...fic.audiences] },
+    };
   }
 
   identityId(rg: string, name: string): string {
