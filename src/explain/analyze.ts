@@ -12,8 +12,9 @@ import { plan, type Plan } from '../mic/core/plan.js';
 import type { Skip } from '../mic/core/skip.js';
 import type { ClusterSnapshot, MicPolicy, SnapshotNode, TargetAttachment } from '../mic/core/snapshot.js';
 import { namespacePolicyDenial } from '../nmi/core/namespace-policy.js';
-import { declaredIdentitiesOf, nodeRequestRefusal } from '../nmi/core/node-path.js';
-import { matchingException, selectIdentity, type PodBinding } from '../nmi/core/select.js';
+import { declaredIdentitiesOf, NODE_PATH_REMEDY, nodeRequestRefusal } from '../nmi/core/node-path.js';
+import { matchingException, principalKey, selectIdentity, type PodBinding } from '../nmi/core/select.js';
+import type { TokenRequest } from '../nmi/core/token-request.js';
 
 export interface ExplainInput {
   readonly pod: PodView;
@@ -25,6 +26,11 @@ export interface ExplainInput {
   readonly forceNamespaced: boolean;
   /** `--namespace-identity-policy=enforce`, with the Namespaces' parsed policies; absent or 'off': not checked. */
   readonly namespacePolicy?: { readonly mode: 'off' | 'enforce'; readonly policies: NamespacePolicies };
+  /**
+   * The token request to answer for (`client_id`, `msi_res_id`/`mi_res_id`, `object_id`, parsed by NMI's own parser);
+   * absent: a request naming no identity.
+   */
+  readonly request?: Pick<TokenRequest, 'clientId' | 'resourceId' | 'objectId'>;
   /** NMI's `--MICNamespace` (default empty: no pod is MIC by who it runs as). */
   readonly micNamespace?: string;
   /** NMI's `--mic-service-account`. */
@@ -370,7 +376,7 @@ interface NmiDecision extends NmiAnswer {
   readonly exception?: string;
 }
 
-/** What NMI does for this pod now (standard mode, a request naming no identity): its own pure decision, on the same inputs. */
+/** What NMI does for this pod's token request now (standard mode): its own pure decision, on the same inputs. */
 function nmiAnswer(input: ExplainInput): NmiDecision {
   const { pod } = input;
   if (pod.podIP === '' || (pod.phase !== 'Running' && pod.phase !== 'Pending')) {
@@ -380,8 +386,13 @@ function nmiAnswer(input: ExplainInput): NmiDecision {
   const podBindings: PodBinding[] = input.bindings
     .filter((b) => b.selector === label)
     .map((b) => ({ binding: b, identity: input.identities.find((i) => i.namespace === b.namespace && i.name === b.azureIdentity) }));
+  const request = input.request ?? {};
+  const asked = describeRequest(request);
   const selection = selectIdentity(
-    { pod, request: {}, exceptions: input.exceptions, assigned: input.assigned, bindings: [], identities: [], podBindings, viewComplete: true },
+    {
+      pod, request, exceptions: input.exceptions, assigned: input.assigned, bindings: [], identities: [], podBindings, viewComplete: true,
+      principalIds: principalIds(input),
+    },
     { mode: 'standard', forceNamespaced: input.forceNamespaced, micNamespace: input.micNamespace ?? '', micServiceAccount: input.micServiceAccount ?? '' },
   );
   switch (selection.kind) {
@@ -390,16 +401,25 @@ function nmiAnswer(input: ExplainInput): NmiDecision {
       if (denial !== undefined) return { status: 403, summary: `403, IdentityNotPermitted: ${denial.reason}` };
       const ready = input.assigned.filter((a) => (a.state === 'Assigned' || a.state === '') && a.nodeName === pod.nodeName);
       const names = ready.map((a) => `${a.identityRef?.namespace}/${a.identityRef?.name}`).join(', ');
+      if (asked !== '') return { status: 200, summary: `200 with a token for ${selection.identity.namespace}/${selection.identity.name} (${asked})` };
       return {
         status: 200,
         summary: `200 with a token for ${ready.length <= 1 ? `${selection.identity.namespace}/${selection.identity.name}` : `the identity asked for by client_id/msi_res_id (no id: ${selection.identity.namespace}/${selection.identity.name}, of ${names})`}`,
       };
     }
     case 'node': {
-      if (selection.via === 'mic') return { status: 200, summary: `200 with the node's identity: ${selection.reason}` };
+      const refusal = nodeRequestRefusal(request, declaredIdentitiesOf(input.identities));
       const e = matchingException(pod, input.exceptions);
-      const exception = e === undefined ? '?' : `${e.namespace}/${e.name}`;
-      return { status: 200, summary: `200 with the node's identity (from IMDS as the node${nodePathNote(input)}): exception ${exception} applies`, exception };
+      const exception = e === undefined ? undefined : `${e.namespace}/${e.name}`;
+      if (refusal !== undefined) {
+        return { status: 400, summary: `400 Identity not found, at once (the node path): ${refusal.reason}; ${NODE_PATH_REMEDY}`, ...(exception ? { exception } : {}) };
+      }
+      if (selection.via === 'mic') return { status: 200, summary: `200 with the node's identity: ${selection.reason}` };
+      return {
+        status: 200,
+        summary: `200 with the node's identity (from IMDS as the node${nodePathNote(input)}): exception ${exception ?? '?'} applies`,
+        ...(exception ? { exception } : {}),
+      };
     }
     case 'pending':
       return selection.created
@@ -410,6 +430,25 @@ function nmiAnswer(input: ExplainInput): NmiDecision {
     case 'unbound':
       return { status: 400, summary: `400 Identity not found, at once (as IMDS): ${selection.reason}` };
   }
+}
+
+/** Principal IDs Azure reports for the pod's assigned identities, keyed as NMI keys them, for an `object_id` request. */
+function principalIds(input: ExplainInput): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const a of input.assigned) {
+    const identity = a.identityRef;
+    if (identity === null || identity.type !== 0) continue;
+    const principal = input.azureIdentities?.get(canonicalResourceId(identity.resourceID))?.principalId;
+    if (principal !== undefined) out.set(principalKey(identity), principal.toLowerCase());
+  }
+  return out;
+}
+
+function describeRequest(request: NonNullable<ExplainInput['request']>): string {
+  if (request.clientId !== undefined) return `asked by client_id ${request.clientId}`;
+  if (request.resourceId !== undefined) return `asked by msi_res_id ${request.resourceId}`;
+  if (request.objectId !== undefined) return `asked by object_id ${request.objectId}`;
+  return '';
 }
 
 /** The node path never serves an identity an AzureIdentity declares: which of the node's identities that leaves out. */
