@@ -6,6 +6,7 @@ import { allowedAuthoritySet, parseAllowedAdEndpoints, type CredentialPolicy } f
 import { explain, type ExplainInput } from '../../src/explain/analyze.js';
 import { gatherExplainInput, PodNotFoundError } from '../../src/explain/gather.js';
 import { renderExplain } from '../../src/explain/render.js';
+import { NMI_FLAGS } from '../../src/nmi/config.js';
 import { parseTokenRequest } from '../../src/nmi/core/token-request.js';
 import { armAccessFor, contextNamespace, kubeConfigFor, UsageError, type CliArm } from './access.js';
 
@@ -18,8 +19,9 @@ export interface CliIo {
 const usage = (prog: string) =>
   `usage: ${prog} [--kubeconfig PATH] [--context NAME] [-n NAMESPACE] [--cloudconfig azure.json [--arm-endpoint URL]] [--sandbox DIR] [--forceNamespaced] ` +
   '[--allow-cross-namespace-secrets] [--allowed-ad-endpoints URL,...] [--namespace-identity-policy off|enforce] ' +
-  '[--client-id ID | --msi-res-id ID | --object-id ID] [--json] <namespace>/<pod> | <pod>\n' +
-  '  (give the same --forceNamespaced, --allow-cross-namespace-secrets, --allowed-ad-endpoints and --namespace-identity-policy as MIC and NMI run with;\n' +
+  '[--MICNamespace NS] [--mic-service-account NAME] [--client-id ID | --msi-res-id ID | --object-id ID] [--json] <namespace>/<pod> | <pod>\n' +
+  '  (give the same --forceNamespaced, --allow-cross-namespace-secrets, --allowed-ad-endpoints, --namespace-identity-policy, --MICNamespace and\n' +
+  '   --mic-service-account as MIC and NMI run with;\n' +
   '   --client-id, --msi-res-id, --object-id: what NMI answers a token request naming that identity, else one naming none)\n';
 
 /** Exit codes: 0 the pod gets a token, 3 it does not, 1 pod not found, 2 usage error. */
@@ -40,6 +42,8 @@ export async function explainCli(args: readonly string[], io: CliIo, prog = 'npm
         'allow-cross-namespace-secrets': { type: 'boolean', default: false },
         'allowed-ad-endpoints': { type: 'string' },
         'namespace-identity-policy': { type: 'string', default: 'off' },
+        MICNamespace: { type: 'string', default: NMI_FLAGS.micNamespace.default },
+        'mic-service-account': { type: 'string', default: NMI_FLAGS.micServiceAccount.default },
         'client-id': { type: 'string' },
         'msi-res-id': { type: 'string' },
         'object-id': { type: 'string' },
@@ -101,7 +105,12 @@ export async function explainCli(args: readonly string[], io: CliIo, prog = 'npm
       namespaceIdentityPolicy: policyMode,
       ...(arm ? { arm } : {}),
     });
-    const report = explain({ ...input, ...(request.request !== undefined ? { request: request.request } : {}) });
+    const report = explain({
+      ...input,
+      micNamespace: str('MICNamespace') ?? '',
+      micServiceAccount: str('mic-service-account') ?? '',
+      ...(request.request !== undefined ? { request: request.request } : {}),
+    });
     io.stdout(values.json ? `${JSON.stringify(report, null, 2)}\n` : renderExplain(report));
     return report.nmi.status === 200 ? 0 : 3;
   } catch (error) {

@@ -176,7 +176,7 @@ export function explain(input: ExplainInput): ExplainReport {
   });
 
   const mic = micAnswer(input, live, micPlan, podWide);
-  const nmi = nmiAnswer(input);
+  const nmi = nmiAnswer(input, mic.assignments.length > 0);
   return {
     pod: { namespace: pod.namespace, name: pod.name, node: pod.nodeName, podIP: pod.podIP, phase: pod.phase, label },
     exception: exceptionOf(nmi),
@@ -377,7 +377,7 @@ interface NmiDecision extends NmiAnswer {
 }
 
 /** What NMI does for this pod's token request now (standard mode): its own pure decision, on the same inputs. */
-function nmiAnswer(input: ExplainInput): NmiDecision {
+function nmiAnswer(input: ExplainInput, micAssigns: boolean): NmiDecision {
   const { pod } = input;
   if (pod.podIP === '' || (pod.phase !== 'Running' && pod.phase !== 'Pending')) {
     return { status: 500, summary: `NMI cannot tell this pod's requests apart: it has no pod IP or is ${pod.phase || 'not running'}` };
@@ -424,7 +424,9 @@ function nmiAnswer(input: ExplainInput): NmiDecision {
     case 'pending':
       return selection.created
         ? { status: 404, summary: 'waits while MIC attaches the identity (AzureAssignedIdentity Created), then 404 if it never becomes Assigned — check MIC logs and events' }
-        : { status: 404, summary: 'waits for an AzureAssignedIdentity that will not come, then 404 (503 with --set-retry-after-header): no binding gives this pod an identity on its node' };
+        : micAssigns
+          ? { status: 404, summary: 'waits while MIC creates the AzureAssignedIdentity (see MIC above), then 404 (503 with --set-retry-after-header) if none is Assigned in time' }
+          : { status: 404, summary: 'waits for an AzureAssignedIdentity that will not come, then 404 (503 with --set-retry-after-header): no binding gives this pod an identity on its node' };
     case 'none':
       return { status: 404, summary: `404: ${selection.reason}` };
     case 'unbound':

@@ -229,3 +229,12 @@ describe("explain decides with MIC's and NMI's own cores", () => {
     expect(excepted.nmi.summary).toContain('bind it to the pod');
   });
 });
+
+describe("explain answers for MIC's own pod as NMI does", () => {
+  it("gives MIC's pod (its namespace and ServiceAccount, NMI's --MICNamespace/--mic-service-account) the node's identity", () => {
+    const mic: PodView = { ...pod, namespace: 'kube-system', name: 'mic-0', labels: {}, serviceAccountName: 'aad-pod-identity-mic' };
+    const report = explain(input({ pod: mic, micNamespace: 'kube-system', micServiceAccount: 'aad-pod-identity-mic' }));
+    expect(report.nmi).toEqual({ status: 200, summary: "200 with the node's identity: pod runs as MIC's ServiceAccount kube-system/aad-pod-identity-mic" });
+    expect(explain(input({ pod: mic })).nmi.status).toBe(404);
+  });
+});
