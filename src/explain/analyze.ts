@@ -179,7 +179,7 @@ export function explain(input: ExplainInput): ExplainReport {
   const nmi = nmiAnswer(input, mic.assignments.length > 0);
   return {
     pod: { namespace: pod.namespace, name: pod.name, node: pod.nodeName, podIP: pod.podIP, phase: pod.phase, label },
-    exception: exceptionOf(nmi),
+    exception: nmi.exception,
     bindings,
     identities,
     assigned,
@@ -461,10 +461,6 @@ function nodePathNote(input: ExplainInput): string {
   return refused.length === 0
     ? '; none of its user-assigned identities is declared by an AzureIdentity'
     : `; ${refused.length} of its ${input.arm.userAssigned.length} user-assigned identities are declared by AzureIdentities and refused: 400 Identity not found`;
-}
-
-function exceptionOf(nmi: NmiDecision): string | undefined {
-  return nmi.exception;
 }
 
 function verdict(nmi: NmiAnswer, mic: MicAnswer, bindings: readonly BindingVerdict[], identities: readonly IdentityVerdict[], label: string | undefined): string {
