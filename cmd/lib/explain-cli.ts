@@ -3,9 +3,11 @@
 import { parseArgs } from 'node:util';
 import { KNOWN_CLOUD_AUTHORITIES } from '../../src/azure/cloud-config.js';
 import { allowedAuthoritySet, parseAllowedAdEndpoints, type CredentialPolicy } from '../../src/crds/credential-policy.js';
-import { explain } from '../../src/explain/analyze.js';
+import { explain, type ExplainInput } from '../../src/explain/analyze.js';
 import { gatherExplainInput, PodNotFoundError } from '../../src/explain/gather.js';
 import { renderExplain } from '../../src/explain/render.js';
+import { NMI_FLAGS } from '../../src/nmi/config.js';
+import { parseTokenRequest } from '../../src/nmi/core/token-request.js';
 import { armAccessFor, contextNamespace, kubeConfigFor, UsageError, type CliArm } from './access.js';
 
 export interface CliIo {
@@ -16,8 +18,11 @@ export interface CliIo {
 
 const usage = (prog: string) =>
   `usage: ${prog} [--kubeconfig PATH] [--context NAME] [-n NAMESPACE] [--cloudconfig azure.json [--arm-endpoint URL]] [--sandbox DIR] [--forceNamespaced] ` +
-  '[--allow-cross-namespace-secrets] [--allowed-ad-endpoints URL,...] [--namespace-identity-policy off|enforce] [--json] <namespace>/<pod> | <pod>\n' +
-  '  (give the same --forceNamespaced, --allow-cross-namespace-secrets, --allowed-ad-endpoints and --namespace-identity-policy as MIC and NMI run with)\n';
+  '[--allow-cross-namespace-secrets] [--allowed-ad-endpoints URL,...] [--namespace-identity-policy off|enforce] ' +
+  '[--MICNamespace NS] [--mic-service-account NAME] [--client-id ID | --msi-res-id ID | --object-id ID] [--json] <namespace>/<pod> | <pod>\n' +
+  '  (give the same --forceNamespaced, --allow-cross-namespace-secrets, --allowed-ad-endpoints, --namespace-identity-policy, --MICNamespace and\n' +
+  '   --mic-service-account as MIC and NMI run with;\n' +
+  '   --client-id, --msi-res-id, --object-id: what NMI answers a token request naming that identity, else one naming none)\n';
 
 /** Exit codes: 0 the pod gets a token, 3 it does not, 1 pod not found, 2 usage error. */
 export async function explainCli(args: readonly string[], io: CliIo, prog = 'npm run explain --'): Promise<number> {
@@ -37,6 +42,11 @@ export async function explainCli(args: readonly string[], io: CliIo, prog = 'npm
         'allow-cross-namespace-secrets': { type: 'boolean', default: false },
         'allowed-ad-endpoints': { type: 'string' },
         'namespace-identity-policy': { type: 'string', default: 'off' },
+        MICNamespace: { type: 'string', default: NMI_FLAGS.micNamespace.default },
+        'mic-service-account': { type: 'string', default: NMI_FLAGS.micServiceAccount.default },
+        'client-id': { type: 'string' },
+        'msi-res-id': { type: 'string' },
+        'object-id': { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -71,6 +81,11 @@ export async function explainCli(args: readonly string[], io: CliIo, prog = 'npm
     return 2;
   }
   const [namespace, pod] = target.includes('/') ? (target.split('/', 2) as [string, string]) : [str('namespace') ?? contextNamespace(kubeConfig), target];
+  const request = tokenRequestOf({ client_id: str('client-id'), msi_res_id: str('msi-res-id'), object_id: str('object-id') });
+  if (!request.ok) {
+    io.stderr(`explain: ${request.reason}\n${usage(prog)}`);
+    return 2;
+  }
   const flagErrors: string[] = [];
   const listed = str('allowed-ad-endpoints')?.split(',') ?? [];
   const allowedAdEndpoints = parseAllowedAdEndpoints(listed, flagErrors);
@@ -90,7 +105,12 @@ export async function explainCli(args: readonly string[], io: CliIo, prog = 'npm
       namespaceIdentityPolicy: policyMode,
       ...(arm ? { arm } : {}),
     });
-    const report = explain(input);
+    const report = explain({
+      ...input,
+      micNamespace: str('MICNamespace') ?? '',
+      micServiceAccount: str('mic-service-account') ?? '',
+      ...(request.request !== undefined ? { request: request.request } : {}),
+    });
     io.stdout(values.json ? `${JSON.stringify(report, null, 2)}\n` : renderExplain(report));
     return report.nmi.status === 200 ? 0 : 3;
   } catch (error) {
@@ -100,6 +120,19 @@ export async function explainCli(args: readonly string[], io: CliIo, prog = 'npm
     }
     throw error;
   }
+}
+
+/** The identity a token request names, read by NMI's own parser (so a flag means what the query parameter means). */
+function tokenRequestOf(
+  ids: Record<'client_id' | 'msi_res_id' | 'object_id', string | undefined>,
+): { ok: true; request?: ExplainInput['request'] } | { ok: false; reason: string } {
+  const given = Object.entries(ids).filter((e): e is [string, string] => e[1] !== undefined);
+  if (given.length === 0) return { ok: true };
+  if (given.length > 1) return { ok: false, reason: 'give at most one of --client-id, --msi-res-id, --object-id' };
+  const parsed = parseTokenRequest(new URLSearchParams([['resource', 'https://management.azure.com/'], ...given]).toString());
+  if (!parsed.ok) return { ok: false, reason: parsed.reason };
+  const { clientId, resourceId, objectId } = parsed.request;
+  return { ok: true, request: { ...(clientId !== undefined ? { clientId } : {}), ...(resourceId !== undefined ? { resourceId } : {}), ...(objectId !== undefined ? { objectId } : {}) } };
 }
 
 export { UsageError };

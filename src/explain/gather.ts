@@ -15,11 +15,14 @@ import {
   normalizeAzureIdentity,
   normalizeBinding,
   normalizeException,
+  nodeViewFrom,
   podViewFrom,
   type CredentialPolicy,
   type Normalized,
 } from '../crds/index.js';
 import type { AzureIdentity } from '../crds/types.js';
+import { resolveNode } from '../mic/adapters/targets.js';
+import type { SnapshotNode } from '../mic/core/snapshot.js';
 import type { ArmView, AzureIdentityFacts, ExplainInput } from './analyze.js';
 
 export interface ArmAccess {
@@ -79,7 +82,8 @@ export async function gatherExplainInput(
   const assigned = keep('AzureAssignedIdentity', rawAssigned, normalizeAssignedIdentity).filter((a) => a.pod === pod.name && a.podNamespace === pod.namespace);
   const bindings = keep('AzureIdentityBinding', rawBindings, normalizeBinding);
   const identities = keep('AzureIdentity', rawIdentities, normalizeAzureIdentity);
-  const arm = await armView(core, pod.nodeName, opts.arm);
+  const node = await podNode(core, pod.nodeName);
+  const arm = await armView(pod.nodeName, node, opts.arm);
   // The managed identities this pod's bindings name: what Azure says about them (principal ID, client ID).
   const label = pod.labels['aadpodidbinding'];
   const named = identities.filter(
@@ -96,6 +100,7 @@ export async function gatherExplainInput(
     ...(opts.credentials ? { credentials: opts.credentials } : {}),
     ...(namespacePolicy ? { namespacePolicy } : {}),
     arm: arm.view,
+    ...(node !== undefined ? { node } : {}),
     ...(azureIdentities !== undefined ? { azureIdentities } : {}),
     ignored,
   };
@@ -141,17 +146,32 @@ async function namespacePolicies(core: CoreV1Api): Promise<Map<string, Namespace
   return new Map(list.items.map((ns) => [ns.metadata?.name ?? '', parseNamespacePolicy(ns.metadata?.annotations ?? {})]));
 }
 
+/**
+ * The pod's node as MIC resolves it (MIC's own resolveNode); null when the cluster has no such node, undefined when
+ * the pod is unscheduled or the node could not be read (then MIC's core is told nothing either way).
+ */
+async function podNode(core: CoreV1Api, nodeName: string): Promise<SnapshotNode | null | undefined> {
+  if (nodeName === '') return undefined;
+  try {
+    const view = nodeViewFrom(JSON.parse(JSON.stringify(await core.readNode({ name: nodeName }))) as unknown);
+    return view === null ? undefined : resolveNode(view).node;
+  } catch (error) {
+    return (error as { code?: number }).code === 404 ? null : undefined;
+  }
+}
+
 async function armView(
-  core: CoreV1Api,
   nodeName: string,
+  node: SnapshotNode | null | undefined,
   arm: ArmAccess | undefined,
 ): Promise<{ view: ArmView; facts: ReadonlyMap<string, AzureIdentityFacts> }> {
   const none = new Map<string, AzureIdentityFacts>();
   if (!arm) return { view: { kind: 'unavailable', reason: 'no cloud config given (--cloudconfig or --sandbox)' }, facts: none };
   if (nodeName === '') return { view: { kind: 'unavailable', reason: 'the pod is not scheduled to a node' }, facts: none };
+  if (node === undefined) return { view: { kind: 'unavailable', reason: `node ${nodeName} could not be read` }, facts: none };
+  if (node === null) return { view: { kind: 'unavailable', reason: `node ${nodeName} does not exist` }, facts: none };
   try {
-    const node = await core.readNode({ name: nodeName });
-    const target = parseProviderId(node.spec?.providerID ?? '');
+    const target = parseProviderId(node.providerID);
     const client = new ComputeManagementClient(arm.credential, target.subscriptionId, {
       endpoint: arm.endpoint,
       ...(arm.caPem ? { tlsOptions: { ca: arm.caPem } } : {}),

@@ -30,6 +30,13 @@ export function renderExplain(r: ExplainReport): string {
   if (r.assigned.length === 0) out.push('  (none)');
   for (const a of r.assigned) out.push(`  ${a.name}: ${a.state} (identity ${a.identity}, node ${a.node})`);
   out.push('');
+  out.push('MIC (its own core, on what explain read)');
+  if (r.mic.refusal !== undefined) out.push(`  ✗ assigns nothing to this pod: ${r.mic.refusal}`);
+  else if (r.mic.assignments.length === 0) out.push('  assigns no identity to this pod (see the bindings above)');
+  for (const a of r.mic.assignments) out.push(`  wants AzureAssignedIdentity ${a.aai} (identity ${a.identity}, binding ${a.binding})`);
+  for (const step of r.mic.next) out.push(`  next: ${step}`);
+  for (const w of r.mic.waiting) out.push(`  waiting: ${w}`);
+  out.push('');
   if (r.arm.kind === 'ok') {
     out.push(`ARM: ${r.arm.target} has ${r.arm.userAssigned.length} user-assigned identit${r.arm.userAssigned.length === 1 ? 'y' : 'ies'}${r.arm.systemAssigned ? ' and a system-assigned identity' : ''}`);
     for (const id of r.arm.userAssigned) out.push(`  ${id}`);

@@ -159,3 +159,82 @@ describe('explain with --namespace-identity-policy=enforce', () => {
     expect(explain(input({ ...base, namespacePolicy: { mode: 'off', policies: new Map() } })).verdict).toBe('works: the pod gets a token');
   });
 });
+
+describe("explain decides with MIC's and NMI's own cores", () => {
+  it('says MIC assigns nothing to a pod that is not scheduled, finished or on a node the cluster does not have', () => {
+    const id = identity('apps', 'web');
+    const base = { bindings: [binding('apps', 'web', 'web', 'web')], identities: [id] };
+    const unscheduled = explain(input({ ...base, pod: { ...pod, nodeName: '' } }));
+    expect(unscheduled.mic.refusal).toBe('pod has no spec.nodeName yet');
+    expect(unscheduled.bindings[0]?.reasons).toEqual(['MIC assigns nothing to this pod: pod has no spec.nodeName yet']);
+    expect(unscheduled.identities).toEqual([]);
+    expect(unscheduled.verdict).toBe('no token: MIC assigns no identity to this pod: pod has no spec.nodeName yet');
+    expect(explain(input({ ...base, pod: { ...pod, phase: 'Succeeded' } })).mic.refusal).toBe('pod phase is Succeeded');
+    const gone = explain(input({ ...base, node: null }));
+    expect(gone.mic.refusal).toContain('node node-1 is not known');
+    expect(gone.identities).toEqual([]);
+  });
+
+  it('says a binding or identity being deleted gives nothing', () => {
+    const deletingIdentity = explain(input({ bindings: [binding('apps', 'web', 'web', 'web')], identities: [identity('apps', 'web', { deleting: true })] }));
+    expect(deletingIdentity.bindings[0]?.reasons).toEqual(['AzureIdentity apps/web is being deleted']);
+    expect(deletingIdentity.identities).toEqual([]);
+    const deletingBinding = explain(input({ bindings: [{ ...binding('apps', 'web', 'web', 'web'), deleting: true }], identities: [identity('apps', 'web')] }));
+    expect(deletingBinding.bindings[0]?.reasons).toEqual(['the binding is being deleted']);
+    expect(deletingBinding.mic.assignments).toEqual([]);
+  });
+
+  it('names the binding whose AzureAssignedIdentity name another binding took first, as MIC resolves it', () => {
+    // Two non-namespaced identities named "web": both AAIs would be default/web-apps-web; the first binding wins.
+    const report = explain(input({
+      bindings: [binding('apps', 'web', 'web', 'web'), binding('other', 'web', 'web', 'web')],
+      identities: [identity('apps', 'web'), identity('other', 'web', { resourceID: `${RESOURCE}2` })],
+    }));
+    expect(report.bindings.map((b) => b.reasons)).toEqual([
+      [],
+      ['AzureAssignedIdentity default/web-apps-web is already taken by binding apps/web (identity apps/web): MIC makes one per pod and identity name'],
+    ]);
+    expect(report.identities.map((i) => `${i.namespace}/${i.name}`)).toEqual(['apps/web']);
+    expect(report.mic.assignments).toEqual([{ aai: 'default/web-apps-web', binding: 'apps/web', identity: 'apps/web' }]);
+  });
+
+  it("shows MIC's next steps from its plan: create the AAI, attach the identity to the node's VMSS, then mark it Assigned", () => {
+    const node = { name: 'node-1', uid: 'n1', providerID: '', labels: {}, target: { kind: 'vmss' as const, name: 'ss', key: 'vmss/rg/ss' } };
+    const report = explain(input({
+      bindings: [binding('apps', 'web', 'web', 'web')], identities: [identity('apps', 'web')], node,
+      arm: { kind: 'ok', target: 'VMSS rg/ss', userAssigned: [], systemAssigned: false },
+    }));
+    expect(report.mic.next).toEqual([
+      'create AzureAssignedIdentity default/web-apps-web (Created)',
+      `attach ${RESOURCE.toLowerCase()} to VMSS ss`,
+      'mark AzureAssignedIdentity default/web-apps-web Assigned once ARM has the identity',
+    ]);
+    expect(report.verdict).toBe('no token: MIC has not created an AzureAssignedIdentity for this pod (is MIC running and leading?)');
+    const bare = explain(input({ bindings: [binding('apps', 'web', 'web', 'web')], identities: [identity('apps', 'web')], node: { ...node, target: undefined } }));
+    expect(bare.mic.waiting[0]).toMatch(/^NodeWithoutTarget: /);
+  });
+
+  it('answers a request naming an identity as NMI does: the bound one by client_id, 400 at once for one not bound, the node path refusing a declared one', () => {
+    const id = identity('apps', 'web');
+    const b = binding('apps', 'web', 'web', 'web');
+    const base = { bindings: [b], identities: [id], assigned: [{ ...aai(id, 'Assigned'), bindingRef: b }] };
+    expect(explain(input({ ...base, request: { clientId: CLIENT.toUpperCase() } })).nmi).toEqual({ status: 200, summary: `200 with a token for apps/web (asked by client_id ${CLIENT.toUpperCase()})` });
+    const other = explain(input({ ...base, request: { clientId: '11111111-2222-4333-8444-555555555555' } }));
+    expect(other.nmi.status).toBe(400);
+    expect(other.verdict).toMatch(/^no token/);
+    const exception: AzurePodIdentityException = { ...meta('apps', 'skip'), podLabels: { app: 'web' } };
+    const excepted = explain(input({ exceptions: [exception], identities: [identity('team-a', 'theirs')], request: { resourceId: RESOURCE } }));
+    expect(excepted.exception).toBe('apps/skip');
+    expect(excepted.nmi.status).toBe(400);
+    expect(excepted.nmi.summary).toContain('bind it to the pod');
+  });
+});
+
+describe("explain answers for MIC's own pod as NMI does", () => {
+  it("gives MIC's pod (its namespace and ServiceAccount, NMI's --MICNamespace/--mic-service-account) the node's identity", () => {
+    const mic: PodView = { ...pod, namespace: 'kube-system', name: 'mic-0', labels: {}, serviceAccountName: 'aad-pod-identity-mic' };
+    const report = explain(input({ pod: mic, micNamespace: 'kube-system', micServiceAccount: 'aad-pod-identity-mic' }));
+    expect(report.nmi).toEqual({ status: 200, summary: "200 with the node's identity: pod runs as MIC's ServiceAccount kube-system/aad-pod-identity-mic" });
+    expect(explain(input({ pod: mic })).nmi.status).toBe(404);
+  });
+});
