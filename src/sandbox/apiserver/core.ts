@@ -34,6 +34,7 @@ export interface ListPage {
 }
 
 const INITIAL_NAMESPACES = ['default', 'kube-system', 'kube-public', 'kube-node-lease'];
+const DEFAULT_SERVICE_ACCOUNT = 'default';
 
 export class ApiCore {
   readonly store: Store;
@@ -120,6 +121,7 @@ export class ApiCore {
     m.resourceVersion = String(rv);
     this.store.put(this.key(t), ns, name, obj, rv);
     if (t.kind === 'CustomResourceDefinition' && t.group === 'apiextensions.k8s.io') this.registerCrd(obj);
+    if (t.group === '' && t.kind === 'Namespace') this.ensureDefaultServiceAccount(name);
     return { status: 201, body: this.served(t, obj), warnings };
   }
 
@@ -304,7 +306,21 @@ export class ApiCore {
     const final: JsonObject = { ...last, metadata: { ...(last.metadata as JsonObject), resourceVersion: String(rv) } };
     this.store.remove(this.key(t), ns, name, final, rv);
     if (t.namespaced) this.finishNamespaceIfEmpty(ns);
+    if (t.group === '' && t.kind === 'ServiceAccount' && name === DEFAULT_SERVICE_ACCOUNT) this.ensureDefaultServiceAccount(ns);
     return final;
+  }
+
+  /**
+   * What the serviceaccounts controller does: every namespace that exists and is not terminating has a `default`
+   * ServiceAccount, made again when deleted.
+   */
+  private ensureDefaultServiceAccount(ns: string): void {
+    const nsType = this.registry.get('', 'v1', 'namespaces') as ResourceType;
+    const nsObj = this.store.get(this.key(nsType), '', ns);
+    if (!nsObj || (nsObj.metadata as JsonObject).deletionTimestamp) return;
+    const saType = this.registry.get('', 'v1', 'serviceaccounts') as ResourceType;
+    if (this.store.get(this.key(saType), ns, DEFAULT_SERVICE_ACCOUNT)) return;
+    this.create(saType, ns, { metadata: { name: DEFAULT_SERVICE_ACCOUNT } }, {});
   }
 
   private deleteNamespace(t: ResourceType, name: string, old: JsonObject): JsonObject {

@@ -8,11 +8,14 @@ import {
   apiGroup, apiGroupList, apiResourceList, apiVersions, openApiV3GroupVersion, openApiV3Root, SERVER_VERSION,
 } from './discovery.js';
 import { ApiError, badRequest, methodNotAllowed, pathNotFound, unsupportedMediaType } from './errors.js';
+import { DISCOVERY_PATH, JWKS_PATH, type ServiceAccountIssuer } from './issuer.js';
 import type { Json, JsonObject } from './json.js';
 import { PATCH_MEDIA_TYPES } from './patch.js';
+import { decodeTokenRequestProtobuf, PROTOBUF_MEDIA_TYPE } from './protobuf.js';
 import { apiVersionOf, type ResourceType } from './resources.js';
 import { both, parseFieldSelector, parseLabelSelector, type Selector } from './selectors.js';
 import { renderTable, type IncludeObject } from './table.js';
+import { createServiceAccountToken, type TokenRequestPolicy } from './tokenrequest.js';
 import { serveWatch, type OpenWatch } from './watch.js';
 
 export interface Fault {
@@ -35,6 +38,9 @@ export interface HttpOptions {
   token: string | undefined;
   bookmarkIntervalMs: number;
   serverAddress: () => string;
+  issuer: ServiceAccountIssuer;
+  tokenPolicy: TokenRequestPolicy;
+  now: () => number;
 }
 
 const MAX_BODY_BYTES = 3 * 1024 * 1024;
@@ -111,6 +117,15 @@ export class ApiHttp {
       res.end('ok');
       return;
     }
+    // Issuer discovery is public, as clusters bind system:service-account-issuer-discovery for relying parties.
+    if (method === 'GET' && (path === DISCOVERY_PATH || path === JWKS_PATH) && this.opts.issuer.servesDiscovery) {
+      const body = path === DISCOVERY_PATH ? this.opts.issuer.discoveryDocument() : (this.opts.issuer.jwks() as unknown as JsonObject);
+      sendJson(res, 200, body, [], {
+        'content-type': path === DISCOVERY_PATH ? 'application/json' : 'application/jwk-set+json',
+        'cache-control': 'public, max-age=3600',
+      });
+      return;
+    }
     if (this.opts.token !== undefined && req.headers.authorization !== `Bearer ${this.opts.token}`) {
       throw new ApiError(401, 'Unauthorized', 'Unauthorized', {});
     }
@@ -183,7 +198,8 @@ export class ApiHttp {
     const name = rest[1];
     const subresource = rest[2];
     const binding = subresource === 'binding' && type.group === '' && type.kind === 'Pod';
-    if (subresource !== undefined && !(subresource === 'status' && type.statusSubresource) && !binding) return undefined;
+    const token = subresource === 'token' && type.group === '' && type.kind === 'ServiceAccount';
+    if (subresource !== undefined && !(subresource === 'status' && type.statusSubresource) && !binding && !token) return undefined;
     return { discovery: false, group, version, type, namespace, name, subresource };
   }
 
@@ -236,6 +252,11 @@ export class ApiHttp {
     if (subresource === 'binding') {
       if (method !== 'POST') throw methodNotAllowed();
       send(res, this.core.bindPod(t, namespace ?? '', name, await readBody(req)));
+      return;
+    }
+    if (subresource === 'token') {
+      if (method !== 'POST') throw methodNotAllowed();
+      send(res, await createServiceAccountToken(this.core, this.opts.issuer, this.opts.tokenPolicy, namespace ?? '', name, await readBody(req, false, true)));
       return;
     }
     switch (method) {
@@ -307,7 +328,7 @@ export class ApiHttp {
   }
 
   private table(t: ResourceType, items: JsonObject[], listMeta: JsonObject, req: TableRequest): JsonObject {
-    const tbl = renderTable(t.kind, t.schema ? (t.printerColumns ?? []) : undefined, items, listMeta, req.include, Date.now());
+    const tbl = renderTable(t.kind, t.schema ? (t.printerColumns ?? []) : undefined, items, listMeta, req.include, this.opts.now());
     tbl.apiVersion = `meta.k8s.io/${req.version}`;
     return tbl;
   }
@@ -410,7 +431,8 @@ function reasonFor(status: number): string {
   return reasons[status] ?? 'Unknown';
 }
 
-async function readBody(req: IncomingMessage, optional = false): Promise<Json> {
+/** The body as JSON (or YAML); `protobufTokenRequest`: also the protobuf TokenRequest that kubectl's typed client sends. */
+async function readBody(req: IncomingMessage, optional = false, protobufTokenRequest = false): Promise<Json> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
@@ -419,12 +441,17 @@ async function readBody(req: IncomingMessage, optional = false): Promise<Json> {
     if (size > MAX_BODY_BYTES) throw new ApiError(413, 'RequestEntityTooLarge', 'Request entity too large: limit is 3145728');
     chunks.push(b);
   }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const raw = Buffer.concat(chunks);
+  const contentType = (req.headers['content-type'] ?? '').toLowerCase();
+  if (contentType.split(';')[0]?.trim() === PROTOBUF_MEDIA_TYPE) {
+    if (!protobufTokenRequest) throw unsupportedMediaType(contentType, ['application/json', 'application/yaml']);
+    return decodeTokenRequestProtobuf(raw);
+  }
+  const text = raw.toString('utf8');
   if (text.trim() === '') {
     if (optional) return null;
     throw badRequest('the body of the request was empty');
   }
-  const contentType = (req.headers['content-type'] ?? '').toLowerCase();
   try {
     if (contentType.includes('yaml')) return parseYaml(text) as Json;
     return JSON.parse(text) as Json;

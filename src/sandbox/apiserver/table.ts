@@ -159,6 +159,15 @@ function builtinLayout(kind: string): TableLayout {
         ],
         cells: nodeCells,
       };
+    case 'ServiceAccount':
+      return {
+        columns: [
+          NAME_COLUMN,
+          col('Secrets', 'Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.'),
+          AGE_COLUMN,
+        ],
+        cells: (obj, now) => [nameOf(obj), Array.isArray(obj.secrets) ? obj.secrets.length : 0, ageOf(obj, now)],
+      };
     default:
       return { columns: [NAME_COLUMN, AGE_COLUMN], cells: (obj, now) => [nameOf(obj), ageOf(obj, now)] };
   }

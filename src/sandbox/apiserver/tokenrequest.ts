@@ -1,0 +1,241 @@
+// POST serviceaccounts/NAME/token: the TokenRequest subresource as pkg/registry/core/serviceaccount/storage/token.go
+// serves it at 1.32 (defaulting, validation, the bound object with its uid, node info for pod-bound tokens), and the
+// check a TokenReview makes of a token that binding ties to objects that may have gone since.
+
+import type { ApiCore, WriteResult } from './core.js';
+import { ApiError, badRequest, conflict, invalid, type StatusCause } from './errors.js';
+import { isObject, type Json, type JsonObject } from './json.js';
+import type { ObjectClaim, ServiceAccountIssuer, ServiceAccountTokenPayload } from './issuer.js';
+import { timestamp } from './objects.js';
+import type { ResourceType } from './resources.js';
+
+export interface TokenRequestPolicy {
+  /** `--api-audiences`: what an empty `spec.audiences` becomes (default: the issuer). */
+  apiAudiences: readonly string[];
+  /** `--service-account-max-token-expiration` in seconds; 0 = no cap. */
+  maxExpirationSeconds: number;
+}
+
+export const TOKEN_REQUEST_API_VERSION = 'authentication.k8s.io/v1';
+const MIN_EXPIRATION_SECONDS = 600;
+const MAX_EXPIRATION_SECONDS = 2 ** 32;
+const DEFAULT_EXPIRATION_SECONDS = 3600;
+/** A bound object marked for deletion stops backing its tokens this long after its deletionTimestamp. */
+const DELETION_GRACE_MS = 60_000;
+
+export async function createServiceAccountToken(
+  core: ApiCore, issuer: ServiceAccountIssuer, policy: TokenRequestPolicy, namespace: string, saName: string, body: Json,
+): Promise<WriteResult> {
+  const req = decodeTokenRequest(body);
+  const m = req.metadata;
+  if (typeof m.name === 'string' && m.name !== '' && m.name !== saName) {
+    throw invalid('TokenRequest', 'authentication.k8s.io', saName, [{ reason: 'FieldValueInvalid', field: 'metadata.name', message: `Invalid value: ${JSON.stringify(m.name)}: must match the service account name if specified` }]);
+  }
+  if (typeof m.namespace === 'string' && m.namespace !== '' && m.namespace !== namespace) {
+    throw invalid('TokenRequest', 'authentication.k8s.io', saName, [{ reason: 'FieldValueInvalid', field: 'metadata.namespace', message: `Invalid value: ${JSON.stringify(m.namespace)}: must match the service account namespace if specified` }]);
+  }
+  const sa = core.get(coreType(core, 'serviceaccounts'), namespace, saName);
+  const saUid = String((sa.metadata as JsonObject).uid);
+  const spec = req.spec;
+  if (spec.audiences.length === 0) spec.audiences = [...policy.apiAudiences];
+  const causes = validateExpiration(spec.expirationSeconds);
+  if (causes.length > 0) throw invalid('TokenRequest', 'authentication.k8s.io', '', causes);
+
+  const bound = spec.boundObjectRef ? resolveBoundObject(core, namespace, saName, spec.boundObjectRef) : {};
+  const warnings: string[] = [];
+  if (policy.maxExpirationSeconds > 0 && spec.expirationSeconds > policy.maxExpirationSeconds) {
+    warnings.push(`requested expiration of ${spec.expirationSeconds} seconds shortened to ${policy.maxExpirationSeconds} seconds`);
+    spec.expirationSeconds = policy.maxExpirationSeconds;
+  }
+  const minted = await issuer.mint({
+    namespace,
+    serviceAccount: { name: saName, uid: saUid },
+    audiences: spec.audiences,
+    expirationSeconds: spec.expirationSeconds,
+    ...bound,
+  });
+  const outSpec: JsonObject = { audiences: [...spec.audiences], expirationSeconds: spec.expirationSeconds };
+  if (spec.boundObjectRef) outSpec.boundObjectRef = { ...spec.boundObjectRef };
+  return {
+    status: 201,
+    body: {
+      kind: 'TokenRequest',
+      apiVersion: TOKEN_REQUEST_API_VERSION,
+      metadata: { name: saName, namespace, creationTimestamp: null },
+      spec: outSpec,
+      status: { token: minted.token, expirationTimestamp: timestamp(minted.expiresAtMs) },
+    },
+    warnings,
+  };
+}
+
+export interface ReviewResult {
+  authenticated: boolean;
+  /** Why not, in the authenticator's words (empty when authenticated). */
+  error: string;
+  payload?: ServiceAccountTokenPayload;
+  username?: string;
+  uid?: string;
+  groups?: string[];
+  extra?: Record<string, string[]>;
+  audiences?: string[];
+}
+
+/**
+ * What the service-account authenticator concludes about a token (pkg/serviceaccount/claims.go's validator): signed
+ * by us, unexpired, for one of `audiences` when given, and every object it names still there with the same uid
+ * (a bound object being deleted counts for 60 s after its deletionTimestamp).
+ */
+export async function reviewServiceAccountToken(
+  core: ApiCore, issuer: ServiceAccountIssuer, token: string, audiences: readonly string[], nowMs: number,
+): Promise<ReviewResult> {
+  let payload: ServiceAccountTokenPayload;
+  try {
+    payload = await issuer.verify(token);
+  } catch (err) {
+    return { authenticated: false, error: `invalid bearer token, ${err instanceof Error ? err.message : String(err)}` };
+  }
+  const tokenAud = Array.isArray(payload.aud) ? payload.aud : [String(payload.aud)];
+  const matched = audiences.length === 0 ? tokenAud : tokenAud.filter((a) => audiences.includes(a));
+  if (matched.length === 0) return { authenticated: false, error: 'invalid bearer token, token audiences ' + JSON.stringify(tokenAud) + ' is invalid for the target audiences ' + JSON.stringify(audiences) };
+  const kube = payload['kubernetes.io'];
+  if (!isObject(kube as unknown as Json)) return { authenticated: false, error: 'invalid bearer token, Token could not be validated.' };
+  const checks: [string, string, ObjectClaim | undefined][] = [
+    ['serviceaccounts', kube.namespace, { name: kube.serviceaccount.name, uid: kube.serviceaccount.uid }],
+    ['pods', kube.namespace, kube.pod],
+    ['secrets', kube.namespace, kube.secret],
+  ];
+  for (const [plural, ns, ref] of checks) {
+    if (!ref) continue;
+    const live = core.store.get(core.key(coreType(core, plural)), ns, ref.name);
+    const m = live ? (live.metadata as JsonObject) : undefined;
+    const what = plural === 'serviceaccounts' ? 'ServiceAccount' : plural === 'pods' ? 'Pod' : 'Secret';
+    if (!m) return { authenticated: false, error: `invalid bearer token, ${what} ${ns}/${ref.name} has been deleted` };
+    if (ref.uid !== undefined && m.uid !== ref.uid) {
+      return { authenticated: false, error: `invalid bearer token, ${what} UID (${String(m.uid)}) does not match claim (${ref.uid})` };
+    }
+    if (typeof m.deletionTimestamp === 'string' && Date.parse(m.deletionTimestamp) + DELETION_GRACE_MS < nowMs) {
+      return { authenticated: false, error: `invalid bearer token, ${what} ${ns}/${ref.name} is being deleted` };
+    }
+  }
+  const extra: Record<string, string[]> = { 'authentication.kubernetes.io/credential-id': [`JTI=${payload.jti}`] };
+  if (kube.pod) {
+    extra['authentication.kubernetes.io/pod-name'] = [kube.pod.name];
+    if (kube.pod.uid) extra['authentication.kubernetes.io/pod-uid'] = [kube.pod.uid];
+  }
+  if (kube.node) {
+    extra['authentication.kubernetes.io/node-name'] = [kube.node.name];
+    if (kube.node.uid) extra['authentication.kubernetes.io/node-uid'] = [kube.node.uid];
+  }
+  return {
+    authenticated: true,
+    error: '',
+    payload,
+    username: payload.sub,
+    uid: kube.serviceaccount.uid,
+    groups: ['system:serviceaccounts', `system:serviceaccounts:${kube.namespace}`, 'system:authenticated'],
+    extra,
+    audiences: matched,
+  };
+}
+
+interface BoundObjectRef {
+  kind: string;
+  apiVersion: string;
+  name: string;
+  uid: string;
+}
+
+interface DecodedTokenRequest {
+  metadata: JsonObject;
+  spec: { audiences: string[]; expirationSeconds: number; boundObjectRef?: BoundObjectRef };
+}
+
+/** Decoding into authentication/v1.TokenRequest with v1 defaulting (expirationSeconds 3600). */
+function decodeTokenRequest(body: Json): DecodedTokenRequest {
+  if (!isObject(body)) throw badRequest('the object provided is unrecognized (must be of type TokenRequest)');
+  if (body.kind !== undefined && body.kind !== '' && body.kind !== 'TokenRequest') {
+    throw badRequest(`the kind in the body (${String(body.kind)}) does not match the expected kind (TokenRequest)`);
+  }
+  if (body.apiVersion !== undefined && body.apiVersion !== '' && body.apiVersion !== TOKEN_REQUEST_API_VERSION) {
+    throw badRequest(`the API version in the data (${String(body.apiVersion)}) does not match the expected API version (${TOKEN_REQUEST_API_VERSION})`);
+  }
+  const metadata = isObject(body.metadata) ? body.metadata : {};
+  const spec = isObject(body.spec) ? body.spec : {};
+  const audiences = spec.audiences ?? [];
+  if (!Array.isArray(audiences) || !audiences.every((a): a is string => typeof a === 'string')) {
+    throw badRequest('TokenRequest in version "v1" cannot be handled as a TokenRequest: json: cannot unmarshal into Go struct field TokenRequestSpec.spec.audiences of type []string');
+  }
+  const exp = spec.expirationSeconds ?? DEFAULT_EXPIRATION_SECONDS;
+  if (typeof exp !== 'number' || !Number.isInteger(exp)) {
+    throw badRequest('TokenRequest in version "v1" cannot be handled as a TokenRequest: json: cannot unmarshal into Go struct field TokenRequestSpec.spec.expirationSeconds of type int64');
+  }
+  const out: DecodedTokenRequest = { metadata, spec: { audiences: [...audiences], expirationSeconds: exp } };
+  if (isObject(spec.boundObjectRef)) {
+    const r = spec.boundObjectRef;
+    const str = (v: Json | undefined): string => (typeof v === 'string' ? v : '');
+    out.spec.boundObjectRef = { kind: str(r.kind), apiVersion: str(r.apiVersion), name: str(r.name), uid: str(r.uid) };
+  }
+  return out;
+}
+
+function validateExpiration(seconds: number): StatusCause[] {
+  if (seconds < MIN_EXPIRATION_SECONDS) {
+    return [{ reason: 'FieldValueInvalid', field: 'spec.expirationSeconds', message: `Invalid value: ${seconds}: may not specify a duration less than 10 minutes` }];
+  }
+  if (seconds > MAX_EXPIRATION_SECONDS) {
+    return [{ reason: 'FieldValueInvalid', field: 'spec.expirationSeconds', message: `Invalid value: ${seconds}: may not specify a duration larger than 2^32 seconds` }];
+  }
+  return [];
+}
+
+/** The bound object's claims; the pod's node comes along as ServiceAccountTokenPodNodeInfo (beta, on) adds it. */
+function resolveBoundObject(core: ApiCore, namespace: string, saName: string, ref: BoundObjectRef): { pod?: ObjectClaim; secret?: ObjectClaim; node?: ObjectClaim } {
+  const gv = parseGroupVersion(ref.apiVersion);
+  let uid: string;
+  let claims: { pod?: ObjectClaim; secret?: ObjectClaim; node?: ObjectClaim };
+  if (gv.group === '' && ref.kind === 'Pod') {
+    const pod = core.get(coreType(core, 'pods'), namespace, ref.name);
+    const spec = isObject(pod.spec) ? pod.spec : {};
+    // The ServiceAccount admission plugin gives a pod without one `default`.
+    const podSa = typeof spec.serviceAccountName === 'string' && spec.serviceAccountName !== '' ? spec.serviceAccountName : 'default';
+    if (podSa !== saName) throw badRequest(`cannot bind token for serviceaccount "${saName}" to pod running with different serviceaccount name.`);
+    uid = String((pod.metadata as JsonObject).uid);
+    claims = { pod: { name: ref.name, uid } };
+    const nodeName = typeof spec.nodeName === 'string' ? spec.nodeName : '';
+    if (nodeName !== '') {
+      const node = core.store.get(core.key(coreType(core, 'nodes')), '', nodeName);
+      // A Node that is not there is tolerated: its name only.
+      claims.node = node ? { name: nodeName, uid: String((node.metadata as JsonObject).uid) } : { name: nodeName };
+    }
+  } else if (gv.group === '' && ref.kind === 'Node') {
+    const node = core.get(coreType(core, 'nodes'), undefined, ref.name);
+    uid = String((node.metadata as JsonObject).uid);
+    claims = { node: { name: ref.name, uid } };
+  } else if (gv.group === '' && ref.kind === 'Secret') {
+    const secret = core.get(coreType(core, 'secrets'), namespace, ref.name);
+    uid = String((secret.metadata as JsonObject).uid);
+    claims = { secret: { name: ref.name, uid } };
+  } else {
+    throw badRequest(`cannot bind token to object of type ${gv.group}/${gv.version}, Kind=${ref.kind}`);
+  }
+  if (ref.uid !== '' && ref.uid !== uid) {
+    throw conflict({ group: gv.group, plural: ref.kind }, ref.name, `the UID in the bound object reference (${ref.uid}) does not match the UID in record. The object might have been deleted and then recreated`);
+  }
+  return claims;
+}
+
+/** schema.FromAPIVersionAndKind: `v1` is the core group; an unparsable apiVersion leaves group and version empty. */
+function parseGroupVersion(apiVersion: string): { group: string; version: string } {
+  if (apiVersion === '') return { group: '', version: '' };
+  const parts = apiVersion.split('/');
+  if (parts.length === 1) return { group: '', version: apiVersion };
+  if (parts.length === 2) return { group: parts[0] ?? '', version: parts[1] ?? '' };
+  return { group: '', version: '' };
+}
+
+function coreType(core: ApiCore, plural: string): ResourceType {
+  const t = core.registry.get('', 'v1', plural);
+  if (!t) throw new ApiError(500, 'InternalError', `Internal error occurred: no core/v1 ${plural}`);
+  return t;
+}
