@@ -143,9 +143,13 @@ describe('TokenRequest and service-account issuer discovery', () => {
       expect(lines[1]!.split(/\s+/).slice(0, 2)).toEqual(['default', '0']);
     });
 
-    it('lists serviceaccounts/token in /api/v1 discovery as a create-only TokenRequest subresource', async () => {
+    it('lists serviceaccounts/token in /api/v1 discovery as a create-only TokenRequest subresource, and authentication.k8s.io/v1 with tokenreviews', async () => {
       const list = await core.getAPIResources();
       expect(list.resources.find((r) => r.name === 'serviceaccounts/token')).toMatchObject({ group: 'authentication.k8s.io', version: 'v1', kind: 'TokenRequest', verbs: ['create'], namespaced: true });
+      const groups = await world.kc.makeApiClient(k8s.ApisApi).getAPIVersions();
+      expect(groups.groups.find((g) => g.name === 'authentication.k8s.io')?.preferredVersion?.groupVersion).toBe('authentication.k8s.io/v1');
+      const authn = await world.kc.makeApiClient(k8s.AuthenticationV1Api).getAPIResources();
+      expect(authn.resources.map((r) => [r.name, r.verbs])).toEqual([['tokenreviews', ['create']]]);
     });
   });
 
@@ -231,6 +235,23 @@ describe('TokenRequest and service-account issuer discovery', () => {
       });
       expect(out.status!.expirationTimestamp!.getTime()).toBe(claims.exp! * 1000);
       expect(await world.server.serviceAccountIssuer.review(token, [AZURE_AUDIENCE])).toMatchObject({ authenticated: true, username: 'system:serviceaccount:tr-client-node:web' });
+      const review = await world.kc.makeApiClient(k8s.AuthenticationV1Api).createTokenReview({ body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: [AZURE_AUDIENCE] } } });
+      expect(review.status).toEqual({
+        authenticated: true,
+        audiences: [AZURE_AUDIENCE],
+        user: {
+          username: 'system:serviceaccount:tr-client-node:web',
+          uid: sa.metadata!.uid,
+          groups: ['system:serviceaccounts', 'system:serviceaccounts:tr-client-node', 'system:authenticated'],
+          extra: {
+            'authentication.kubernetes.io/credential-id': [`JTI=${claims.jti}`],
+            'authentication.kubernetes.io/node-name': ['tr-node'],
+            'authentication.kubernetes.io/node-uid': [node.metadata!.uid],
+            'authentication.kubernetes.io/pod-name': ['web-7d9c'],
+            'authentication.kubernetes.io/pod-uid': [pod.metadata!.uid],
+          },
+        },
+      });
     });
 
     it('answers 201, defaults expirationSeconds to 3600 and audiences to the issuer, and stamps iat/exp from the injected clock', async () => {
@@ -405,11 +426,15 @@ describe('TokenRequest and service-account issuer discovery', () => {
       expect((await world.server.serviceAccountIssuer.review(token, ['https://other.example'])).authenticated).toBe(false);
       await core.deleteNamespacedPod({ namespace: 'tr-attack', name: 'short-lived' });
       const gone = await world.server.serviceAccountIssuer.review(token, [AZURE_AUDIENCE]);
-      expect(gone).toMatchObject({ authenticated: false, error: 'invalid bearer token, Pod tr-attack/short-lived has been deleted' });
+      expect(gone).toMatchObject({ authenticated: false, error: 'invalid bearer token, service account token has been invalidated', detail: 'Pod tr-attack/short-lived has been deleted' });
       await core.createNamespacedPod({ namespace: 'tr-attack', body: { metadata: { name: 'short-lived' }, spec: { serviceAccountName: 'alice', containers: [{ name: 'c', image: 'app' }] } } });
       const recreated = await world.server.serviceAccountIssuer.review(token, [AZURE_AUDIENCE]);
       expect(recreated.authenticated).toBe(false);
-      expect(recreated.error).toMatch(/^invalid bearer token, Pod UID \(.+\) does not match claim/);
+      expect(recreated.detail).toMatch(/^Pod UID \(.+\) does not match claim/);
+      // The same verdict through the API: TokenReview.
+      const authn = world.kc.makeApiClient(k8s.AuthenticationV1Api);
+      const review = await authn.createTokenReview({ body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: [AZURE_AUDIENCE] } } });
+      expect(review.status).toEqual({ user: {}, error: 'invalid bearer token, service account token has been invalidated' });
       // Azure AD validates offline: the signature and times still hold (binding is not revocation there).
       expect((await verified(token)).sub).toBe('system:serviceaccount:tr-attack:alice');
     });

@@ -15,7 +15,7 @@ import { decodeTokenRequestProtobuf, PROTOBUF_MEDIA_TYPE } from './protobuf.js';
 import { apiVersionOf, type ResourceType } from './resources.js';
 import { both, parseFieldSelector, parseLabelSelector, type Selector } from './selectors.js';
 import { renderTable, type IncludeObject } from './table.js';
-import { createServiceAccountToken, type TokenRequestPolicy } from './tokenrequest.js';
+import { createServiceAccountToken, createTokenReview, type TokenRequestPolicy } from './tokenrequest.js';
 import { serveWatch, type OpenWatch } from './watch.js';
 
 export interface Fault {
@@ -138,6 +138,17 @@ export class ApiHttp {
         return;
       }
     }
+    if (path.startsWith(AUTHENTICATION_GV_PATH)) {
+      if (path === AUTHENTICATION_GV_PATH) {
+        if (method !== 'GET') throw methodNotAllowed();
+        sendJson(res, 200, authenticationResourceList(), []);
+        return;
+      }
+      if (path !== `${AUTHENTICATION_GV_PATH}/tokenreviews`) throw pathNotFound();
+      if (method !== 'POST') throw methodNotAllowed();
+      send(res, await createTokenReview(this.core, this.opts.issuer, this.opts.tokenPolicy.apiAudiences, await readBody(req), this.opts.now()));
+      return;
+    }
     const segs = path.split('/').filter((s) => s.length > 0).map(decodeURIComponent);
     const target = this.resolve(segs);
     if (!target) throw pathNotFound();
@@ -153,7 +164,8 @@ export class ApiHttp {
     const reg = this.core.registry;
     if (path === '/version') return SERVER_VERSION;
     if (path === '/api') return apiVersions(this.opts.serverAddress());
-    if (path === '/apis') return apiGroupList(reg);
+    if (path === '/apis') return withAuthenticationGroup(apiGroupList(reg));
+    if (path === `/apis/${AUTHENTICATION_GROUP}`) return apiGroup(AUTHENTICATION_GROUP, ['v1']);
     if (path === '/openapi/v3') return openApiV3Root(reg);
     const v3 = /^\/openapi\/v3\/(api\/([^/]+)|apis\/([^/]+)\/([^/]+))$/.exec(path);
     if (v3) {
@@ -347,6 +359,25 @@ export class ApiHttp {
     if (f.count === 0) this.faults.splice(idx, 1);
     throw new ApiError(f.status, reasonFor(f.status), `injected fault: ${f.status}`, f.status === 429 ? { retryAfterSeconds: 1 } : {});
   }
+}
+
+// authentication.k8s.io/v1 has no storage here: TokenReview only (TokenRequest lives under serviceaccounts).
+const AUTHENTICATION_GROUP = 'authentication.k8s.io';
+const AUTHENTICATION_GV_PATH = `/apis/${AUTHENTICATION_GROUP}/v1`;
+
+function authenticationResourceList(): JsonObject {
+  return {
+    kind: 'APIResourceList',
+    apiVersion: 'v1',
+    groupVersion: `${AUTHENTICATION_GROUP}/v1`,
+    resources: [{ name: 'tokenreviews', singularName: 'tokenreview', namespaced: false, kind: 'TokenReview', verbs: ['create'] }],
+  };
+}
+
+function withAuthenticationGroup(list: JsonObject): JsonObject {
+  const groups = Array.isArray(list.groups) ? [...list.groups] : [];
+  groups.push(apiGroup(AUTHENTICATION_GROUP, ['v1']));
+  return { ...list, groups };
 }
 
 interface DiscoveryTarget {
