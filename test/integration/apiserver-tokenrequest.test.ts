@@ -325,13 +325,18 @@ describe('TokenRequest and service-account issuer discovery', () => {
       }
     });
 
-    it('binds to a Secret and to a Node with their uids in the claim', async () => {
+    it('binds to a Secret and to a Node with their uids in the claim, and the token stops reviewing when that object goes', async () => {
       const secret = await core.createNamespacedSecret({ namespace: 'default', body: { metadata: { name: 'bound-secret' } } });
       const s = await core.createNamespacedServiceAccountToken({ namespace: 'default', name: 'default', body: tokenRequest({ audiences: [AZURE_AUDIENCE], boundObjectRef: { apiVersion: 'v1', kind: 'Secret', name: 'bound-secret' } }) });
       expect((await verified(s.status!.token!))['kubernetes.io'].secret).toEqual({ name: 'bound-secret', uid: secret.metadata!.uid });
       const node = await core.createNode({ body: { metadata: { name: 'bound-node' } } });
       const n = await core.createNamespacedServiceAccountToken({ namespace: 'default', name: 'default', body: tokenRequest({ audiences: [AZURE_AUDIENCE], boundObjectRef: { apiVersion: 'v1', kind: 'Node', name: 'bound-node' } }) });
       expect((await verified(n.status!.token!))['kubernetes.io'].node).toEqual({ name: 'bound-node', uid: node.metadata!.uid });
+      expect((await world.server.serviceAccountIssuer.review(n.status!.token!, [AZURE_AUDIENCE])).authenticated).toBe(true);
+      await core.deleteNode({ name: 'bound-node' });
+      expect(await world.server.serviceAccountIssuer.review(n.status!.token!, [AZURE_AUDIENCE])).toMatchObject({ authenticated: false, detail: 'Node bound-node has been deleted' });
+      await core.deleteNamespacedSecret({ namespace: 'default', name: 'bound-secret' });
+      expect(await world.server.serviceAccountIssuer.review(s.status!.token!, [AZURE_AUDIENCE])).toMatchObject({ authenticated: false, detail: 'Secret default/bound-secret has been deleted' });
     });
 
     it('names a pod-bound token\'s node without a uid when the pod\'s Node object does not exist', async () => {

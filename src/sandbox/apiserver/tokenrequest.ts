@@ -110,16 +110,19 @@ export async function reviewServiceAccountToken(
     ['serviceaccounts', kube.namespace, { name: kube.serviceaccount.name, uid: kube.serviceaccount.uid }],
     ['pods', kube.namespace, kube.pod],
     ['secrets', kube.namespace, kube.secret],
+    // A pod-bound token's node is information only; a node-bound token lives as long as its Node.
+    ['nodes', '', kube.pod ? undefined : kube.node],
   ];
   for (const [plural, ns, ref] of checks) {
     if (!ref) continue;
     const live = core.store.get(core.key(coreType(core, plural)), ns, ref.name);
     const m = live ? (live.metadata as JsonObject) : undefined;
-    const what = plural === 'serviceaccounts' ? 'ServiceAccount' : plural === 'pods' ? 'Pod' : 'Secret';
-    if (!m) return invalidated(`${what} ${ns}/${ref.name} has been deleted`);
+    const what = ({ serviceaccounts: 'ServiceAccount', pods: 'Pod', secrets: 'Secret', nodes: 'Node' } as Record<string, string>)[plural] ?? plural;
+    const where = ns === '' ? ref.name : `${ns}/${ref.name}`;
+    if (!m) return invalidated(`${what} ${where} has been deleted`);
     if (ref.uid !== undefined && m.uid !== ref.uid) return invalidated(`${what} UID (${String(m.uid)}) does not match claim (${ref.uid})`);
     if (typeof m.deletionTimestamp === 'string' && Date.parse(m.deletionTimestamp) + DELETION_GRACE_MS < nowMs) {
-      return invalidated(`${what} ${ns}/${ref.name} is being deleted`);
+      return invalidated(`${what} ${where} is being deleted`);
     }
   }
   const extra: Record<string, string[]> = { 'authentication.kubernetes.io/credential-id': [`JTI=${payload.jti}`] };
