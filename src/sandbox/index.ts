@@ -80,6 +80,8 @@ export interface SandboxEndpoints {
     readonly clusterPrincipal: { readonly clientId: string; readonly objectId: string };
   };
   readonly nodes: readonly SandboxNode[];
+  /** The API server's service-account issuer (`iss` of its tokens) and where its keys are published. */
+  readonly serviceAccountIssuer: { readonly issuer: string; readonly jwksUri: string };
   readonly identities: readonly { readonly name: string; readonly id: string; readonly clientId: string; readonly principalId: string }[];
 }
 
@@ -365,6 +367,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
         clusterPrincipal: { clientId: micSp.clientId, objectId: micSp.objectId },
       },
       nodes,
+      serviceAccountIssuer: { issuer: api.serviceAccountIssuer.issuer, jwksUri: api.serviceAccountIssuer.jwksUri },
       identities: identities.map((i) => ({ name: i.name, id: i.id, clientId: i.clientId, principalId: i.principalId })),
     };
     await writeFile(join(stateDir, 'endpoints.json'), `${JSON.stringify(endpoints, null, 2)}\n`);
