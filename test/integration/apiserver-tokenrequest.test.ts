@@ -168,9 +168,9 @@ describe('TokenRequest and service-account issuer discovery', () => {
       const keys = await undiciFetch(`${world.server.url}/openid/v1/jwks`, { dispatcher: agent });
       expect(keys.headers.get('content-type')).toBe('application/jwk-set+json');
       expect(jwks.keys).toHaveLength(1);
-      expect(jwks.keys[0]).toMatchObject({ use: 'sig', kty: 'RSA', alg: 'RS256', kid: world.server.serviceAccountIssuer.kid });
+      expect(jwks.keys[0]).toMatchObject({ use: 'sig', kty: 'RSA', alg: 'RS256', kid: await world.server.serviceAccountIssuer.kid() });
       expect(Object.keys(jwks.keys[0]!).sort()).toEqual(['alg', 'e', 'kid', 'kty', 'n', 'use']);
-      expect(world.server.serviceAccountIssuer.jwks()).toEqual(jwks);
+      expect(await world.server.serviceAccountIssuer.jwks()).toEqual(jwks);
       // Everything else still needs the bearer token.
       expect((await undiciFetch(`${world.server.url}/api/v1/namespaces`, { dispatcher: agent })).status).toBe(401);
     });
@@ -190,6 +190,34 @@ describe('TokenRequest and service-account issuer discovery', () => {
         expect(claims.aud).toEqual(['https://westeurope.oic.example.test/tenant/abc/']);
       } finally {
         await custom.stop();
+      }
+    });
+
+    it('rotates the signing key: new tokens carry the new kid, the old key stays published and verifying until dropped', async () => {
+      const rotating = await startTestApiServer({ tls: true });
+      try {
+        const a = new Agent({ connect: { ca: rotating.server.caPem } });
+        const fetchJwks = async (): Promise<JSONWebKeySet> => (await (await undiciFetch(`${rotating.server.url}/openid/v1/jwks`, { dispatcher: a })).json()) as JSONWebKeySet;
+        const rcore = rotating.kc.makeApiClient(k8s.CoreV1Api);
+        const mint = async (): Promise<string> => (await rcore.createNamespacedServiceAccountToken({ namespace: 'default', name: 'default', body: tokenRequest({ audiences: [AZURE_AUDIENCE] }) })).status!.token!;
+        const before = await mint();
+        const oldKid = decodeProtectedHeader(before).kid;
+        await rotating.server.serviceAccountIssuer.rotateSigningKey();
+        const after = await mint();
+        const newKid = decodeProtectedHeader(after).kid;
+        expect(newKid).not.toBe(oldKid);
+        expect(await rotating.server.serviceAccountIssuer.kid()).toBe(newKid);
+        const both = await fetchJwks();
+        expect(both.keys.map((k) => k.kid)).toEqual([newKid, oldKid]);
+        for (const t of [before, after]) await jwtVerify(t, createLocalJWKSet(both), { issuer: rotating.server.url, audience: AZURE_AUDIENCE });
+        await rotating.server.serviceAccountIssuer.rotateSigningKey({ keepPrevious: false });
+        const only = await fetchJwks();
+        expect(only.keys).toHaveLength(1);
+        await expect(jwtVerify(after, createLocalJWKSet(only), { issuer: rotating.server.url })).rejects.toThrow(/no applicable key/i);
+        expect((await rotating.server.serviceAccountIssuer.review(after, [AZURE_AUDIENCE])).authenticated).toBe(false);
+        await a.close();
+      } finally {
+        await rotating.stop();
       }
     });
 

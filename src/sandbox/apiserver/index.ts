@@ -55,12 +55,18 @@ export interface ServiceAccountIssuerHandle {
   readonly jwksUri: string;
   /** Whether `/.well-known/openid-configuration` and `/openid/v1/jwks` are served (issuer is https, as the real server requires). */
   readonly servesDiscovery: boolean;
-  readonly kid: string;
   readonly apiAudiences: readonly string[];
-  /** `{keys: [RSA public JWK with kid, alg RS256, use sig]}`, as `/openid/v1/jwks` serves it. */
-  jwks(): { keys: JWK[] };
-  /** The public key as PEM (SPKI). */
-  publicKeyPem(): string;
+  /** `{keys: [RSA public JWK with kid, alg RS256, use sig], …}`, as `/openid/v1/jwks` serves it (newest first). */
+  jwks(): Promise<{ keys: JWK[] }>;
+  /** The kid of the key that signs new tokens. */
+  kid(): Promise<string>;
+  /** That key's public half as PEM (SPKI). */
+  publicKeyPem(): Promise<string>;
+  /**
+   * Rotate the signing key: new tokens carry the new kid; `keepPrevious` (default true) keeps the old keys published
+   * and verifying, as AKS does for 24 h; false drops them (tokens they signed stop verifying).
+   */
+  rotateSigningKey(opts?: { keepPrevious?: boolean; key?: KeyObject }): Promise<void>;
   /** Signature, issuer, time and (when given) audience; throws on failure. Ignores whether bound objects still exist. */
   verify(token: string, audience?: string): Promise<ServiceAccountTokenPayload>;
   /** The TokenReview verdict: verify() plus the service account and bound pod/secret still existing with their uids. */
@@ -121,7 +127,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   const issuerUrl = opts.serviceAccountIssuer ?? url;
   let issuer: ServiceAccountIssuer;
   try {
-    issuer = await ServiceAccountIssuer.create({ issuer: issuerUrl, jwksUri: opts.serviceAccountJwksUri ?? `${url}${JWKS_PATH}`, clock, signingKey: opts.serviceAccountSigningKey });
+    issuer = new ServiceAccountIssuer({ issuer: issuerUrl, jwksUri: opts.serviceAccountJwksUri ?? `${url}${JWKS_PATH}`, clock, signingKey: opts.serviceAccountSigningKey });
   } catch (err) {
     server.close();
     throw err;
@@ -140,10 +146,11 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     issuer: issuer.issuer,
     jwksUri: issuer.jwksUri,
     servesDiscovery: issuer.servesDiscovery,
-    kid: issuer.kid,
     apiAudiences,
     jwks: () => issuer.jwks(),
-    publicKeyPem: () => issuer.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    kid: () => issuer.kid(),
+    publicKeyPem: () => issuer.publicKeyPem(),
+    rotateSigningKey: (o) => issuer.rotate(o),
     verify: (token, audience) => issuer.verify(token, audience),
     review: (token, audiences) => reviewServiceAccountToken(core, issuer, token, audiences ?? apiAudiences, clock.now()),
   };

@@ -2,7 +2,7 @@
 // and the OIDC discovery documents (`/.well-known/openid-configuration`, `/openid/v1/jwks`) that publish its key.
 
 import { createHash, createPublicKey, generateKeyPair, randomUUID, type KeyObject } from 'node:crypto';
-import { exportJWK, jwtVerify, SignJWT, type JWK, type JWTPayload } from 'jose';
+import { createLocalJWKSet, exportJWK, jwtVerify, SignJWT, type JWK, type JWTPayload } from 'jose';
 import type { Clock } from '../../common/clock.js';
 import type { JsonObject } from './json.js';
 
@@ -62,25 +62,29 @@ export interface IssuerOptions {
 export const DISCOVERY_PATH = '/.well-known/openid-configuration';
 export const JWKS_PATH = '/openid/v1/jwks';
 
-export class ServiceAccountIssuer {
-  private constructor(
-    readonly issuer: string,
-    readonly jwksUri: string,
-    readonly kid: string,
-    readonly publicJwk: JWK,
-    private readonly privateKey: KeyObject,
-    readonly publicKey: KeyObject,
-    private readonly clock: Clock,
-  ) {}
+interface SigningKey {
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
+  readonly kid: string;
+  readonly jwk: JWK;
+}
 
-  static async create(opts: IssuerOptions): Promise<ServiceAccountIssuer> {
-    const privateKey = opts.signingKey ?? (await newRsaKey());
-    if (privateKey.asymmetricKeyType !== 'rsa') throw new Error(`service-account signing key must be RSA, got ${String(privateKey.asymmetricKeyType)}`);
-    const publicKey = createPublicKey(privateKey);
-    const kid = keyId(publicKey);
-    const jwk = await exportJWK(publicKey);
-    const publicJwk: JWK = { use: 'sig', kty: 'RSA', kid, alg: 'RS256', n: jwk.n, e: jwk.e };
-    return new ServiceAccountIssuer(opts.issuer, opts.jwksUri, kid, publicJwk, privateKey, publicKey, opts.clock);
+export class ServiceAccountIssuer {
+  readonly issuer: string;
+  readonly jwksUri: string;
+  private readonly clock: Clock;
+  /** Newest first: the first signs, all verify and are published. Made on first use, as RSA generation is slow. */
+  private keys: Promise<SigningKey[]> | undefined;
+  private readonly initialKey: KeyObject | undefined;
+
+  constructor(opts: IssuerOptions) {
+    this.issuer = opts.issuer;
+    this.jwksUri = opts.jwksUri;
+    this.clock = opts.clock;
+    if (opts.signingKey && opts.signingKey.asymmetricKeyType !== 'rsa') {
+      throw new Error(`service-account signing key must be RSA, got ${String(opts.signingKey.asymmetricKeyType)}`);
+    }
+    this.initialKey = opts.signingKey;
   }
 
   /**
@@ -88,12 +92,8 @@ export class ServiceAccountIssuer {
    * fragment (pkg/serviceaccount/openidmetadata.go); otherwise the two paths are not installed.
    */
   get servesDiscovery(): boolean {
-    try {
-      const u = new URL(this.issuer);
-      return u.protocol === 'https:' && u.search === '' && u.hash === '' && !this.issuer.includes('?') && !this.issuer.includes('#');
-    } catch {
-      return false;
-    }
+    if (!URL.canParse(this.issuer) || this.issuer.includes('?') || this.issuer.includes('#')) return false;
+    return new URL(this.issuer).protocol === 'https:';
   }
 
   discoveryDocument(): JsonObject {
@@ -106,12 +106,32 @@ export class ServiceAccountIssuer {
     };
   }
 
-  jwks(): { keys: JWK[] } {
-    return { keys: [{ ...this.publicJwk }] };
+  async jwks(): Promise<{ keys: JWK[] }> {
+    return { keys: (await this.signingKeys()).map((k) => ({ ...k.jwk })) };
+  }
+
+  /** The kid of the key that signs new tokens. */
+  async kid(): Promise<string> {
+    return (await this.current()).kid;
+  }
+
+  async publicKeyPem(): Promise<string> {
+    return (await this.current()).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  }
+
+  /**
+   * A new signing key (rotation, as `az aks oidc-issuer rotate-signing-keys`): new tokens carry its kid; with
+   * `keepPrevious` the old keys stay published and keep verifying, as AKS keeps them for 24 h.
+   */
+  async rotate(opts: { keepPrevious?: boolean; key?: KeyObject } = {}): Promise<void> {
+    const previous = await this.signingKeys();
+    const next = await signingKeyOf(opts.key ?? (await newRsaKey()));
+    this.keys = Promise.resolve(opts.keepPrevious === false ? [next] : [next, ...previous]);
   }
 
   /** Signs a token with the claims pkg/serviceaccount/claims.go builds; iat = nbf = now, in whole seconds. */
   async mint(input: TokenClaimsInput): Promise<MintedToken> {
+    const key = await this.current();
     const now = Math.floor(this.clock.now() / 1000);
     const exp = now + input.expirationSeconds;
     const kube: KubernetesClaim = { namespace: input.namespace, serviceaccount: { ...input.serviceAccount } };
@@ -128,16 +148,17 @@ export class ServiceAccountIssuer {
       nbf: now,
       sub: `system:serviceaccount:${input.namespace}:${input.serviceAccount.name}`,
     };
-    const token = await new SignJWT(payload).setProtectedHeader({ alg: 'RS256', kid: this.kid }).sign(this.privateKey);
+    const token = await new SignJWT(payload).setProtectedHeader({ alg: 'RS256', kid: key.kid }).sign(key.privateKey);
     return { token, payload, expiresAtMs: exp * 1000 };
   }
 
   /**
-   * Verifies signature, issuer, time (at the issuer's clock) and, when given, one of the audiences. Says nothing
-   * about whether the bound objects still exist: that is ApiServerHandle.serviceAccountIssuer.review's job.
+   * Verifies signature (by the key its kid names, among the published ones), issuer, time (at the issuer's clock)
+   * and, when given, one of the audiences. Says nothing about whether bound objects still exist (see review).
    */
   async verify(token: string, audience?: string): Promise<ServiceAccountTokenPayload> {
-    const { payload } = await jwtVerify(token, this.publicKey, {
+    const keySet = createLocalJWKSet(await this.jwks());
+    const { payload } = await jwtVerify(token, keySet, {
       issuer: this.issuer,
       algorithms: ['RS256'],
       currentDate: new Date(this.clock.now()),
@@ -145,6 +166,24 @@ export class ServiceAccountIssuer {
     });
     return payload as ServiceAccountTokenPayload;
   }
+
+  private signingKeys(): Promise<SigningKey[]> {
+    this.keys ??= (async () => [await signingKeyOf(this.initialKey ?? (await newRsaKey()))])();
+    return this.keys;
+  }
+
+  private async current(): Promise<SigningKey> {
+    const [first] = await this.signingKeys();
+    if (!first) throw new Error('service-account issuer has no signing key');
+    return first;
+  }
+}
+
+async function signingKeyOf(privateKey: KeyObject): Promise<SigningKey> {
+  const publicKey = createPublicKey(privateKey);
+  const kid = keyId(publicKey);
+  const { n, e } = await exportJWK(publicKey);
+  return { privateKey, publicKey, kid, jwk: { use: 'sig', kty: 'RSA', kid, alg: 'RS256', n, e } };
 }
 
 /** The API server's key id: unpadded base64url of SHA-256 over the PKIX DER public key (pkg/serviceaccount/jwt.go). */
