@@ -136,6 +136,17 @@ describe('TokenRequest and service-account issuer discovery', () => {
       expect(world.server.requestLog().some((e) => e.method === 'POST' && e.path === '/api/v1/namespaces/sa-crud/serviceaccounts' && e.status === 201)).toBe(true);
     });
 
+    it('runs a pod created without a service account as default (the ServiceAccount admission plugin), and binds default tokens to it', async () => {
+      await core.createNamespace({ body: { metadata: { name: 'sa-admission' } } });
+      const pod = await core.createNamespacedPod({ namespace: 'sa-admission', body: { metadata: { name: 'plain' }, spec: { containers: [{ name: 'c', image: 'app' }] } } });
+      expect(pod.spec?.serviceAccountName).toBe('default');
+      expect(pod.spec?.serviceAccount).toBe('default');
+      const mirror = await core.createNamespacedPod({ namespace: 'sa-admission', body: { metadata: { name: 'mirror', annotations: { 'kubernetes.io/config.mirror': 'x' } }, spec: { containers: [{ name: 'c', image: 'app' }] } } });
+      expect(mirror.spec?.serviceAccountName).toBeUndefined();
+      const out = await core.createNamespacedServiceAccountToken({ namespace: 'sa-admission', name: 'default', body: tokenRequest({ audiences: [AZURE_AUDIENCE], boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: 'plain', uid: pod.metadata!.uid } }) });
+      expect((await verified(out.status!.token!))['kubernetes.io'].pod).toEqual({ name: 'plain', uid: pod.metadata!.uid });
+    });
+
     it.skipIf(!existsSync(KUBECTL) && !process.env.CI)('shows `kubectl get serviceaccounts` as the real table: NAME, SECRETS, AGE', async () => {
       const { stdout } = await run(KUBECTL, ['--kubeconfig', kubeconfig, 'get', 'sa', '-n', 'kube-system'], { env: { ...process.env, HOME: dir }, timeout: 60_000 });
       const lines = stdout.trim().split('\n');

@@ -7,7 +7,7 @@ import {
 import { crdResourceTypes, establishedStatus, validateCrd } from './crd.js';
 import { clone, deepEqual, isObject, meta, type Json, type JsonObject } from './json.js';
 import {
-  foldSecretStringData, generatedName, newUid, normalizeMeta, statusOnCreate, timestamp, validateLabelsAndAnnotations, validateName, validateNodeTaints, validatePodSpecUpdate,
+  defaultPodServiceAccount, foldSecretStringData, generatedName, newUid, normalizeMeta, statusOnCreate, timestamp, validateLabelsAndAnnotations, validateName, validateNodeTaints, validatePodSpecUpdate,
 } from './objects.js';
 import { applyPatch, type PatchType } from './patch.js';
 import { Registry, apiVersionOf, builtinResourceTypes, storageKey, type ResourceType } from './resources.js';
@@ -96,6 +96,7 @@ export class ApiCore {
     }
     const name = m.name as string;
     if (t.namespaced) this.requireWritableNamespace(ns, name);
+    if (t.group === '' && t.kind === 'Pod') defaultPodServiceAccount(obj);
     const status = statusOnCreate(t, obj);
     if (status === undefined) delete obj.status;
     else obj.status = status;

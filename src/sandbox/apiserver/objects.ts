@@ -220,6 +220,20 @@ export function foldSecretStringData(t: ResourceType, obj: JsonObject): void {
 }
 
 /** Status a built-in kind gets on create, as its registry strategy's PrepareForCreate sets it. */
+/**
+ * The ServiceAccount admission plugin on pod create: a pod without a service account runs as `default` (mirror pods
+ * excepted); the v1 encoding then shows the name in the deprecated `spec.serviceAccount` too.
+ */
+export function defaultPodServiceAccount(pod: JsonObject): void {
+  const annotations = isObject(pod.metadata) && isObject(pod.metadata.annotations) ? pod.metadata.annotations : {};
+  if (annotations['kubernetes.io/config.mirror'] !== undefined || !isObject(pod.spec)) return;
+  const spec = pod.spec;
+  const named = (v: Json | undefined): string => (typeof v === 'string' ? v : '');
+  const name = named(spec.serviceAccountName) || named(spec.serviceAccount) || 'default';
+  spec.serviceAccountName = name;
+  spec.serviceAccount = name;
+}
+
 export function statusOnCreate(t: ResourceType, obj: JsonObject): Json | undefined {
   if (t.group === '' && t.kind === 'Pod') return { phase: 'Pending', qosClass: podQosClass(obj) };
   if (t.group === '' && t.kind === 'Namespace') return { phase: 'Active' };
