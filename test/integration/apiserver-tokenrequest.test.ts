@@ -182,6 +182,10 @@ describe('TokenRequest and service-account issuer discovery', () => {
       expect(jwks.keys[0]).toMatchObject({ use: 'sig', kty: 'RSA', alg: 'RS256', kid: await world.server.serviceAccountIssuer.kid() });
       expect(Object.keys(jwks.keys[0]!).sort()).toEqual(['alg', 'e', 'kid', 'kty', 'n', 'use']);
       expect(await world.server.serviceAccountIssuer.jwks()).toEqual(jwks);
+      // A relying party's fetch can be made to fail, as an unreachable issuer does.
+      world.server.injectFault({ method: 'GET', pathPrefix: '/openid/v1/jwks', status: 503, count: 1 });
+      expect((await undiciFetch(`${world.server.url}/openid/v1/jwks`, { dispatcher: agent })).status).toBe(503);
+      expect((await undiciFetch(`${world.server.url}/openid/v1/jwks`, { dispatcher: agent })).status).toBe(200);
       // Everything else still needs the bearer token.
       expect((await undiciFetch(`${world.server.url}/api/v1/namespaces`, { dispatcher: agent })).status).toBe(401);
     });

@@ -119,6 +119,7 @@ export class ApiHttp {
     }
     // Issuer discovery is public, as clusters bind system:service-account-issuer-discovery for relying parties.
     if (method === 'GET' && (path === DISCOVERY_PATH || path === JWKS_PATH) && this.opts.issuer.servesDiscovery) {
+      this.maybeFault(method, path, false);
       const body = path === DISCOVERY_PATH ? this.opts.issuer.discoveryDocument() : ((await this.opts.issuer.jwks()) as unknown as JsonObject);
       sendJson(res, 200, body, [], {
         'content-type': path === DISCOVERY_PATH ? 'application/json' : 'application/jwk-set+json',
