@@ -162,6 +162,8 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
     const azure = await startAzureEmulator({ host, caFile: join(stateDir, 'azure-ca.pem'), lro: 'async', logger: log.child({ component: 'azure' }) });
     cleanups.push(() => azure.stop());
     await writeFile(caFile, `${azure.caPem.trim()}\n${(api.caPem ?? '').trim()}\n`, { mode: 0o644 });
+    // Azure AD reads the cluster's service-account issuer discovery over HTTPS, as it reads AKS's public issuer.
+    if (api.caPem) azure.trustIssuerCa(api.caPem);
 
     const resourceGroup = 'sandbox-nodes';
     azure.createResourceGroup(resourceGroup);
