@@ -455,8 +455,31 @@ describe('TokenRequest and service-account issuer discovery', () => {
       const kind = await expectApiError(ask('alice', { audiences: [AZURE_AUDIENCE], boundObjectRef: { apiVersion: 'v1', kind: 'ConfigMap', name: 'x' } }));
       expect(kind.code).toBe(400);
       expect(kind.body.message).toBe('cannot bind token to object of type /v1, Kind=ConfigMap');
+      const unnamed = await expectApiError(ask('alice', { audiences: [AZURE_AUDIENCE], boundObjectRef: { apiVersion: 'v1', kind: 'Pod' } }));
+      expect([unnamed.code, unnamed.body.message]).toEqual([400, 'Name parameter required.']);
       const apps = await expectApiError(ask('alice', { audiences: [AZURE_AUDIENCE], boundObjectRef: { apiVersion: 'apps/v1', kind: 'Pod', name: 'alice-0' } }));
       expect(apps.body.message).toBe('cannot bind token to object of type apps/v1, Kind=Pod');
+    });
+
+    it('answers malformed TokenRequests with a 4xx Status, never a 500 and never a token', async () => {
+      const bodies: [string, string][] = [
+        ['null', 'application/json'], ['[]', 'application/json'], ['"x"', 'application/json'], ['{', 'application/json'],
+        ['{"spec":{"audiences":"api://AzureADTokenExchange"}}', 'application/json'], ['{"spec":{"audiences":[1]}}', 'application/json'],
+        ['{"spec":{"expirationSeconds":"600"}}', 'application/json'], ['{"spec":{"expirationSeconds":600.5}}', 'application/json'],
+        ['{"spec":{"expirationSeconds":-1}}', 'application/json'], ['{"kind":"Pod","spec":{}}', 'application/json'],
+        ['{"apiVersion":"v1","spec":{}}', 'application/json'], ['{"spec":{"boundObjectRef":{"kind":7,"name":["x"]}}}', 'application/json'],
+        ['{"spec":{"boundObjectRef":"Pod"}, "metadata": 3}', 'application/json'], ['k8s\u0000\u00ff', 'application/vnd.kubernetes.protobuf'],
+        ['', 'application/json'],
+      ];
+      for (const [body, contentType] of bodies) {
+        const res = await undiciFetch(`${world.server.url}/api/v1/namespaces/tr-attack/serviceaccounts/alice/token`, {
+          dispatcher: agent, method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': contentType }, body,
+        });
+        const text = await res.text();
+        expect(res.status, body).toBeGreaterThanOrEqual(400);
+        expect(res.status, body).toBeLessThan(500);
+        expect(JSON.parse(text)).toMatchObject({ kind: 'Status', status: 'Failure' });
+      }
     });
 
     it('refuses GET on the token subresource and requests without the bearer token', async () => {

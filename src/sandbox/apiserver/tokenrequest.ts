@@ -194,7 +194,11 @@ interface DecodedTokenRequest {
   spec: { audiences: string[]; expirationSeconds: number; boundObjectRef?: BoundObjectRef };
 }
 
-/** Decoding into authentication/v1.TokenRequest with v1 defaulting (expirationSeconds 3600). */
+/**
+ * Decoding into authentication/v1.TokenRequest with v1 defaulting (expirationSeconds 3600). A field of the wrong
+ * JSON type fails the whole request, as Go's decoder does: a bound reference that cannot be read must never turn
+ * into an unbound token.
+ */
 function decodeTokenRequest(body: Json): DecodedTokenRequest {
   if (!isObject(body)) throw badRequest('the object provided is unrecognized (must be of type TokenRequest)');
   if (body.kind !== undefined && body.kind !== '' && body.kind !== 'TokenRequest') {
@@ -203,23 +207,42 @@ function decodeTokenRequest(body: Json): DecodedTokenRequest {
   if (body.apiVersion !== undefined && body.apiVersion !== '' && body.apiVersion !== TOKEN_REQUEST_API_VERSION) {
     throw badRequest(`the API version in the data (${String(body.apiVersion)}) does not match the expected API version (${TOKEN_REQUEST_API_VERSION})`);
   }
-  const metadata = isObject(body.metadata) ? body.metadata : {};
-  const spec = isObject(body.spec) ? body.spec : {};
+  const metadata = objectField(body, 'metadata', 'TokenRequest.metadata', 'v1.ObjectMeta');
+  const spec = objectField(body, 'spec', 'TokenRequest.spec', 'v1.TokenRequestSpec');
+  for (const key of ['name', 'namespace', 'uid']) {
+    if (metadata[key] !== undefined && metadata[key] !== null && typeof metadata[key] !== 'string') throw cannotUnmarshal(metadata[key], `ObjectMeta.metadata.${key}`, 'string');
+  }
   const audiences = spec.audiences ?? [];
   if (!Array.isArray(audiences) || !audiences.every((a): a is string => typeof a === 'string')) {
-    throw badRequest('TokenRequest in version "v1" cannot be handled as a TokenRequest: json: cannot unmarshal into Go struct field TokenRequestSpec.spec.audiences of type []string');
+    throw cannotUnmarshal(spec.audiences, 'TokenRequestSpec.spec.audiences', '[]string');
   }
   const exp = spec.expirationSeconds ?? DEFAULT_EXPIRATION_SECONDS;
-  if (typeof exp !== 'number' || !Number.isInteger(exp)) {
-    throw badRequest('TokenRequest in version "v1" cannot be handled as a TokenRequest: json: cannot unmarshal into Go struct field TokenRequestSpec.spec.expirationSeconds of type int64');
-  }
+  if (typeof exp !== 'number' || !Number.isInteger(exp)) throw cannotUnmarshal(exp, 'TokenRequestSpec.spec.expirationSeconds', 'int64');
   const out: DecodedTokenRequest = { metadata, spec: { audiences: [...audiences], expirationSeconds: exp } };
-  if (isObject(spec.boundObjectRef)) {
-    const r = spec.boundObjectRef;
-    const str = (v: Json | undefined): string => (typeof v === 'string' ? v : '');
-    out.spec.boundObjectRef = { kind: str(r.kind), apiVersion: str(r.apiVersion), name: str(r.name), uid: str(r.uid) };
+  if (spec.boundObjectRef !== undefined && spec.boundObjectRef !== null) {
+    const r = objectField(spec, 'boundObjectRef', 'TokenRequestSpec.spec.boundObjectRef', 'v1.BoundObjectReference');
+    const str = (key: string): string => {
+      const v = r[key];
+      if (v === undefined || v === null) return '';
+      if (typeof v !== 'string') throw cannotUnmarshal(v, `BoundObjectReference.spec.boundObjectRef.${key}`, 'string');
+      return v;
+    };
+    out.spec.boundObjectRef = { kind: str('kind'), apiVersion: str('apiVersion'), name: str('name'), uid: str('uid') };
   }
   return out;
+}
+
+/** An object-valued field: absent or null is empty, anything else but an object is a decoding error. */
+function objectField(parent: JsonObject, key: string, goField: string, goType: string): JsonObject {
+  const v = parent[key];
+  if (v === undefined || v === null) return {};
+  if (!isObject(v)) throw cannotUnmarshal(v, goField, goType);
+  return v;
+}
+
+function cannotUnmarshal(value: Json | undefined, goField: string, goType: string): ApiError {
+  const jsonType = Array.isArray(value) ? 'array' : value === null ? 'null' : typeof value === 'object' ? 'object' : typeof value;
+  return badRequest(`TokenRequest in version "v1" cannot be handled as a TokenRequest: json: cannot unmarshal ${jsonType} into Go struct field ${goField} of type ${goType}`);
 }
 
 function validateExpiration(seconds: number): StatusCause[] {
@@ -235,6 +258,9 @@ function validateExpiration(seconds: number): StatusCause[] {
 /** The bound object's claims; the pod's node comes along as ServiceAccountTokenPodNodeInfo (beta, on) adds it. */
 function resolveBoundObject(core: ApiCore, namespace: string, saName: string, ref: BoundObjectRef): { pod?: ObjectClaim; secret?: ObjectClaim; node?: ObjectClaim } {
   const gv = parseGroupVersion(ref.apiVersion);
+  // The registry's key function refuses an empty name before any lookup.
+  const known = gv.group === '' && ['Pod', 'Node', 'Secret'].includes(ref.kind);
+  if (known && ref.name === '') throw badRequest('Name parameter required.');
   let uid: string;
   let claims: { pod?: ObjectClaim; secret?: ObjectClaim; node?: ObjectClaim };
   if (gv.group === '' && ref.kind === 'Pod') {
