@@ -1,12 +1,13 @@
-// Jittered exponential backoff (used by the reflector, the work queue and ARM retries).
+// The one jittered exponential backoff: the reflector, leader election, the work queue, NMI's startup taint and
+// ARM retries all use it. Jitter is taken off the delay (never added), so no delay exceeds `maxMs`.
 import { realClock, type Clock } from './clock.js';
 import { errorMessage } from './errors.js';
 
 export interface BackoffOptions {
-  /** Delay before the first retry. */
-  readonly initialMs: number;
-  /** Upper bound of any delay (jitter included). */
-  readonly maxMs: number;
+  /** Delay before the first retry; default 500 ms. */
+  readonly initialMs?: number;
+  /** Upper bound of any delay (jitter included); default 30 s, as client-go's watch backoff. */
+  readonly maxMs?: number;
   /** Growth per attempt; default 2. */
   readonly factor?: number;
   /** Fraction of the delay that is randomly taken off (0 = none, 1 = "full jitter"); default 0.2. */
@@ -14,6 +15,9 @@ export interface BackoffOptions {
   /** Source of randomness in [0, 1); injectable for tests. */
   readonly random?: () => number;
 }
+
+const DEFAULT_INITIAL_MS = 500;
+const DEFAULT_MAX_MS = 30_000;
 
 /**
  * Delay before retry number `attempt` (0-based): min(max, initial * factor^attempt), minus up to `jitter` of it,
@@ -23,7 +27,8 @@ export function backoffDelay(attempt: number, opts: BackoffOptions): number {
   const factor = opts.factor ?? 2;
   const jitter = Math.min(1, Math.max(0, opts.jitter ?? 0.2));
   const random = opts.random ?? Math.random;
-  const exp = Math.min(opts.maxMs, opts.initialMs * Math.pow(factor, Math.max(0, attempt)));
+  const maxMs = opts.maxMs ?? DEFAULT_MAX_MS;
+  const exp = Math.min(maxMs, (opts.initialMs ?? DEFAULT_INITIAL_MS) * Math.pow(factor, Math.max(0, attempt)));
   return Math.max(0, Math.round(exp * (1 - jitter * random())));
 }
 
@@ -31,7 +36,7 @@ export function backoffDelay(attempt: number, opts: BackoffOptions): number {
 export class Backoff {
   private attempts = 0;
 
-  constructor(private readonly opts: BackoffOptions) {}
+  constructor(private readonly opts: BackoffOptions = {}) {}
 
   next(): number {
     return backoffDelay(this.attempts++, this.opts);

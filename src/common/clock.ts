@@ -29,6 +29,20 @@ export function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> 
   });
 }
 
+/**
+ * Sleeps `ms` on `clock`, resolving `true` when the time passed and `false` as soon as `signal` aborts. It never
+ * rejects, so an abandoned sleep cannot become an unhandled rejection, and it leaves no timer behind.
+ */
+export function sleep(ms: number, signal?: AbortSignal, clock: Clock = realClock): Promise<boolean> {
+  return clock.sleep(ms, signal).then(
+    () => true,
+    (error: unknown) => {
+      if (signal?.aborted) return false;
+      throw error;
+    },
+  );
+}
+
 interface PendingSleep {
   readonly at: number;
   readonly seq: number;

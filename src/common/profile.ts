@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { Session } from 'node:inspector';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import { realClock } from './clock.js';
 
 export const PROFILE_HOST = '127.0.0.1';
 export const MAX_PROFILE_SECONDS = 300;
@@ -86,7 +87,7 @@ async function cpuProfile(req: IncomingMessage, res: ServerResponse, url: URL, l
     const result = (await post(session, 'Profiler.stop')) as { profile: unknown };
     res.writeHead(200, {
       'content-type': 'application/json',
-      'content-disposition': `attachment; filename="cpu-${Date.now()}.cpuprofile"`,
+      'content-disposition': `attachment; filename="cpu-${realClock.now()}.cpuprofile"`,
     });
     res.end(JSON.stringify(result.profile));
   } finally {
@@ -100,7 +101,7 @@ async function heapSnapshot(_req: IncomingMessage, res: ServerResponse, _url: UR
   try {
     res.writeHead(200, {
       'content-type': 'application/json',
-      'content-disposition': `attachment; filename="heap-${Date.now()}.heapsnapshot"`,
+      'content-disposition': `attachment; filename="heap-${realClock.now()}.heapsnapshot"`,
     });
     // Chunks arrive synchronously during takeHeapSnapshot; stream them instead of holding the whole snapshot.
     session.on('HeapProfiler.addHeapSnapshotChunk', (m: { params: { chunk: string } }) => {

@@ -13,6 +13,7 @@ import { parseProviderId, parseUserAssignedIdentityId, type ComputeTarget } from
 import { GROUP, Plurals, VERSION, normalizeAzureIdentity, normalizeBinding, type AzureIdentity } from '../crds/index.js';
 import { parseEndpointsRecord, parseTime, LEADER_ANNOTATION } from '../kube/resourcelock.js';
 import { actionAllowed, parsePermissions, type PermissionEntry } from './permissions.js';
+import { realClock } from '../common/clock.js';
 
 export type CheckStatus = 'pass' | 'fail';
 
@@ -123,7 +124,7 @@ async function micChecks(kubeConfig: KubeConfig, core: CoreV1Api, opts: DoctorOp
   const namespace = opts.leaderElectionNamespace ?? 'default';
   const name = opts.leaderElectionName ?? 'aad-pod-identity-mic';
   const selector = opts.micSelector ?? 'app.kubernetes.io/component=mic';
-  const now = (opts.now ?? Date.now)();
+  const now = (opts.now ?? realClock.now)();
   const where = `${namespace}/${name}`;
   const logs = `kubectl logs -A -l ${selector} --tail=50   # why MIC is not leading`;
 

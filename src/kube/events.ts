@@ -6,6 +6,7 @@ import { describeError, isNotFound } from './errors.js';
 import { silentLogger, type Logger } from '../common/log.js';
 import { patchOptions } from './patch.js';
 import type { KubeObject } from './store.js';
+import { realClock } from '../common/clock.js';
 
 export type EventType = 'Normal' | 'Warning';
 
@@ -61,7 +62,7 @@ export class EventRecorder {
   constructor(opts: EventRecorderOptions) {
     this.#o = opts;
     this.#log = (opts.log ?? silentLogger()).child({ component: 'event-recorder' });
-    this.#now = opts.now ?? Date.now;
+    this.#now = opts.now ?? realClock.now;
   }
 
   normal(obj: InvolvedObject | KubeObject, reason: string, message: string): Promise<void> {

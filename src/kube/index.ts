@@ -1,6 +1,5 @@
 // Kubernetes plumbing shared by MIC and NMI.
 export * from './errors.js';
-export * from './backoff.js';
 export * from './ratelimit.js';
 export { loadKubeConfig, serverUrl, type LoadKubeConfigOptions } from './kubeconfig.js';
 export * from './store.js';

@@ -8,7 +8,7 @@
 // first one. A record is live while it keeps changing (client-go's rule: for leaseDurationSeconds after this replica
 // last saw it change, which does not depend on the other side's clock) or while its renewTime plus
 // leaseDurationSeconds is still ahead.
-import { sleep } from './backoff.js';
+import { realClock, sleep } from '../common/clock.js';
 import { describeError, isAlreadyExists, isConflict } from './errors.js';
 import { EndpointsLock, LeaseLock, type EndpointsClient, type LeaderElectionRecord, type LeaseClient, type ObservedRecord, type ResourceLock } from './resourcelock.js';
 import { silentLogger, type Logger } from '../common/log.js';
@@ -81,7 +81,7 @@ export class LeaderElector {
       lock: locks.map((l) => l.description).join(' + '),
       identity: opts.identity,
     });
-    this.#now = opts.now ?? Date.now;
+    this.#now = opts.now ?? realClock.now;
     const { leaseDurationMs, renewDeadlineMs, retryPeriodMs } = this.#o;
     if (!opts.identity) throw new Error('leader election needs a non-empty identity');
     if (!(leaseDurationMs > renewDeadlineMs)) throw new Error('leaseDuration must be greater than renewDeadline');

@@ -1,4 +1,5 @@
 // Client-side QPS/burst limiting: client-node has none, and MIC must not flood the API server with writes.
+import { realClock } from '../common/clock.js';
 
 export interface RateLimiterOptions {
   /** Sustained requests per second; 0 or less disables limiting. */
@@ -24,7 +25,7 @@ export class RateLimiter {
   constructor(opts: RateLimiterOptions) {
     this.qps = opts.qps;
     this.burst = Math.max(1, Math.floor(opts.burst));
-    this.#now = opts.now ?? Date.now;
+    this.#now = opts.now ?? realClock.now;
     this.#tokens = this.burst;
     this.#last = this.#now();
   }

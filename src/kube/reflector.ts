@@ -11,7 +11,7 @@
 //                             indexers: { byIP: (v) => [v.podIP] }, handlers: { onAdd: (view, key) => enqueue(key) } });
 //   r.store.get('ns/name'); r.store.byIndex('byIP', ip); r.store.list();
 import { Watch, type KubeConfig } from '@kubernetes/client-node';
-import { Backoff, type BackoffOptions } from './backoff.js';
+import { Backoff, type BackoffOptions } from '../common/backoff.js';
 import { realClock, type Clock } from '../common/clock.js';
 import { describeError, httpStatus, isGone, retryAfterMs } from './errors.js';
 import { listPage, type ListOptions, type ListPage } from './list.js';

@@ -9,6 +9,7 @@ import { readFile, stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { realClock } from '../common/clock.js';
 
 export interface MetricsEndpointOptions {
   readonly metrics: { readonly registry: Registry; anonymousMetrics(): Promise<string> };
@@ -24,7 +25,7 @@ const WARN_EVERY_MS = 60_000;
 export function createMetricsListener(opts: MetricsEndpointOptions): (req: IncomingMessage, res: ServerResponse) => void {
   const tokenFile = opts.bearerTokenFile ?? '';
   const expected = tokenFile === '' ? undefined : fileTokenDigest(tokenFile);
-  const now = opts.now ?? Date.now;
+  const now = opts.now ?? realClock.now;
   let lastWarn = -Infinity;
   const warn = (reason: string) => {
     if (now() - lastWarn < WARN_EVERY_MS) return;

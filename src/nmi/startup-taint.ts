@@ -4,7 +4,9 @@
 
 import type { CoreV1Api } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { Backoff, describeError, httpStatus, patchOptions, retryAfterMs, sleep } from '../kube/index.js';
+import { Backoff } from '../common/backoff.js';
+import { sleep } from '../common/clock.js';
+import { describeError, httpStatus, patchOptions, retryAfterMs } from '../kube/index.js';
 import { startupTaintRemoval } from './core/startup-taint.js';
 
 export type StartupTaintOutcome = 'removed' | 'absent' | 'stopped';

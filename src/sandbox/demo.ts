@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
 import type { Sandbox } from './index.js';
+import { realClock } from '../common/clock.js';
 
 export interface DemoOptions {
   readonly repoRoot: string;
@@ -221,8 +222,8 @@ function parseLine(stdout: string): PodTokenLine | undefined {
 }
 
 async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+  const deadline = realClock.now() + timeoutMs;
+  while (realClock.now() < deadline) {
     const value = await probe();
     if (value !== undefined) return value;
     await new Promise((resolve) => setTimeout(resolve, 200));

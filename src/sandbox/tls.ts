@@ -3,6 +3,7 @@
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import forge from 'node-forge';
+import { realClock } from '../common/clock.js';
 
 /** PEM material for an HTTPS server, signed by a CA generated for this run. */
 export interface TlsMaterial {
@@ -27,7 +28,7 @@ export interface CertificateSpec {
 export function createCaAndServerCertificate(spec: CertificateSpec): TlsMaterial {
   const caKeys = rsaKeyPair();
   const serverKeys = rsaKeyPair();
-  const now = Date.now();
+  const now = realClock.now();
   const notBefore = new Date(now - spec.backdateMs);
   const notAfter = new Date(now + 365 * 24 * 3600_000);
 

@@ -13,6 +13,7 @@ import { applyPatch, type PatchType } from './patch.js';
 import { Registry, apiVersionOf, builtinResourceTypes, storageKey, type ResourceType } from './resources.js';
 import type { Selector } from './selectors.js';
 import { Store } from './store.js';
+import { realClock } from '../../common/clock.js';
 
 export interface WriteOptions {
   /** `fieldValidation` query: Strict rejects unknown fields, Warn (default) reports them, Ignore drops silently. */
@@ -42,7 +43,7 @@ export class ApiCore {
   /** Hooks the HTTP layer uses to end watches of a resource type a CRD no longer serves. */
   onResourceRemoved: (t: ResourceType) => void = () => {};
 
-  constructor(historyLimit: number, private readonly now: () => number = Date.now) {
+  constructor(historyLimit: number, private readonly now: () => number = realClock.now) {
     this.store = new Store(historyLimit);
     const ns = this.registry.get('', 'v1', 'namespaces') as ResourceType;
     for (const name of INITIAL_NAMESPACES) this.create(ns, undefined, { metadata: { name } }, {});

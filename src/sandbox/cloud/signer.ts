@@ -1,6 +1,7 @@
 import { generateKeyPair, randomUUID, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import { SignJWT, compactVerify, exportJWK, decodeJwt, type JWK, type JWTPayload } from 'jose';
+import { realClock } from '../../common/clock.js';
 
 /** Claims the emulator puts in every access token (AAD v1 shape, as ARM and most resources receive). */
 export interface AccessTokenClaims extends JWTPayload {
@@ -58,7 +59,7 @@ export class TokenSigner {
     return new TokenSigner(privateKey, publicKey);
   }
 
-  async issue(subject: TokenSubject, audience: string, lifetimeSeconds: number, nowMs = Date.now()): Promise<IssuedToken> {
+  async issue(subject: TokenSubject, audience: string, lifetimeSeconds: number, nowMs = realClock.now()): Promise<IssuedToken> {
     const iat = Math.floor(nowMs / 1000);
     const exp = iat + lifetimeSeconds;
     const claims: Record<string, unknown> = {
@@ -84,7 +85,7 @@ export class TokenSigner {
     return { accessToken, issuedAt: iat, expiresOn: exp };
   }
 
-  async verify(token: string, nowMs = Date.now()): Promise<VerifyResult> {
+  async verify(token: string, nowMs = realClock.now()): Promise<VerifyResult> {
     let payload: JWTPayload;
     try {
       payload = decodeJwt(token);
