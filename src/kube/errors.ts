@@ -1,5 +1,10 @@
 // Classify the errors that client-node and undici throw, once, so callers never string-match messages.
 import { ApiException } from '@kubernetes/client-node';
+import { realClock } from '../common/clock.js';
+import { isAbortError, isNetworkError } from '../common/errors.js';
+import { retryAfterFromHeaders } from '../common/retry-after.js';
+
+export { isNetworkError };
 
 /** HTTP status of an API error: `ApiException.code`, the `statusCode` of a client-node Watch error, or a Status body's code. */
 export function httpStatus(e: unknown): number | undefined {
@@ -30,31 +35,13 @@ export function isGone(e: unknown): boolean {
 }
 
 /** The call was cancelled by our own AbortSignal (stop), not failed. */
-export function isAbort(e: unknown): boolean {
-  return isRecord(e) && e.name === 'AbortError';
-}
-
-const RETRYABLE_NET_CODES = new Set([
-  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND',
-  'EAI_AGAIN', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
-  'UND_ERR_CLOSED',
-]);
+export const isAbort = isAbortError;
 
 /** Worth retrying with backoff: throttling, server errors, timeouts and socket-level failures. */
 export function isRetryable(e: unknown): boolean {
   const status = httpStatus(e);
   if (status !== undefined) return status === 408 || status === 429 || status >= 500;
   return isNetworkError(e);
-}
-
-/** undici reports socket failures as `TypeError('fetch failed' | 'terminated')` with the system error as `cause`. */
-export function isNetworkError(e: unknown): boolean {
-  for (let cur: unknown = e, depth = 0; isRecord(cur) && depth < 5; cur = cur.cause, depth++) {
-    if (typeof cur.code === 'string' && RETRYABLE_NET_CODES.has(cur.code)) return true;
-    if (cur.name === 'TimeoutError') return true;
-    if (cur instanceof TypeError && (cur.message === 'fetch failed' || cur.message === 'terminated')) return true;
-  }
-  return false;
 }
 
 /** The `reason` of the Kubernetes `Status` body carried by an error (client-node keeps `body` as a raw string). */
@@ -73,14 +60,10 @@ export function statusMessage(e: unknown): string | undefined {
   return parseStatusBody(e.body)?.message;
 }
 
-/** Delay the server asked for with `Retry-After` (seconds), in ms. */
-export function retryAfterMs(e: unknown): number | undefined {
+/** Delay the server asked for (`Retry-After` as seconds or an HTTP date), in ms from `nowMs`. */
+export function retryAfterMs(e: unknown, nowMs: number = realClock.now()): number | undefined {
   if (!(e instanceof ApiException)) return undefined;
-  const headers: Record<string, string> = e.headers ?? {};
-  const raw = headers['retry-after'] ?? headers['Retry-After'];
-  if (raw === undefined) return undefined;
-  const seconds = Number(raw);
-  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined;
+  return retryAfterFromHeaders(e.headers, nowMs);
 }
 
 /** A short, log-friendly description of any error. */

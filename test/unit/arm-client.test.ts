@@ -186,7 +186,7 @@ describe('ArmIdentityClient.apply', () => {
     const port = new FakePort();
     port.add('vm1');
     const c = client(port, { maxThrottleWaitMs: 1000 });
-    port.fail('get', () => Object.assign(new Error('Too many requests'), { statusCode: 429, response: { headers: { get: () => '120' } } }));
+    port.fail('get', () => Object.assign(new Error('Too many requests'), { statusCode: 429, response: { headers: { get: (h: string) => (h === 'retry-after' ? '120' : undefined) } } }));
     const first = await c.apply({ kind: 'vm', name: 'vm1' }, { add: [id(1)] });
     expect(first.outcomes[0]).toMatchObject({ status: 'failed', reason: 'throttled', retryAfterMs: 120_000 });
     const second = await c.apply({ kind: 'vm', name: 'vm1' }, { add: [id(1)] });

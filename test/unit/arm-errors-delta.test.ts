@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { classifyArmError, extractIdentityIds, parseRetryAfter } from '../../src/mic/arm/errors.js';
+import { classifyArmError, extractIdentityIds } from '../../src/mic/arm/errors.js';
+import { parseRetryAfter } from '../../src/common/retry-after.js';
 import {
   chunked,
   type IdentityState,

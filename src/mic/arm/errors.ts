@@ -1,6 +1,8 @@
 // ARM errors classified once: throttled (with the delay ARM asked for), identity errors (with the offending
 // identity IDs), retryable (5xx, network), fatal (other 4xx). Everything else in arm/ works on these classes.
 import { canonicalResourceId, isUserAssignedIdentityId } from '../../azure/resource-id.js';
+import { errorMessage, isNetworkError } from '../../common/errors.js';
+import { retryAfterFromHeaders, type HeaderSource } from '../../common/retry-after.js';
 
 export type ArmErrorClass =
   | { readonly kind: 'throttled'; readonly retryAfterMs: number | undefined; readonly status: number; readonly message: string }
@@ -17,17 +19,11 @@ export type ArmErrorClass =
   | { readonly kind: 'fatal'; readonly status: number | undefined; readonly code: string | undefined; readonly message: string };
 
 const IDENTITY_CODES = ['LinkedAuthorizationFailed', 'FailedIdentityOperation'] as const;
-// Node/undici socket error codes that mean "try again", as opposed to a refusal by ARM.
-const NETWORK_CODES = new Set([
-  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH',
-  'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'REQUEST_SEND_ERROR',
-]);
-
 /** Classifies an error thrown by the compute SDK (RestError, LRO failure, network error). */
 export function classifyArmError(err: unknown, nowMs: number): ArmErrorClass {
   const status = numberProp(err, 'statusCode');
   const code = stringProp(err, 'code');
-  const message = errorText(err);
+  const message = errorMessage(err);
   const retryAfterMs = retryAfterOf(err, nowMs);
 
   if (status === 429) return { kind: 'throttled', retryAfterMs, status, message };
@@ -39,7 +35,7 @@ export function classifyArmError(err: unknown, nowMs: number): ArmErrorClass {
   // 409: compute serialises writes per resource; another writer's update was still running.
   if (status === 409 || (status !== undefined && status >= 500)) return { kind: 'retryable', status, code, message, retryAfterMs };
   if (status !== undefined && status >= 400) return { kind: 'fatal', status, code, message };
-  if (code !== undefined && NETWORK_CODES.has(code)) return { kind: 'retryable', status, code, message, retryAfterMs };
+  if (isNetworkError(err)) return { kind: 'retryable', status, code, message, retryAfterMs };
   // core-lro throws a plain Error when the async operation ends in Failed: the server gave up, so try again.
   if (message.startsWith('The long-running operation has failed')) {
     return { kind: 'retryable', status, code, message, retryAfterMs };
@@ -61,31 +57,11 @@ export function extractIdentityIds(message: string): string[] {
   return [...found];
 }
 
-/** `Retry-After` as seconds or an HTTP date → milliseconds from now (0 for a past date), undefined if absent/bad. */
-export function parseRetryAfter(value: string | null | undefined, nowMs: number): number | undefined {
-  if (value === null || value === undefined) return undefined;
-  const v = value.trim();
-  if (v === '') return undefined;
-  if (/^\d+$/.test(v)) return Number(v) * 1000;
-  // An HTTP date names its weekday and month; Date.parse alone would take '-3' for a year.
-  if (!/[a-z]{3}/i.test(v)) return undefined;
-  const date = Date.parse(v);
-  if (Number.isNaN(date)) return undefined;
-  return Math.max(0, date - nowMs);
-}
-
+// RestError keeps the response's HttpHeaders (a `get(name)` getter): Retry-After and Azure's retry-after-ms.
 function retryAfterOf(err: unknown, nowMs: number): number | undefined {
-  const response = prop(err, 'response');
-  const headers = prop(response, 'headers');
-  const get = prop(headers, 'get');
-  if (typeof get !== 'function') return undefined;
-  const value: unknown = get.call(headers, 'retry-after');
-  return typeof value === 'string' ? parseRetryAfter(value, nowMs) : undefined;
-}
-
-function errorText(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return typeof err === 'string' ? err : String(err);
+  const headers = prop(prop(err, 'response'), 'headers');
+  if (typeof prop(headers, 'get') !== 'function') return undefined;
+  return retryAfterFromHeaders(headers as HeaderSource, nowMs);
 }
 
 function prop(obj: unknown, key: string): unknown {
