@@ -7,8 +7,10 @@
 import { readFileSync } from 'node:fs';
 import { parseCloudConfig, type AzureCloudConfig } from '../src/azure/cloud-config.js';
 import { armCredential } from '../src/azure/credentials.js';
+import { errorMessage } from '../src/common/errors.js';
 import { createLogger } from '../src/common/log.js';
 import { startProfileServer } from '../src/common/profile.js';
+import { onStopSignals, stopWithin } from '../src/common/signals.js';
 import { loadKubeConfig } from '../src/kube/index.js';
 import { reloadableArm } from '../src/mic/arm-wiring.js';
 import { micUsage, parseMicConfig, type MicConfig } from '../src/mic/config.js';
@@ -50,7 +52,7 @@ async function main(): Promise<number> {
     fileText = config.cloudconfig !== undefined ? readFileSync(config.cloudconfig, 'utf8') : undefined;
     cloud = cloudConfig(config, fileText);
   } catch (err) {
-    process.stderr.write(`mic: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`mic: ${errorMessage(err)}\n`);
     return 2;
   }
 
@@ -88,26 +90,13 @@ async function main(): Promise<number> {
   process.stdout.write(`${JSON.stringify({ ready: true, probe: mic.probeUrl, metrics: mic.metricsUrl })}\n`);
 
   return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ signal }, 'stopping');
-      const deadline = setTimeout(() => {
-        logger.error(`stop took longer than ${STOP_DEADLINE_MS / 1000} s; exiting`);
-        resolve(1);
-      }, STOP_DEADLINE_MS);
-      mic
-        .stop()
-        .then(() => resolve(0))
-        .catch((err: unknown) => {
-          logger.error({ err }, 'stop failed');
-          resolve(1);
-        })
-        .finally(() => clearTimeout(deadline));
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    onStopSignals(
+      (signal) => {
+        logger.info({ signal }, 'stopping');
+        void stopWithin(() => mic.stop(), STOP_DEADLINE_MS, logger).then(resolve);
+      },
+      (signal) => logger.info({ signal }, 'already stopping; finishing the cleanup first'),
+    );
   });
 }
 

@@ -3,6 +3,7 @@
 
 import { createLogger, fileDestination, stdoutDestination } from '../src/common/log.js';
 import { startProfileServer } from '../src/common/profile.js';
+import { onStopSignals } from '../src/common/signals.js';
 import { loadKubeConfig } from '../src/kube/index.js';
 import { parseNmiConfig, nmiUsage } from '../src/nmi/config.js';
 import { CHAIN, createIptables } from '../src/nmi/iptables.js';
@@ -210,9 +211,7 @@ async function main(): Promise<number> {
         })
         .finally(() => clearTimeout(deadline));
     };
-    // `on`, not `once`: a second signal (a terminal's Ctrl-C plus a relayed one) must not kill us mid-cleanup.
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
+    onStopSignals(stop, (signal) => logger.info({ signal }, 'already stopping; finishing the cleanup first'));
   });
 }
 

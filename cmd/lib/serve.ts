@@ -1,12 +1,14 @@
 // CLI plumbing shared by the emulator entry points: flag errors exit 2, one JSON `ready` line on stdout,
 // a clean stop on SIGINT/SIGTERM, and a fatal error printed with its cause.
+import { errorMessage, errorText } from '../../src/common/errors.js';
+import { onStopSignals } from '../../src/common/signals.js';
 
 /** Runs `parse` on the command-line arguments; on an error prints its message and exits 2. */
 export function parseArgvOrExit<T>(parse: (argv: readonly string[]) => T): T {
   try {
     return parse(process.argv.slice(2));
   } catch (err) {
-    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`${errorMessage(err)}\n`);
     process.exit(2);
   }
 }
@@ -18,23 +20,18 @@ export function parsePort(value: string | undefined): number {
   return port;
 }
 
-/** Prints `ready` as one JSON line, then stops `server` on the first SIGINT/SIGTERM and exits 0 (1 if it fails). */
+/** Prints `ready` as one JSON line, then stops `server` on the first SIGINT/SIGTERM (later ones wait for it) and exits 0 (1 if it fails). */
 export function serveUntilSignal(server: { stop(): Promise<void> }, ready: Readonly<Record<string, unknown>>): void {
   process.stdout.write(`${JSON.stringify({ ready: true, ...ready })}\n`);
-  let stopping = false;
-  const stop = (): void => {
-    if (stopping) return;
-    stopping = true;
+  onStopSignals(() => {
     server.stop().then(
       () => process.exit(0),
       (err: unknown) => {
-        process.stderr.write(`stop failed: ${String(err)}\n`);
+        process.stderr.write(`stop failed: ${errorText(err)}\n`);
         process.exit(1);
       },
     );
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
+  });
 }
 
 /** Runs `main`; if it fails, prints `<name> failed:` with the stack (and the cause, when there is one) and exits 1. */

@@ -6,9 +6,9 @@
 // One profile at a time (409 otherwise): the inspector session is per process.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Session } from 'node:inspector';
-import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { realClock } from './clock.js';
+import { closeServer, listen } from './http.js';
 
 export const PROFILE_HOST = '127.0.0.1';
 export const MAX_PROFILE_SECONDS = 300;
@@ -44,23 +44,9 @@ export async function startProfileServer(opts: { readonly port: number; readonly
         busy = false;
       });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, PROFILE_HOST, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const url = `http://${PROFILE_HOST}:${(server.address() as AddressInfo).port}`;
+  const url = await listen(server, PROFILE_HOST, opts.port);
   log.info({ url }, 'profiling endpoint listening (CPU: /debug/pprof/profile?seconds=N, heap: /debug/pprof/heap)');
-  return {
-    url,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  return { url, close: () => closeServer(server) };
 }
 
 async function cpuProfile(req: IncomingMessage, res: ServerResponse, url: URL, log: Logger): Promise<void> {

@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { realClock } from '../common/clock.js';
+import { pathOf, sendMetrics } from '../common/http.js';
 
 export interface MetricsEndpointOptions {
   readonly metrics: { readonly registry: Registry; anonymousMetrics(): Promise<string> };
@@ -33,17 +34,8 @@ export function createMetricsListener(opts: MetricsEndpointOptions): (req: Incom
     opts.logger.warn({ reason, tokenFile }, 'metrics request refused (401); check the scraper\'s bearer token against --metrics-bearer-token-file');
   };
 
-  const serve = (res: ServerResponse, full: boolean) => {
-    (full ? opts.metrics.registry.metrics() : opts.metrics.anonymousMetrics())
-      .then((text) => {
-        res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
-        res.end(text);
-      })
-      .catch((error: unknown) => {
-        opts.logger.warn({ err: error }, 'metrics collection failed');
-        res.writeHead(500).end();
-      });
-  };
+  const serve = (res: ServerResponse, full: boolean) =>
+    sendMetrics(res, full ? opts.metrics.registry.metrics() : opts.metrics.anonymousMetrics(), opts.metrics.registry.contentType, opts.logger);
   const refuse = (res: ServerResponse, reason: string) => {
     warn(reason);
     res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer realm="nmi-metrics"' });
@@ -51,7 +43,7 @@ export function createMetricsListener(opts: MetricsEndpointOptions): (req: Incom
   };
 
   return (req, res) => {
-    if ((req.url ?? '/').split('?')[0] !== '/metrics') return void res.writeHead(404).end();
+    if (pathOf(req) !== '/metrics') return void res.writeHead(404).end();
     const header = req.headers.authorization;
     if (expected === undefined || header === undefined) return serve(res, false);
     const presented = /^Bearer[ \t]+([^ \t]+)[ \t]*$/i.exec(header)?.[1];
