@@ -4,7 +4,7 @@
 import type { CoreV1Event, V1ObjectReference } from '@kubernetes/client-node';
 import { describeError, isNotFound } from './errors.js';
 import { silentLogger, type Logger } from '../common/log.js';
-import { patchOptions } from './patch.js';
+import { patchOptions } from './http.js';
 import type { KubeObject } from './store.js';
 import { realClock } from '../common/clock.js';
 

@@ -7,6 +7,6 @@ export * from './list.js';
 export * from './reflector.js';
 export * from './workqueue.js';
 export * from './leader.js';
-export * from './patch.js';
+export * from './http.js';
 export * from './events.js';
 export { silentLogger, type Logger } from '../common/log.js';

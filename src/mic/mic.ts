@@ -12,7 +12,7 @@ import { allowedAuthoritySet } from '../crds/credential-policy.js';
 import { EventRecorder, LeaderElector, RateLimiter, type EventClient } from '../kube/index.js';
 import { kubeEventSink } from './adapters/events.js';
 import { AssignedStatusRoute, kubeAssignedIdentityWriter } from './adapters/kube-assigned.js';
-import { kubeHttp, pooledApiClient } from './adapters/kube-http.js';
+import { kubeHttp, pooledApiClient } from '../kube/http.js';
 import type { ArmOperation } from './arm.js';
 import type { MicConfig } from './config.js';
 import { MicController } from './controller.js';

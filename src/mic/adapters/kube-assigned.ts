@@ -1,4 +1,4 @@
-// AssignedIdentityWriter over the API server's REST paths (adapters/kube-http.ts). Every call first takes a token
+// AssignedIdentityWriter over the API server's REST paths (src/kube/http.ts). Every call first takes a token
 // from the shared write RateLimiter (--clientQps/--clientBurst) and answers with the object as the API server
 // returned it, normalised, so the controller can overlay its own writes on the cache.
 //
@@ -23,7 +23,7 @@ import { httpStatus } from '../../kube/errors.js';
 import type { RateLimiter } from '../../kube/ratelimit.js';
 import type { AssignedSpec } from '../core/plan.js';
 import type { AssignedIdentityWriter, AssignedObjectRef } from '../ports.js';
-import type { KubeHttp } from './kube-http.js';
+import type { KubeHttp } from '../../kube/http.js';
 
 const PLURAL = Plurals.AzureAssignedIdentity;
 const MERGE = 'application/merge-patch+json';

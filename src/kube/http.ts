@@ -1,4 +1,5 @@
-// HTTP to the API server for MIC's hot path, reusing one connection pool per KubeConfig.
+// HTTP to the API server: MIC's hot path reuses one connection pool per KubeConfig (kubeHttp, pooledApiClient),
+// and patchOptions picks the patch type for client-node's typed calls.
 //
 // Why not the typed client-node APIs for AAI writes and events: client-node 2.0.1 builds a new undici Agent for
 // every request whenever TLS options are set (a CA, a client certificate or skipTLSVerify), so every write opens a
@@ -9,10 +10,12 @@ import {
   ApiException,
   createConfiguration,
   HttpMethod,
+  PatchStrategy,
   RequestContext,
   ServerConfiguration,
   type ApiType,
   type KubeConfig,
+  setHeaderOptions,
   type SecurityAuthentication,
 } from '@kubernetes/client-node';
 import { request, type Dispatcher } from 'undici';
@@ -90,4 +93,16 @@ function sharedDispatcherAuth(kc: KubeConfig): SecurityAuthentication {
   };
   shared.set(kc, auth);
   return auth;
+}
+
+export type PatchType = 'merge' | 'json' | 'strategic';
+
+/**
+ * Options argument for any typed client-node patch call, e.g. `core.patchNamespacedPod(req, patchOptions('merge'))`:
+ * client-node 2.x sends JSON Patch unless the content type is chosen per call.
+ */
+export function patchOptions(type: PatchType): ReturnType<typeof setHeaderOptions> {
+  const contentType =
+    type === 'merge' ? PatchStrategy.MergePatch : type === 'json' ? PatchStrategy.JsonPatch : PatchStrategy.StrategicMergePatch;
+  return setHeaderOptions('Content-Type', contentType);
 }
