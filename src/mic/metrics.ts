@@ -1,6 +1,7 @@
 // MIC's Prometheus metrics with the original's names (upstream-behaviour §2.10), one Registry per MIC instance so
 // that two replicas in one process (tests) do not share series. Durations are in seconds.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { realClock } from '../common/clock.js';
 import type { AssignedIdentityState } from '../crds/types.js';
 import type { ArmOperation } from './arm.js';
 import { classifyArmError } from './arm/errors.js';
@@ -35,7 +36,7 @@ const KNOWN_ARM_CODES = new Set([
  * (the identity could not be attached), `NotFound`, a known ARM code, or `server_error` / `client_error` / `network`.
  */
 export function armFailureReason(err: unknown): string {
-  const c = classifyArmError(err, Date.now());
+  const c = classifyArmError(err, realClock.now());
   switch (c.kind) {
     case 'throttled':
       return 'throttled';

@@ -226,7 +226,7 @@ async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number
   while (realClock.now() < deadline) {
     const value = await probe();
     if (value !== undefined) return value;
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await realClock.sleep(200);
   }
   return undefined;
 }

@@ -11,6 +11,7 @@ import { arch, release } from 'node:os';
 import type { Logger } from 'pino';
 import { Agent, fetch, type Dispatcher } from 'undici';
 import type { PodAttachment, PodNetwork } from './network/types.js';
+import { realClock } from '../common/clock.js';
 
 export interface KubeletNode {
   readonly name: string;
@@ -139,7 +140,7 @@ class SandboxKubelet implements Kubelet {
     const body = { apiVersion: 'v1', kind: 'Node', metadata: { name: node.name, labels }, spec: { providerID: node.providerID } };
     const created = await this.#request('POST', '/api/v1/nodes', body);
     if (created.status !== 201 && created.status !== 409) throw new Error(`registering node ${node.name}: HTTP ${created.status} ${created.text}`);
-    const now = new Date().toISOString();
+    const now = new Date(realClock.now()).toISOString();
     const status = {
       status: {
         conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'sandbox kubelet is posting ready status', lastHeartbeatTime: now, lastTransitionTime: now }],
@@ -183,7 +184,7 @@ class SandboxKubelet implements Kubelet {
       } catch (error) {
         if (this.#stopped) return;
         this.#log.warn({ err: error }, 'pod watch failed; retrying');
-        await sleep(300);
+        await realClock.sleep(300);
         try {
           await this.#relist();
         } catch (relistError) {
@@ -254,7 +255,7 @@ class SandboxKubelet implements Kubelet {
     const attachment = await this.#opts.network.addPod(pod.nodeName, key);
     this.#byUid.set(pod.uid, key);
     this.#running.set(key, { uid: pod.uid, attachment });
-    const now = new Date().toISOString();
+    const now = new Date(realClock.now()).toISOString();
     const hostIP = this.#opts.network.mode === 'netns' ? attachment.ip.replace(/\.\d+$/, '.1') : '127.0.0.1';
     const status = {
       status: {
@@ -366,9 +367,6 @@ function podFrom(obj: unknown): PodObject | null {
   };
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /* ------------------------------------------------------------------------------------- node info */
 

@@ -4,6 +4,7 @@
 // their leader-election instance, each with its readiness probe's real port and Ready when the process is up.
 
 import { Agent, fetch, type Dispatcher } from 'undici';
+import { realClock } from '../common/clock.js';
 
 export interface MirrorPod {
   readonly namespace: string;
@@ -59,7 +60,7 @@ export function mirrorPods(opts: { apiUrl: string; token: string; caPem?: string
         },
       });
       if (created.status !== 201) throw new Error(`mirror pod ${pod.namespace}/${pod.name}: HTTP ${created.status} ${created.text}`);
-      const now = new Date().toISOString();
+      const now = new Date(realClock.now()).toISOString();
       const status = await request(
         'PATCH',
         `/api/v1/namespaces/${pod.namespace}/pods/${pod.name}/status`,

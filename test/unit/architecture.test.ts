@@ -7,6 +7,14 @@
 //   type-only), no node: modules, no logger; their code uses no `process`, no `Date.now()` / `new Date()`,
 //   no `console`.
 // - Shared layers (crds, common, kube, azure) never import mic, nmi, sandbox or cmd: shared code goes down.
+// - One of each (issue 12): a Backoff class lives only in src/common/backoff.ts; a clock (a type or class named
+//   *Clock, a class implementing Clock, an object literal bound to *clock), `Date.now` (called or passed),
+//   `new Date()` and a setTimeout sleep only in src/common/clock.ts; a Retry-After parser (a parse*RetryAfter
+//   function, or code reading the retry-after header itself) only in src/common/retry-after.ts.
+//   These rules cover src/sandbox too: the emulators are product code shipped here, and a test can only drive
+//   their time if they read it through the same clock; they import src/common, which the layering allows.
+// - No express in src/ or cmd/: NMI and MIC serve with node:http (src/common/http.ts); express is a test-only
+//   dependency at most.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, posix, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -77,6 +85,48 @@ describe('architecture', () => {
       expect(check('src/common/http.ts', `import { x } from '../nmi/server.js';\n`)).toHaveLength(1);
     });
 
+    it('rejects a second Backoff class, clock, sleep or Retry-After parser outside their modules', () => {
+      expect(check('src/kube/backoff.ts', `export class Backoff {\n}\n`)).toHaveLength(1);
+      expect(check('src/mic/arm.ts', `class RetryBackoff {}\n`)).toHaveLength(1);
+      expect(check('src/common/backoff.ts', `export class Backoff {\n}\n`)).toEqual([]);
+      expect(check('src/mic/arm.ts', `export interface ArmClock { now(): number }\n`)).toHaveLength(1);
+      expect(check('src/kube/workqueue.ts', `type QueueClock = { now(): number };\n`)).toHaveLength(1);
+      expect(check('src/nmi/x.ts', `class Fake implements Clock {}\n`)).toHaveLength(1);
+      expect(check('src/mic/arm.ts', `const defaultClock: ArmClock = {\n  now: () => 0,\n};\n`)).toHaveLength(1);
+      expect(check('src/mic/arm.ts', `import { realClock, type Clock } from '../common/clock.js';\nexport type { Clock };\n`)).toEqual([]);
+      expect(check('src/common/clock.ts', `export interface Clock {}\nexport const realClock: Clock = { now: () => Date.now() };\n`)).toEqual([]);
+      expect(check('src/mic/x.ts', `const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));\n`)).toHaveLength(1);
+      expect(check('src/sandbox/kubelet.ts', `function sleep(ms: number): Promise<void> {\n  return p;\n}\n`)).toHaveLength(1);
+      expect(check('src/nmi/tokens/imds.ts', `export function parseRetryAfter(v: string) {}\n`)).toHaveLength(1);
+      expect(check('src/kube/errors.ts', `const raw = headers['retry-after'] ?? headers['Retry-After'];\n`)).toHaveLength(1);
+      expect(check('src/mic/arm/errors.ts', `const v = get.call(headers, 'x');\nres.headers.get("Retry-After-Ms");\n`)).toHaveLength(1);
+      expect(check('src/common/retry-after.ts', `export function parseRetryAfter(v: string) { return h.get('retry-after'); }\n`)).toEqual([]);
+    });
+
+    it('lets a module use the shared ones, and a server set Retry-After', () => {
+      const text =
+        `import { realClock, type Clock } from '../common/clock.js';\n` +
+        `const clock = opts.clock ?? realClock;\nconst at = clock.now();\nawait clock.sleep(5);\n` +
+        `const ms = retryAfterFromHeaders(res.headers, at);\nres.setHeader('Retry-After', '1');\n` +
+        `// Date.now() would be wrong here; so would new Date()\nconst d = new Date(at);\nsetTimeout(tick, 5);\n`;
+      expect(check('src/nmi/server.ts', text)).toEqual([]);
+    });
+
+    it('rejects Date.now (called or passed) and new Date() outside the clock module, sandbox included', () => {
+      expect(check('src/kube/reflector.ts', `this.lastListAt = Date.now();\n`)).toHaveLength(1);
+      expect(check('src/nmi/pod-index.ts', `this.now = options.nowMs ?? Date.now;\n`)).toHaveLength(1);
+      expect(check('src/sandbox/cloud/arm.ts', `const started = new Date().toISOString();\n`)).toHaveLength(1);
+      expect(check('cmd/mic.ts', `const t = Date . now();\n`)).toHaveLength(1);
+      expect(check('test/unit/x.test.ts', `const t = Date.now();\n`)).toEqual([]);
+    });
+
+    it('rejects express in product code, wherever it is imported', () => {
+      expect(check('src/nmi/server.ts', `import express, { type Request } from 'express';\n`)).toHaveLength(1);
+      expect(check('cmd/nmi.ts', `const e = await import('express');\n`)).toHaveLength(1);
+      expect(check('src/sandbox/apiserver/http.ts', `import type { Router } from 'express';\n`)).toHaveLength(1);
+      expect(check('test/integration/x.test.ts', `import express from 'express';\n`)).toEqual([]);
+    });
+
     it('lets only cmd/ read process.argv/process.env or call process.exit', () => {
       expect(check('src/nmi/config.ts', `const port = process.env.PORT;\n`)).toHaveLength(1);
       expect(check('src/mic/mic.ts', `process.exit(1);\n`)).toHaveLength(1);
@@ -132,9 +182,48 @@ function checkArchitecture(files: readonly SourceFile[]): string[] {
         if (pattern.test(code)) out.push(`${file.path}: only cmd/ may use ${what}`);
       }
     }
+    if (from !== 'outside') {
+      for (const rule of ONE_OF_EACH_RULES) {
+        if (file.path === rule.home || (rule.notInCores && (from === 'mic-core' || from === 'nmi-core'))) continue;
+        if (rule.pattern.test(rule.raw ? file.text : code)) out.push(`${file.path}: ${rule.what} belongs only in ${rule.home}`);
+      }
+      for (const spec of importSpecifiers(file.text)) {
+        if (spec === 'express' || spec.startsWith('express/')) out.push(`${file.path}: imports '${spec}': product code serves with node:http (src/common/http.ts), not express`);
+      }
+    }
   }
   return out;
 }
+
+/** Each shared concern has one home; a second definition elsewhere is a twin. `raw`: matched on the text with strings. */
+const ONE_OF_EACH_RULES: ReadonlyArray<{
+  readonly home: string;
+  readonly pattern: RegExp;
+  readonly what: string;
+  readonly raw?: boolean;
+  readonly notInCores?: boolean;
+}> = [
+  { home: 'src/common/backoff.ts', pattern: /\bclass\s+\w*Backoff\b/, what: 'a Backoff class' },
+  { home: 'src/common/clock.ts', pattern: /\b(?:interface|class)\s+\w*Clock\b|\btype\s+\w*Clock\s*(?:<[^>]*>)?\s*=/, what: 'a clock type' },
+  { home: 'src/common/clock.ts', pattern: /\bimplements\s+(?:[\w.]+\s*,\s*)*Clock\b/, what: 'a Clock implementation' },
+  { home: 'src/common/clock.ts', pattern: /\b(?:const|let|var)\s+\w*[Cc]lock\s*(?::[^=;]+)?=\s*\{/, what: 'a clock object' },
+  // The pure cores have their own, stricter rule for these (take `now` from the snapshot).
+  { home: 'src/common/clock.ts', pattern: /\bDate\s*\.\s*now\b/, what: '`Date.now` (take a Clock; realClock.now by default)', notInCores: true },
+  { home: 'src/common/clock.ts', pattern: /\bnew\s+Date\s*\(\s*\)/, what: '`new Date()` (new Date(clock.now()))', notInCores: true },
+  {
+    home: 'src/common/clock.ts',
+    pattern: /\bnew\s+Promise\s*(?:<[^>]*>)?\s*\(\s*\(?\s*(\w+)\s*\)?\s*=>\s*\{?\s*setTimeout\s*\(\s*\1\s*,/,
+    what: 'a setTimeout sleep (clock.sleep, or sleep() from the clock module)',
+  },
+  { home: 'src/common/clock.ts', pattern: /\bfunction\s+\w*[sS]leep\s*[(<]/, what: 'a sleep function' },
+  { home: 'src/common/retry-after.ts', pattern: /\bfunction\s+parse\w*RetryAfter|\b(?:const|let|var)\s+parse\w*RetryAfter\w*\s*=/i, what: 'a Retry-After parser' },
+  {
+    home: 'src/common/retry-after.ts',
+    pattern: /(?:\.get\s*\(\s*|\[\s*)['"`](?:x-ms-)?retry-after(?:-ms)?['"`]/i,
+    what: 'reading the Retry-After header (retryAfterFromHeaders)',
+    raw: true,
+  },
+];
 
 const CORE_CODE_RULES: ReadonlyArray<readonly [RegExp, string]> = [
   [/\bprocess\b/, '`process`'],

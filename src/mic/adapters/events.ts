@@ -1,6 +1,7 @@
 // EventSink over the kube EventRecorder, with client-go's per-object spam filter: each involved object gets a token
 // bucket (burst 25, one more every 5 minutes), so 5,000 pods on one binding cannot flood the API server with
 // "binding applied" events. The recorder itself aggregates identical repeats into a count.
+import { realClock } from '../../common/clock.js';
 import type { EventRecorder } from '../../kube/events.js';
 import type { Logger } from 'pino';
 import type { EventSink, EventSubject } from '../ports.js';
@@ -20,7 +21,7 @@ export function kubeEventSink(recorder: EventRecorder, opts: EventSinkOptions): 
   const burst = opts.burst ?? 25;
   const refillEveryMs = opts.refillEveryMs ?? 300_000;
   const maxObjects = opts.maxObjects ?? 10_000;
-  const now = opts.now ?? Date.now;
+  const now = opts.now ?? realClock.now;
   const buckets = new Map<string, { tokens: number; at: number }>();
 
   const allow = (s: EventSubject): boolean => {

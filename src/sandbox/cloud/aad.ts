@@ -7,6 +7,7 @@ import { checkFederatedAssertion, type FederatedAssertionContext } from './feder
 import { readBody, sendJson, type RoutedRequest } from './http.js';
 import type { IssuedToken, TokenSigner } from './signer.js';
 import type { ServicePrincipal, UserAssignedIdentity, World } from './world.js';
+import { realClock } from '../../common/clock.js';
 
 export interface AadContext {
   readonly world: World;
@@ -250,7 +251,7 @@ function sendTokenResponse(res: ServerResponse, v2: boolean, lifetime: number, t
 function aadError(res: ServerResponse, status: number, error: string, code: number, description: string): void {
   const traceId = randomUUID();
   const correlationId = randomUUID();
-  const timestamp = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+  const timestamp = new Date(realClock.now()).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
   sendJson(res, status, {
     error,
     error_description: `${description}\r\nTrace ID: ${traceId}\r\nCorrelation ID: ${correlationId}\r\nTimestamp: ${timestamp}`,

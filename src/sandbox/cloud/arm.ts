@@ -16,6 +16,7 @@ import type { AccessTokenClaims, TokenSigner } from './signer.js';
 import type { Clock } from '../../common/clock.js';
 import { federatedCredentialRoutes, type FederatedCredentialsApi } from './fic.js';
 import type { ComputeKind, ComputeResource, World } from './world.js';
+import { realClock } from '../../common/clock.js';
 
 export type LroMode = 'sync' | 'async';
 
@@ -305,7 +306,7 @@ export class ArmApi {
           error: {
             status: 401,
             code: 'ExpiredAuthenticationToken',
-            message: `The access token expiry UTC time '${exp}' is earlier than current UTC time '${new Date().toISOString()}'.`,
+            message: `The access token expiry UTC time '${exp}' is earlier than current UTC time '${new Date(realClock.now()).toISOString()}'.`,
           },
         };
       }
@@ -455,7 +456,7 @@ export class ArmApi {
     const lroFault = this.#ctx.faults.take(kind === 'vm' ? 'vm_lro' : 'vmss_lro', name);
     const latency = this.#ctx.faults.latency(`${kind}_patch`);
     if (this.#ctx.lroMode() === 'sync') {
-      if (latency > 0) await delay(latency);
+      if (latency > 0) await realClock.sleep(latency);
       if (lroFault?.status !== undefined) return armError(res, lroFailure(lroFault));
       world.applyIdentityPlan(c, plan);
       c.provisioningState = 'Succeeded';
@@ -471,7 +472,7 @@ export class ArmApi {
     const op: LongRunningOperation = {
       id: randomUUID(),
       location: c.location,
-      startTime: new Date().toISOString(),
+      startTime: new Date(realClock.now()).toISOString(),
       status: 'InProgress',
       resource: c,
     };
@@ -480,7 +481,7 @@ export class ArmApi {
     c.provisioningState = 'Updating';
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
-      op.endTime = new Date().toISOString();
+      op.endTime = new Date(realClock.now()).toISOString();
       c.pendingOperation = undefined;
       if (fault?.status !== undefined) {
         op.status = 'Failed';
@@ -593,9 +594,6 @@ function identityNotFound(rg: string, name: string): ArmErrorInfo {
   };
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 // Re-exported for callers that compare IDs the way the emulator does.
 export { identityKey };

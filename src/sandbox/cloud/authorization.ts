@@ -12,6 +12,7 @@ import {
   type RoleDefinition,
 } from './rbac.js';
 import type { World } from './world.js';
+import { realClock } from '../../common/clock.js';
 
 /** The caller as ARM knows it from the bearer token. */
 export interface ArmCaller {
@@ -233,7 +234,7 @@ export class AuthorizationApi {
       principalId,
       principalType: typeof typeRaw === 'string' ? typeRaw : 'User',
       ...(typeof props.description === 'string' ? { description: props.description } : {}),
-      createdOn: new Date().toISOString(),
+      createdOn: new Date(realClock.now()).toISOString(),
       createdBy: caller.objectId,
     };
     world.putRoleAssignment(record);

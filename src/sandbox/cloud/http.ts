@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { retryAfterHeader, type EmulatorOperation, type FaultBook, type FaultSpec } from './faults.js';
+import { realClock } from '../../common/clock.js';
 
 /** Error dialects: how each Azure surface words a failure. */
 export type Dialect = 'arm' | 'imds' | 'aad' | 'admin';
@@ -28,7 +29,7 @@ export async function runRouted(
   if (routed.operation !== 'admin') {
     beforeResponse.set(res, (status) =>
       faults.record({
-        time: new Date().toISOString(),
+        time: new Date(realClock.now()).toISOString(),
         operation: routed.operation,
         method: req.method ?? 'GET',
         path,

@@ -14,6 +14,7 @@ import {
   permissionsAllow,
   type RoleAssignmentRecord,
 } from './rbac.js';
+import { realClock } from '../../common/clock.js';
 
 /** A user-assigned managed identity as the MSI resource provider stores it. */
 export interface UserAssignedIdentity {
@@ -302,7 +303,7 @@ export class World {
       roleDefinitionId: `/subscriptions/${this.subscriptionId}/providers/Microsoft.Authorization/roleDefinitions/${def.name}`,
       principalId,
       principalType: 'ServicePrincipal',
-      createdOn: new Date().toISOString(),
+      createdOn: new Date(realClock.now()).toISOString(),
     };
     this.putRoleAssignment(record);
     return record;
@@ -484,7 +485,7 @@ export class World {
       name,
       location: spec.location ?? group.location,
       vmId: randomUUID(),
-      createdAt: new Date().toISOString(),
+      createdAt: new Date(realClock.now()).toISOString(),
       vmSize: spec.vmSize ?? 'Standard_DS2_v2',
       instances,
       system: spec.systemAssigned ? this.#newSystemIdentity() : undefined,

@@ -10,6 +10,7 @@
 
 import { must, run, ipBatch } from './exec.js';
 import type { NodeAttachment, PodAttachment, PodNetwork } from './types.js';
+import { realClock } from '../../common/clock.js';
 
 const MAX_SANDBOXES = 256;
 const MAX_NODES = 63;
@@ -192,7 +193,7 @@ async function killNamespaceProcesses(netns: string): Promise<void> {
     }
   }
   // SIGKILL is asynchronous: wait (briefly) until they are gone, so the namespace really goes with `ip netns del`.
-  for (let i = 0; i < 40 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 40 && pids.some(alive); i++) await realClock.sleep(50);
 }
 
 function alive(pid: number): boolean {
