@@ -15,6 +15,7 @@ import { pino } from 'pino';
 import { createLogger } from '../src/common/log.js';
 import { runDemo } from '../src/sandbox/demo.js';
 import { commandForPod, netnsAvailable, startSandbox, type NetworkMode, type PodAttachment } from '../src/sandbox/index.js';
+import { errorMessage } from '../src/common/errors.js';
 
 const REPO_ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const DEFAULT_STATE_DIR = join(tmpdir(), 'aad-pod-identity-sandbox');
@@ -39,7 +40,7 @@ async function main(argv: readonly string[]): Promise<number> {
   try {
     config = parseRunConfig(argv);
   } catch (error) {
-    process.stderr.write(`sandbox: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
+    process.stderr.write(`sandbox: ${errorMessage(error)}\n${USAGE}`);
     return 2;
   }
   if (argv.includes('--help') || argv.includes('-h')) {

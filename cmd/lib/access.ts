@@ -8,6 +8,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { parseCloudConfig, type AzureCloudConfig } from '../../src/azure/cloud-config.js';
 import { armCredential } from '../../src/azure/credentials.js';
 import type { ArmAccess } from '../../src/explain/gather.js';
+import { errorMessage } from '../../src/common/errors.js';
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -37,7 +38,7 @@ export function kubeConfigFor(flags: KubeAccessFlags, env: Readonly<Record<strin
       kc.loadFromFile(file);
     } catch (error) {
       if (explicit || (error as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new UsageError(`cannot load kubeconfig ${file}: ${error instanceof Error ? error.message : String(error)}`);
+        throw new UsageError(`cannot load kubeconfig ${file}: ${errorMessage(error)}`);
       }
       continue;
     }

@@ -5,6 +5,7 @@ import { runDoctor } from '../../src/doctor/doctor.js';
 import { renderDoctor } from '../../src/doctor/render.js';
 import { armAccessFor, kubeConfigFor } from './access.js';
 import type { CliIo } from './explain-cli.js';
+import { errorMessage } from '../../src/common/errors.js';
 
 export const CHECK_KEYS = ['crds', 'mic-leader', 'mic-health', 'nmi', 'nmi-rules', 'kubenet', 'identity', 'role', 'vm-role', 'identity-limit'] as const;
 
@@ -35,7 +36,7 @@ export async function doctorCli(args: readonly string[], io: CliIo, prog = 'npm 
       allowPositionals: false,
     }));
   } catch (error) {
-    io.stderr(`doctor: ${error instanceof Error ? error.message : String(error)}\n${usage(prog)}`);
+    io.stderr(`doctor: ${errorMessage(error)}\n${usage(prog)}`);
     return 2;
   }
   if (values.help) {
@@ -55,7 +56,7 @@ export async function doctorCli(args: readonly string[], io: CliIo, prog = 'npm 
     kubeConfig = kubeConfigFor({ kubeconfig: str('kubeconfig'), context: str('context'), sandbox: str('sandbox') }, io.env);
     arm = armAccessFor({ cloudconfig: str('cloudconfig'), 'arm-endpoint': str('arm-endpoint'), sandbox: str('sandbox') }, io.env);
   } catch (error) {
-    io.stderr(`doctor: ${error instanceof Error ? error.message : String(error)}\n`);
+    io.stderr(`doctor: ${errorMessage(error)}\n`);
     return 2;
   }
   const report = await runDoctor(kubeConfig, {

@@ -9,6 +9,7 @@ import { renderExplain } from '../../src/explain/render.js';
 import { NMI_FLAGS } from '../../src/nmi/config.js';
 import { parseTokenRequest } from '../../src/nmi/core/token-request.js';
 import { armAccessFor, contextNamespace, kubeConfigFor, UsageError, type CliArm } from './access.js';
+import { errorMessage } from '../../src/common/errors.js';
 
 export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>;
@@ -53,7 +54,7 @@ export async function explainCli(args: readonly string[], io: CliIo, prog = 'npm
       allowPositionals: true,
     }));
   } catch (error) {
-    io.stderr(`explain: ${error instanceof Error ? error.message : String(error)}\n${usage(prog)}`);
+    io.stderr(`explain: ${errorMessage(error)}\n${usage(prog)}`);
     return 2;
   }
   if (values.help) {
@@ -77,7 +78,7 @@ export async function explainCli(args: readonly string[], io: CliIo, prog = 'npm
     kubeConfig = kubeConfigFor({ kubeconfig: str('kubeconfig'), context: str('context'), sandbox: str('sandbox') }, io.env);
     arm = armAccessFor({ cloudconfig: str('cloudconfig'), 'arm-endpoint': str('arm-endpoint'), sandbox: str('sandbox') }, io.env);
   } catch (error) {
-    io.stderr(`explain: ${error instanceof Error ? error.message : String(error)}\n`);
+    io.stderr(`explain: ${errorMessage(error)}\n`);
     return 2;
   }
   const [namespace, pod] = target.includes('/') ? (target.split('/', 2) as [string, string]) : [str('namespace') ?? contextNamespace(kubeConfig), target];

@@ -6,6 +6,7 @@ import { isObject, type JsonObject } from './json.js';
 import { ALL_VERBS, type ResourceType } from './resources.js';
 import { compileSchema } from './schema.js';
 import type { PrinterColumn } from './table.js';
+import { errorMessage } from '../../common/errors.js';
 
 /** Problems with a CRD, in the wording of the real validation (a subset of it). */
 export function validateCrd(crd: JsonObject): StatusCause[] {
@@ -42,7 +43,7 @@ export function validateCrd(crd: JsonObject): StatusCause[] {
       try {
         compileSchema(schema);
       } catch (err) {
-        causes.push({ reason: 'FieldValueInvalid', message: `Invalid value: "object": ${err instanceof Error ? err.message : String(err)}`, field: `spec.versions[${i}].schema.openAPIV3Schema` });
+        causes.push({ reason: 'FieldValueInvalid', message: `Invalid value: "object": ${errorMessage(err)}`, field: `spec.versions[${i}].schema.openAPIV3Schema` });
       }
     }
   });

@@ -17,6 +17,7 @@ import { both, parseFieldSelector, parseLabelSelector, type Selector } from './s
 import { renderTable, type IncludeObject } from './table.js';
 import { createServiceAccountToken, createTokenReview, type TokenRequestPolicy } from './tokenrequest.js';
 import { serveWatch, type OpenWatch } from './watch.js';
+import { errorMessage } from '../../common/errors.js';
 
 export interface Fault {
   method?: string;
@@ -99,7 +100,7 @@ export class ApiHttp {
         const apiErr =
           err instanceof ApiError
             ? err
-            : new ApiError(500, 'InternalError', `Internal error occurred: ${err instanceof Error ? err.message : String(err)}`, {}, { cause: err });
+            : new ApiError(500, 'InternalError', `Internal error occurred: ${errorMessage(err)}`, {}, { cause: err });
         if (!res.headersSent) sendJson(res, apiErr.code, apiErr.toStatus(), [], apiErr.code === 429 ? { 'retry-after': '1' } : {});
         else res.destroy(apiErr);
       },
@@ -488,7 +489,7 @@ async function readBody(req: IncomingMessage, optional = false, protobufTokenReq
     if (contentType.includes('yaml')) return parseYaml(text) as Json;
     return JSON.parse(text) as Json;
   } catch (err) {
-    throw new ApiError(400, 'BadRequest', `the object provided is unrecognized: ${err instanceof Error ? err.message : String(err)}`, undefined, { cause: err });
+    throw new ApiError(400, 'BadRequest', `the object provided is unrecognized: ${errorMessage(err)}`, undefined, { cause: err });
   }
 }
 
