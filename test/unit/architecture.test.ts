@@ -97,6 +97,8 @@ describe('architecture', () => {
       expect(check('src/common/clock.ts', `export interface Clock {}\nexport const realClock: Clock = { now: () => Date.now() };\n`)).toEqual([]);
       expect(check('src/mic/x.ts', `const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));\n`)).toHaveLength(1);
       expect(check('src/sandbox/kubelet.ts', `function sleep(ms: number): Promise<void> {\n  return p;\n}\n`)).toHaveLength(1);
+      expect(check('src/kube/reflector.ts', `  async #sleep(ms: number, signal: AbortSignal): Promise<boolean> {\n    return x;\n  }\n`)).toHaveLength(1);
+      expect(check('src/kube/reflector.ts', `    if (!(await this.#sleep(delay, signal))) return;\n    await clock.sleep(5);\n`)).toEqual([]);
       expect(check('src/nmi/tokens/imds.ts', `export function parseRetryAfter(v: string) {}\n`)).toHaveLength(1);
       expect(check('src/kube/errors.ts', `const raw = headers['retry-after'] ?? headers['Retry-After'];\n`)).toHaveLength(1);
       expect(check('src/mic/arm/errors.ts', `const v = get.call(headers, 'x');\nres.headers.get("Retry-After-Ms");\n`)).toHaveLength(1);
@@ -216,6 +218,11 @@ const ONE_OF_EACH_RULES: ReadonlyArray<{
     what: 'a setTimeout sleep (clock.sleep, or sleep() from the clock module)',
   },
   { home: 'src/common/clock.ts', pattern: /\bfunction\s+\w*[sS]leep\s*[(<]/, what: 'a sleep function' },
+  {
+    home: 'src/common/clock.ts',
+    pattern: /^\s*(?:(?:private|protected|public|static|readonly)\s+)*(?:async\s+)?#?\w*[sS]leep\s*\([^)]*\)\s*:\s*Promise\s*</m,
+    what: 'a sleep method (sleep(ms, signal, clock) from the clock module)',
+  },
   { home: 'src/common/retry-after.ts', pattern: /\bfunction\s+parse\w*RetryAfter|\b(?:const|let|var)\s+parse\w*RetryAfter\w*\s*=/i, what: 'a Retry-After parser' },
   {
     home: 'src/common/retry-after.ts',
