@@ -1,27 +1,17 @@
 // MIC under failure: the leader killed mid-work (cmd/mic.ts in a child process, SIGKILL) with a standby taking over,
 // watch streams dropped and compacted (410) under churn, and ARM answering 429 with Retry-After and 500s.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { eventually, NODES, startMicWorld, type MicWorld } from './mic-world.js';
-
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+import { eventually, NODES, spawnChildMic, startMicWorld, type ChildMic, type MicWorld } from './mic-world.js';
 
 let w: MicWorld;
-let child: ChildProcess | undefined;
-let dir: string | undefined;
+let child: ChildMic | undefined;
 beforeEach(async () => {
   w = await startMicWorld();
 });
 afterEach(async () => {
-  if (child && child.exitCode === null) child.kill('SIGKILL');
+  await child?.dispose();
   child = undefined;
   await w?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
-  dir = undefined;
 });
 
 /** Identities id0..id(n-1) with one binding each (selector app<i>). */
@@ -48,66 +38,16 @@ async function converged(pods: ReadonlyArray<{ name: string; node: string; id: n
   expect(w.vmIds()).toEqual(want([NODES.vm]));
 }
 
-async function startChildMic(instance: string): Promise<{ probe: string }> {
-  dir = await mkdtemp(join(tmpdir(), 'mic-child-'));
-  const kubeconfig = join(dir, 'kubeconfig');
-  const azureJson = join(dir, 'azure.json');
-  await w.api.server.writeKubeconfig(kubeconfig);
-  const e = w.az.emulator;
-  await writeFile(
-    azureJson,
-    JSON.stringify({
-      cloud: 'AzurePublicCloud',
-      tenantId: e.tenantId,
-      aadClientId: w.az.servicePrincipal.clientId,
-      aadClientSecret: w.az.servicePrincipal.secret,
-      subscriptionId: e.subscriptionId,
-      resourceGroup: w.rg,
-    }),
-  );
-  const args = [
-    '--import', 'tsx', join(ROOT, 'cmd/mic.ts'),
-    `--kubeconfig=${kubeconfig}`, `--cloudconfig=${azureJson}`, `--arm-endpoint=${e.url}`,
-    '--http-probe-port=0', '--prometheus-port=0', '--probe-bind-address=127.0.0.1', '--metrics-bind-address=127.0.0.1',
-    '--leader-election-duration=2s', '--syncRetryDuration=3s', '--identity-assignment-reconcile-interval=1s',
-    '--arm-poll-interval=20ms', '--log-format=json',
-  ];
-  const proc = spawn(process.execPath, args, {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      MIC_POD_NAMESPACE: 'default',
-      HOSTNAME: instance,
-      AZURE_AUTHORITY_HOST: e.url,
-      NODE_EXTRA_CA_CERTS: e.caFile,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child = proc;
-  let stderr = '';
-  proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error(`child MIC not ready in time: ${stderr}`)), 20_000);
-    proc.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      for (const line of buf.split('\n').slice(0, -1)) {
-        if (!line.includes('"ready":true')) continue;
-        clearTimeout(timer);
-        resolve({ probe: (JSON.parse(line) as { probe: string }).probe });
-      }
-      buf = buf.slice(buf.lastIndexOf('\n') + 1);
-    });
-    proc.once('exit', (code) => reject(new Error(`child MIC exited with ${String(code)}: ${stderr}`)));
-  });
-}
-
 const health = async (url: string): Promise<string> => (await fetch(`${url}/healthz`)).text();
 
 describe('MIC leader failover', () => {
   it('a standby takes over when the leader is killed mid-work and converges with no duplicate AAIs', async () => {
     const ids = await identities(3);
-    const a = await startChildMic('mic-a');
+    const a = await spawnChildMic(w, {
+      instance: 'mic-a',
+      flags: ['--syncRetryDuration=3s', '--identity-assignment-reconcile-interval=1s', '--arm-poll-interval=20ms'],
+    });
+    child = a;
     await eventually(async () => expect(await health(a.probe)).toBe('Active'), 15_000);
     const b = await w.startMic({ instance: 'mic-b' });
     expect(await health(b.probeUrl)).toBe('Not Active');
@@ -118,7 +58,7 @@ describe('MIC leader failover', () => {
     const pods = Array.from({ length: 9 }, (_, i) => ({ name: `p${i}`, node: nodes[i % 3]!, id: i % 3 }));
     for (const p of pods) await w.createPod(p.name, p.node, `app${p.id}`);
     await eventually(async () => expect((await w.assigned()).length).toBeGreaterThan(0), 10_000);
-    child!.kill('SIGKILL');
+    a.proc.kill('SIGKILL');
 
     await eventually(() => expect(b.isLeader()).toBe(true), 10_000);
     w.az.emulator.setLatency('vmss_patch', 0);

@@ -1,7 +1,12 @@
 // A small world for MIC integration tests: the API emulator with our CRDs, the Azure emulator with a VMSS of two
 // instances and a VM, one Node per instance with its providerID, and MIC replicas running in-process against both
 // with short intervals. Everything listens on 127.0.0.1:0 and stop() tears it all down.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import pino from 'pino';
 import { armCredential } from '../../src/azure/credentials.js';
@@ -15,6 +20,8 @@ import { parseMicConfig } from '../../src/mic/config.js';
 import { startMic, type MicHandle } from '../../src/mic/mic.js';
 import { CRD_DIR, startTestApiServer, type TestApiServer } from '../helpers/apiserver.js';
 import { servicePrincipalCloudConfig, startTestAzure, type TestAzure } from '../helpers/azure.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 export const VMSS = 'ss1';
 export const VM = 'vm1';
@@ -233,5 +240,76 @@ export async function eventually(check: () => Promise<boolean | void> | boolean 
     }
     if (Date.now() > deadline) throw last;
     await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+export interface ChildMic {
+  readonly proc: ChildProcess;
+  /** The probe URL from the child's `ready` line. */
+  readonly probe: string;
+  /** Everything the child wrote so far, stdout and stderr. */
+  output(): string;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGKILLs the child if it still runs and removes its files. */
+  dispose(): Promise<void>;
+}
+
+/**
+ * Runs cmd/mic.ts in a child process against `w` (kubeconfig and azure.json in a temp dir) and resolves once it
+ * printed its `ready` line. `apiHost` (host:port) sends its API traffic elsewhere, e.g. through a proxy.
+ */
+export async function spawnChildMic(
+  w: MicWorld,
+  opts: { instance: string; flags?: readonly string[]; apiHost?: string },
+): Promise<ChildMic> {
+  const dir = await mkdtemp(join(tmpdir(), 'mic-child-'));
+  const kubeconfig = join(dir, 'kubeconfig');
+  const azureJson = join(dir, 'azure.json');
+  let kubeconfigText = w.api.server.kubeconfigYaml;
+  if (opts.apiHost !== undefined) kubeconfigText = kubeconfigText.split(new URL(w.api.server.url).host).join(opts.apiHost);
+  await writeFile(kubeconfig, kubeconfigText, { mode: 0o600 });
+  const e = w.az.emulator;
+  await writeFile(azureJson, azureJsonText(w.az, w.az.servicePrincipal));
+  const args = [
+    '--import', 'tsx', join(ROOT, 'cmd/mic.ts'),
+    `--kubeconfig=${kubeconfig}`, `--cloudconfig=${azureJson}`, `--arm-endpoint=${e.url}`,
+    '--http-probe-port=0', '--prometheus-port=0', '--probe-bind-address=127.0.0.1', '--metrics-bind-address=127.0.0.1',
+    '--leader-election-duration=2s', '--log-format=json', ...(opts.flags ?? []),
+  ];
+  const proc = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { ...process.env, MIC_POD_NAMESPACE: 'default', HOSTNAME: opts.instance, AZURE_AUTHORITY_HOST: e.url, NODE_EXTRA_CA_CERTS: e.caFile },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  proc.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const dispose = async (): Promise<void> => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGKILL');
+      await exited;
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const probe = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`child MIC not ready in time: ${out}`)), 20_000);
+      const onData = (): void => {
+        const line = out.split('\n').find((l) => l.includes('"ready":true'));
+        if (line === undefined) return;
+        clearTimeout(timer);
+        proc.stdout?.off('data', onData);
+        resolve((JSON.parse(line) as { probe: string }).probe);
+      };
+      proc.stdout?.on('data', onData);
+      void exited.then((x) => reject(new Error(`child MIC exited with ${JSON.stringify(x)}: ${out}`)));
+    });
+    return { proc, probe, output: () => out, exited, dispose };
+  } catch (err) {
+    await dispose();
+    throw err;
   }
 }
