@@ -3,7 +3,7 @@
 
 import { createLogger, fileDestination, stdoutDestination } from '../src/common/log.js';
 import { startProfileServer } from '../src/common/profile.js';
-import { onStopSignals } from '../src/common/signals.js';
+import { onStopSignals, stopWithin } from '../src/common/signals.js';
 import { loadKubeConfig } from '../src/kube/index.js';
 import { parseNmiConfig, nmiUsage } from '../src/nmi/config.js';
 import { CHAIN, createIptables } from '../src/nmi/iptables.js';
@@ -12,6 +12,7 @@ import { bearerTokenFileProblem } from '../src/nmi/metrics-endpoint.js';
 import { startNmi, type KubenetStatus } from '../src/nmi/nmi.js';
 
 const VERSION = '0.1.0';
+const STOP_DEADLINE_MS = 20_000;
 // A readdir of a small root-owned directory: cheap enough to poll until the runtime writes its CNI config.
 const KUBENET_RECHECK_MS = 2_000;
 
@@ -195,21 +196,7 @@ async function main(): Promise<number> {
       stopping = true;
       if (recheck) clearInterval(recheck);
       logger.info({ signal }, 'stopping');
-      const deadline = setTimeout(() => {
-        logger.error('stop took longer than 20 s; exiting');
-        resolve(1);
-      }, 20_000);
-      nmi
-        .stop()
-        .then(() => {
-          flushOutput();
-          resolve(0);
-        })
-        .catch((error: unknown) => {
-          logger.error({ err: error }, 'stop failed');
-          resolve(1);
-        })
-        .finally(() => clearTimeout(deadline));
+      void stopWithin(() => nmi.stop().then(flushOutput), STOP_DEADLINE_MS, logger).then(resolve);
     };
     onStopSignals(stop, (signal) => logger.info({ signal }, 'already stopping; finishing the cleanup first'));
   });
