@@ -12,7 +12,7 @@ import { createLogger } from '../src/common/log.js';
 import { startProfileServer } from '../src/common/profile.js';
 import { onStopSignals, stopWithin } from '../src/common/signals.js';
 import { loadKubeConfig } from '../src/kube/index.js';
-import { reloadableArm } from '../src/mic/arm-wiring.js';
+import { reloadableArm } from '../src/mic/arm/wiring.js';
 import { micUsage, parseMicConfig, type MicConfig } from '../src/mic/config.js';
 import { startMic } from '../src/mic/mic.js';
 

@@ -1,6 +1,8 @@
 // MIC's controller: informers (our Reflector) on labelled pods, nodes, AzureIdentity, AzureIdentityBinding,
 // AzureAssignedIdentity (and Namespaces, with --namespace-identity-policy=enforce) keep normalised views in memory; events only enqueue the single `sync` key of a
-// deduplicating work queue; each cycle plans from memory (never relisting) and dispatches without waiting.
+// deduplicating work queue; each cycle plans from memory (never relisting), carries out the Kubernetes writes that
+// wait for no ARM change, hands ARM changes to the per-target workers, and returns an outcome to the queue (done,
+// requeue after, or an error for its rate-limited retry). A settled ARM change enqueues the next cycle.
 // Informers run on every replica (fast failover); the queue, the timers and every write run only while leading.
 //
 // Our own writes are overlaid on the AAI cache until the watch shows them (same resourceVersion), so a cycle that
@@ -19,8 +21,8 @@ import {
   type PodView,
 } from '../crds/types.js';
 import { Reflector, WorkQueue, type KubeObject, type ReflectorEvent } from '../kube/index.js';
-import type { ArmTarget } from './arm.js';
-import { assignedKey, type ClusterSnapshot, type MicPolicy } from './core/snapshot.js';
+import { realClock, type Clock } from '../common/clock.js';
+import { assignedKey, type ClusterSnapshot, type ComputeTargetRef, type MicPolicy } from './core/snapshot.js';
 import { resolveNode, type ResolvedNode } from './adapters/targets.js';
 import { Executor, type ExecutorOptions } from './executor.js';
 import { Reconciler, type ClusterView } from './reconciler.js';
@@ -32,7 +34,8 @@ export interface ControllerOptions {
   readonly metrics: MicMetrics;
   readonly events: EventSink;
   readonly policy: MicPolicy;
-  readonly executor: Omit<ExecutorOptions, 'onWritten' | 'requeue' | 'log' | 'metrics' | 'events'>;
+  readonly executor: Omit<ExecutorOptions, 'onWritten' | 'log' | 'metrics' | 'events' | 'clock'>;
+  readonly clock?: Clock;
   /** Periodic full cycle (--syncRetryDuration). */
   readonly syncRetryMs: number;
   /** Periodic GET of every VM/VMSS to re-attach what ARM lost (--identity-assignment-reconcile-interval); 0 = off. */
@@ -63,6 +66,7 @@ interface OwnWrite {
 export class MicController {
   readonly #o: ControllerOptions;
   readonly #log: Logger;
+  readonly #clock: Clock;
   readonly #reflectors: Reflector[];
   readonly #pods = new Map<string, PodView>();
   readonly #nodes = new Map<string, ResolvedNode>();
@@ -83,16 +87,21 @@ export class MicController {
   constructor(opts: ControllerOptions) {
     this.#o = opts;
     this.#log = opts.log;
+    this.#clock = opts.clock ?? realClock;
     this.#executor = new Executor({
       ...opts.executor,
       log: opts.log.child({ component: 'executor' }),
       metrics: opts.metrics,
       events: opts.events,
+      clock: this.#clock,
       onWritten: (key, obj, uid) => this.#ownWrite(key, obj, uid),
-      requeue: (ms) => this.#enqueue(ms),
     });
+    // What ARM holds changed (or a hold passed): plan again from that state.
+    opts.executor.arm.onSettled(() => this.#enqueue());
     this.#reconciler = new Reconciler({
       executor: this.#executor,
+      arm: opts.executor.arm,
+      clock: this.#clock,
       events: opts.events,
       metrics: opts.metrics,
       policy: opts.policy,
@@ -157,8 +166,17 @@ export class MicController {
 
   /** Waits until the queue is empty and no write or ARM call is running (tests and benchmarks). */
   async idle(): Promise<void> {
-    await this.#term?.queue.idle();
-    await this.#executor.idle();
+    const arm = this.#o.executor.arm;
+    for (;;) {
+      const queue = this.#term?.queue;
+      await queue?.idle();
+      await arm.idle();
+      // A settled ARM change enqueues a cycle: idle only when both stayed quiet.
+      if (queue === undefined || queue.shuttingDown || queue.length === 0) {
+        await queue?.idle();
+        return;
+      }
+    }
   }
 
   async stop(): Promise<void> {
@@ -169,6 +187,8 @@ export class MicController {
 
   #stopActing(queue: WorkQueue, timers: NodeJS.Timeout[]): void {
     for (const t of timers) clearInterval(t);
+    // No ARM call, hold or settle callback outlives leadership; the next term reads ARM afresh.
+    this.#o.executor.arm.cancel();
     void queue.shutDown({ drain: false });
     if (this.#term?.queue === queue) this.#term = undefined;
     this.#log.info('stopped acting');
@@ -181,40 +201,44 @@ export class MicController {
     else term.queue.add(SYNC_KEY);
   }
 
+  /** One cycle: its outcome is the queue's to act on (an error is retried with backoff, else resync later). */
   async #cycle(signal: AbortSignal): Promise<{ requeueAfterMs: number } | void> {
-    // Let events gather: never more than one cycle per max(min interval, last cycle's duration).
+    // Let events gather: never more than one cycle per max(min interval, last plan's duration).
     const gap = Math.max(this.#o.minCycleIntervalMs ?? 20, this.#lastCycleMs);
-    const wait = this.#lastCycleEnd + gap - Date.now();
-    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    const wait = this.#lastCycleEnd + gap - this.#clock.now();
+    if (wait > 0) await this.#clock.sleep(wait, signal).catch(() => undefined);
     if (signal.aborted) return;
-    const started = Date.now();
+    let result;
     try {
-      this.#reconciler.cycle(this.#view(), signal);
+      result = await this.#reconciler.cycle(this.#view(), signal);
     } finally {
-      this.#lastCycleEnd = Date.now();
-      this.#lastCycleMs = this.#lastCycleEnd - started;
+      this.#lastCycleEnd = this.#clock.now();
       this.#lastCycleAt = this.#lastCycleEnd;
       this.#cycles++;
     }
+    this.#lastCycleMs = result.planMs;
+    if (signal.aborted) return;
     // Learn what ARM has on targets not read yet, so the next plans need no ARM call for what is already true.
-    void this.#executor.refresh(this.#armTargets(), false, signal).catch((err: unknown) => this.#log.warn({ err }, 'ARM refresh failed'));
-    return { requeueAfterMs: this.#o.syncRetryMs };
+    void this.#o.executor.arm.refresh(this.#targets().values(), false).catch((err: unknown) => this.#log.warn({ err }, 'ARM refresh failed'));
+    const { errors, requeueAfterMs } = result.stats;
+    if (errors.length > 0) throw new AggregateError(errors, `${errors.length} AzureAssignedIdentity write(s) failed`);
+    return { requeueAfterMs: Math.min(this.#o.syncRetryMs, requeueAfterMs ?? Infinity) };
   }
 
   /** The periodic Azure check: re-read every VM/VMSS, then plan (which re-adds what an Assigned AAI lost). */
   async #azureCheck(signal: AbortSignal): Promise<void> {
     try {
-      await this.#executor.refresh(this.#armTargets(), true, signal);
+      await this.#o.executor.arm.refresh(this.#targets().values(), true);
     } catch (err) {
       this.#log.warn({ err }, 'periodic ARM identity check failed');
     }
-    this.#enqueue();
+    if (!signal.aborted) this.#enqueue();
   }
 
   /* ----------------------------------------------------------------------------------- cluster view */
 
   #view(): ClusterView {
-    const now = Date.now();
+    const now = this.#clock.now();
     const ttl = this.#o.ownWriteTtlMs ?? 30_000;
     const assigned = new Map(this.#assigned);
     const deleted = new Set<string>();
@@ -237,7 +261,6 @@ export class MicController {
         assigned.set(key, w.obj);
       }
     }
-    const armTargets = this.#armTargets();
     const nodes = this.#nodes;
     const identities = this.#identities;
     const bindings = this.#bindings;
@@ -250,12 +273,10 @@ export class MicController {
         identities: [...identities.values()].map((t) => t.view),
         bindings: [...bindings.values()].map((t) => t.view),
         assigned: [...assigned.values()],
-        pending: { created: new Set(), deleted },
+        pending: { deleted },
         namespacePolicies,
       }),
       assignedByKey: assigned,
-      armTargets,
-      targetOfNode: (name) => nodes.get(name)?.node.target?.key ?? '',
       *legacy() {
         for (const t of identities.values()) if (t.legacy.length > 0) yield { object: t.view, kind: 'AzureIdentity' as const, fields: t.legacy };
         for (const t of bindings.values()) if (t.legacy.length > 0) yield { object: t.view, kind: 'AzureIdentityBinding' as const, fields: t.legacy };
@@ -266,11 +287,12 @@ export class MicController {
     };
   }
 
-  #armTargets(): Map<string, ArmTarget> {
-    const out = new Map<string, ArmTarget>();
+  /** Every VM/VMSS a known node runs on, once. */
+  #targets(): Map<string, ComputeTargetRef> {
+    const out = new Map<string, ComputeTargetRef>();
     for (const r of this.#nodes.values()) {
-      const key = r.node.target?.key;
-      if (key !== undefined && r.arm !== undefined && !out.has(key)) out.set(key, r.arm);
+      const t = r.node.target;
+      if (t !== undefined && !out.has(t.key)) out.set(t.key, t);
     }
     return out;
   }
@@ -285,7 +307,7 @@ export class MicController {
       this.#own.delete(key);
       return;
     }
-    this.#own.set(key, { obj, uid, at: Date.now() });
+    this.#own.set(key, { obj, uid, at: this.#clock.now() });
   }
 
   /* ----------------------------------------------------------------------------------- informers */
@@ -326,7 +348,7 @@ export class MicController {
           this.#nodes.delete(name);
           const targetKey = gone?.node.target?.key;
           if (targetKey !== undefined && ![...this.#nodes.values()].some((r) => r.node.target?.key === targetKey)) {
-            this.#executor.forgetTarget(targetKey);
+            this.#o.executor.arm.forget(targetKey);
           }
           this.#enqueue();
         },
@@ -365,7 +387,7 @@ export class MicController {
       onEvent: (e: ReflectorEvent) => {
         // After a relist the cache is at least as new as our earlier writes: stop overlaying them.
         if (e.type === 'listed') {
-          const cutoff = Date.now() - 2000;
+          const cutoff = this.#clock.now() - 2000;
           for (const [k, w] of this.#own) if (w.at < cutoff) this.#own.delete(k);
           this.#enqueue();
         }
@@ -382,7 +404,6 @@ export class MicController {
             this.#own.delete(k); // our delete's echo
             return;
           }
-          if (this.#executor.isBusy(k)) return;
           this.#enqueue();
         },
       },
@@ -477,8 +498,6 @@ export class MicController {
     const n = normalizeAssignedIdentity(obj);
     if (n.value === null) return;
     this.#assigned.set(k, n.value);
-    // A key our executor is writing right now: its task re-plans when it ends if the world wants something else.
-    if (this.#executor.isBusy(k)) return;
     this.#enqueue();
   }
 }

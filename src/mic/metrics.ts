@@ -3,7 +3,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { realClock } from '../common/clock.js';
 import type { AssignedIdentityState } from '../crds/types.js';
-import type { ArmOperation } from './arm.js';
+import type { ArmOperation } from './arm/batch.js';
 import { classifyArmError } from './arm/errors.js';
 import type { KubeOperation, MicMetrics } from './ports.js';
 

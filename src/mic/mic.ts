@@ -13,20 +13,20 @@ import { EventRecorder, LeaderElector, RateLimiter, type EventClient } from '../
 import { kubeEventSink } from './adapters/events.js';
 import { AssignedStatusRoute, kubeAssignedIdentityWriter } from './adapters/kube-assigned.js';
 import { kubeHttp, pooledApiClient } from '../kube/http.js';
-import type { ArmOperation } from './arm.js';
+import type { ArmOperation } from './arm/batch.js';
 import type { MicConfig } from './config.js';
 import { MicController } from './controller.js';
 import { createMicMetrics } from './metrics.js';
 import type { ArmPort } from './ports.js';
 
-/** Observer arm.ts calls after every ARM request (feeds the cloud-provider metrics). */
+/** Observer the ARM workers call after every ARM request (feeds the cloud-provider metrics). */
 export type ArmCallObserver = (operation: ArmOperation, durationMs: number, error?: unknown) => void;
 
 export interface MicDeps {
   readonly kubeConfig: KubeConfig;
   readonly logger: Logger;
-  /** Builds the ARM client (createArmIdentityClient in production), wiring `onCall` into its options. */
-  readonly armClient: (onCall: ArmCallObserver) => ArmPort;
+  /** Builds the ARM workers (arm/wiring.ts in production), wiring `onCall` and the hold backoff into them. */
+  readonly armClient: (onCall: ArmCallObserver, holds?: { readonly retryBaseMs?: number; readonly maxRetryDelayMs?: number }) => ArmPort;
   /** Client ID of the cluster identity (azure.json userAssignedIdentityID): never detached, as in the original. */
   readonly clusterIdentityClientId?: string;
   /** The cloud config's AAD authority (MIC's own): an identity's adEndpoint may name it, besides the known clouds'. */
@@ -110,13 +110,19 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
 
   let controller: MicController | undefined;
   const events = kubeEventSink(recorder, { log, enabled: () => controller?.acting === true });
-  const arm = deps.armClient((operation, durationMs, error) => {
-    metrics.armCall(operation, durationMs / 1000, error !== undefined);
-    if (error !== undefined) metrics.armFailure(operation, error);
-  });
+  const tuning = deps.tuning ?? {};
+  const arm = deps.armClient(
+    (operation, durationMs, error) => {
+      metrics.armCall(operation, durationMs / 1000, error !== undefined);
+      if (error !== undefined) metrics.armFailure(operation, error);
+    },
+    {
+      ...(tuning.retryBaseMs !== undefined ? { retryBaseMs: tuning.retryBaseMs } : {}),
+      ...(tuning.maxRetryDelayMs !== undefined ? { maxRetryDelayMs: tuning.maxRetryDelayMs } : {}),
+    },
+  );
   const immutable = new Set(config.immutableUserMsis.map((id) => id.toLowerCase()));
   if (deps.clusterIdentityClientId) immutable.add(deps.clusterIdentityClientId.toLowerCase());
-  const tuning = deps.tuning ?? {};
 
   controller = new MicController({
     kubeConfig: kc,
@@ -141,9 +147,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
       writer: kubeAssignedIdentityWriter(http, limiter, statusRoute),
       arm,
       createDeleteBatch: config.createDeleteBatch,
-      refreshConcurrency: config.armMaxConcurrency,
       ...(tuning.retryBaseMs !== undefined ? { retryBaseMs: tuning.retryBaseMs } : {}),
-      ...(tuning.maxRetryDelayMs !== undefined ? { maxRetryDelayMs: tuning.maxRetryDelayMs } : {}),
     },
     syncRetryMs: config.syncRetryMs,
     azureCheckIntervalMs: config.identityAssignmentReconcileIntervalMs,

@@ -1,7 +1,8 @@
 // The ports MIC's shell acts through. The executor and reconciler see only these interfaces; adapters/ implements
-// them over client-node and arm.ts, and unit tests implement them in memory.
+// them over client-node and arm/, and unit tests implement them in memory.
 import type { AzureAssignedIdentity } from '../crds/types.js';
-import type { ApplyResult, ArmOperation, ArmTarget, TargetIdentities } from './arm.js';
+import type { ArmOperation } from './arm/batch.js';
+import type { ArmWorkers } from './arm/worker.js';
 import type { AssignedSpec } from './core/plan.js';
 
 /** Which AzureAssignedIdentity a write is about. */
@@ -27,11 +28,11 @@ export interface AssignedIdentityWriter {
   removeFinalizer(ref: AssignedObjectRef, finalizers: readonly string[], signal: AbortSignal): Promise<AzureAssignedIdentity | null>;
 }
 
-/** The ARM calls MIC needs (arm.ts's ArmIdentityClient satisfies it). */
-export interface ArmPort {
-  getIdentities(target: ArmTarget): Promise<TargetIdentities>;
-  apply(target: ArmTarget, changes: { readonly add?: readonly string[]; readonly remove?: readonly string[] }): Promise<ApplyResult>;
-}
+/** What MIC's executor and controller use of the per-target ARM workers (arm/worker.ts). */
+export type ArmPort = Pick<
+  ArmWorkers,
+  'onSettled' | 'reconcile' | 'attachments' | 'refresh' | 'holdRemainingMs' | 'heldCount' | 'failure' | 'attached' | 'forget' | 'cancel' | 'idle'
+>;
 
 /** The object an Event is about. */
 export interface EventSubject {

@@ -1,17 +1,18 @@
-// One reconcile cycle: the in-memory view of the cluster (caches + our own writes + what ARM is known to have
-// attached) → computeDesired → plan → executor (which returns at once; writes and ARM calls run on their own).
+// One reconcile cycle, as controller-runtime's Reconcile: one snapshot (caches + our own writes + what the ARM
+// workers know ARM holds) → computeDesired → plan → executor (Kubernetes writes awaited, ARM handed to the
+// workers) → an outcome the work queue acts on: done, requeue after a delay, or an error (rate-limited retry).
 // Skips come back as data: invalid identities/bindings and legacy field names become Warning events once per
 // object version, everything else one log line per distinct reason.
 import type { Logger } from 'pino';
+import { realClock, type Clock } from '../common/clock.js';
 import { API_VERSION, Kinds } from '../crds/names.js';
 import type { AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, PodView } from '../crds/types.js';
-import type { ArmTarget } from './arm.js';
 import { computeDesired } from './core/desired.js';
 import { isEmptyPlan, plan, type Plan } from './core/plan.js';
 import type { Skip } from './core/skip.js';
 import type { ClusterSnapshot, MicPolicy } from './core/snapshot.js';
-import type { ExecutionStats, Executor } from './executor.js';
-import { Reasons, type EventSink, type EventSubject, type MicMetrics } from './ports.js';
+import type { ExecutionOutcome, Executor } from './executor.js';
+import { Reasons, type ArmPort, type EventSink, type EventSubject, type MicMetrics } from './ports.js';
 
 /** The cluster as the controller's caches see it right now, our own writes included. */
 export interface ClusterView {
@@ -19,8 +20,6 @@ export interface ClusterView {
   snapshot(): Omit<ClusterSnapshot, 'attachments'>;
   /** AAIs by key, as in the snapshot. */
   readonly assignedByKey: ReadonlyMap<string, AzureAssignedIdentity>;
-  readonly armTargets: ReadonlyMap<string, ArmTarget>;
-  targetOfNode(nodeName: string): string;
   /** Identities and bindings that used legacy field names. */
   legacy(): Iterable<{ readonly object: AzureIdentity | AzureIdentityBinding; readonly kind: 'AzureIdentity' | 'AzureIdentityBinding'; readonly fields: readonly string[] }>;
   identity(namespace: string, name: string): AzureIdentity | undefined;
@@ -30,16 +29,20 @@ export interface ClusterView {
 
 export interface ReconcilerOptions {
   readonly executor: Executor;
+  /** What the ARM workers know ARM holds. */
+  readonly arm: Pick<ArmPort, 'attachments'>;
   readonly events: EventSink;
   readonly metrics: MicMetrics;
   readonly policy: MicPolicy;
   readonly log: Logger;
-  readonly now?: () => number;
+  readonly clock?: Clock;
 }
 
 export interface CycleResult {
   readonly plan: Plan;
-  readonly stats: ExecutionStats;
+  readonly stats: ExecutionOutcome;
+  /** Time to compute the plan (what paces cycles); the writes come on top. */
+  readonly planMs: number;
   readonly durationMs: number;
 }
 
@@ -47,7 +50,7 @@ const MAX_REMEMBERED = 20_000;
 
 export class Reconciler {
   readonly #o: ReconcilerOptions;
-  readonly #now: () => number;
+  readonly #clock: Clock;
   /** Warning events already sent, by `kind/ns/name@resourceVersion/reason`. */
   readonly #warned = new Set<string>();
   /** Skips already logged, by subject + code + reason. */
@@ -56,24 +59,22 @@ export class Reconciler {
 
   constructor(opts: ReconcilerOptions) {
     this.#o = opts;
-    this.#now = opts.now ?? Date.now;
+    this.#clock = opts.clock ?? realClock;
   }
 
-  cycle(view: ClusterView, signal: AbortSignal): CycleResult {
-    const started = this.#now();
+  async cycle(view: ClusterView, signal: AbortSignal): Promise<CycleResult> {
+    const started = this.#clock.now();
     const base = view.snapshot();
-    const snapshot: ClusterSnapshot = { ...base, attachments: this.#o.executor.attachments(view.armTargets.keys()) };
+    const targetOf = new Map<string, string>();
+    for (const n of base.nodes) if (n.target !== undefined) targetOf.set(n.name, n.target.key);
+    const snapshot: ClusterSnapshot = { ...base, attachments: this.#o.arm.attachments(new Set(targetOf.values())) };
     const desired = computeDesired(snapshot, this.#o.policy);
     const p = plan(snapshot, desired, this.#o.policy);
     this.#report(view, p.skipped);
     this.#warnLegacy(view);
-    const stats = this.#o.executor.apply(p, {
-      signal,
-      assigned: view.assignedByKey,
-      armTargets: view.armTargets,
-      targetOfNode: (n) => view.targetOfNode(n),
-    });
-    const durationMs = this.#now() - started;
+    const planMs = this.#clock.now() - started;
+    const stats = await this.#o.executor.apply(p, { signal, assigned: view.assignedByKey, targetOfNode: (n) => targetOf.get(n) ?? '' });
+    const durationMs = this.#clock.now() - started;
     const empty = isEmptyPlan(p);
     // As the original: report work cycles, and every 1000th idle one.
     if (!empty || ++this.#idleCycles % 1000 === 0) this.#o.metrics.cycle(durationMs / 1000);
@@ -89,14 +90,14 @@ export class Reconciler {
           status: p.statusUpdates.length,
           targetOps: p.targetOps.length,
           tasks: stats.tasks,
-          busy: stats.busySkipped,
+          deferred: stats.deferred,
           armCalls: stats.armCalls,
           heldTargets: stats.heldTargets,
         },
         'reconcile cycle',
       );
     }
-    return { plan: p, stats, durationMs };
+    return { plan: p, stats, planMs, durationMs };
   }
 
   #report(view: ClusterView, skips: readonly Skip[]): void {

@@ -3,7 +3,8 @@
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { armCredential } from '../../src/azure/credentials.js';
-import { type ArmIdentityClient, type ArmIdentityClientOptions, createArmIdentityClient } from '../../src/mic/arm.js';
+import { type ArmIdentityClientOptions, createArmIdentityClient } from '../../src/mic/arm/client.js';
+import type { ArmIdentityClient } from '../../src/mic/arm/worker.js';
 import { servicePrincipalCloudConfig, startTestAzure, type TestAzure } from '../helpers/azure.js';
 
 const logger = pino({ level: 'silent' });

@@ -15,7 +15,7 @@ import { normalizeAssignedIdentity } from '../../src/crds/normalize.js';
 import type { AzureAssignedIdentity } from '../../src/crds/types.js';
 import { readFileSync } from 'node:fs';
 import { parseCloudConfig, type AzureCloudConfig } from '../../src/azure/cloud-config.js';
-import { armClientFactory, reloadableArm } from '../../src/mic/arm-wiring.js';
+import { armClientFactory, reloadableArm } from '../../src/mic/arm/wiring.js';
 import { parseMicConfig } from '../../src/mic/config.js';
 import { startMic, type MicHandle } from '../../src/mic/mic.js';
 import { CRD_DIR, startTestApiServer, type TestApiServer } from '../helpers/apiserver.js';

@@ -1,7 +1,10 @@
 // The ARM identity client's scheduling and retry logic over an in-memory compute port (no sockets).
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
-import { type ArmClock, type ArmOperation, type ArmTarget, type ComputeIdentityPort, createArmIdentityClient } from '../../src/mic/arm.js';
+import type { Clock } from '../../src/common/clock.js';
+import type { ArmOperation } from '../../src/mic/arm/batch.js';
+import { createArmIdentityClient } from '../../src/mic/arm/client.js';
+import type { ArmTarget, ComputeIdentityPort } from '../../src/mic/arm/compute.js';
 import type { IdentityPatch, IdentityState } from '../../src/mic/arm/delta.js';
 
 const id = (n: string | number): string =>
@@ -10,7 +13,7 @@ const key = (n: string | number): string => id(n).toLowerCase();
 const logger = pino({ level: 'silent' });
 
 /** A fast-forward clock: sleeping advances time at once and records how long was waited. */
-function fakeClock(): ArmClock & { slept: number[] } {
+function fakeClock(): Clock & { slept: number[] } {
   let t = 1_000_000;
   const slept: number[] = [];
   return {

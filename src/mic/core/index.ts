@@ -3,4 +3,3 @@ export * from './snapshot.js';
 export * from './skip.js';
 export * from './desired.js';
 export * from './plan.js';
-export * from './scope.js';

@@ -110,15 +110,6 @@ export interface TargetOp {
   readonly remove: readonly string[];
 }
 
-export const EMPTY_PLAN: Plan = Object.freeze({
-  createAssigned: [],
-  updateAssigned: [],
-  deleteAssigned: [],
-  statusUpdates: [],
-  targetOps: [],
-  skipped: [],
-});
-
 /** True when the plan asks for no write at all (skips do not count). */
 export function isEmptyPlan(p: Plan): boolean {
   return (
@@ -143,6 +134,8 @@ class Planner {
   private readonly nodes = new Map<string, SnapshotNode>();
   private readonly targets = new Map<string, ComputeTargetRef>();
   private readonly attached = new Map<string, ReadonlySet<string> | undefined>();
+  /** target key → canonical IDs with a change in flight there: their state is not known. */
+  private readonly unsettled = new Map<string, ReadonlySet<string>>();
   private readonly current = new Map<string, AzureAssignedIdentity>();
   /** AAIs we deleted that the cache still shows. */
   private readonly leaving = new Set<string>();
@@ -174,6 +167,9 @@ class Planner {
     }
     for (const [key, attachment] of snapshot.attachments) {
       this.attached.set(key, attachment === undefined ? undefined : new Set(attachment.ids.map(canonicalResourceId)));
+      if (attachment?.unsettled !== undefined && attachment.unsettled.length > 0) {
+        this.unsettled.set(key, new Set(attachment.unsettled.map(canonicalResourceId)));
+      }
     }
     for (const aai of snapshot.assigned) {
       const key = assignedKey(aai.namespace, aai.name);
@@ -212,7 +208,7 @@ class Planner {
       return;
     }
     if (existing === undefined) {
-      if (this.snapshot.pending.created.has(d.key)) {
+      if (this.snapshot.pending.created?.has(d.key) === true) {
         // Created by us, not seen yet: do not create again; make sure ARM gets it (an idempotent add).
         if (d.identity.type === 0 && target !== undefined && this.isAttached(target, d.identity) !== true) {
           this.addId(target, d.identity);
@@ -384,7 +380,9 @@ class Planner {
 
   /** true / false when ARM's list for the target is known, undefined when it is not. */
   private isAttached(target: ComputeTargetRef, identity: AzureIdentity): boolean | undefined {
-    return this.attached.get(target.key)?.has(this.canon(identity.resourceID));
+    const id = this.canon(identity.resourceID);
+    if (this.unsettled.get(target.key)?.has(id) === true) return undefined;
+    return this.attached.get(target.key)?.has(id);
   }
 
   private addId(target: ComputeTargetRef, identity: AzureIdentity): void {

@@ -39,12 +39,17 @@ export interface SnapshotNode extends NodeView {
   readonly target: ComputeTargetRef | undefined;
 }
 
-/** The ARM resource whose identity list a node uses. All nodes of one scale set share one target. */
+/**
+ * The ARM resource whose identity list a node uses (all nodes of one scale set share one), carrying all that an
+ * ARM call needs: plans hand it to the executor as is. The one target type of MIC.
+ */
 export interface ComputeTargetRef {
   readonly kind: 'vm' | 'vmss';
   /** VM name or scale-set name. */
   readonly name: string;
-  /** Unique key for this target (the shell chooses it, e.g. `vmss/<rg>/<name>`); plans are grouped by it. */
+  /** The resource group the node's provider ID names; absent: the cloud config's. */
+  readonly resourceGroup?: string;
+  /** Unique key for this target (the shell uses targetKey()); plans are grouped by it. */
   readonly key: string;
 }
 
@@ -52,11 +57,17 @@ export interface TargetAttachment {
   /** User-assigned identity resource IDs, canonical (see canonicalResourceId). */
   readonly ids: readonly string[];
   readonly systemAssigned: boolean;
+  /**
+   * Canonical IDs with a change pending or in flight on this target: neither known attached nor known absent
+   * until it settles, so no step counts on either.
+   */
+  readonly unsettled?: readonly string[];
 }
 
 /** AAI keys (`namespace/name`, see assignedKey) we created or deleted and have not yet seen in the cache. */
 export interface PendingWrites {
-  readonly created: ReadonlySet<string>;
+  /** Optional: the shell overlays its own creations on `assigned` instead. */
+  readonly created?: ReadonlySet<string>;
   readonly deleted: ReadonlySet<string>;
 }
 
@@ -76,14 +87,14 @@ export interface MicPolicy {
   readonly namespaceIdentityPolicy?: 'off' | 'enforce';
 }
 
-export const NO_PENDING: PendingWrites = Object.freeze({
-  created: new Set<string>(),
-  deleted: new Set<string>(),
-});
-
 /** The key under which AAIs are tracked: `namespace/name` (namespaced AAIs make the name alone ambiguous). */
 export function assignedKey(namespace: string, name: string): string {
   return `${namespace}/${name}`;
+}
+
+/** The key of a VM/VMSS: `<kind>/<resource group>/<name>`, lower-case (ARM names are case-insensitive). */
+export function targetKey(kind: 'vm' | 'vmss', resourceGroup: string, name: string): string {
+  return `${kind}/${resourceGroup.toLowerCase()}/${name.toLowerCase()}`;
 }
 
 /**

@@ -3,16 +3,16 @@
 //
 // The client survives a new azure.json: reload() swaps the compute client underneath it (new credential, so no
 // token of the old principal stays cached; new subscription, resource group or endpoint) while the per-target
-// queues, coalescing and Retry-After gates above it stay. A call already sent finishes on the old compute client.
+// workers, their coalescing and the Retry-After gates above it stay. A call already sent finishes on the old compute client.
 
 import type { TokenCredential } from '@azure/identity';
 import type { Logger } from 'pino';
-import { cloudConfigChanges, type AzureCloudConfig } from '../azure/cloud-config.js';
-import { createArmIdentityClient } from './arm.js';
-import { computeIdentityPort, type ComputeIdentityPort } from './arm/compute.js';
-import type { MicConfig } from './config.js';
-import type { ArmCallObserver } from './mic.js';
-import type { ArmPort } from './ports.js';
+import { cloudConfigChanges, type AzureCloudConfig } from '../../azure/cloud-config.js';
+import type { MicConfig } from '../config.js';
+import type { ArmCallObserver } from '../mic.js';
+import type { ArmPort } from '../ports.js';
+import { createArmIdentityClient } from './client.js';
+import { computeIdentityPort, type ComputeIdentityPort } from './compute.js';
 
 export interface ArmWiring {
   readonly config: MicConfig;
@@ -34,14 +34,17 @@ export interface ReloadableArmWiring extends ArmWiring {
 
 export interface ReloadableArm {
   /** What startMic takes as `armClient`. */
-  readonly factory: (onCall: ArmCallObserver) => ArmPort;
+  readonly factory: ArmFactory;
   /** The cloud config now in force. */
   current(): AzureCloudConfig;
   /** Makes `next` live for every later ARM call; returns the azure.json keys that changed (empty: nothing done). */
   reload(next: AzureCloudConfig): string[];
 }
 
-export function armClientFactory(w: ArmWiring): (onCall: ArmCallObserver) => ArmPort {
+/** What startMic takes as `armClient`: the ARM workers, given the metrics observer and the hold backoff. */
+export type ArmFactory = (onCall: ArmCallObserver, holds?: { readonly retryBaseMs?: number; readonly maxRetryDelayMs?: number }) => ArmPort;
+
+export function armClientFactory(w: ArmWiring): ArmFactory {
   return reloadableArm({ ...w, credentialFor: () => w.credential }).factory;
 }
 
@@ -56,8 +59,9 @@ export function reloadableArm(w: ReloadableArmWiring): ReloadableArm {
     patch: (target, patch) => compute.patch(target, patch),
   };
   return {
-    factory: (onCall) =>
+    factory: (onCall, holds = {}) =>
       createArmIdentityClient({
+        ...holds,
         port,
         logger: w.logger.child({ component: 'arm' }),
         immutableIdentities: [...w.config.immutableUserMsis, ...(w.clusterIdentityClientId ? [w.clusterIdentityClientId] : [])],
