@@ -194,11 +194,10 @@ export class MicController {
     this.#log.info('stopped acting');
   }
 
-  #enqueue(delayMs = 0): void {
+  #enqueue(): void {
     const term = this.#term;
     if (term === undefined || term.signal.aborted) return;
-    if (delayMs > 0) term.queue.addAfter(SYNC_KEY, delayMs);
-    else term.queue.add(SYNC_KEY);
+    term.queue.add(SYNC_KEY);
   }
 
   /** One cycle: its outcome is the queue's to act on (an error is retried with backoff, else resync later). */

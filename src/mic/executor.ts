@@ -283,7 +283,7 @@ export class Executor {
     const failure = this.#o.arm.failure(targetKey, canonicalResourceId(identity.resourceID));
     if (failure === undefined) return;
     const seen = `arm|${key}|${failure.seq}`;
-    if (this.#reported.has(seen)) return;
+    if (this.#reported.get(seen) !== undefined) return;
     this.#reported.set(seen, true);
     const o = failure.outcome;
     this.#o.events.warning(bindingSubject(binding), Reasons.BindingApplyError,
@@ -300,7 +300,7 @@ export class Executor {
     if (seen?.clientId === undefined) return;
     if (seen.clientId.toLowerCase() === identity.clientID.trim().toLowerCase()) return;
     const once = `clientId|${identity.uid}/${identity.clientID}/${seen.clientId}`;
-    if (this.#reported.has(once)) return;
+    if (this.#reported.get(once) !== undefined) return;
     this.#reported.set(once, true);
     const message =
       `AzureIdentity ${identity.namespace}/${identity.name} has spec.clientID ${identity.clientID}, but Azure says identity ` +

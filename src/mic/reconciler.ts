@@ -3,6 +3,7 @@
 // workers) → an outcome the work queue acts on: done, requeue after a delay, or an error (rate-limited retry).
 // Skips come back as data: invalid identities/bindings and legacy field names become Warning events once per
 // object version, everything else one log line per distinct reason.
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { realClock, type Clock } from '../common/clock.js';
 import { API_VERSION, Kinds } from '../crds/names.js';
@@ -46,15 +47,16 @@ export interface CycleResult {
   readonly durationMs: number;
 }
 
+/** Bound on what the spam filters remember; the least recently seen is forgotten first. */
 const MAX_REMEMBERED = 20_000;
 
 export class Reconciler {
   readonly #o: ReconcilerOptions;
   readonly #clock: Clock;
   /** Warning events already sent, by `kind/ns/name@resourceVersion/reason`. */
-  readonly #warned = new Set<string>();
+  readonly #warned = new LRUCache<string, true>({ max: MAX_REMEMBERED });
   /** Skips already logged, by subject + code + reason. */
-  readonly #logged = new Set<string>();
+  readonly #logged = new LRUCache<string, true>({ max: MAX_REMEMBERED });
   #idleCycles = 0;
 
   constructor(opts: ReconcilerOptions) {
@@ -127,9 +129,8 @@ export class Reconciler {
         continue;
       }
       const key = `${kind}/${namespace}/${name}/${s.code}/${s.reason}`;
-      if (this.#logged.has(key)) continue;
-      if (this.#logged.size >= MAX_REMEMBERED) this.#logged.clear();
-      this.#logged.add(key);
+      if (this.#logged.get(key) !== undefined) continue;
+      this.#logged.set(key, true);
       const level = s.code === 'NodeWithoutTarget' || s.code === 'NameConflict' || s.code === 'IdentityNotFound' ? 'warn' : 'debug';
       this.#o.log[level]({ kind, namespace, name, code: s.code, reason: s.reason }, 'skipped');
     }
@@ -145,9 +146,8 @@ export class Reconciler {
 
   #warnOnce(subject: EventSubject, reason: string, message: string): void {
     const key = `${subject.kind}/${subject.namespace}/${subject.name}@${subject.uid}/${subject.resourceVersion ?? ''}/${reason}/${message}`;
-    if (this.#warned.has(key)) return;
-    if (this.#warned.size >= MAX_REMEMBERED) this.#warned.clear();
-    this.#warned.add(key);
+    if (this.#warned.get(key) !== undefined) return;
+    this.#warned.set(key, true);
     this.#o.log.warn({ kind: subject.kind, namespace: subject.namespace, name: subject.name, reason }, message);
     this.#o.events.warning(subject, reason, message);
   }

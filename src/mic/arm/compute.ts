@@ -1,5 +1,5 @@
 // The thin layer over @azure/arm-compute: GET a VM/VMSS into our IdentityState, PATCH its identity block and
-// wait for the long-running operation. No retries here (the SDK's are switched off): arm.ts owns them.
+// wait for the long-running operation. No retries here (the SDK's are switched off): the target's worker owns them.
 import type { TokenCredential } from '@azure/core-auth';
 import { ComputeManagementClient, type UserAssignedIdentitiesValue } from '@azure/arm-compute';
 import { canonicalResourceId } from '../../azure/resource-id.js';
@@ -37,7 +37,7 @@ export function computeIdentityPort(opts: ComputePortOptions): ComputeIdentityPo
   const client = new ComputeManagementClient(opts.credential, opts.subscriptionId, {
     endpoint: opts.endpoint,
     credentials: { scopes: [opts.scope ?? 'https://management.azure.com/.default'] },
-    // Throttling and retries are decided in one place (arm.ts), with Retry-After gating per target.
+    // Throttling and retries are decided in one place (worker.ts and batch.ts), with Retry-After gating per target.
     retryOptions: { maxRetries: 0 },
     ...(opts.caPem ? { tlsOptions: { ca: opts.caPem } } : {}),
   });

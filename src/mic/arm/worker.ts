@@ -280,6 +280,8 @@ export class ArmWorker {
     for (const id of remove) put(id, 'remove');
     for (const id of add) put(id, 'add');
     this.#pending = next;
+    // Failures of identities no longer wanted here are of no more use (they only told the executor's events).
+    for (const [k, f] of this.#failures) if (f.until <= now && !next.has(k) && this.#inflight?.has(k) !== true) this.#failures.delete(k);
     return this.#kick();
   }
 
