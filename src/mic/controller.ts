@@ -1,8 +1,8 @@
 // MIC's controller: informers (our Reflector) on labelled pods, nodes, AzureIdentity, AzureIdentityBinding,
 // AzureAssignedIdentity (and Namespaces, with --namespace-identity-policy=enforce) keep normalised views in memory; events only enqueue the single `sync` key of a
-// deduplicating work queue; each cycle plans from memory (never relisting), carries out the Kubernetes writes that
-// wait for no ARM change, hands ARM changes to the per-target workers, and returns an outcome to the queue (done,
-// requeue after, or an error for its rate-limited retry). A settled ARM change enqueues the next cycle.
+// deduplicating work queue; each cycle plans from memory (never relisting), hands ARM changes to the per-target
+// workers and queues the AAI keys with Kubernetes writes to make; the queue's workers run those keys, each with an
+// outcome (done, requeue after, or an error for the queue's rate-limited retry). A settled ARM change enqueues a cycle.
 // Informers run on every replica (fast failover); the queue, the timers and every write run only while leading.
 //
 // Our own writes are overlaid on the AAI cache until the watch shows them (same resourceVersion), so a cycle that
@@ -50,6 +50,8 @@ export interface ControllerOptions {
 }
 
 export const SYNC_KEY = 'sync';
+/** Queue items for one AzureAssignedIdentity's writes: `aai:<namespace>/<name>`. */
+const AAI_ITEM = 'aai:';
 
 interface Tracked<T> {
   readonly view: T;
@@ -149,7 +151,9 @@ export class MicController {
     const queue = new WorkQueue({
       name: 'mic',
       log: this.#log,
-      process: () => this.#cycle(signal),
+      process: (item) => (item === SYNC_KEY ? this.#cycle(signal) : this.#runKey(item.slice(AAI_ITEM.length), signal)),
+      // One cycle at a time (the queue never runs a key twice at once) beside the writes of as many AAIs.
+      workers: 1 + (this.#o.executor.maxConcurrentWrites ?? 64),
       baseDelayMs: 100,
       maxDelayMs: 30_000,
     });
@@ -189,6 +193,7 @@ export class MicController {
     for (const t of timers) clearInterval(t);
     // No ARM call, hold or settle callback outlives leadership; the next term reads ARM afresh.
     this.#o.executor.arm.cancel();
+    this.#executor.forget();
     void queue.shutDown({ drain: false });
     if (this.#term?.queue === queue) this.#term = undefined;
     this.#log.info('stopped acting');
@@ -207,21 +212,30 @@ export class MicController {
     const wait = this.#lastCycleEnd + gap - this.#clock.now();
     if (wait > 0) await this.#clock.sleep(wait, signal).catch(() => undefined);
     if (signal.aborted) return;
+    const started = this.#clock.now();
     let result;
     try {
-      result = await this.#reconciler.cycle(this.#view(), signal);
+      result = this.#reconciler.cycle(this.#view(), signal);
     } finally {
       this.#lastCycleEnd = this.#clock.now();
+      this.#lastCycleMs = this.#lastCycleEnd - started;
       this.#lastCycleAt = this.#lastCycleEnd;
       this.#cycles++;
     }
-    this.#lastCycleMs = result.planMs;
-    if (signal.aborted) return;
+    const queue = this.#term?.queue;
+    if (signal.aborted || queue === undefined) return;
+    for (const key of result.stats.keys) queue.add(AAI_ITEM + key);
     // Learn what ARM has on targets not read yet, so the next plans need no ARM call for what is already true.
     void this.#o.executor.arm.refresh(this.#targets().values(), false).catch((err: unknown) => this.#log.warn({ err }, 'ARM refresh failed'));
-    const { errors, requeueAfterMs } = result.stats;
-    if (errors.length > 0) throw new AggregateError(errors, `${errors.length} AzureAssignedIdentity write(s) failed`);
-    return { requeueAfterMs: Math.min(this.#o.syncRetryMs, requeueAfterMs ?? Infinity) };
+    return { requeueAfterMs: Math.min(this.#o.syncRetryMs, result.stats.requeueAfterMs ?? Infinity) };
+  }
+
+  /** One AAI's writes; a failure rejects, so the queue retries the key with backoff (and it is then planned afresh). */
+  async #runKey(key: string, signal: AbortSignal): Promise<{ requeueAfterMs: number } | void> {
+    const outcome = await this.#executor.runKey(key);
+    if (signal.aborted || outcome === 'done') return;
+    if (outcome === 'replan') this.#enqueue();
+    else return outcome;
   }
 
   /** The periodic Azure check: re-read every VM/VMSS, then plan (which re-adds what an Assigned AAI lost). */

@@ -1,10 +1,11 @@
-// Makes a Plan so. A cycle hands every VM/VMSS the ARM changes the plan wants there (the per-target workers in
-// arm/ own them: coalescing, holds, Retry-After) and carries out the Kubernetes writes that depend on no ARM change,
-// at most --createDeleteBatch at a time per VM/VMSS. It waits for those writes, never for ARM:
+// Makes a Plan so. apply() hands every VM/VMSS the ARM changes the plan wants there (the per-target workers in
+// arm/ own them: coalescing, holds, Retry-After) and names the AzureAssignedIdentity keys with Kubernetes writes
+// that depend on no ARM change; the controller queues those keys and runKey() carries out one key's writes (at most
+// --createDeleteBatch at a time per VM/VMSS), answering the queue: done, look again later, or an error (the queue's
+// rate-limited retry, after which the key is planned afresh). Nothing ever waits for ARM:
 // - Items with `afterTarget: K` wait for ARM in the plan's sense: this cycle leaves them; when K's change settles,
 //   its worker enqueues a cycle whose plan, seeing what ARM now holds, has them with no `afterTarget`.
 //   (One exception: an update that must stop NMI serving the old identity marks the AAI Created at once.)
-// - The outcome says what the queue should do: nothing, come back after a delay, or retry with backoff (an error).
 import pLimit, { type LimitFunction } from 'p-limit';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
@@ -42,20 +43,23 @@ export interface ExecutionContext {
   readonly targetOfNode: (nodeName: string) => string;
 }
 
-/** What a cycle's execution came to: the queue acts on `error` (rate-limited retry) and `requeueAfterMs`. */
+/** What a plan's execution came to. */
 export interface ExecutionOutcome {
-  /** Keys with Kubernetes writes carried out this cycle. */
-  readonly tasks: number;
+  /** Keys with Kubernetes writes to carry out now (runKey each). */
+  readonly keys: readonly string[];
+  /** Keys whose task is already making the same thing true (the cache just lags). */
+  readonly busySkipped: number;
   /** Items left for a later cycle because they wait for an ARM change. */
   readonly deferred: number;
   /** ARM batches started. */
   readonly armCalls: number;
   readonly heldTargets: number;
-  /** Look again after this long (a held target that deferred items wait for, a write that met a conflict). */
+  /** Plan again after this long: a held target that deferred items wait for. */
   readonly requeueAfterMs?: number;
-  /** Writes that failed: the cycle fails and the queue retries it with backoff. */
-  readonly errors: readonly unknown[];
 }
+
+/** What the queue does with a key after runKey: nothing, look again after a delay, or plan afresh (after a failure). */
+export type KeyOutcome = 'done' | 'replan' | { readonly requeueAfterMs: number };
 
 interface KeyWork {
   create?: AssignedSpec;
@@ -79,6 +83,12 @@ export class Executor {
   readonly #allWrites: LimitFunction;
   /** Events already sent: ARM failures by AAI and failure, client-ID mismatches by identity version. */
   readonly #reported = new LRUCache<string, true>({ max: 10_000 });
+  /** The latest plan's writes per key, until the queue runs the key. */
+  readonly #work = new Map<string, { readonly w: KeyWork; readonly signature: string; readonly ctx: ExecutionContext }>();
+  /** Keys with a running task, and what it is making true (see workSignature). */
+  readonly #running = new Map<string, string>();
+  /** Keys whose last task failed: their retry plans afresh. */
+  readonly #failed = new Set<string>();
 
   constructor(opts: ExecutorOptions) {
     this.#o = opts;
@@ -87,7 +97,7 @@ export class Executor {
     this.#allWrites = pLimit(Math.max(1, opts.maxConcurrentWrites ?? 64));
   }
 
-  async apply(plan: Plan, ctx: ExecutionContext): Promise<ExecutionOutcome> {
+  apply(plan: Plan, ctx: ExecutionContext): ExecutionOutcome {
     const armCalls = ctx.signal.aborted ? 0 : this.#o.arm.reconcile(plan.targetOps);
     const work = new Map<string, KeyWork>();
     const at = (key: string): KeyWork => {
@@ -100,37 +110,58 @@ export class Executor {
     for (const s of plan.statusUpdates) at(s.key).status = s;
     for (const d of plan.deleteAssigned) at(d.key).delete = d;
 
-    let tasks = 0;
+    // The latest plan wins: what an older plan asked for and no task has taken yet is dropped.
+    this.#work.clear();
+    const keys: string[] = [];
+    let busySkipped = 0;
     let deferred = 0;
     let requeueAfterMs: number | undefined;
-    const later = (ms: number | undefined): void => {
-      if (ms !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, ms);
-    };
-    const errors: unknown[] = [];
-    const running: Promise<void>[] = [];
     for (const [key, w] of work) {
-      if (ctx.signal.aborted) break;
-      const waitsOn = [w.delete?.afterTarget, w.update?.afterTarget, w.status?.afterTarget].filter((t): t is string => t !== undefined);
-      for (const t of waitsOn) {
+      for (const t of [w.delete?.afterTarget, w.update?.afterTarget, w.status?.afterTarget]) {
+        if (t === undefined) continue;
         deferred++;
-        later(this.#o.arm.holdRemainingMs(t));
+        const held = this.#o.arm.holdRemainingMs(t);
+        if (held !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, held);
       }
       if (w.status?.afterTarget !== undefined) this.#reportArmFailure(key, w, w.status.afterTarget, ctx);
-      if (!this.#hasWorkNow(w, ctx.assigned.get(key))) continue;
-      tasks++;
-      running.push(
-        this.#run(key, w, ctx).catch((err: unknown) => {
-          if (ctx.signal.aborted) return;
-          if (err instanceof TaskStop) later(err.retryMs);
-          else {
-            this.#log.warn({ aai: key, err }, 'AzureAssignedIdentity write failed');
-            errors.push(err);
-          }
-        }),
-      );
+      const current = ctx.assigned.get(key);
+      if (!this.#hasWorkNow(w, current)) continue;
+      const signature = workSignature(w, current);
+      if (this.#running.get(key) === signature) {
+        busySkipped++;
+        continue;
+      }
+      this.#work.set(key, { w, signature, ctx });
+      keys.push(key);
     }
-    await Promise.all(running);
-    return { tasks, deferred, armCalls, heldTargets: this.#o.arm.heldCount(), errors, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
+    return { keys, busySkipped, deferred, armCalls, heldTargets: this.#o.arm.heldCount(), ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
+  }
+
+  /** Carries out one key's writes from the latest plan. Rejects when a write failed (the queue retries the key). */
+  async runKey(key: string): Promise<KeyOutcome> {
+    const job = this.#work.get(key);
+    if (job === undefined) return this.#failed.delete(key) ? 'replan' : 'done';
+    this.#work.delete(key);
+    this.#running.set(key, job.signature);
+    try {
+      await this.#run(key, job.w, job.ctx);
+      this.#failed.delete(key);
+      return 'done';
+    } catch (err) {
+      if (job.ctx.signal.aborted) return 'done';
+      this.#failed.add(key);
+      if (err instanceof TaskStop) return { requeueAfterMs: err.retryMs };
+      this.#log.warn({ aai: key, err }, 'AzureAssignedIdentity write failed');
+      throw err;
+    } finally {
+      this.#running.delete(key);
+    }
+  }
+
+  /** Lost leadership: nothing queued is carried out any more. */
+  forget(): void {
+    this.#work.clear();
+    this.#failed.clear();
   }
 
   /** Whether a key has a write that waits for no ARM change. */
@@ -322,6 +353,17 @@ export class Executor {
       if (perTarget.activeCount === 0 && perTarget.pendingCount === 0) this.#writeSlots.delete(slotKey);
     }
   }
+}
+
+/** What a task for one key makes true: that key deleted, or present for this node, identity and binding version. */
+function workSignature(w: KeyWork, current: AzureAssignedIdentity | undefined): string {
+  if (w.delete !== undefined) return 'delete';
+  const ref = (o: { namespace: string; name: string; resourceVersion: string } | null): string =>
+    o === null ? '-' : `${o.namespace}/${o.name}@${o.resourceVersion}`;
+  const spec = w.create ?? w.update?.after;
+  if (spec !== undefined) return `ensure|${spec.nodeName}|${ref(spec.identityRef)}|${ref(spec.bindingRef)}`;
+  if (current !== undefined) return `ensure|${current.nodeName}|${ref(current.identityRef)}|${ref(current.bindingRef)}`;
+  return 'unknown';
 }
 
 function bindingSubject(b: AzureIdentityBinding): EventSubject {

@@ -1,6 +1,6 @@
 // One reconcile cycle, as controller-runtime's Reconcile: one snapshot (caches + our own writes + what the ARM
-// workers know ARM holds) → computeDesired → plan → executor (Kubernetes writes awaited, ARM handed to the
-// workers) → an outcome the work queue acts on: done, requeue after a delay, or an error (rate-limited retry).
+// workers know ARM holds) → computeDesired → plan → executor, which hands ARM changes to the per-target workers
+// and names the AAI keys whose Kubernetes writes the work queue should carry out now.
 // Skips come back as data: invalid identities/bindings and legacy field names become Warning events once per
 // object version, everything else one log line per distinct reason.
 import { LRUCache } from 'lru-cache';
@@ -42,8 +42,6 @@ export interface ReconcilerOptions {
 export interface CycleResult {
   readonly plan: Plan;
   readonly stats: ExecutionOutcome;
-  /** Time to compute the plan (what paces cycles); the writes come on top. */
-  readonly planMs: number;
   readonly durationMs: number;
 }
 
@@ -64,7 +62,7 @@ export class Reconciler {
     this.#clock = opts.clock ?? realClock;
   }
 
-  async cycle(view: ClusterView, signal: AbortSignal): Promise<CycleResult> {
+  cycle(view: ClusterView, signal: AbortSignal): CycleResult {
     const started = this.#clock.now();
     const base = view.snapshot();
     const targetOf = new Map<string, string>();
@@ -74,8 +72,7 @@ export class Reconciler {
     const p = plan(snapshot, desired, this.#o.policy);
     this.#report(view, p.skipped);
     this.#warnLegacy(view);
-    const planMs = this.#clock.now() - started;
-    const stats = await this.#o.executor.apply(p, { signal, assigned: view.assignedByKey, targetOfNode: (n) => targetOf.get(n) ?? '' });
+    const stats = this.#o.executor.apply(p, { signal, assigned: view.assignedByKey, targetOfNode: (n) => targetOf.get(n) ?? '' });
     const durationMs = this.#clock.now() - started;
     const empty = isEmptyPlan(p);
     // As the original: report work cycles, and every 1000th idle one.
@@ -91,7 +88,8 @@ export class Reconciler {
           delete: p.deleteAssigned.length,
           status: p.statusUpdates.length,
           targetOps: p.targetOps.length,
-          tasks: stats.tasks,
+          tasks: stats.keys.length,
+          busy: stats.busySkipped,
           deferred: stats.deferred,
           armCalls: stats.armCalls,
           heldTargets: stats.heldTargets,
@@ -99,7 +97,7 @@ export class Reconciler {
         'reconcile cycle',
       );
     }
-    return { plan: p, stats, planMs, durationMs };
+    return { plan: p, stats, durationMs };
   }
 
   #report(view: ClusterView, skips: readonly Skip[]): void {

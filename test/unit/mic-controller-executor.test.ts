@@ -124,8 +124,9 @@ function setup() {
   });
   // The controller's part: the cache with our own writes on top, what the workers know ARM holds, a cycle per settle.
   let latest: ClusterSnapshot | undefined;
-  const cycles = new Set<Promise<ExecutionOutcome>>();
-  const cycle = (s: ClusterSnapshot): Promise<ExecutionOutcome> => {
+  type CycleOutcome = ExecutionOutcome & { readonly errors: readonly unknown[] };
+  const cycles = new Set<Promise<CycleOutcome>>();
+  const cycle = (s: ClusterSnapshot): Promise<CycleOutcome> => {
     latest = s;
     const assigned = new Map(s.assigned.map((a) => [`${a.namespace}/${a.name}`, a]));
     for (const [k, obj] of written) {
@@ -134,10 +135,13 @@ function setup() {
     }
     const attachments = new Map(s.attachments);
     for (const [k, v] of workers.attachments(['vmss/ss1', 'vm/vm1'])) attachments.set(k, v);
-    const p = executor.apply(run({ ...s, assigned: [...assigned.values()], attachments }), ctx([...assigned.values()])).then((o) => {
-      if (o.requeueAfterMs !== undefined) requeues.push(o.requeueAfterMs);
-      return o;
-    });
+    const o = executor.apply(run({ ...s, assigned: [...assigned.values()], attachments }), ctx([...assigned.values()]));
+    if (o.requeueAfterMs !== undefined) requeues.push(o.requeueAfterMs);
+    // The controller's queue runs each named key.
+    const p = Promise.allSettled(o.keys.map((k) => executor.runKey(k))).then((results) => ({
+      ...o,
+      errors: results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : [])),
+    }));
     cycles.add(p);
     void p.finally(() => cycles.delete(p));
     return p;
@@ -228,7 +232,7 @@ describe('Executor', () => {
     expect(requeues).toContain(7000);
     expect(events.seen).toContain('Warning AzureIdentityBinding/b1 binding apply error');
     // While held, a new plan for that target makes no ARM call.
-    const again = await executor.apply(run(snapshot({ ...s, assigned: [aai(s.pods[0]!, b1, id1, 'Created')] })), ctx([aai(s.pods[0]!, b1, id1, 'Created')]));
+    const again = executor.apply(run(snapshot({ ...s, assigned: [aai(s.pods[0]!, b1, id1, 'Created')] })), ctx([aai(s.pods[0]!, b1, id1, 'Created')]));
     expect(again.armCalls).toBe(0);
     expect(again.heldTargets).toBe(1);
   });
