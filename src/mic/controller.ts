@@ -98,8 +98,13 @@ export class MicController {
       clock: this.#clock,
       onWritten: (key, obj, uid) => this.#ownWrite(key, obj, uid),
     });
-    // What ARM holds changed (or a hold passed): plan again from that state.
-    opts.executor.arm.onSettled(() => this.#enqueue());
+    // What ARM holds on a target changed (or a hold passed): plan again from that state, and let the AAIs whose
+    // Assigned waits on that target look at it at once.
+    opts.executor.arm.onSettled((target) => {
+      this.#enqueue();
+      const queue = this.#term?.queue;
+      if (queue !== undefined && !this.#term!.signal.aborted) for (const key of this.#executor.settled(target)) queue.add(AAI_ITEM + key);
+    });
     this.#reconciler = new Reconciler({
       executor: this.#executor,
       arm: opts.executor.arm,

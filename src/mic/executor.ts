@@ -5,7 +5,9 @@
 // rate-limited retry, after which the key is planned afresh). Nothing ever waits for ARM:
 // - Items with `afterTarget: K` wait for ARM in the plan's sense: this cycle leaves them; when K's change settles,
 //   its worker enqueues a cycle whose plan, seeing what ARM now holds, has them with no `afterTarget`.
-//   (One exception: an update that must stop NMI serving the old identity marks the AAI Created at once.)
+//   (An update that must stop NMI serving the old identity marks the AAI Created at once.)
+// - A status `Assigned` waiting on K need not wait for that cycle: settled(K) names its key again, and runKey
+//   writes it if the worker's record of what ARM holds now has the identity (state, not the call's promise).
 import pLimit, { type LimitFunction } from 'p-limit';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
@@ -61,6 +63,15 @@ export interface ExecutionOutcome {
 /** What the queue does with a key after runKey: nothing, look again after a delay, or plan afresh (after a failure). */
 export type KeyOutcome = 'done' | 'replan' | { readonly requeueAfterMs: number };
 
+/** A plan's `Assigned` write waiting on ARM: the identity (canonical) on the target, and the object to mark. */
+interface AwaitingArm {
+  readonly target: string;
+  readonly id: string;
+  readonly spec: AssignedSpec | undefined;
+  readonly obj: AzureAssignedIdentity | undefined;
+  readonly ctx: ExecutionContext;
+}
+
 interface KeyWork {
   create?: AssignedSpec;
   update?: AssignedUpdate;
@@ -89,6 +100,9 @@ export class Executor {
   readonly #running = new Map<string, string>();
   /** Keys whose last task failed: their retry plans afresh. */
   readonly #failed = new Set<string>();
+  /** The latest plan's `Assigned` writes waiting for an identity on a target, by AAI key; and their keys by target. */
+  readonly #awaiting = new Map<string, AwaitingArm>();
+  readonly #awaitingByTarget = new Map<string, Set<string>>();
 
   constructor(opts: ExecutorOptions) {
     this.#o = opts;
@@ -112,6 +126,8 @@ export class Executor {
 
     // The latest plan wins: what an older plan asked for and no task has taken yet is dropped.
     this.#work.clear();
+    this.#awaiting.clear();
+    this.#awaitingByTarget.clear();
     const keys: string[] = [];
     let busySkipped = 0;
     let deferred = 0;
@@ -123,8 +139,11 @@ export class Executor {
         const held = this.#o.arm.holdRemainingMs(t);
         if (held !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, held);
       }
-      if (w.status?.afterTarget !== undefined) this.#reportArmFailure(key, w, w.status.afterTarget, ctx);
       const current = ctx.assigned.get(key);
+      if (w.status?.afterTarget !== undefined) {
+        this.#reportArmFailure(key, w, w.status.afterTarget, ctx);
+        this.#await(key, w, w.status.afterTarget, current, ctx);
+      }
       if (!this.#hasWorkNow(w, current)) continue;
       const signature = workSignature(w, current);
       if (this.#running.get(key) === signature) {
@@ -137,18 +156,34 @@ export class Executor {
     return { keys, busySkipped, deferred, armCalls, heldTargets: this.#o.arm.heldCount(), ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
   }
 
+  /** AAI keys whose `Assigned` write waits on this target: worth running again now that it settled. */
+  settled(targetKey: string): string[] {
+    return [...(this.#awaitingByTarget.get(targetKey) ?? [])];
+  }
+
   /** Carries out one key's writes from the latest plan. Rejects when a write failed (the queue retries the key). */
   async runKey(key: string): Promise<KeyOutcome> {
     const job = this.#work.get(key);
-    if (job === undefined) return this.#failed.delete(key) ? 'replan' : 'done';
+    const awaiting = this.#awaiting.get(key);
+    if (job === undefined && (awaiting === undefined || !this.#armHolds(awaiting) || this.#running.has(key))) {
+      return this.#failed.delete(key) ? 'replan' : 'done';
+    }
     this.#work.delete(key);
-    this.#running.set(key, job.signature);
+    const ctx = job?.ctx ?? awaiting!.ctx;
+    this.#running.set(key, job?.signature ?? 'confirm');
     try {
-      await this.#run(key, job.w, job.ctx);
+      if (job !== undefined) await this.#run(key, job.w, ctx);
+      // ARM may hold the identity already (or it settled while this key waited in the queue).
+      const a = this.#awaiting.get(key);
+      if (a !== undefined && a.obj !== undefined && this.#armHolds(a)) {
+        this.#awaiting.delete(key);
+        this.#awaitingByTarget.get(a.target)?.delete(key);
+        await this.#confirm(key, a.obj, a.spec, ctx);
+      }
       this.#failed.delete(key);
       return 'done';
     } catch (err) {
-      if (job.ctx.signal.aborted) return 'done';
+      if (ctx.signal.aborted) return 'done';
       this.#failed.add(key);
       if (err instanceof TaskStop) return { requeueAfterMs: err.retryMs };
       this.#log.warn({ aai: key, err }, 'AzureAssignedIdentity write failed');
@@ -162,6 +197,27 @@ export class Executor {
   forget(): void {
     this.#work.clear();
     this.#failed.clear();
+    this.#awaiting.clear();
+    this.#awaitingByTarget.clear();
+  }
+
+  /** Remembers an `Assigned` write that waits for its identity on a target (see settled()). */
+  #await(key: string, w: KeyWork, target: string, current: AzureAssignedIdentity | undefined, ctx: ExecutionContext): void {
+    const spec = w.create ?? w.update?.after;
+    const identity = spec?.identityRef ?? current?.identityRef ?? null;
+    if (identity === null) return;
+    // Only a status on its own, or after a create: an update's replace waits for the next cycle.
+    if (w.update !== undefined || w.delete !== undefined) return;
+    this.#awaiting.set(key, { target, id: canonicalResourceId(identity.resourceID), spec, obj: w.create === undefined ? current : undefined, ctx });
+    let keys = this.#awaitingByTarget.get(target);
+    if (keys === undefined) this.#awaitingByTarget.set(target, (keys = new Set()));
+    keys.add(key);
+  }
+
+  /** The worker's record says ARM holds the identity on the target, with no change of it still in flight. */
+  #armHolds(a: AwaitingArm): boolean {
+    const view = this.#o.arm.attachments([a.target]).get(a.target);
+    return view !== undefined && view.ids.includes(a.id) && view.unsettled?.includes(a.id) !== true;
   }
 
   /** Whether a key has a write that waits for no ARM change. */
@@ -181,7 +237,11 @@ export class Executor {
     if (w.delete !== undefined) return this.#delete(key, w.delete, ctx);
     const current = ctx.assigned.get(key);
     let obj: AzureAssignedIdentity | undefined = current;
-    if (w.create !== undefined) obj = await this.#create(key, w.create, ctx);
+    if (w.create !== undefined) {
+      obj = await this.#create(key, w.create, ctx);
+      const a = this.#awaiting.get(key);
+      if (a !== undefined) this.#awaiting.set(key, { ...a, obj });
+    }
     if (w.update !== undefined && current !== undefined) {
       if (w.update.afterTarget !== undefined) {
         // Only the Created mark now; the replace comes once ARM has let the old identity go.

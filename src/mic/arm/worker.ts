@@ -84,7 +84,7 @@ export class ArmWorkers implements ArmIdentityClient {
   readonly #log: Logger;
   #workers = new Map<string, ArmWorker>();
   #term = new AbortController();
-  #listener: () => void = () => {};
+  #listener: (targetKey: string) => void = () => {};
 
   constructor(opts: ArmWorkersOptions) {
     this.#clock = opts.clock ?? realClock;
@@ -109,8 +109,8 @@ export class ArmWorkers implements ArmIdentityClient {
     };
   }
 
-  /** Called whenever a change settles or a hold passes: the controller enqueues a cycle. */
-  onSettled(listener: () => void): void {
+  /** Called with the target's key whenever a change settles or a hold passes: the controller enqueues a cycle. */
+  onSettled(listener: (targetKey: string) => void): void {
     this.#listener = listener;
   }
 
@@ -119,7 +119,7 @@ export class ArmWorkers implements ArmIdentityClient {
     const key = target.key ?? targetKey(target.kind, target.resourceGroup ?? '', target.name);
     let w = this.#workers.get(key);
     if (w === undefined) {
-      w = new ArmWorker(key, target, this.#cfg, this.#term.signal, () => this.#listener());
+      w = new ArmWorker(key, target, this.#cfg, this.#term.signal, () => this.#listener(key));
       this.#workers.set(key, w);
     }
     return w;
