@@ -98,12 +98,14 @@ export class MicController {
       clock: this.#clock,
       onWritten: (key, obj, uid) => this.#ownWrite(key, obj, uid),
     });
-    // What ARM holds on a target changed (or a hold passed): plan again from that state, and let the AAIs whose
-    // Assigned waits on that target look at it at once.
+    // What ARM holds on a target changed (or a hold passed): the AAIs whose Assigned waits on that target look at it
+    // at once, and a cycle plans again from that state when anything else waits on it.
     opts.executor.arm.onSettled((target) => {
-      this.#enqueue();
-      const queue = this.#term?.queue;
-      if (queue !== undefined && !this.#term!.signal.aborted) for (const key of this.#executor.settled(target)) queue.add(AAI_ITEM + key);
+      const term = this.#term;
+      if (term === undefined || term.signal.aborted) return;
+      const { keys, replan } = this.#executor.settled(target);
+      for (const key of keys) term.queue.add(AAI_ITEM + key);
+      if (replan) this.#enqueue();
     });
     this.#reconciler = new Reconciler({
       executor: this.#executor,

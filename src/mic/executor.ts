@@ -103,6 +103,8 @@ export class Executor {
   /** The latest plan's `Assigned` writes waiting for an identity on a target, by AAI key; and their keys by target. */
   readonly #awaiting = new Map<string, AwaitingArm>();
   readonly #awaitingByTarget = new Map<string, Set<string>>();
+  /** Per target, how many of the latest plan's items wait on it that only a new cycle can carry out. */
+  readonly #waitingForCycle = new Map<string, number>();
 
   constructor(opts: ExecutorOptions) {
     this.#o = opts;
@@ -128,6 +130,7 @@ export class Executor {
     this.#work.clear();
     this.#awaiting.clear();
     this.#awaitingByTarget.clear();
+    this.#waitingForCycle.clear();
     const keys: string[] = [];
     let busySkipped = 0;
     let deferred = 0;
@@ -140,9 +143,10 @@ export class Executor {
         if (held !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, held);
       }
       const current = ctx.assigned.get(key);
-      if (w.status?.afterTarget !== undefined) {
-        this.#reportArmFailure(key, w, w.status.afterTarget, ctx);
-        this.#await(key, w, w.status.afterTarget, current, ctx);
+      if (w.status?.afterTarget !== undefined) this.#reportArmFailure(key, w, w.status.afterTarget, ctx);
+      const fast = w.status?.afterTarget !== undefined && this.#await(key, w, w.status.afterTarget, current, ctx);
+      for (const t of [w.delete?.afterTarget, w.update?.afterTarget, fast ? undefined : w.status?.afterTarget]) {
+        if (t !== undefined) this.#waitingForCycle.set(t, (this.#waitingForCycle.get(t) ?? 0) + 1);
       }
       if (!this.#hasWorkNow(w, current)) continue;
       const signature = workSignature(w, current);
@@ -156,9 +160,17 @@ export class Executor {
     return { keys, busySkipped, deferred, armCalls, heldTargets: this.#o.arm.heldCount(), ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
   }
 
-  /** AAI keys whose `Assigned` write waits on this target: worth running again now that it settled. */
-  settled(targetKey: string): string[] {
-    return [...(this.#awaitingByTarget.get(targetKey) ?? [])];
+  /**
+   * A target's worker settled: the AAI keys whose `Assigned` write waited on it (worth running again now), and
+   * whether a new cycle is needed (a delete or update waits on it, or an identity the keys wait for is still missing).
+   */
+  settled(targetKey: string): { readonly keys: readonly string[]; readonly replan: boolean } {
+    const keys = [...(this.#awaitingByTarget.get(targetKey) ?? [])];
+    const missing = keys.some((k) => {
+      const a = this.#awaiting.get(k);
+      return a === undefined || !this.#armHolds(a);
+    });
+    return { keys, replan: missing || (this.#waitingForCycle.get(targetKey) ?? 0) > 0 };
   }
 
   /** Carries out one key's writes from the latest plan. Rejects when a write failed (the queue retries the key). */
@@ -199,19 +211,21 @@ export class Executor {
     this.#failed.clear();
     this.#awaiting.clear();
     this.#awaitingByTarget.clear();
+    this.#waitingForCycle.clear();
   }
 
   /** Remembers an `Assigned` write that waits for its identity on a target (see settled()). */
-  #await(key: string, w: KeyWork, target: string, current: AzureAssignedIdentity | undefined, ctx: ExecutionContext): void {
+  #await(key: string, w: KeyWork, target: string, current: AzureAssignedIdentity | undefined, ctx: ExecutionContext): boolean {
     const spec = w.create ?? w.update?.after;
     const identity = spec?.identityRef ?? current?.identityRef ?? null;
-    if (identity === null) return;
+    if (identity === null) return false;
     // Only a status on its own, or after a create: an update's replace waits for the next cycle.
-    if (w.update !== undefined || w.delete !== undefined) return;
+    if (w.update !== undefined || w.delete !== undefined) return false;
     this.#awaiting.set(key, { target, id: canonicalResourceId(identity.resourceID), spec, obj: w.create === undefined ? current : undefined, ctx });
     let keys = this.#awaitingByTarget.get(target);
     if (keys === undefined) this.#awaitingByTarget.set(target, (keys = new Set()));
     keys.add(key);
+    return true;
   }
 
   /** The worker's record says ARM holds the identity on the target, with no change of it still in flight. */
