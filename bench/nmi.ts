@@ -1,5 +1,6 @@
 // `npm run bench -- nmi [--duration-ms=N] [--rounds=N] [--cold=N] [--burst=N] [--flood-pods=N] [--flood-requests=N]
-// [--cpu-prof-dir=DIR]`: NMI's token path, from one run.
+// [--cpu-prof-dir=DIR] [--only=wrk]`: NMI's token path, from one run. `--only=wrk` measures only the wrk rows (NMI and
+// the bare server, 1 and 64 clients), for a quick ratio on a shared machine.
 //
 //  * warm path (token cached): p50/p99 latency and requests/s at 1 and 64 concurrent clients, beside a bare node:http
 //    server answering a fixed JSON of the same size on the same machine (the physical limit here), as a ratio;
@@ -37,6 +38,8 @@ interface Options {
   readonly burst: number;
   readonly floodPods: number;
   readonly floodRequests: number;
+  /** `--only=wrk`: only the wrk rows. */
+  readonly onlyWrk: boolean;
 }
 
 interface LoadResult {
@@ -70,6 +73,13 @@ export async function main(args: readonly string[]): Promise<void> {
     const warmPath = `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(VAULT)}`;
     const sample = await once(nmi.url, warmPod.ip, warmPath);
     bare.setBody(sample.body);
+
+    if (opts.onlyWrk) {
+      const wrkRows = await wrkRowsFor(world, nmi.url, bare.url, warmPath, warmId, opts.durationMs);
+      if (wrkRows.length > 0) printWrk(wrkRows);
+      else console.log('\n(wrk is not installed: `apt-get install -y wrk`)');
+      return;
+    }
 
     // The same NMI with the audit trail off, and with a record per request (to a file): the default (aggregate) above
     // must stay within 10 % of off.
@@ -107,19 +117,7 @@ export async function main(args: readonly string[]): Promise<void> {
     // The same warm path driven by wrk (C, its own process) when it is installed: the undici load generator above shares
     // the bench process's event loop, and its own cost shows in both columns' p99. wrk connects from 127.0.0.1, so
     // a pod at that address holds the identity.
-    const wrkRows: Array<{ clients: number; nmi: LoadResult; bare: LoadResult }> = [];
-    if (await hasWrk()) {
-      const wrkPod = await world.pod('bench-wrk', '127.0.0.1');
-      await world.assign(wrkPod, warmId);
-      await untilServed(nmi.url, wrkPod.ip, warmId);
-      for (const clients of [1, 64]) {
-        wrkRows.push({
-          clients,
-          nmi: await wrkLoad(nmi.url + warmPath, clients, opts.durationMs),
-          bare: await wrkLoad(bare.url + warmPath, clients, opts.durationMs),
-        });
-      }
-    }
+    const wrkRows = await wrkRowsFor(world, nmi.url, bare.url, warmPath, warmId, opts.durationMs);
 
     const cold = await coldPath(nmi.url, warmPod.ip, opts.cold);
     const burst = await burstOfFirstRequests(world, nmi.url, opts.burst);
@@ -140,6 +138,23 @@ export async function main(args: readonly string[]): Promise<void> {
 }
 
 export default main;
+
+/** The warm path driven by wrk at 1 and 64 clients, NMI then bare; none when wrk is not installed. */
+async function wrkRowsFor(world: NmiWorld, nmiUrl: string, bareUrl: string, warmPath: string, identity: WorldIdentity, durationMs: number) {
+  const rows: Array<{ clients: number; nmi: LoadResult; bare: LoadResult }> = [];
+  if (!(await hasWrk())) return rows;
+  const wrkPod = await world.pod('bench-wrk', '127.0.0.1');
+  await world.assign(wrkPod, identity);
+  await untilServed(nmiUrl, wrkPod.ip, identity);
+  for (const clients of [1, 64]) {
+    rows.push({
+      clients,
+      nmi: await wrkLoad(nmiUrl + warmPath, clients, durationMs),
+      bare: await wrkLoad(bareUrl + warmPath, clients, durationMs),
+    });
+  }
+  return rows;
+}
 
 async function hasWrk(): Promise<boolean> {
   return new Promise((resolve) => execFile('wrk', ['--version'], (error) => resolve(error === null || (error as { code?: unknown }).code === 1)));
@@ -214,6 +229,7 @@ function parseArgs(args: readonly string[]): Options {
     burst: get('burst', 1000),
     floodPods: get('flood-pods', 8),
     floodRequests: get('flood-requests', 2048),
+    onlyWrk: args.includes('--only=wrk'),
   };
 }
 
