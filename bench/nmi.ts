@@ -1,6 +1,7 @@
 // `npm run bench -- nmi [--duration-ms=N] [--rounds=N] [--cold=N] [--burst=N] [--flood-pods=N] [--flood-requests=N]
 // [--cpu-prof-dir=DIR] [--only=wrk]`: NMI's token path, from one run. `--only=wrk` measures only the wrk rows (NMI and
-// the bare server, 1 and 64 clients), for a quick ratio on a shared machine.
+// the bare server, 1 and 64 clients), for a quick ratio on a shared machine; `--only=serve` sets up the same NMI and bare
+// server, prints their URLs, pids and the warm path, and waits for SIGINT (for profiling by hand).
 //
 //  * warm path (token cached): p50/p99 latency and requests/s at 1 and 64 concurrent clients, beside a bare node:http
 //    server answering a fixed JSON of the same size on the same machine (the physical limit here), as a ratio;
@@ -38,8 +39,8 @@ interface Options {
   readonly burst: number;
   readonly floodPods: number;
   readonly floodRequests: number;
-  /** `--only=wrk`: only the wrk rows. */
-  readonly onlyWrk: boolean;
+  /** `--only=wrk`: only the wrk rows; `--only=serve`: set up and wait. */
+  readonly only: 'wrk' | 'serve' | undefined;
 }
 
 interface LoadResult {
@@ -74,7 +75,15 @@ export async function main(args: readonly string[]): Promise<void> {
     const sample = await once(nmi.url, warmPod.ip, warmPath);
     bare.setBody(sample.body);
 
-    if (opts.onlyWrk) {
+    if (opts.only === 'serve') {
+      const wrkPod = await world.pod('bench-wrk', '127.0.0.1');
+      await world.assign(wrkPod, warmId);
+      await untilServed(nmi.url, wrkPod.ip, warmId);
+      console.log(JSON.stringify({ nmi: nmi.url + warmPath, nmiPid: nmi.child.pid, bare: bare.url + warmPath, barePid: bare.child.pid }));
+      await new Promise((resolve) => process.once('SIGINT', resolve));
+      return;
+    }
+    if (opts.only === 'wrk') {
       const wrkRows = await wrkRowsFor(world, nmi.url, bare.url, warmPath, warmId, opts.durationMs);
       if (wrkRows.length > 0) printWrk(wrkRows);
       else console.log('\n(wrk is not installed: `apt-get install -y wrk`)');
@@ -229,7 +238,7 @@ function parseArgs(args: readonly string[]): Options {
     burst: get('burst', 1000),
     floodPods: get('flood-pods', 8),
     floodRequests: get('flood-requests', 2048),
-    onlyWrk: args.includes('--only=wrk'),
+    only: args.includes('--only=wrk') ? 'wrk' : args.includes('--only=serve') ? 'serve' : undefined,
   };
 }
 

@@ -117,57 +117,7 @@ async function main(): Promise<number> {
 
   const userAgent = `aad-pod-identity/NMI/${VERSION}${config.customUserAgent ? ` ${config.customUserAgent}` : ''}`;
   const kubeConfig = loadKubeConfig({ ...(config.kubeconfig ? { kubeconfigPath: config.kubeconfig } : {}), userAgent });
-  const nmi = await startNmi(
-    {
-      node: config.node,
-      listenAddress: config.nmiListenAddress,
-      port: config.nmiPort,
-      probeAddress: config.probeBindAddress || '0.0.0.0',
-      probePort: config.httpProbePort,
-      metricsAddress: config.metricsBindAddress || '0.0.0.0',
-      metricsPort: config.prometheusPort,
-      metricsBearerTokenFile: config.metricsBearerTokenFile,
-      imdsEndpoint: config.imdsEndpoint,
-      enableScaleFeatures: config.enableScaleFeatures,
-      manageIptables: config.manageIptables,
-      intercept: { metadataIp: config.metadataIp, metadataPort: config.metadataPort },
-      iptablesBinary: config.iptablesBinary,
-      iptUpdateIntervalMs: config.iptUpdateIntervalMs,
-      enableConntrackDeletion: config.enableConntrackDeletion,
-      prefetch: config.prefetch,
-      prefetchResources: config.prefetchResources,
-      tokenCacheSize: config.tokenCacheSize,
-      tokenRefreshBeforeMs: config.tokenRefreshBeforeMs,
-      podViewMaxStalenessMs: config.podViewMaxStalenessMs,
-      maxRequestsPerCaller: config.maxWaitingRequestsPerPod,
-      maxRequestsTotal: config.maxWaitingRequests,
-      maxConcurrentTokenFetches: config.maxConcurrentTokenFetches,
-      podTokenMissRate: config.podTokenMissRate,
-      podTokenMissBurst: config.podTokenMissBurst,
-      maxConnectionsPerPod: config.maxConnectionsPerPod,
-      maxConnections: config.maxConnections,
-      metadataHeaderRequired: config.metadataHeaderRequired,
-      blockInstanceMetadata: config.blockInstanceMetadata,
-      operationMode: config.operationMode,
-      forceNamespaced: config.forceNamespaced,
-      namespaceIdentityPolicy: config.namespaceIdentityPolicy,
-      micNamespace: config.micNamespace,
-      micServiceAccount: config.micServiceAccount,
-      retryAttemptsForCreated: config.retryAttemptsForCreated,
-      retryAttemptsForAssigned: config.retryAttemptsForAssigned,
-      findIdentityRetryIntervalMs: config.findIdentityRetryIntervalMs,
-      setRetryAfterHeader: config.setRetryAfterHeader,
-      allowCrossNamespaceSecrets: config.allowCrossNamespaceSecrets,
-      allowedAdEndpoints: config.allowedAdEndpoints,
-      startupTaint: config.startupTaint,
-      auditLog: config.auditLog,
-      auditFlushIntervalMs: config.auditFlushIntervalMs,
-      auditLogger,
-      kubenet,
-    },
-    kubeConfig,
-    logger,
-  );
+  const nmi = await startNmi(config, { kubeConfig, logger, auditLogger, kubenet });
   process.stdout.write(`${JSON.stringify({ ready: true, url: nmi.url, probe: nmi.probeUrl, metrics: nmi.metricsUrl })}\n`);
 
   return new Promise<number>((resolve) => {

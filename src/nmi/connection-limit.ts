@@ -5,13 +5,15 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { realClock, type Clock } from '../common/clock.js';
 import { FairCaps } from './fair-caps.js';
+import { LogLimiter } from './log-limit.js';
 
 export interface ConnectionLimitOptions {
   readonly perCaller: number;
   readonly total: number;
   readonly logger: Logger;
-  readonly nowMs?: () => number;
+  readonly clock?: Clock;
 }
 
 export interface ConnectionLimit {
@@ -22,18 +24,10 @@ export interface ConnectionLimit {
 
 export function limitConnections(server: Server, opts: ConnectionLimitOptions): ConnectionLimit {
   const caps = new FairCaps<Socket>(() => opts);
-  const now = opts.nowMs ?? Date.now;
-  const lastLog = new Map<string, number>();
-
   // At most one line per caller and reason every 10 s: a flood of connections must not become a flood of logs.
+  const lines = new LogLimiter(opts.clock ?? realClock);
   const refuse = (socket: Socket, ip: string, msg: string): void => {
-    const key = `${ip}\u0000${msg}`;
-    const t = now();
-    if ((lastLog.get(key) ?? -Infinity) + 10_000 <= t) {
-      if (lastLog.size >= 4096) lastLog.clear();
-      lastLog.set(key, t);
-      opts.logger.warn({ remote: ip, connections: caps.total, callerConnections: caps.held(ip) }, msg);
-    }
+    lines.log(ip, opts.logger, { connections: caps.total, callerConnections: caps.held(ip) }, msg, 'warn', true);
     socket.destroy();
   };
 

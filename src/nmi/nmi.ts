@@ -20,68 +20,37 @@ import { createImdsProxy } from './adapters/proxy.js';
 import { createAuditTrail, type AuditMode, type AuditTrail } from './audit.js';
 import { tokenIssuerFrom } from './adapters/token-issuer.js';
 import { NmiIdentityState } from './identity-state.js';
-import { limitConnections } from './connection-limit.js';
 import { CHAIN, createIptables, type InterceptTarget, type Iptables } from './iptables.js';
 import { createMetricsListener } from './metrics-endpoint.js';
 import { createNmiMetrics } from './metrics.js';
 import { PodIndex } from './pod-index.js';
-import { createNmiRequestListener, handleExpectContinue, type NmiServerConfig } from './server.js';
+import { createNmiServer } from './server.js';
+import type { NmiConfig } from './config.js';
+import { realClock, type Clock } from '../common/clock.js';
 import { removeStartupTaint, type StartupTaintOutcome } from './startup-taint.js';
 import { countingSecretReader, createTokenProvider, kubeSecretReader, tokenRequestIdentityFrom, type TokenProvider } from './tokens/index.js';
 
-export interface NmiOptions extends NmiServerConfig {
-  readonly node: string;
-  readonly listenAddress: string;
-  readonly port: number;
-  readonly probeAddress: string;
-  readonly probePort: number;
-  readonly metricsAddress: string;
-  readonly metricsPort: number;
-  /** File whose contents a scraper must send as `Authorization: Bearer` for the series with tenant labels. */
-  readonly metricsBearerTokenFile?: string;
-  readonly imdsEndpoint: string;
-  readonly enableScaleFeatures: boolean;
-  /** Program iptables (false in the loopback sandbox and in tests without root). */
-  readonly manageIptables: boolean;
-  readonly intercept: Omit<InterceptTarget, 'nmiHost' | 'nmiPort'>;
-  readonly iptablesBinary: string;
-  readonly iptablesPrefix?: readonly string[];
-  readonly iptUpdateIntervalMs: number;
-  readonly enableConntrackDeletion: boolean;
-  readonly prefetch: boolean;
-  readonly prefetchResources: readonly string[];
-  readonly tokenCacheSize: number;
-  readonly tokenRefreshBeforeMs: number;
-  /** Extra CA for service-principal authorities (the emulator's); real clouds need none. */
-  readonly authorityCaPem?: string;
-  /** `--allowed-ad-endpoints`: authorities an adEndpoint may name besides the known clouds' (default none). */
-  readonly allowedAdEndpoints?: readonly string[];
-  /** `--allow-cross-namespace-secrets`: a clientPassword Secret may be in another namespace (default false). */
-  readonly allowCrossNamespaceSecrets?: boolean;
-  readonly imdsTimeoutMs?: number;
-  readonly watchTimeoutSeconds?: number;
-  /** What the kubenet guard found at start (reported on the probe port's /status); default 'unknown'. */
-  readonly kubenet?: KubenetStatus;
-  /** Taint key removed from this node once active() (`--startup-taint`); empty or absent: none. */
-  readonly startupTaint?: string;
-  /**
-   * A pod view the API server has not confirmed (list, event or bookmark) for longer than this is not trusted: each
-   * caller is checked with a live GET before it is served, or gets 503 (default 120 s: API servers bookmark every minute).
-   */
-  readonly podViewMaxStalenessMs?: number;
-  /** Upstream token calls at once (default 16). */
-  readonly maxConcurrentTokenFetches?: number;
-  /** Cache misses per second one pod may start (default 10; 0: unlimited), and its burst (default 20). */
-  readonly podTokenMissRate?: number;
-  readonly podTokenMissBurst?: number;
-  /** TCP connections one pod IP may keep open to the token server (default 1024), and all of them (default 8192). */
-  readonly maxConnectionsPerPod?: number;
-  readonly maxConnections?: number;
-  /** `--audit-log` (default aggregate) and `--audit-flush-interval` (default 10 s): see audit.ts. */
-  readonly auditLog?: AuditMode;
-  readonly auditFlushIntervalMs?: number;
+/** What NMI needs besides its flags: the cluster, where its lines go, and knobs for tests. */
+export interface NmiDeps {
+  readonly kubeConfig: KubeConfig;
+  readonly logger: Logger;
   /** Where audit records go (default: this NMI's logger, each line marked `audit: true`). */
   readonly auditLogger?: Logger;
+  /** What the kubenet guard found at start (reported on the probe port's /status); default 'unknown'. */
+  readonly kubenet?: KubenetStatus;
+  /** Extra CA for service-principal authorities (the emulator's); real clouds need none. */
+  readonly authorityCaPem?: string;
+  readonly clock?: Clock;
+  /** Knobs for tests and benchmarks; production uses the defaults. */
+  readonly tuning?: NmiTuning;
+}
+
+export interface NmiTuning {
+  /** One IMDS attempt's timeout. */
+  readonly imdsTimeoutMs?: number;
+  readonly watchTimeoutSeconds?: number;
+  /** Prepended to every iptables command (e.g. `ip netns exec NODE`). */
+  readonly iptablesPrefix?: readonly string[];
 }
 
 /**
@@ -122,29 +91,32 @@ export interface NmiHandle {
   stop(): Promise<void>;
 }
 
-export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logger: Logger): Promise<NmiHandle> {
-  const log = logger.child({ component: 'nmi', node: options.node });
+export async function startNmi(config: NmiConfig, deps: NmiDeps): Promise<NmiHandle> {
+  const { kubeConfig } = deps;
+  const clock = deps.clock ?? realClock;
+  const tuning = deps.tuning ?? {};
+  const log = deps.logger.child({ component: 'nmi', node: config.node });
   const metrics = createNmiMetrics();
-  const pods = new PodIndex({ nodeName: options.node });
+  const pods = new PodIndex({ nodeName: config.node });
   const identities = new NmiIdentityState();
   const core = kubeConfig.makeApiClient(CoreV1Api);
   const tokens = createTokenProvider({
-    imds: { endpoint: options.imdsEndpoint, ...(options.imdsTimeoutMs ? { attemptTimeoutMs: options.imdsTimeoutMs } : {}) },
+    imds: { endpoint: config.imdsEndpoint, ...(tuning.imdsTimeoutMs ? { attemptTimeoutMs: tuning.imdsTimeoutMs } : {}) },
     secrets: countingSecretReader(kubeSecretReader(core), () => metrics.countKubeError('get_secret')),
     servicePrincipal: {
-      ...(options.authorityCaPem ? { caPem: options.authorityCaPem } : {}),
-      allowedAuthorities: options.allowedAdEndpoints ?? [],
-      allowCrossNamespaceSecrets: options.allowCrossNamespaceSecrets === true,
+      ...(deps.authorityCaPem ? { caPem: deps.authorityCaPem } : {}),
+      allowedAuthorities: config.allowedAdEndpoints ?? [],
+      allowCrossNamespaceSecrets: config.allowCrossNamespaceSecrets === true,
     },
     cache: {
-      maxEntries: options.tokenCacheSize,
-      refreshBeforeExpiryMs: options.tokenRefreshBeforeMs,
-      maxConcurrentFetches: options.maxConcurrentTokenFetches ?? 16,
-      missLimit: { ratePerSecond: options.podTokenMissRate ?? 10, burst: options.podTokenMissBurst ?? 20 },
+      maxEntries: config.tokenCacheSize,
+      refreshBeforeExpiryMs: config.tokenRefreshBeforeMs,
+      maxConcurrentFetches: config.maxConcurrentTokenFetches,
+      missLimit: { ratePerSecond: config.podTokenMissRate, burst: config.podTokenMissBurst },
     },
     // Under the namespace policy a managed identity is fetched by the resource ID the policy checked, never by a
     // client ID the tenant wrote, and the token must be for the client ID the AzureIdentity declares.
-    verifyManagedIdentity: options.namespaceIdentityPolicy === 'enforce',
+    verifyManagedIdentity: config.namespaceIdentityPolicy === 'enforce',
     onUpstream: (operation, seconds, failed) => metrics.observeUpstream(operation, seconds, failed),
     logger: log,
   });
@@ -155,27 +127,27 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
   let taintOutcome: Promise<StartupTaintOutcome> | undefined;
   let resolveTaint: (outcome: StartupTaintOutcome) => void = () => undefined;
   const taintHandled = new Promise<StartupTaintOutcome>((resolve) => (resolveTaint = resolve));
-  if (!options.startupTaint) resolveTaint('absent');
+  if (!config.startupTaint) resolveTaint('absent');
   const onReady = () => {
-    if (!options.startupTaint || taintOutcome !== undefined || !active()) return;
-    taintOutcome = removeStartupTaint({ core, node: options.node, key: options.startupTaint, log, signal: taintStop.signal });
+    if (!config.startupTaint || taintOutcome !== undefined || !active()) return;
+    taintOutcome = removeStartupTaint({ core, node: config.node, key: config.startupTaint, log, signal: taintStop.signal });
     void taintOutcome.then(resolveTaint);
   };
 
   // Filled by the Namespace informer only under --namespace-identity-policy=enforce.
   const namespacePolicies = new Map<string, NamespacePolicy | undefined>();
-  const reflectors = informers(options, kubeConfig, log, pods, identities, tokens, metrics, namespacePolicies);
+  const reflectors = informers(config, tuning, kubeConfig, log, pods, identities, tokens, metrics, namespacePolicies);
   for (const r of reflectors) r.start();
   const podReflector = reflectors[0] as Reflector; // informers() puts the pods' first
   const freshness = podViewFreshness({
     kubeConfig,
-    node: options.node,
+    node: config.node,
     lastHeardMs: () => podReflector.lastHeardMs,
-    maxStalenessMs: options.podViewMaxStalenessMs ?? 120_000,
+    maxStalenessMs: config.podViewMaxStalenessMs,
   });
 
   let iptables: Iptables | undefined;
-  let iptablesActive = !options.manageIptables;
+  let iptablesActive = !config.manageIptables;
   let iptTimer: NodeJS.Timeout | undefined;
   let stopping = false;
   let iptFailures = 0;
@@ -186,7 +158,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     try {
       const changed = await iptables.ensure();
       if (changed.createdChain || changed.rewroteRules || changed.fixedJump) log.info(changed, 'iptables rules repaired');
-      if (first && options.enableConntrackDeletion) {
+      if (first && config.enableConntrackDeletion) {
         const flushed = await iptables.flushConntrack();
         log.info({ flushed }, 'conntrack entries for the metadata address deleted');
       }
@@ -197,33 +169,32 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
       // Without the rule pods would reach the real IMDS: report not ready and retry soon, not at the next interval.
       iptablesActive = false;
       iptFailures++;
-      const retryMs = Math.min(options.iptUpdateIntervalMs, 250 * 2 ** Math.min(iptFailures, 8));
+      const retryMs = Math.min(config.iptUpdateIntervalMs, 250 * 2 ** Math.min(iptFailures, 8));
       log.error({ err: error, failures: iptFailures, retryMs }, 'iptables sync failed');
       if (!stopping) setTimeout(() => void syncIptables(false), retryMs).unref();
     }
   };
 
   const audit = createAuditTrail({
-    mode: options.auditLog ?? 'aggregate',
-    flushIntervalMs: options.auditFlushIntervalMs ?? 10_000,
-    logger: options.auditLogger ?? log.child({ audit: true }),
+    mode: config.auditLog,
+    flushIntervalMs: config.auditFlushIntervalMs,
+    logger: deps.auditLogger ?? log.child({ audit: true }),
   });
-  const app = createNmiRequestListener({ config: options, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics, namespacePolicies, freshness, audit,
-    proxy: createImdsProxy({ imdsEndpoint: options.imdsEndpoint, logger: log }) });
-  const server = createServer(app);
-  limitConnections(server, { perCaller: options.maxConnectionsPerPod ?? 1024, total: options.maxConnections ?? 8192, logger: log });
-  handleExpectContinue(server, app, options);
-  server.keepAliveTimeout = 65_000;
-  const url = await listen(server, options.listenAddress, options.port);
+  const server = createNmiServer(
+    { config, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics, namespacePolicies, freshness, audit, clock,
+      proxy: createImdsProxy({ imdsEndpoint: config.imdsEndpoint, logger: log }) },
+    { perCaller: config.maxConnectionsPerPod, total: config.maxConnections },
+  );
+  const url = await listen(server, config.nmiListenAddress, config.nmiPort);
   const port = Number(new URL(url).port);
 
-  if (options.manageIptables) {
+  if (config.manageIptables) {
     iptables = createIptables(
-      { ...options.intercept, nmiHost: options.listenAddress, nmiPort: port },
-      { binary: options.iptablesBinary, ...(options.iptablesPrefix ? { commandPrefix: options.iptablesPrefix } : {}) },
+      { metadataIp: config.metadataIp, metadataPort: config.metadataPort, nmiHost: config.nmiListenAddress, nmiPort: port },
+      { binary: config.iptablesBinary, ...(tuning.iptablesPrefix ? { commandPrefix: tuning.iptablesPrefix } : {}) },
     );
     await syncIptables(true);
-    iptTimer = setInterval(() => void syncIptables(false), options.iptUpdateIntervalMs);
+    iptTimer = setInterval(() => void syncIptables(false), config.iptUpdateIntervalMs);
   }
 
   void Promise.all(reflectors.map((r) => r.synced())).then((all) => {
@@ -237,7 +208,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
   const rulesState = (): Promise<NmiStatus['rules']> => {
     const rules = iptables;
     if (rules === undefined) return Promise.resolve('not-managed');
-    if (rulesCheck === undefined || Date.now() - rulesCheck.atMs >= 1000) {
+    if (rulesCheck === undefined || clock.now() - rulesCheck.atMs >= 1000) {
       const state = rules.inPlace().then(
         (ok) => (ok ? 'in-place' : 'missing') as NmiStatus['rules'],
         (error: unknown) => {
@@ -245,7 +216,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
           return 'unknown' as const;
         },
       );
-      rulesCheck = { atMs: Date.now(), state };
+      rulesCheck = { atMs: clock.now(), state };
     }
     return rulesCheck.state;
   };
@@ -254,7 +225,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/status') {
       void rulesState().then((rules) => {
-        const body: NmiStatus = { rules, synced, kubenet: options.kubenet ?? 'unknown' };
+        const body: NmiStatus = { rules, synced, kubenet: deps.kubenet ?? 'unknown' };
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify(body));
       });
@@ -270,11 +241,11 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     }
     res.writeHead(404).end();
   });
-  const probeUrl = await listen(probe, options.probeAddress, options.probePort);
-  const metricsServer = createServer(createMetricsListener({ metrics, bearerTokenFile: options.metricsBearerTokenFile, logger: log }));
-  const metricsUrl = await listen(metricsServer, options.metricsAddress, options.metricsPort);
-  tokens.start(Math.min(30_000, Math.max(1_000, options.tokenRefreshBeforeMs / 4)));
-  log.info({ url, probeUrl, metricsUrl, mode: options.operationMode }, 'NMI started');
+  const probeUrl = await listen(probe, (config.probeBindAddress || '0.0.0.0'), config.httpProbePort);
+  const metricsServer = createServer(createMetricsListener({ metrics, bearerTokenFile: config.metricsBearerTokenFile || undefined, logger: log, now: () => clock.now() }));
+  const metricsUrl = await listen(metricsServer, (config.metricsBindAddress || '0.0.0.0'), config.prometheusPort);
+  tokens.start(Math.min(30_000, Math.max(1_000, config.tokenRefreshBeforeMs / 4)));
+  log.info({ url, probeUrl, metricsUrl, mode: config.operationMode }, 'NMI started');
 
   return {
     url,
@@ -285,7 +256,7 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
     identities,
     namespacePolicies,
     audit,
-    podViewAgeMs: () => Date.now() - podReflector.lastHeardMs,
+    podViewAgeMs: () => clock.now() - podReflector.lastHeardMs,
     active,
     startupTaint: () => taintHandled,
     async stop() {
@@ -307,7 +278,8 @@ export async function startNmi(options: NmiOptions, kubeConfig: KubeConfig, logg
 }
 
 function informers(
-  options: NmiOptions,
+  config: NmiConfig,
+  tuning: NmiTuning,
   kubeConfig: KubeConfig,
   log: Logger,
   pods: PodIndex,
@@ -319,7 +291,7 @@ function informers(
   const common = {
     kubeConfig,
     log,
-    ...(options.watchTimeoutSeconds ? { watchTimeoutSeconds: options.watchTimeoutSeconds } : {}),
+    ...(tuning.watchTimeoutSeconds ? { watchTimeoutSeconds: tuning.watchTimeoutSeconds } : {}),
     onEvent: (e: { type: string; phase?: string }) => {
       if (e.type === 'error') metrics.countKubeError(e.phase === 'list' ? 'get_pod_list' : 'watch');
     },
@@ -332,7 +304,7 @@ function informers(
       ...common,
       path: '/api/v1/pods',
       name: 'pods',
-      fieldSelector: `spec.nodeName=${options.node}`,
+      fieldSelector: `spec.nodeName=${config.node}`,
       handlers: {
         onAdd: (o) => upsertPod(o),
         onUpdate: (_o, n) => upsertPod(n),
@@ -383,12 +355,12 @@ function informers(
     if (ok) identities.markSynced('bindings');
   });
   reflectors.push(bindingReflector);
-  if (options.operationMode === 'standard') {
+  if (config.operationMode === 'standard') {
     const assignedReflector = new Reflector({
       ...common,
       path: collectionPath(Plurals.AzureAssignedIdentity),
       name: 'azureassignedidentities',
-      ...(options.enableScaleFeatures ? { labelSelector: nodeLabelSelector(options.node) } : {}),
+      ...(config.enableScaleFeatures ? { labelSelector: nodeLabelSelector(config.node) } : {}),
       handlers: {
         onAdd: (o) => upsertAssigned(o),
         onUpdate: (_o, n) => upsertAssigned(n),
@@ -402,7 +374,7 @@ function informers(
   } else {
     identities.markSynced('assigned'); // managed mode has no AAIs to wait for
   }
-  if (options.namespaceIdentityPolicy === 'enforce') {
+  if (config.namespaceIdentityPolicy === 'enforce') {
     reflectors.push(
       new Reflector({
         ...common,
@@ -457,8 +429,8 @@ function informers(
     if ((n.value.state === 'Assigned' || n.value.state === '') && n.value.identityRef) prefetch(n.value.identityRef);
   }
   function prefetch(identity: NonNullable<ReturnType<typeof normalizeAzureIdentity>['value']>) {
-    if (!options.prefetch || identity.type === null) return;
-    for (const resource of options.prefetchResources) void tokens.prefetch(tokenRequestIdentityFrom(identity), resource);
+    if (!config.prefetch || identity.type === null) return;
+    for (const resource of config.prefetchResources) void tokens.prefetch(tokenRequestIdentityFrom(identity), resource);
   }
 }
 

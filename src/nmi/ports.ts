@@ -5,12 +5,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AzureIdentity, PodView } from '../crds/types.js';
 import type { DeclaredIdentities } from './core/node-path.js';
 import type { SelectInput } from './core/select.js';
-import type { IssuedToken } from './core/imds-body.js';
+import type { Token } from './core/imds-body.js';
+import type { CallerLookup, LiveCallerCheck } from './core/decide.js';
 
-export type CallerLookup =
-  | { readonly kind: 'pod'; readonly pod: PodView }
-  | { readonly kind: 'unknown'; readonly reason: string }
-  | { readonly kind: 'ambiguous'; readonly reason: string };
+export type { CallerLookup, LiveCallerCheck } from './core/decide.js';
 
 export interface PodDirectory {
   /** The one live (Pending/Running, not deleting) pod on this node with this IP; waits briefly for the cache. */
@@ -20,13 +18,6 @@ export interface PodDirectory {
   /** A pod of this node by namespace/name (for /host/token). */
   findByName(namespace: string, name: string): PodView | undefined;
 }
-
-export type LiveCallerCheck =
-  | { readonly kind: 'confirmed' }
-  /** The API server contradicts the cached view: the caller is not the pod the cache names. */
-  | { readonly kind: 'refuted'; readonly reason: string }
-  /** The API server could not be asked (error, timeout): nothing can be confirmed. */
-  | { readonly kind: 'unavailable'; readonly reason: string };
 
 /** How far NMI may trust its pod view (`--pod-view-max-staleness`), and the live check used when it may not. */
 export interface PodViewFreshness {
@@ -52,7 +43,7 @@ export interface TokenIssuer {
    * Throws a TokenError-like error whose HTTP status `statusForError` can map. `caller` (the pod's uid) pays for a
    * cache miss it starts (per-pod miss limit).
    */
-  tokensFor(identity: AzureIdentity, resource: string, requestedClientId: string | undefined, caller?: string): Promise<readonly IssuedToken[]>;
+  tokensFor(identity: AzureIdentity, resource: string, requestedClientId: string | undefined, caller?: string): Promise<readonly Token[]>;
   /**
    * The node's own identity (exception or MIC pod): by client ID, by resource ID, or IMDS's default. `vet` runs on a
    * freshly fetched token before it is cached: an error it returns is thrown instead, and nothing is cached.
@@ -61,13 +52,13 @@ export interface TokenIssuer {
   nodeToken(
     resource: string,
     identity: NodeIdentityRequest,
-    vet?: (token: IssuedToken) => Error | undefined,
+    vet?: (token: Token) => Error | undefined,
     caller?: string,
-  ): Promise<IssuedToken>;
+  ): Promise<Token>;
   /** Forget cached node-identity tokens (a token the node path may no longer serve). */
   forgetNodeTokens?(): void;
   /** Tokens that can be served right now from a cache, without waiting; undefined when a fetch would be needed. */
-  cachedTokensFor?(identity: AzureIdentity, resource: string): readonly IssuedToken[] | undefined;
+  cachedTokensFor?(identity: AzureIdentity, resource: string): readonly Token[] | undefined;
   /**
    * 403 when the upstream token endpoint or NMI's credential policy refused, 429 when the caller is over its miss
    * limit, 503 when it could not be reached.

@@ -1,22 +1,39 @@
-// NMI's token server: a request listener that routes as the original (upstream-behaviour §3.2) and answers a pod's
-// IMDS token request with a token for that pod's own identity, and nothing else. No listen() here: nmi.ts and tests do it.
+// NMI's token server: routes as the original (upstream-behaviour §3.2) and answers a pod's IMDS token request with a
+// token for that pod's own identity, and nothing else. Token requests are decided by core/decide.ts alone: the facts
+// at hand are gathered synchronously, and a request whose facts are all at hand (a warm one) is answered in the same
+// tick, with no promise; only a missing fact (the pod cache, an assignment, a live check, a fetch) is awaited, and
+// then decide runs again. No listen() here: nmi.ts and tests do it.
 
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import express, { type Express } from 'express';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { realClock, type Clock } from '../common/clock.js';
 import type { NamespacePolicies } from '../crds/namespace-policy.js';
 import type { AzureIdentity, PodView } from '../crds/types.js';
+import {
+  decideToken,
+  notFoundMessage,
+  throttled,
+  unreadablePrincipal,
+  type Answer,
+  type DecidePolicy,
+  type Need,
+  type TokenFacts,
+  type UpstreamFailure,
+} from './core/decide.js';
+import { hostTokenBody, IDENTITY_NOT_FOUND, imdsTokenBody, METADATA_HEADER_MISSING, type Token } from './core/imds-body.js';
 import { namespacePolicyDenial } from './core/namespace-policy.js';
-import { hostTokenBody, IDENTITY_NOT_FOUND, imdsTokenBody, METADATA_HEADER_MISSING, type IssuedToken } from './core/imds-body.js';
-import { routeRequest } from './core/routes.js';
 import { NODE_PATH_REMEDY, nodeRequestRefusal, nodeTokenRefusal, type NodeRefusal } from './core/node-path.js';
+import { routeRequest, type Route } from './core/routes.js';
 import { principalKey, selectIdentity, servableIdentities, type Selection, type SelectPolicy } from './core/select.js';
-import { parseTokenRequest, type TokenRequest } from './core/token-request.js';
+import { parseTokenRequest, type ParsedTokenRequest, type TokenRequest } from './core/token-request.js';
 import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, PodViewFreshness, TokenIssuer } from './ports.js';
 import { tokenIdentityOf, tokenObjectIdOf } from './tokens/claims.js';
 import { GENERIC_FAILURE_MESSAGE } from './tokens/types.js';
 import { FairCaps } from './fair-caps.js';
-import { NO_AUDIT, newAuditFacts, type AuditFacts, type AuditTrail, type RefusalKind } from './audit.js';
+import { limitConnections } from './connection-limit.js';
+import { LogLimiter, type LineSink } from './log-limit.js';
+import { NO_AUDIT, newAuditFacts, type AuditFacts } from './audit.js';
+import type { AuditTrail } from './audit.js';
 
 export interface NmiServerConfig {
   readonly metadataHeaderRequired: boolean;
@@ -31,10 +48,10 @@ export interface NmiServerConfig {
   readonly retryAttemptsForAssigned: number;
   readonly findIdentityRetryIntervalMs: number;
   readonly setRetryAfterHeader: boolean;
-  /** Token requests one pod IP may have waiting in the full path; beyond it 429 (default 1024). */
-  readonly maxRequestsPerCaller?: number;
-  /** Token requests waiting in all (default 2048): bounds memory; at the cap the busiest pod makes room for others. */
-  readonly maxRequestsTotal?: number;
+  /** `--max-waiting-requests-per-pod`: token requests one pod IP may have waiting; beyond it 429 (default 1024). */
+  readonly maxWaitingRequestsPerPod?: number;
+  /** `--max-waiting-requests`: waiting in all (default 2048); at the cap the busiest pod makes room for others. */
+  readonly maxWaitingRequests?: number;
 }
 
 export interface NmiServerDeps {
@@ -47,37 +64,51 @@ export interface NmiServerDeps {
   readonly metrics?: NmiMetrics;
   /** When given, a pod view older than its bound is confirmed live before anything is served (else 503). */
   readonly freshness?: PodViewFreshness;
-  readonly nowMs?: () => number;
+  readonly clock?: Clock;
   /** The namespaces' identity policies as NMI's Namespace informer sees them (read under enforce; none: deny all). */
   readonly namespacePolicies?: NamespacePolicies;
   /** Where each token served and each refusal is recorded (default: nowhere). */
   readonly audit?: AuditTrail;
 }
 
-/** The original's Retry-After for `--set-retry-after-header`. */
-const RETRY_AFTER_SECONDS = '20';
+/** TCP connections one caller IP and all callers may keep open (connection-limit.ts). */
+export interface ConnectionCaps {
+  readonly perCaller: number;
+  readonly total: number;
+}
 
-type Request = IncomingMessage & { readonly originalUrl?: string };
+type Request = IncomingMessage;
 type Response = ServerResponse;
 
 /**
- * The token server as a plain `node:http` request listener: NMI's hot path. It reads nothing express adds, and
- * express's router cost a measurable share of a cached-token request (bench/nmi.ts).
+ * The token server as NMI runs it: the request listener, NMI's own `Expect: 100-continue` handling, the connection
+ * caps (when given) and the original's keep-alive.
  */
+export function createNmiServer(deps: NmiServerDeps, connections?: ConnectionCaps): Server {
+  const listener = createNmiRequestListener(deps);
+  const server = createServer(listener);
+  if (connections !== undefined) limitConnections(server, { ...connections, logger: deps.logger, ...(deps.clock ? { clock: deps.clock } : {}) });
+  handleExpectContinue(server, listener, deps.config);
+  server.keepAliveTimeout = 65_000;
+  return server;
+}
+
+/** The token server as a plain `node:http` request listener: NMI's hot path. */
 export function createNmiRequestListener(deps: NmiServerDeps): (req: IncomingMessage, res: ServerResponse) => void {
-  const { handle: handler, answerFromCache } = createRequestHandler(deps);
+  const handle = createRequestHandler(deps);
+  const failed = (req: Request, res: Response) => (error: unknown) => {
+    deps.logger.error({ err: error, path: pathOf(req) }, 'request handler failed');
+    if (!res.headersSent) sendText(res, 500, 'internal error');
+    else res.destroy();
+  };
   return (req, res) => {
+    let pending: Promise<void> | undefined;
     try {
-      if (answerFromCache(req, res)) return;
+      pending = handle(req, res);
     } catch (error) {
-      // Nothing was sent: the full path below decides and answers.
-      deps.logger.warn({ err: error, path: pathOf(req) }, 'warm path failed; taking the full path');
+      return failed(req, res)(error);
     }
-    handler(req, res).catch((error: unknown) => {
-      deps.logger.error({ err: error, path: pathOf(req) }, 'request handler failed');
-      if (!res.headersSent) sendText(res, 500, 'internal error');
-      else res.destroy();
-    });
+    pending?.catch(failed(req, res));
   };
 }
 
@@ -99,19 +130,11 @@ export function handleExpectContinue(
   });
 }
 
-/** The same listener inside an express app, for callers that want one. */
-export function createNmiApp(deps: NmiServerDeps): Express {
-  const app = express();
-  app.disable('x-powered-by');
-  app.set('etag', false);
-  app.set('query parser', false);
-  app.use(createNmiRequestListener(deps));
-  return app;
-}
+type MutableFacts = { -readonly [K in keyof TokenFacts]: TokenFacts[K] };
 
-function createRequestHandler(deps: NmiServerDeps) {
+function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response) => Promise<void> | undefined {
   const { config, logger } = deps;
-  const now = deps.nowMs ?? Date.now;
+  const clock = deps.clock ?? realClock;
   const policy: SelectPolicy = {
     mode: config.operationMode,
     forceNamespaced: config.forceNamespaced,
@@ -120,84 +143,60 @@ function createRequestHandler(deps: NmiServerDeps) {
     // The original's wait for a pod with nothing assigned: a pod started longer ago has had its assignments made.
     settleAfterMs: config.retryAttemptsForCreated * config.findIdentityRetryIntervalMs,
   };
+  const routing = { blockInstanceMetadata: config.blockInstanceMetadata };
   const principals = new PrincipalIds();
   const inputFor = (pod: PodView, request: TokenRequest) => ({
     pod,
     request,
     ...deps.identities.selectionFor(pod),
-    nowMs: now(),
+    nowMs: clock.now(),
     principalIds: principals.known,
   });
 
   const enforced = config.namespaceIdentityPolicy === 'enforce';
   const noPolicies: NamespacePolicies = new Map();
+  // Read from the config at each decision, as the rest of the handler does (tests change it between requests).
+  const decidePolicy: DecidePolicy = {
+    get metadataHeaderRequired() {
+      return config.metadataHeaderRequired;
+    },
+    get setRetryAfterHeader() {
+      return config.setRetryAfterHeader;
+    },
+    namespacePolicies: enforced ? (deps.namespacePolicies ?? noPolicies) : undefined,
+    ...(deps.freshness !== undefined ? { maxStalenessMs: deps.freshness.maxStalenessMs } : {}),
+  };
   /** Under enforce, why this pod may not have this identity's token (undefined when off or permitted). */
   const policyDenial = (pod: PodView, identity: AzureIdentity) =>
     enforced ? namespacePolicyDenial(deps.namespacePolicies ?? noPolicies, pod, identity) : undefined;
 
   const audit = deps.audit ?? NO_AUDIT;
   const bodies = new TokenBodies();
-  const refusals = new RefusalLog(logger, now);
-  // Token requests waiting in the full path, per caller IP.
+  const queries = new ParsedQueries();
+  const lines = new LogLimiter(clock);
+  // Token requests waiting for a fact, per caller IP.
   const waiting = new FairCaps<Admission>(() => ({
-    perCaller: config.maxRequestsPerCaller ?? DEFAULT_MAX_WAITING_PER_POD,
-    total: config.maxRequestsTotal ?? DEFAULT_MAX_WAITING,
+    perCaller: config.maxWaitingRequestsPerPod ?? DEFAULT_MAX_WAITING_PER_POD,
+    total: config.maxWaitingRequests ?? DEFAULT_MAX_WAITING,
   }));
 
-  /**
-   * The warm path, synchronous: a well-formed token request from a known pod whose identity is Assigned and whose
-   * token is cached is answered here, with exactly the checks of the full path and no waiting. Returns false, having
-   * sent nothing, whenever anything would need a wait, a fetch or an error answer: the full path then handles it.
-   */
-  function answerFromCache(req: Request, res: Response): boolean {
-    const cached = deps.tokens.cachedTokensFor;
-    const lookup = deps.pods.lookup;
-    if (cached === undefined || lookup === undefined || req.httpVersionMajor !== 1) return false;
-    // Only body-less requests (as the SDKs send): answering before a body is read would skip its parsing errors.
-    const length = req.headers['content-length'];
-    if (req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')) return false;
-    // Node writes `100 Continue` for these; answering in the same tick can put it after our headers on the wire.
-    if (req.headers['expect'] !== undefined) return false;
-    const started = now();
-    // A view the API server has not confirmed lately may name a deleted pod whose IP another pod now has.
-    if (deps.freshness !== undefined && !deps.freshness.isFresh(started)) return false;
-    if (routeRequest(pathOf(req), { blockInstanceMetadata: config.blockInstanceMetadata }).kind !== 'token') return false;
-    if (!hasMetadataHeader(req)) return false;
-    const ip = remoteIp(req);
-    if (ip === '') return false;
-    const parsed = parseTokenRequest(queryOf(req));
-    if (!parsed.ok) return false;
-    const caller = lookup.call(deps.pods, ip);
-    if (caller.kind !== 'pod') return false;
-    const pod = caller.pod;
-    const selection = selectIdentity(inputFor(pod, parsed.request), policy);
-    if (selection.kind !== 'identity') return false;
-    if (enforced && policyDenial(pod, selection.identity) !== undefined) return false;
-    const tokens = cached.call(deps.tokens, selection.identity, parsed.request.resource);
-    if (tokens === undefined || tokens.length !== 1) return false;
-    sendJsonText(res, 200, bodies.text(tokens[0], parsed.request.resource, now() / 1000));
-    const elapsedMs = now() - started;
-    deps.metrics?.observeRequest('token', 200, pod.namespace, parsed.request.resource, elapsedMs / 1000);
-    audit.hit(pod, selection.identity, parsed.request.resource, elapsedMs);
-    return true;
-  }
+  return function handle(req: Request, res: Response): Promise<void> | undefined {
+    const started = clock.now();
+    if (req.httpVersionMajor !== 1) {
+      sendText(res, 505, 'HTTP Version Not Supported');
+      return undefined;
+    }
+    const route = routeRequest(pathOf(req), routing);
+    if (route.kind === 'token') return tokenRequest(req, res, started);
+    if (route.kind === 'host-token') return hostTokenRequest(req, res, started);
+    return otherRequest(req, res, route, started);
+  };
 
-  return { handle, answerFromCache };
-
-  async function handle(req: Request, res: Response): Promise<void> {
-    const started = now();
-    if (req.httpVersionMajor !== 1) return sendText(res, 505, 'HTTP Version Not Supported');
-    const route = routeRequest(pathOf(req), { blockInstanceMetadata: config.blockInstanceMetadata });
-    const outcome: Outcome = { namespace: '', ...newAuditFacts(remoteIp(req)) };
+  async function otherRequest(req: Request, res: Response, route: Exclude<Route, { kind: 'token' | 'host-token' }>, started: number): Promise<void> {
     try {
       switch (route.kind) {
-        case 'token':
-          return await bounded(req, res, outcome, (abort) => tokenRoute(req, res, outcome, abort));
-        case 'host-token':
-          outcome.path = 'host-token';
-          return await bounded(req, res, outcome, (abort) => hostTokenRoute(req, res, outcome, abort));
         case 'invalid':
-          refusals.log(remoteIp(req), { path: pathOf(req), reason: route.reason }, 'refused request path');
+          lines.log(remoteIp(req), logger, { path: pathOf(req), reason: route.reason }, 'refused request path', 'warn', true);
           return sendText(res, 400, 'Invalid request');
         case 'instance-blocked':
           return sendText(res, 403, 'Request blocked by AAD Pod Identity NMI');
@@ -205,19 +204,162 @@ function createRequestHandler(deps: NmiServerDeps) {
           if (!hasMetadataHeader(req)) return sendMetadataHeaderMissing(res);
           return await deps.proxy.forward(req, res);
       }
-    } catch (error) {
-      outcome.refusal ??= 'internal-error';
-      throw error;
     } finally {
-      const elapsedMs = now() - started;
-      deps.metrics?.observeRequest(route.kind, res.statusCode, outcome.namespace, outcome.resource, elapsedMs / 1000);
-      // The one place every token request's decision is known: what it learnt, and the status it was answered with.
-      if (route.kind === 'token' || route.kind === 'host-token') {
-        // Not answered yet: the handler threw (the listener answers 500), or the caller went away (499, as nginx logs it).
-        if (!res.headersSent && outcome.refusal !== 'internal-error') outcome.refusal = 'client-gone';
-        audit.answered(outcome, res.headersSent ? res.statusCode : outcome.refusal === 'internal-error' ? 500 : 499, elapsedMs);
-      }
+      deps.metrics?.observeRequest(route.kind, res.statusCode, '', '', (clock.now() - started) / 1000);
     }
+  }
+
+  /* ------------------------------------------------------------------------------------------- /metadata/.../token */
+
+  /** Answers in this tick when decide can (no promise), else waits for what it needs under the waiting caps. */
+  function tokenRequest(req: Request, res: Response, started: number): Promise<void> | undefined {
+    const ip = remoteIp(req);
+    const facts: MutableFacts = { ip, metadataHeader: req.headers['metadata'] === 'true', parsed: queries.parse(queryOf(req)) };
+    const verdict = decideNow(facts);
+    if (verdict.kind === 'answer') {
+      // A body still to come is parsed first (its errors close the connection before any answer): answer after it.
+      if (mayHaveBody(req)) return Promise.resolve().then(() => answerToken(res, ip, verdict.answer, started, true));
+      answerToken(res, ip, verdict.answer, started, true);
+      return undefined;
+    }
+    return waitFor(req, res, ip, facts, verdict.need, started);
+  }
+
+  /** decide, filling every fact that can be had without waiting, until it answers or needs a wait. */
+  function decideNow(facts: MutableFacts): { kind: 'answer'; answer: Answer } | { kind: 'need'; need: Need } {
+    for (;;) {
+      const verdict = decideToken(facts, decidePolicy);
+      if (verdict.kind === 'answer' || !fillNow(facts, verdict.need)) return verdict;
+    }
+  }
+
+  /** Fills the fact `need` asks for if it is at hand now; false when it needs a wait. */
+  function fillNow(facts: MutableFacts, need: Need): boolean {
+    switch (need.kind) {
+      case 'caller': {
+        if (facts.caller !== undefined || deps.pods.lookup === undefined) return false;
+        facts.caller = { lookup: deps.pods.lookup(facts.ip), waited: false };
+        return true;
+      }
+      case 'selection':
+        if (facts.selection !== undefined) return false;
+        facts.selection = { selection: selectIdentity(inputFor(need.pod, need.request), policy), final: false };
+        return true;
+      case 'live': {
+        // A view the API server has not confirmed lately may name a deleted pod whose IP another pod now has.
+        if (deps.freshness !== undefined && !deps.freshness.isFresh(clock.now())) return false;
+        facts.live = 'fresh';
+        return true;
+      }
+      case 'tokens': {
+        const cached = deps.tokens.cachedTokensFor?.(need.identity, need.request.resource);
+        if (cached === undefined || cached.length === 0) return false;
+        facts.tokens = { kind: 'tokens', tokens: cached, cache: 'hit' };
+        return true;
+      }
+      case 'node':
+        return false;
+    }
+  }
+
+  /** The facts that need a wait, one after the other (each re-decided), with the request counted as waiting. */
+  async function waitFor(req: Request, res: Response, ip: string, facts: MutableFacts, first: Need, started: number): Promise<void> {
+    const audited = auditFactsOf(ip, facts);
+    let answer: Answer | undefined;
+    try {
+      answer = await bounded(req, res, ip, audited, async (abort) => {
+        let need = first;
+        for (;;) {
+          const node = await fillLater(facts, need, abort);
+          if (abort.aborted()) return undefined;
+          if (node !== undefined) return node;
+          const verdict = decideNow(facts);
+          if (verdict.kind === 'answer') return verdict.answer;
+          need = verdict.need;
+        }
+      });
+    } catch (error) {
+      Object.assign(audited, auditFactsOf(ip, facts), { refusal: 'internal-error' });
+      finishToken(res, audited, started);
+      throw error;
+    }
+    if (answer !== undefined) return answerToken(res, ip, answer, started, false);
+    Object.assign(audited, auditFactsOf(ip, facts), audited.refusal !== undefined ? { refusal: audited.refusal } : {});
+    finishToken(res, audited, started);
+  }
+
+  /** Fetches the fact `need` asks for, waiting as needed; the node path answers on its own (returned). */
+  async function fillLater(facts: MutableFacts, need: Need, abort: LazyAbort): Promise<Answer | undefined> {
+    switch (need.kind) {
+      case 'caller':
+        facts.caller = { lookup: await deps.pods.findByIp(facts.ip, abort.signal()), waited: true };
+        return undefined;
+      case 'selection': {
+        const { selection, learnError } = await awaitSelection(need.pod, need.request, abort);
+        if (abort.aborted()) return undefined;
+        const again = deps.pods.lookup?.(facts.ip) ?? (await deps.pods.findByIp(facts.ip, abort.signal()));
+        facts.selection = { selection, final: true, again, ...(learnError !== undefined ? { learnFailure: failureOf(learnError) } : {}) };
+        return undefined;
+      }
+      case 'live': {
+        const live = await (deps.freshness as PodViewFreshness).confirmLive(need.pod, facts.ip);
+        facts.live = live;
+        return undefined;
+      }
+      case 'tokens': {
+        try {
+          const tokens = await deps.tokens.tokensFor(need.identity, need.request.resource, need.request.clientId, need.pod.uid);
+          facts.tokens = { kind: 'tokens', tokens, cache: 'miss' };
+        } catch (error) {
+          facts.tokens = { kind: 'failed', failure: failureOf(error) };
+        }
+        return undefined;
+      }
+      case 'node':
+        return nodeIdentityAnswer(need.pod, need.request, need.via, need.why);
+    }
+  }
+
+  /** Sends the answer, logs its line and records it (metrics, audit). */
+  function answerToken(res: Response, ip: string, answer: Answer, started: number, sync: boolean): void {
+    if (answer.log !== undefined) {
+      const { pod, request } = answer;
+      const sink: LineSink =
+        pod === undefined ? withRemote(logger, ip) : lazyChild(logger, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request?.resource }));
+      lines.log(ip, sink, answer.log.fields, answer.log.msg, answer.log.level);
+    }
+    send(res, answer, (tokens, resource) => {
+      if (answer.path === 'binding' && logger.isLevelEnabled('debug')) {
+        // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.
+        const id = answer.identity;
+        logger.debug({ pod: answer.pod?.name, namespace: answer.pod?.namespace, remote: ip, resource, identity: id && `${id.namespace}/${id.name}` }, 'token served');
+      }
+      return tokensBody(tokens, resource);
+    });
+    const elapsedMs = clock.now() - started;
+    const { pod, identity } = answer;
+    // The warm path's hits are counted, not built into a record: no allocation per request when aggregating.
+    if (sync && answer.status === 200 && answer.path === 'binding' && answer.cache === 'hit' && pod !== undefined && identity !== undefined) {
+      deps.metrics?.observeRequest('token', 200, pod.namespace, answer.request?.resource ?? '', elapsedMs / 1000);
+      audit.hit(pod, identity, answer.request?.resource ?? '', elapsedMs);
+      return;
+    }
+    finishToken(res, auditFactsFromAnswer(ip, answer), started);
+  }
+
+  /** The one place every token request's decision is recorded: what it learnt, and the status it was answered with. */
+  function finishToken(res: Response, facts: AuditFacts, started: number, route: 'token' | 'host-token' = 'token', namespace = facts.pod?.namespace ?? ''): void {
+    const elapsedMs = clock.now() - started;
+    deps.metrics?.observeRequest(route, res.statusCode, namespace, facts.resource, elapsedMs / 1000);
+    // Not answered yet: the handler threw (the listener answers 500), or the caller went away (499, as nginx logs it).
+    if (!res.headersSent && facts.refusal !== 'internal-error') facts.refusal = 'client-gone';
+    audit.answered(facts, res.headersSent ? res.statusCode : facts.refusal === 'internal-error' ? 500 : 499, elapsedMs);
+  }
+
+  function tokensBody(tokens: readonly Token[], resource: string): string | Buffer {
+    const nowSeconds = clock.now() / 1000;
+    if (tokens.length === 1) return bodies.text(tokens[0], resource, nowSeconds);
+    return JSON.stringify(tokens.map((t) => imdsTokenBody(t, resource, nowSeconds)));
   }
 
   /**
@@ -226,8 +368,7 @@ function createRequestHandler(deps: NmiServerDeps) {
    * the pod holding the most still gets in: that pod's newest waiting request is answered 429 to make room. So one
    * pod (or a few) can never keep another pod's first request out, and memory stays bounded by the total.
    */
-  async function bounded(req: Request, res: Response, outcome: Outcome, work: (abort: LazyAbort) => Promise<void>): Promise<void> {
-    const ip = remoteIp(req);
+  async function bounded<T>(req: Request, res: Response, ip: string, outcome: AuditFacts, work: (abort: LazyAbort) => Promise<T | undefined>): Promise<T | undefined> {
     const abort = lazyAbort(req, res);
     const admission: Admission = {
       shed: () => {
@@ -240,17 +381,18 @@ function createRequestHandler(deps: NmiServerDeps) {
     if (admitted.kind !== 'admitted') {
       const flag = admitted.kind === 'caller-full' ? '--max-waiting-requests-per-pod' : '--max-waiting-requests';
       const where = admitted.kind === 'caller-full' ? 'from this pod' : 'on this node';
-      refusals.log(ip, { waiting: waiting.total, callerWaiting: admitted.held }, `too many token requests waiting ${where} (${flag}); refused`);
+      lines.log(ip, logger, { waiting: waiting.total, callerWaiting: admitted.held }, `too many token requests waiting ${where} (${flag}); refused`, 'warn', true);
       outcome.refusal = 'too-many-waiting';
-      return tooManyWaiting(res);
+      tooManyWaiting(res);
+      return undefined;
     }
     if (admitted.evicted !== undefined) {
       const { caller, item } = admitted.evicted;
-      refusals.log(caller, { waiting: waiting.total, callerWaiting: waiting.held(caller) }, 'node-wide waiting cap (--max-waiting-requests) reached: newest request of the pod holding the most answered 429 to admit another pod');
+      lines.log(caller, logger, { waiting: waiting.total, callerWaiting: waiting.held(caller) }, 'node-wide waiting cap (--max-waiting-requests) reached: newest request of the pod holding the most answered 429 to admit another pod', 'warn', true);
       item.shed();
     }
     try {
-      await work(abort);
+      return await work(abort);
     } finally {
       waiting.release(ip, admission);
     }
@@ -260,234 +402,179 @@ function createRequestHandler(deps: NmiServerDeps) {
     return !config.metadataHeaderRequired || req.headers['metadata'] === 'true';
   }
 
-  async function tokenRoute(req: Request, res: Response, outcome: Outcome, abort: LazyAbort): Promise<void> {
-    if (!hasMetadataHeader(req)) return refuse(outcome, 'metadata-header-missing', () => sendMetadataHeaderMissing(res));
-    const ip = remoteIp(req);
-    if (ip === '') return refuse(outcome, 'unknown-caller', () => sendText(res, 500, 'request remote address is empty'));
-    const parsed = parseTokenRequest(queryOf(req));
-    if (!parsed.ok) return refuse(outcome, 'bad-request', () => sendText(res, parsed.status, parsed.reason));
-    const request = parsed.request;
-    noteRequest(outcome, request);
-
-    const known = deps.pods.lookup?.(ip);
-    const caller = known?.kind === 'pod' ? known : await deps.pods.findByIp(ip, abort.signal());
-    if (caller.kind !== 'pod') {
-      refusals.log(ip, { reason: caller.reason }, 'token request from an unidentified caller denied');
-      outcome.refusal = caller.kind === 'ambiguous' ? 'ambiguous-caller' : 'unknown-caller';
-      // The detail (which pods claim the IP) stays in the log: the caller is not told about other pods.
-      return sendText(res, 500, `failed to match pod IP ${ip} with a single live pod on this node`);
-    }
-    const pod = caller.pod;
-    outcome.namespace = pod.namespace;
-    outcome.pod = pod;
-    // Bindings are built only when a line is written: a child logger per request was a hot-path cost.
-    const log = lazyChild(logger, ip, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request.resource }));
-
-    const { selection, learnError } = await awaitSelection(pod, request, abort);
-    if (abort.aborted()) return;
-    // The pod at this IP must still be the one we decided for: a pod deleted and replaced while we waited gets nothing.
-    const again = deps.pods.lookup?.(ip) ?? (await deps.pods.findByIp(ip, abort.signal()));
-    if (again.kind !== 'pod' || again.pod.uid !== pod.uid) {
-      refusals.log(log, { reason: again.kind === 'pod' ? 'pod at this IP changed' : again.reason }, 'caller changed while waiting; denied');
-      outcome.refusal = 'caller-changed';
-      return sendText(res, 500, `pod at ${ip} changed while the request waited`);
-    }
-    if (!(await confirmedLive(res, log, again.pod, ip))) return refuse(outcome, 'stale-view');
-
-    switch (selection.kind) {
-      case 'node':
-        outcome.path = selection.via;
-        return serveNodeIdentity(res, log, outcome, request, selection.reason, pod.uid);
-      case 'unbound': {
-        // Its own identities' tokens could not be read to match object_id: that is not "not found".
-        if (learnError !== undefined) return refuseUnreadablePrincipal(res, log, outcome, learnError);
-        refusals.log(log, { reason: selection.reason }, 'no bound identity matches the request; answered as IMDS does');
-        outcome.refusal = 'unbound';
-        return sendImdsError(res, 400, IDENTITY_NOT_FOUND);
-      }
-      case 'pending':
-      case 'none': {
-        refusals.log(log, { reason: selection.reason }, 'no identity for the pod');
-        outcome.refusal = selection.kind === 'pending' ? 'not-assigned' : 'no-identity';
-        // Both modes, as the original: in managed mode a binding may still be created.
-        if (config.setRetryAfterHeader) {
-          res.setHeader('Retry-After', RETRY_AFTER_SECONDS);
-          return sendText(res, 503, selection.reason);
-        }
-        return sendText(res, 404, notFoundMessage(pod, selection));
-      }
-      case 'identity': {
-        outcome.path = 'binding';
-        outcome.identity = selection.identity;
-        if (refusedByPolicy(res, log, outcome, pod, selection.identity)) return;
-        return serveTokens(res, log, outcome, pod.uid, selection.identity, request, (tokens) => {
-          const nowSeconds = now() / 1000;
-          if (tokens.length === 1) return bodies.text(tokens[0], request.resource, nowSeconds);
-          return JSON.stringify(tokens.map((t) => imdsTokenBody(t, request.resource, nowSeconds)));
-        });
-      }
-    }
-  }
-
   /**
    * The node's own identity for an excepted or MIC pod, never one an AzureIdentity declares: checked on the request
    * before IMDS is asked, and on the token IMDS returns (before it is cached, and again when served from the cache).
    */
-  async function serveNodeIdentity(res: Response, log: LazyLogger, outcome: Outcome, request: TokenRequest, why: string, caller: string): Promise<void> {
+  async function nodeIdentityAnswer(pod: PodView, request: TokenRequest, via: 'exception' | 'mic', why: string): Promise<Answer> {
+    const about = { pod, request, path: via } as const;
     const declared = deps.identities.declaredIdentities();
     if (declared === undefined) {
-      refusals.log(log, { reason: why }, 'node identity refused: AzureIdentities not listed yet');
-      outcome.refusal = 'identities-not-listed';
-      return sendText(res, 503, 'NMI has not yet listed AzureIdentities; retry shortly');
+      return text(503, 'NMI has not yet listed AzureIdentities; retry shortly', { ...about, refusal: 'identities-not-listed', log: warnLine({ reason: why }, 'node identity refused: AzureIdentities not listed yet') });
     }
     const refused = nodeRequestRefusal(request, declared);
-    if (refused !== undefined) return refuseNodeIdentity(res, log, outcome, refused, why);
-    const check = (token: IssuedToken): Error | undefined => {
+    if (refused !== undefined) return refuseNodeIdentity(about, refused, why);
+    const check = (token: Token): Error | undefined => {
       const current = deps.identities.declaredIdentities();
       const r = current === undefined ? undefined : nodeTokenRefusal(tokenIdentityOf(token), current);
       return r === undefined ? undefined : new NodeIdentityRefused(r);
     };
     // The vet runs only on a token fetched for this request: then it was a cache miss.
-    outcome.cache = 'hit';
-    const vet = (token: IssuedToken): Error | undefined => {
-      outcome.cache = 'miss';
+    let cache: 'hit' | 'miss' = 'hit';
+    const vet = (token: Token): Error | undefined => {
+      cache = 'miss';
       return check(token);
     };
-    let token: IssuedToken;
+    let token: Token;
     try {
-      token = await deps.tokens.nodeToken(request.resource, nodeIdentityRequest(request), vet, caller);
+      token = await deps.tokens.nodeToken(request.resource, nodeIdentityRequest(request), vet, pod.uid);
     } catch (error) {
-      if (error instanceof NodeIdentityRefused) return refuseNodeIdentity(res, log, outcome, error.refusal, why);
-      if (deps.tokens.statusForError(error) === 429) return sendThrottled(res, log, outcome, error);
+      const seen = { ...about, cache };
+      if (error instanceof NodeIdentityRefused) return refuseNodeIdentity(seen, error.refusal, why);
+      if (deps.tokens.statusForError(error) === 429) return throttled(failureOf(error), seen);
       if (deps.tokens.isIdentityNotFound?.(error) === true) {
         // As IMDS answered: the same answer a declared identity's refusal gets, so neither tells the pod more.
-        refusals.log(log, { err: messageOf(error), nodePath: why }, 'node identity not found by IMDS; answered as IMDS did');
-        outcome.refusal = 'upstream-error';
-        return sendImdsError(res, 400, IDENTITY_NOT_FOUND);
+        return {
+          status: 400,
+          body: { kind: 'imds', json: JSON.stringify(IDENTITY_NOT_FOUND) },
+          ...seen,
+          refusal: 'upstream-error',
+          log: warnLine({ err: messageOf(error), nodePath: why }, 'node identity not found by IMDS; answered as IMDS did'),
+        };
       }
-      refusals.log(log, { err: error }, 'node token request failed');
-      outcome.refusal = 'upstream-error';
-      return sendText(res, 403, `failed to get the node identity's token: ${messageOf(error)}`);
+      return text(403, `failed to get the node identity's token: ${messageOf(error)}`, { ...seen, refusal: 'upstream-error', log: warnLine({ err: error }, 'node token request failed') });
     }
     // A token cached before an AzureIdentity declared its identity: not served, and forgotten.
     const stale = check(token);
     if (stale instanceof NodeIdentityRefused) {
       deps.tokens.forgetNodeTokens?.();
-      return refuseNodeIdentity(res, log, outcome, stale.refusal, why);
+      return refuseNodeIdentity({ ...about, cache }, stale.refusal, why);
     }
-    refusals.log(log, { reason: why }, 'serving the node identity', 'info');
-    return sendJson(res, 200, imdsTokenBody(token, request.resource, now() / 1000));
+    return {
+      status: 200,
+      body: { kind: 'tokens', tokens: [token], resource: request.resource },
+      ...about,
+      cache,
+      log: { level: 'info', fields: { reason: why }, msg: 'serving the node identity' },
+    };
   }
 
-  function refuseNodeIdentity(res: Response, log: LazyLogger, outcome: Outcome, refusal: NodeRefusal, why: string): void {
+  function refuseNodeIdentity(about: Omit<Answer, 'status' | 'body'>, refusal: NodeRefusal, why: string): Answer {
     // Rate-limited: a pod probing IDs must not flood the log. The pod gets IMDS's "Identity not found" (refusal.body).
-    refusals.log(log, { reason: refusal.reason, nodePath: why, allow: NODE_PATH_REMEDY }, 'node identity refused; answered as IMDS does for an identity the VM does not have');
-    outcome.refusal = 'node-path-declared-identity';
-    return sendImdsError(res, refusal.status, refusal.body);
+    return {
+      status: refusal.status,
+      body: { kind: 'imds', json: JSON.stringify(refusal.body) },
+      ...about,
+      refusal: 'node-path-declared-identity',
+      log: warnLine({ reason: refusal.reason, nodePath: why, allow: NODE_PATH_REMEDY }, 'node identity refused; answered as IMDS does for an identity the VM does not have'),
+    };
   }
 
-  async function hostTokenRoute(req: Request, res: Response, outcome: Outcome, abort: LazyAbort): Promise<void> {
+  /* ---------------------------------------------------------------------------------------------------- /host/token */
+
+  function hostTokenRequest(req: Request, res: Response, started: number): Promise<void> {
+    const ip = remoteIp(req);
+    const outcome: AuditFacts = { ...newAuditFacts(ip), path: 'host-token' };
     const podns = headerValue(req, 'podns');
     const podname = headerValue(req, 'podname');
-    if (podns === '' || podname === '') return refuse(outcome, 'bad-request', () => sendText(res, 400, "missing 'podname' and 'podns' from request header"));
-    const ip = remoteIp(req);
-    if (ip !== '127.0.0.1' && ip !== '::1') return refuse(outcome, 'unknown-caller', () => sendText(res, 500, 'request remote address is not from a host'));
-    const parsed = parseTokenRequest(queryOf(req));
-    if (!parsed.ok) return refuse(outcome, 'bad-request', () => sendText(res, parsed.status, parsed.reason));
-    outcome.namespace = podns;
-    noteRequest(outcome, parsed.request);
+    // The metrics' namespace label is the one the caller named, once the request is well-formed.
+    let namespace = '';
+    const run = async () => {
+      let answer: Answer | undefined;
+      try {
+        answer = await bounded(req, res, ip, outcome, (abort) => hostTokenAnswer(req, ip, podns, podname, outcome, abort, () => (namespace = podns)));
+      } catch (error) {
+        outcome.refusal = 'internal-error';
+        finishToken(res, outcome, started, 'host-token', namespace);
+        throw error;
+      }
+      if (answer !== undefined) {
+        if (answer.log !== undefined) {
+          const sink = lazyChild(logger, () => ({ pod: podname, namespace: podns, remote: ip, route: 'host-token' }));
+          lines.log(`${podns}/${podname}`, sink, answer.log.fields, answer.log.msg, answer.log.level);
+        }
+        send(res, answer, () => '');
+        Object.assign(outcome, {
+          refusal: answer.refusal,
+          ...(answer.identity !== undefined ? { identity: answer.identity } : {}),
+          ...(answer.cache !== undefined ? { cache: answer.cache } : {}),
+        });
+      }
+      finishToken(res, outcome, started, 'host-token', namespace);
+    };
+    return run();
+  }
+
+  async function hostTokenAnswer(req: Request, ip: string, podns: string, podname: string, outcome: AuditFacts, abort: LazyAbort, wellFormed: () => void): Promise<Answer | undefined> {
+    if (podns === '' || podname === '') return text(400, "missing 'podname' and 'podns' from request header", { refusal: 'bad-request' });
+    if (ip !== '127.0.0.1' && ip !== '::1') return text(500, 'request remote address is not from a host', { refusal: 'unknown-caller' });
+    const parsed = queries.parse(queryOf(req));
+    if (!parsed.ok) return text(parsed.status, parsed.reason, { refusal: 'bad-request' });
+    const request = parsed.request;
+    wellFormed();
+    noteRequest(outcome, request);
     const pod = deps.pods.findByName(podns, podname);
-    const log = lazyChild(logger, `${podns}/${podname}`, () => ({ pod: podname, namespace: podns, remote: ip, route: 'host-token' }));
-    if (pod === undefined) return refuse(outcome, 'pod-not-found', () => sendText(res, 404, `pod ${podns}/${podname} is not on this node`));
+    if (pod === undefined) return text(404, `pod ${podns}/${podname} is not on this node`, { refusal: 'pod-not-found' });
     outcome.pod = pod;
-    const { selection, learnError } = await awaitSelection(pod, parsed.request, abort);
-    if (abort.aborted()) return;
-    if (selection.kind === 'unbound' && learnError !== undefined) return refuseUnreadablePrincipal(res, log, outcome, learnError);
+    const about = { pod, request };
+    const { selection, learnError } = await awaitSelection(pod, request, abort);
+    if (abort.aborted()) return undefined;
+    if (selection.kind === 'unbound' && learnError !== undefined) return unreadablePrincipal(failureOf(learnError), about);
     if (selection.kind !== 'identity') {
-      refusals.log(log, { reason: selection.reason }, 'no identity for the pod');
-      outcome.refusal = selection.kind === 'pending' ? 'not-assigned' : selection.kind === 'unbound' ? 'unbound' : 'no-identity';
+      const refusal = selection.kind === 'pending' ? 'not-assigned' : selection.kind === 'unbound' ? 'unbound' : 'no-identity';
       const message = selection.kind === 'node' ? `pod ${podns}/${podname} has no identity` : selection.kind === 'unbound' ? selection.reason : notFoundMessage(pod, selection);
-      return sendText(res, 404, message);
+      return text(404, message, { ...about, refusal, log: warnLine({ reason: selection.reason }, 'no identity for the pod') });
     }
-    if (!(await confirmedLive(res, log, pod, undefined))) return refuse(outcome, 'stale-view');
+    const freshness = deps.freshness;
+    if (freshness !== undefined && !freshness.isFresh(clock.now())) {
+      const live = await freshness.confirmLive(pod, undefined);
+      if (live.kind !== 'confirmed') {
+        return text(503, "NMI's view of this node's pods is out of date and the caller could not be confirmed; retry later", {
+          ...about,
+          retryAfter: '1',
+          refusal: 'stale-view',
+          log: warnLine(
+            { reason: live.reason, check: live.kind, maxStalenessMs: freshness.maxStalenessMs },
+            'pod view is stale (no watch event or bookmark within --pod-view-max-staleness) and the caller could not be confirmed live; denied',
+          ),
+        });
+      }
+    }
     const identity = selection.identity;
     outcome.identity = identity;
-    if (refusedByPolicy(res, log, outcome, pod, identity)) return;
-    return serveTokens(res, log, outcome, pod.uid, identity, parsed.request, (tokens) =>
-      JSON.stringify(hostTokenBody(tokens[0], parsed.request.resource, identity.clientID, now() / 1000)),
-    );
-  }
-
-  async function serveTokens(
-    res: Response,
-    log: LazyLogger,
-    outcome: Outcome,
-    caller: string,
-    identity: AzureIdentity,
-    request: TokenRequest,
-    render: (tokens: readonly IssuedToken[]) => string | Buffer,
-  ): Promise<void> {
-    let tokens: readonly IssuedToken[];
-    // Miss: no token was cached when the request came (it was fetched upstream, or the request joined that fetch).
-    outcome.cache = deps.tokens.cachedTokensFor?.(identity, request.resource) !== undefined ? 'hit' : 'miss';
-    try {
-      tokens = await deps.tokens.tokensFor(identity, request.resource, request.clientId, caller);
-    } catch (error) {
-      const status = deps.tokens.statusForError(error);
-      if (status === 429) return sendThrottled(res, log, outcome, error);
-      refusals.log(log, { err: error, identity: `${identity.namespace}/${identity.name}`, status }, 'token acquisition failed');
-      outcome.refusal = 'upstream-error';
-      // The log has the detail; the body only what the issuer says a pod may read.
-      return sendText(res, status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${upstreamDetail(error)}`);
-    }
-    if (tokens.length === 0) return refuse(outcome, 'no-token', () => sendText(res, 503, 'no token was issued'));
-    // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.
-    if (log.isLevelEnabled('debug')) log.debug({ identity: `${identity.namespace}/${identity.name}` }, 'token served');
-    return sendJsonText(res, 200, render(tokens));
-  }
-
-  /** Under enforce, answers the namespace policy's refusal (and returns true) when the pod may not have `identity`. */
-  function refusedByPolicy(res: Response, log: LazyLogger, outcome: Outcome, pod: PodView, identity: AzureIdentity): boolean {
     const denial = policyDenial(pod, identity);
-    if (denial === undefined) return false;
-    refusals.log(log, { identity: `${identity.namespace}/${identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied');
-    outcome.refusal = 'namespace-policy';
-    sendText(res, denial.status, denial.body);
-    return true;
+    if (denial !== undefined) {
+      return text(denial.status, denial.body, {
+        ...about,
+        identity,
+        refusal: 'namespace-policy',
+        log: warnLine({ identity: `${identity.namespace}/${identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied'),
+      });
+    }
+    // Miss: no token was cached when the request came (it was fetched upstream, or the request joined that fetch).
+    const cache = deps.tokens.cachedTokensFor?.(identity, request.resource) !== undefined ? 'hit' : 'miss';
+    const served = { ...about, identity, cache } as const;
+    let tokens: readonly Token[];
+    try {
+      tokens = await deps.tokens.tokensFor(identity, request.resource, request.clientId, pod.uid);
+    } catch (error) {
+      const failure = failureOf(error);
+      if (failure.status === 429) return throttled(failure, served);
+      return text(failure.status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${failure.publicMessage}`, {
+        ...served,
+        refusal: 'upstream-error',
+        log: warnLine({ err: error, identity: `${identity.namespace}/${identity.name}`, status: failure.status }, 'token acquisition failed'),
+      });
+    }
+    if (tokens.length === 0) return text(503, 'no token was issued', { ...served, refusal: 'no-token' });
+    return {
+      status: 200,
+      body: { kind: 'json', json: JSON.stringify(hostTokenBody(tokens[0], request.resource, identity.clientID, clock.now() / 1000)) },
+      ...served,
+    };
   }
 
-  /** What a pod may read of an upstream failure: only what the issuer says is safe (no Secret names, keys or content). */
-  function upstreamDetail(error: unknown): string {
-    return deps.tokens.messageForError?.(error) ?? GENERIC_FAILURE_MESSAGE;
-  }
-
-  /** The pod started too many upstream fetches lately (per-pod miss limit): 429 with Retry-After, as IMDS throttles. */
-  function sendThrottled(res: Response, log: LazyLogger, outcome: Outcome, error: unknown): void {
-    outcome.refusal = 'miss-rate';
-    const seconds = deps.tokens.retryAfterSeconds?.(error) ?? 1;
-    refusals.log(log, { retryAfterSeconds: seconds }, 'too many token cache misses from this pod (--pod-token-miss-rate, --pod-token-miss-burst); refused');
-    res.setHeader('Retry-After', String(seconds));
-    sendText(res, 429, 'too many new token requests from this pod; retry later');
-  }
-
-  /**
-   * True when the pod view is fresh, or the API server confirms `pod` live right now. Otherwise answers 503 with
-   * Retry-After (the view catches up once the watch is heard again) and logs why.
-   */
-  async function confirmedLive(res: Response, log: LazyLogger, pod: PodView, ip: string | undefined): Promise<boolean> {
-    const freshness = deps.freshness;
-    if (freshness === undefined || freshness.isFresh(now())) return true;
-    const live = await freshness.confirmLive(pod, ip);
-    if (live.kind === 'confirmed') return true;
-    refusals.log(
-      log,
-      { reason: live.reason, check: live.kind, maxStalenessMs: freshness.maxStalenessMs },
-      'pod view is stale (no watch event or bookmark within --pod-view-max-staleness) and the caller could not be confirmed live; denied',
-    );
-    res.setHeader('Retry-After', '1');
-    sendText(res, 503, "NMI's view of this node's pods is out of date and the caller could not be confirmed; retry later");
-    return false;
-  }
+  /* ------------------------------------------------------------------------------------------------ shared pieces */
 
   /**
    * Re-decides on every identity change until a decision is final, the pod's assignments are settled, or the
@@ -497,7 +584,7 @@ function createRequestHandler(deps: NmiServerDeps) {
     const interval = config.findIdentityRetryIntervalMs;
     const noneBudget = config.retryAttemptsForCreated * interval;
     const createdBudget = (config.retryAttemptsForCreated + config.retryAttemptsForAssigned) * interval;
-    const started = now();
+    const started = clock.now();
     // With nothing assigned, the wait lasts until the pod is as old as the window (at most about a second longer than
     // the original's, start times being whole seconds): then it is settled, or something is still outstanding.
     const settlesAt = pod.startedAtMs === undefined ? undefined : pod.startedAtMs + noneBudget + 1;
@@ -514,17 +601,17 @@ function createRequestHandler(deps: NmiServerDeps) {
       if (selection.kind !== 'pending') {
         // A wait that ends with an identity (or the node's) is `ready`; one the pod outlived (settled) is a timeout.
         const found = selection.kind === 'identity' || selection.kind === 'node';
-        if (waited) deps.metrics?.observeIdentityWait?.(found ? 'ready' : 'timeout', (now() - started) / 1000);
+        if (waited) deps.metrics?.observeIdentityWait?.(found ? 'ready' : 'timeout', (clock.now() - started) / 1000);
         return done;
       }
-      const remaining = (selection.created ? started + createdBudget : noneDeadline) - now();
+      const remaining = (selection.created ? started + createdBudget : noneDeadline) - clock.now();
       if (remaining <= 0) {
-        if (waited) deps.metrics?.observeIdentityWait?.('timeout', (now() - started) / 1000);
+        if (waited) deps.metrics?.observeIdentityWait?.('timeout', (clock.now() - started) / 1000);
         return done;
       }
       waited = true;
       // A pod that ages past the window mid-wait is settled then: look again at that moment.
-      const settlesIn = settlesAt === undefined ? interval : settlesAt - now();
+      const settlesIn = settlesAt === undefined ? interval : settlesAt - clock.now();
       await deps.identities.waitForChange(Math.max(1, Math.min(remaining, interval, settlesIn > 0 ? settlesIn : interval)), abort.signal());
     }
   }
@@ -552,13 +639,68 @@ function createRequestHandler(deps: NmiServerDeps) {
     return failure;
   }
 
-  function refuseUnreadablePrincipal(res: Response, log: LazyLogger, outcome: Outcome, error: unknown): void {
-    const status = deps.tokens.statusForError(error);
-    if (status === 429) return sendThrottled(res, log, outcome, error);
-    outcome.refusal = 'upstream-error';
-    refusals.log(log, { err: error, status }, "object_id could not be matched: a token of the pod's own identity failed");
-    return sendText(res, status, `cannot tell which of the pod's identities object_id names: ${upstreamDetail(error)}`);
+  /** An issuer error as a pod may be told of it: the status, the pod-safe detail, Retry-After. */
+  function failureOf(error: unknown): UpstreamFailure {
+    const retryAfterSeconds = deps.tokens.retryAfterSeconds?.(error);
+    return {
+      status: deps.tokens.statusForError(error),
+      publicMessage: deps.tokens.messageForError?.(error) ?? GENERIC_FAILURE_MESSAGE,
+      ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}),
+      error,
+    };
   }
+}
+
+/** What the audit and metrics learn from a token request's answer. */
+function auditFactsFromAnswer(ip: string, answer: Answer): AuditFacts {
+  const facts = newAuditFacts(ip);
+  facts.pod = answer.pod;
+  facts.identity = answer.identity;
+  facts.path = answer.path;
+  facts.refusal = answer.refusal;
+  facts.cache = answer.cache;
+  if (answer.request !== undefined) noteRequest(facts, answer.request);
+  return facts;
+}
+
+/** What the audit learns from a token request that got no answer of its own (shed, gone, failed). */
+function auditFactsOf(ip: string, facts: TokenFacts): AuditFacts {
+  const audited = newAuditFacts(ip);
+  if (facts.parsed.ok) noteRequest(audited, facts.parsed.request);
+  const lookup = facts.caller?.lookup;
+  if (lookup?.kind === 'pod') audited.pod = lookup.pod;
+  const selection = facts.selection?.selection;
+  if (selection?.kind === 'identity') {
+    audited.identity = selection.identity;
+    audited.path = 'binding';
+  } else if (selection?.kind === 'node') {
+    audited.path = selection.via;
+  }
+  return audited;
+}
+
+/** Writes an answer: Go's http.Error text, IMDS's JSON, or the token body (rendered by `tokens`). */
+function send(res: Response, answer: Answer, tokens: (tokens: readonly Token[], resource: string) => string | Buffer): void {
+  if (answer.retryAfter !== undefined && !res.headersSent) res.setHeader('Retry-After', answer.retryAfter);
+  const body = answer.body;
+  switch (body.kind) {
+    case 'text':
+      return sendText(res, answer.status, body.message);
+    case 'imds':
+      return sendImdsJson(res, answer.status, body.json);
+    case 'json':
+      return sendJsonText(res, answer.status, body.json);
+    case 'tokens':
+      return sendJsonText(res, answer.status, tokens(body.tokens, body.resource));
+  }
+}
+
+function text(status: number, message: string, rest: Omit<Answer, 'status' | 'body'> = {}): Answer {
+  return { status, body: { kind: 'text', message }, ...rest };
+}
+
+function warnLine(fields: Record<string, unknown>, msg: string) {
+  return { level: 'warn' as const, fields, msg };
 }
 
 /** Principal IDs read from the tokens of identities NMI served or fetched, by principalKey; bounded. */
@@ -585,38 +727,21 @@ function nodeIdentityRequest(request: TokenRequest): NodeIdentityRequest {
   return {};
 }
 
-/** What a request's handling learnt: the metrics' labels and the audit record's facts. */
-interface Outcome extends AuditFacts {
-  namespace: string;
-}
-
-/** Notes why the request is refused, then answers it (`send`), for one-line refusals. */
-function refuse(outcome: Outcome, kind: RefusalKind, send?: () => void): void {
-  outcome.refusal = kind;
-  send?.();
-}
-
-function noteRequest(outcome: Outcome, request: TokenRequest): void {
+function noteRequest(outcome: AuditFacts, request: TokenRequest): void {
   outcome.resource = request.resource;
   if (request.clientId !== undefined) outcome.requestedClientId = request.clientId;
   if (request.resourceId !== undefined) outcome.requestedResourceId = request.resourceId;
   if (request.objectId !== undefined) outcome.requestedObjectId = request.objectId;
 }
 
-function notFoundMessage(pod: PodView, selection: Extract<Selection, { kind: 'pending' | 'none' }>): string {
-  if (selection.kind === 'none') return selection.reason;
-  const state = selection.created ? 'ASSIGNED' : 'CREATED';
-  return `getting assigned identities for pod ${pod.namespace}/${pod.name} in ${state} state failed: ${selection.reason}. Check MIC pod logs for identity assignment errors`;
-}
-
 function pathOf(req: Request): string {
-  const url = req.originalUrl || req.url || '/';
+  const url = req.url || '/';
   const q = url.indexOf('?');
   return q === -1 ? url : url.slice(0, q);
 }
 
 function queryOf(req: Request): string {
-  const url = req.originalUrl || req.url || '';
+  const url = req.url || '';
   const q = url.indexOf('?');
   return q === -1 ? '' : url.slice(q + 1);
 }
@@ -630,35 +755,6 @@ export function remoteIp(req: { socket: { remoteAddress?: string | undefined } }
 function headerValue(req: Request, name: string): string {
   const value = req.headers[name];
   return typeof value === 'string' ? value.trim() : '';
-}
-
-/**
- * Every line a pod's request can cause (refusals, the node identity served) is logged at most once per caller and
- * message every 10 s, with the count of those not logged: a pod flooding NMI (each request with new pod-chosen
- * resource and client_id values, up to 2,048 characters each) must not turn into a flood of log lines that rotates
- * other pods' audit records off the node.
- */
-class RefusalLog {
-  private readonly last = new Map<string, { atMs: number; suppressed: number }>();
-  constructor(
-    private readonly logger: Logger,
-    private readonly now: () => number,
-  ) {}
-
-  log(who: string | LazyLogger, fields: Record<string, unknown>, msg: string, level: 'warn' | 'info' = 'warn'): void {
-    const key = `${typeof who === 'string' ? who : who.key}\u0000${msg}`;
-    const t = this.now();
-    const seen = this.last.get(key);
-    if (seen !== undefined && t - seen.atMs < 10_000) {
-      seen.suppressed++;
-      return;
-    }
-    if (this.last.size >= 4096) this.last.clear();
-    this.last.set(key, { atMs: t, suppressed: 0 });
-    const extra = { ...fields, ...(seen && seen.suppressed > 0 ? { notLogged: seen.suppressed } : {}) };
-    if (typeof who === 'string') this.logger[level]({ remote: who, ...extra }, msg);
-    else who[level](extra, msg);
-  }
 }
 
 /** A waiting token request, as `bounded` tracks it. */
@@ -705,10 +801,6 @@ function abortOnClose(req: Request, res: Response): AbortController {
   return controller;
 }
 
-function sendJson(res: Response, status: number, body: unknown): void {
-  sendJsonText(res, status, JSON.stringify(body));
-}
-
 function sendJsonText(res: Response, status: number, text: string | Buffer): void {
   if (res.headersSent || res.destroyed) return;
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
@@ -722,7 +814,7 @@ function sendJsonText(res: Response, status: number, text: string | Buffer): voi
 class TokenBodies {
   private readonly byToken = new Map<string, Map<string, { second: number; text: Buffer }>>();
 
-  text(token: IssuedToken, resource: string, nowSeconds: number): Buffer {
+  text(token: Token, resource: string, nowSeconds: number): Buffer {
     const second = Math.floor(nowSeconds);
     let forToken = this.byToken.get(token.accessToken);
     const hit = forToken?.get(resource);
@@ -751,16 +843,14 @@ function sendText(res: Response, status: number, message: string): void {
 }
 
 function sendMetadataHeaderMissing(res: Response): void {
-  if (res.headersSent || res.destroyed) return;
-  const text = `${JSON.stringify(METADATA_HEADER_MISSING)}\n`;
-  res.writeHead(400, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
-  res.end(text);
+  sendImdsJson(res, 400, METADATA_HEADER_MISSING_TEXT);
 }
 
+const METADATA_HEADER_MISSING_TEXT = `${JSON.stringify(METADATA_HEADER_MISSING)}\n`;
+
 /** An error in IMDS's own shape and content type, byte for byte as IMDS sends it. */
-function sendImdsError(res: Response, status: number, body: { error: string; error_description: string }): void {
+function sendImdsJson(res: Response, status: number, text: string): void {
   if (res.headersSent || res.destroyed) return;
-  const text = JSON.stringify(body);
   res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
 }
@@ -769,40 +859,49 @@ function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** The parts of a pino logger the handlers use, with the child's bindings made only when a line is written. */
-interface LazyLogger {
-  /** Who the lines are about (the remote IP), for rate-limited logging. */
-  readonly key: string;
-  isLevelEnabled(level: string): boolean;
-  debug(obj: object, msg: string): void;
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
+/** A child logger whose bindings are made only when a line is written: a child per request was a hot-path cost. */
+function lazyChild(logger: Logger, bindings: () => Record<string, unknown>): LineSink {
+  let child: Logger | undefined;
+  const get = () => (child ??= logger.child(bindings()));
+  return {
+    debug: (obj, msg) => get().debug(obj, msg),
+    info: (obj, msg) => get().info(obj, msg),
+    warn: (obj, msg) => get().warn(obj, msg),
+  };
 }
 
-function lazyChild(logger: Logger, key: string, bindings: () => Record<string, unknown>): LazyLogger {
-  return new DeferredChild(logger, key, bindings);
+/** Lines about a caller no pod was found for: the remote address is all there is to say. */
+function withRemote(logger: Logger, remote: string): LineSink {
+  return {
+    debug: (obj, msg) => logger.debug({ remote, ...obj }, msg),
+    info: (obj, msg) => logger.info({ remote, ...obj }, msg),
+    warn: (obj, msg) => logger.warn({ remote, ...obj }, msg),
+  };
 }
 
-class DeferredChild implements LazyLogger {
-  private child: Logger | undefined;
-  constructor(
-    private readonly logger: Logger,
-    readonly key: string,
-    private readonly bindings: () => Record<string, unknown>,
-  ) {}
-  isLevelEnabled(level: string): boolean {
-    return this.logger.isLevelEnabled(level);
-  }
-  debug(obj: object, msg: string): void {
-    this.get().debug(obj, msg);
-  }
-  info(obj: object, msg: string): void {
-    this.get().info(obj, msg);
-  }
-  warn(obj: object, msg: string): void {
-    this.get().warn(obj, msg);
-  }
-  private get(): Logger {
-    return (this.child ??= this.logger.child(this.bindings()));
+/**
+ * A request that may still carry body bytes. Answering one in the tick its headers arrived would answer before the
+ * parser has read (and possibly refused) the rest: such an answer is sent a microtask later, as any waiting one.
+ */
+function mayHaveBody(req: Request): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0') || req.headers['expect'] !== undefined;
+}
+
+/**
+ * Parsed token queries by their raw text: parsing is pure, and pods ask the same few queries over and over. Bounded
+ * (cleared when full), so a pod sending ever new queries costs a parse each, as without it.
+ */
+class ParsedQueries {
+  private readonly byText = new Map<string, ParsedTokenRequest>();
+  parse(query: string): ParsedTokenRequest {
+    const known = this.byText.get(query);
+    if (known !== undefined) return known;
+    const parsed = parseTokenRequest(query);
+    if (query.length <= 4096) {
+      if (this.byText.size >= 1024) this.byText.clear();
+      this.byText.set(query, parsed);
+    }
+    return parsed;
   }
 }

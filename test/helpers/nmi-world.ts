@@ -13,7 +13,8 @@ import pino, { type Logger } from 'pino';
 import { Agent } from 'undici';
 import { assignedIdentityName, GROUP, Plurals, VERSION } from '../../src/crds/names.js';
 import type { AssignedIdentityState } from '../../src/crds/types.js';
-import { startNmi, type NmiHandle, type NmiOptions } from '../../src/nmi/nmi.js';
+import { parseNmiConfig, type NmiConfig } from '../../src/nmi/config.js';
+import { startNmi, type NmiHandle } from '../../src/nmi/nmi.js';
 import type { ImdsListener, UserAssignedIdentity } from '../../src/sandbox/cloud/index.js';
 import { startTestApiServer, CRD_DIR, type TestApiServer } from './apiserver.js';
 import { startTestAzure, type TestAzure } from './azure.js';
@@ -29,8 +30,8 @@ export interface NmiWorldOptions {
   readonly systemAssigned?: boolean;
   /** Start NMI in this process (default true); false leaves `nmi` undefined (bench starts it in a child). */
   readonly startNmi?: boolean;
-  /** Overrides of NMI's options (mode, waits, blocking, cache). */
-  readonly nmi?: Partial<NmiOptions>;
+  /** Overrides of NMI's flags (mode, waits, blocking, cache), and where its audit records go. */
+  readonly nmi?: Partial<NmiConfig> & { readonly auditLogger?: Logger };
   readonly logger?: Logger;
 }
 
@@ -131,8 +132,9 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
     if (opts.startNmi ?? true) {
       // The emulator's AAD stands in for a cloud authority: allowed as an admin would with --allowed-ad-endpoints.
       const allowedAdEndpoints = [azure.emulator.url, ...(opts.nmi?.allowedAdEndpoints ?? [])];
-      const options = { ...nmiOptions(imds.url, azure.emulator.caPem), ...opts.nmi, allowedAdEndpoints };
-      nmi = await startNmi(options, kc, logger);
+      const { auditLogger, ...flags } = opts.nmi ?? {};
+      const config = { ...nmiConfig(imds.url), ...flags, allowedAdEndpoints };
+      nmi = await startNmi(config, { kubeConfig: kc, logger, ...nmiTestDeps(azure.emulator.caPem), ...(auditLogger ? { auditLogger } : {}) });
       cleanups.push(() => (nmi as NmiHandle).stop());
       await waitUntil(() => (nmi as NmiHandle).active(), 'NMI caches synced', 10_000);
     }
@@ -316,39 +318,35 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
   }
 }
 
-/** NMI's options for tests: loopback, random ports, no iptables, short waits, the emulator's AAD CA trusted. */
-export function nmiOptions(imdsUrl: string, authorityCaPem: string): NmiOptions {
+/** NMI's flags for tests: loopback, random ports, no iptables, short waits (the defaults otherwise, as parsed). */
+export function nmiConfig(imdsUrl: string): NmiConfig {
+  const parsed = parseNmiConfig([`--node=${NODE}`, `--imds-endpoint=${imdsUrl}`, '--kubelet-config=', '--cni-conf-dir='], {});
+  if (!parsed.ok) throw new Error(`test NMI flags: ${parsed.errors.join('; ')}`);
   return {
-    node: NODE,
-    listenAddress: '127.0.0.1',
-    port: 0,
-    probeAddress: '127.0.0.1',
-    probePort: 0,
-    metricsAddress: '127.0.0.1',
-    metricsPort: 0,
-    imdsEndpoint: imdsUrl,
+    ...parsed.value,
+    nmiListenAddress: '127.0.0.1',
+    nmiPort: 0,
+    probeBindAddress: '127.0.0.1',
+    httpProbePort: 0,
+    metricsBindAddress: '127.0.0.1',
+    prometheusPort: 0,
     enableScaleFeatures: true,
     manageIptables: false,
-    intercept: { metadataIp: '169.254.169.254', metadataPort: 80 },
-    iptablesBinary: 'iptables',
     iptUpdateIntervalMs: 60_000,
-    enableConntrackDeletion: false,
     prefetch: false,
     prefetchResources: [],
     tokenCacheSize: 10_000,
     tokenRefreshBeforeMs: 300_000,
-    authorityCaPem,
-    imdsTimeoutMs: 5_000,
-    watchTimeoutSeconds: 60,
-    metadataHeaderRequired: true,
-    blockInstanceMetadata: false,
-    operationMode: 'standard',
-    forceNamespaced: false,
     micNamespace: 'kube-system',
     micServiceAccount: 'aad-pod-identity-mic',
-    setRetryAfterHeader: false,
+    startupTaint: '',
     ...FAST_WAITS,
   };
+}
+
+/** What tests give NMI besides its flags: the emulator's AAD CA trusted, shorter IMDS and watch timeouts. */
+export function nmiTestDeps(authorityCaPem: string) {
+  return { authorityCaPem, tuning: { imdsTimeoutMs: 5_000, watchTimeoutSeconds: 60 } };
 }
 
 /** A token from an IMDS-shaped NMI answer. */

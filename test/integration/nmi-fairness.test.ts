@@ -24,8 +24,8 @@ describe('NMI fairness between tenants', () => {
         retryAttemptsForCreated: 16,
         retryAttemptsForAssigned: 4,
         findIdentityRetryIntervalMs: 5_000,
-        maxRequestsPerCaller: PER_POD,
-        maxRequestsTotal: TOTAL,
+        maxWaitingRequestsPerPod: PER_POD,
+        maxWaitingRequests: TOTAL,
       },
     });
     const w = world;

@@ -5,7 +5,7 @@ import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
-import { createNmiApp, handleExpectContinue, type NmiServerConfig } from '../../src/nmi/server.js';
+import { createNmiServer, type NmiServerConfig } from '../../src/nmi/server.js';
 import { PodIndex } from '../../src/nmi/pod-index.js';
 import { NmiIdentityState } from '../../src/nmi/identity-state.js';
 import { createImdsProxy } from '../../src/nmi/adapters/proxy.js';
@@ -110,12 +110,10 @@ describe('NMI server', () => {
     pods = new PodIndex({ nodeName: NODE, lookupWaitMs: 200 });
     state = new NmiIdentityState();
     state.markSynced('identities');
-    const app = createNmiApp({
+    server = createNmiServer({
       config, pods, identities: state, tokens, logger, metrics,
       proxy: createImdsProxy({ imdsEndpoint: `http://127.0.0.1:${(imds.address() as AddressInfo).port}`, logger }),
     });
-    server = createServer(app);
-    handleExpectContinue(server, app, config);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     port = (server.address() as AddressInfo).port;
   });
@@ -286,7 +284,7 @@ describe('NMI server', () => {
     const index = new PodIndex({ nodeName: NODE, lookupWaitMs: 200 });
     index.upsert(job);
     const logger = pino({ level: 'silent' });
-    const other = createServer(createNmiApp({ config, pods: index, identities: unsynced, tokens, logger, proxy: createImdsProxy({ imdsEndpoint: 'http://127.0.0.1:9', logger }) }));
+    const other = createNmiServer({ config, pods: index, identities: unsynced, tokens, logger, proxy: createImdsProxy({ imdsEndpoint: 'http://127.0.0.1:9', logger }) });
     await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
     try {
       const otherPort = (other.address() as AddressInfo).port;
@@ -327,7 +325,7 @@ describe('NMI server', () => {
   it('refuses a caller’s token requests beyond its in-flight cap with 429, and serves it again once they end', async () => {
     const greedy = pod('greedy', '127.0.1.50');
     pods.upsert(greedy);
-    config.maxRequestsPerCaller = 3;
+    config.maxWaitingRequestsPerPod = 3;
     try {
       const waiting = [1, 2, 3].map(() => call(port, TOKEN, { from: '127.0.1.50' }));
       await new Promise((r) => setTimeout(r, 100));
@@ -342,7 +340,7 @@ describe('NMI server', () => {
       expect((await Promise.all(waiting)).map((r) => r.status)).toEqual([200, 200, 200]);
       expect((await call(port, TOKEN, { from: '127.0.1.50' })).status).toBe(200);
     } finally {
-      config.maxRequestsPerCaller = undefined;
+      config.maxWaitingRequestsPerPod = undefined;
     }
   });
 

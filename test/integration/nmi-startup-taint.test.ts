@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { patchOptions } from '../../src/kube/index.js';
 import { startNmi, type NmiHandle } from '../../src/nmi/nmi.js';
 import { createNodeNetwork, shouldSkipNetns, type NodeNetwork } from '../helpers/netns.js';
-import { nmiOptions, NODE, startNmiWorld, type NmiWorld } from '../helpers/nmi-world.js';
+import { nmiConfig, nmiTestDeps, NODE, startNmiWorld, type NmiWorld } from '../helpers/nmi-world.js';
 
 const KEY = 'aadpodidentity.k8s.io/nmi-not-ready';
 const logger = pino({ level: process.env['NMI_TEST_LOG'] ?? 'silent' });
@@ -66,7 +66,7 @@ describe('NMI and the node startup taint', () => {
     await taintNodes(world);
     const before = nodePatches(world).length;
     world.api.server.injectFault({ pathPrefix: '/api/v1/pods', method: 'GET', watch: false, status: 500, count: 2 });
-    nmi = await startNmi({ ...nmiOptions(world.imds.url, world.azure.emulator.caPem), startupTaint: KEY }, world.kc, logger);
+    nmi = await startNmi({ ...nmiConfig(world.imds.url), startupTaint: KEY }, { kubeConfig: world.kc, logger, ...nmiTestDeps(world.azure.emulator.caPem) });
 
     const failedLists = () => world!.api.server.requestLog().filter((e) => e.path === '/api/v1/pods' && e.status === 500).length;
     await eventually(() => failedLists() >= 1, 'a failed pod list');
@@ -84,12 +84,12 @@ describe('NMI and the node startup taint', () => {
   it('leaves a node without the taint untouched, and does nothing when the flag is empty', async () => {
     world = await startNmiWorld({ startNmi: false });
     const rv = (await world.core.readNode({ name: NODE })).metadata?.resourceVersion;
-    nmi = await startNmi({ ...nmiOptions(world.imds.url, world.azure.emulator.caPem), startupTaint: KEY }, world.kc, logger);
+    nmi = await startNmi({ ...nmiConfig(world.imds.url), startupTaint: KEY }, { kubeConfig: world.kc, logger, ...nmiTestDeps(world.azure.emulator.caPem) });
     expect(await withTimeout(nmi.startupTaint(), 20_000, 'taint check')).toBe('absent');
     await nmi.stop();
 
     await taintNodes(world);
-    nmi = await startNmi({ ...nmiOptions(world.imds.url, world.azure.emulator.caPem), startupTaint: '' }, world.kc, logger);
+    nmi = await startNmi({ ...nmiConfig(world.imds.url), startupTaint: '' }, { kubeConfig: world.kc, logger, ...nmiTestDeps(world.azure.emulator.caPem) });
     await eventually(() => nmi!.active(), 'NMI active');
     expect(await nmi.startupTaint()).toBe('absent');
     expect(await taintsOf(world.core, NODE)).toContain(`${KEY}=true:NoSchedule`);
@@ -101,7 +101,7 @@ describe('NMI and the node startup taint', () => {
     world = await startNmiWorld({ startNmi: false });
     await taintNodes(world);
     world.api.server.injectFault({ pathPrefix: `/api/v1/nodes/${NODE}`, method: 'GET', status: 503, count: 2 });
-    nmi = await startNmi({ ...nmiOptions(world.imds.url, world.azure.emulator.caPem), startupTaint: KEY }, world.kc, logger);
+    nmi = await startNmi({ ...nmiConfig(world.imds.url), startupTaint: KEY }, { kubeConfig: world.kc, logger, ...nmiTestDeps(world.azure.emulator.caPem) });
     expect(await withTimeout(nmi.startupTaint(), 20_000, 'taint removal')).toBe('removed');
     const gets = world.api.server.requestLog().filter((e) => e.method === 'GET' && e.path === `/api/v1/nodes/${NODE}`);
     expect(gets.map((e) => e.status)).toEqual([503, 503, 200]);
@@ -123,9 +123,8 @@ describe('NMI and the node startup taint', () => {
       chmodSync(script, 0o755);
     }
     nmi = await startNmi(
-      { ...nmiOptions(world.imds.url, world.azure.emulator.caPem), manageIptables: true, iptablesBinary: join(dir, 'ipt'), startupTaint: KEY },
-      world.kc,
-      logger,
+      { ...nmiConfig(world.imds.url), manageIptables: true, iptablesBinary: join(dir, 'ipt'), startupTaint: KEY },
+      { kubeConfig: world.kc, logger, ...nmiTestDeps(world.azure.emulator.caPem) },
     );
     const failures = () => (existsSync(attempts) ? readFileSync(attempts, 'utf8').trim().split('\n').length : 0);
     await eventually(() => failures() >= 2, 'two failed iptables syncs');

@@ -1,29 +1,41 @@
 // Connects the handlers' TokenIssuer port to the token provider (cache, IMDS, service principals).
 
-import type { IssuedToken } from '../core/imds-body.js';
+import type { AzureIdentity } from '../../crds/types.js';
 import type { TokenIssuer } from '../ports.js';
-import { tokenErrorHttpStatus, tokenErrorIsIdentityNotFound, tokenErrorPublicMessage, tokenErrorRetryAfterSeconds, tokenRequestIdentityFrom, type TokenProvider } from '../tokens/index.js';
+import {
+  tokenErrorHttpStatus,
+  tokenErrorIsIdentityNotFound,
+  tokenErrorPublicMessage,
+  tokenErrorRetryAfterSeconds,
+  tokenRequestIdentityFrom,
+  type TokenProvider,
+  type TokenRequestIdentity,
+} from '../tokens/index.js';
 
 export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
+  // The informers hand out a new object for every change, so an identity object's request form never goes stale.
+  const requestForms = new WeakMap<AzureIdentity, TokenRequestIdentity>();
+  const formOf = (identity: AzureIdentity): TokenRequestIdentity => {
+    let form = requestForms.get(identity);
+    if (form === undefined) requestForms.set(identity, (form = tokenRequestIdentityFrom(identity)));
+    return form;
+  };
   return {
     async tokensFor(identity, resource, requestedClientId, caller) {
-      const tokens = await provider.getTokens(tokenRequestIdentityFrom(identity), resource, {
+      return provider.getTokens(formOf(identity), resource, {
         ...(requestedClientId !== undefined ? { requestedClientId } : {}),
         ...(caller !== undefined ? { caller } : {}),
       });
-      return tokens.map(toIssued);
     },
     cachedTokensFor(identity, resource) {
       if (identity.type === null) return undefined;
-      return provider.peekTokens(tokenRequestIdentityFrom(identity), resource)?.map(toIssued);
+      return provider.peekTokens(formOf(identity), resource);
     },
     async nodeToken(resource, identity, vet, caller) {
-      return toIssued(
-        await provider.getNodeToken(resource, identity, {
-          ...(vet ? { vet: (token) => vet(toIssued(token)) } : {}),
-          ...(caller !== undefined ? { caller } : {}),
-        }),
-      );
+      return provider.getNodeToken(resource, identity, {
+        ...(vet ? { vet } : {}),
+        ...(caller !== undefined ? { caller } : {}),
+      });
     },
     forgetNodeTokens() {
       provider.invalidateNodeTokens();
@@ -32,15 +44,5 @@ export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
     isIdentityNotFound: tokenErrorIsIdentityNotFound,
     messageForError: tokenErrorPublicMessage,
     retryAfterSeconds: tokenErrorRetryAfterSeconds,
-  };
-}
-
-function toIssued(token: { accessToken: string; expiresOn: number; notBefore?: number; tokenType: string; clientId?: string }): IssuedToken {
-  return {
-    accessToken: token.accessToken,
-    expiresOn: token.expiresOn,
-    ...(token.notBefore !== undefined ? { notBefore: token.notBefore } : {}),
-    tokenType: token.tokenType,
-    ...(token.clientId !== undefined ? { clientId: token.clientId } : {}),
   };
 }

@@ -1,12 +1,18 @@
 // Token and error bodies in the shape IMDS answers and the Azure SDKs accept (upstream-behaviour §3.3, sdk-notes §2).
 
-export interface IssuedToken {
+/** A token as NMI holds and serves it: the one shape from the token sources through the cache to the IMDS body. */
+export interface Token {
   readonly accessToken: string;
   /** Epoch seconds. */
   readonly expiresOn: number;
   /** Epoch seconds. */
   readonly notBefore?: number;
+  /** The resource it was issued for, as the upstream said. */
+  readonly resource?: string;
+  /** 'Bearer' when absent. */
   readonly tokenType?: string;
+  /** Seconds, as the upstream reported it at acquisition time. */
+  readonly expiresIn?: number;
   readonly clientId?: string;
 }
 
@@ -25,7 +31,7 @@ export interface ImdsTokenBody {
  * Numbers are strings, as IMDS and the original send them; `resource` echoes the request exactly so MSAL's cache
  * keys match (sdk-notes §2); `expires_in` is counted from `nowSeconds` and never negative.
  */
-export function imdsTokenBody(token: IssuedToken, resource: string, nowSeconds: number): ImdsTokenBody {
+export function imdsTokenBody(token: Token, resource: string, nowSeconds: number): ImdsTokenBody {
   const expiresIn = Math.max(0, Math.floor(token.expiresOn - nowSeconds));
   return {
     access_token: token.accessToken,
@@ -40,7 +46,7 @@ export function imdsTokenBody(token: IssuedToken, resource: string, nowSeconds: 
 }
 
 /** `/host/token` wraps the first token with the identity's client ID, as the original. */
-export function hostTokenBody(token: IssuedToken, resource: string, clientId: string, nowSeconds: number) {
+export function hostTokenBody(token: Token, resource: string, clientId: string, nowSeconds: number) {
   return { token: imdsTokenBody(token, resource, nowSeconds), clientid: clientId };
 }
 

@@ -93,6 +93,7 @@ export class TokenCache {
   private readonly entries = new Map<string, Entry>();
   private readonly flights = new Map<string, Flight>();
   private readonly negatives = new Map<string, Negative>();
+  private readonly keys = new CacheKeys();
   private readonly maxEntries: number;
   private readonly idleTtlMs: number;
   private readonly refreshFraction: number;
@@ -139,7 +140,7 @@ export class TokenCache {
    * `caller` (a pod) pays for a fetch it starts; a caller over its miss limit gets a `throttled` TokenError.
    */
   async get(identityKey: string, resource: string, fetcher: TokenFetcher, caller?: string): Promise<readonly Token[]> {
-    const key = cacheKey(identityKey, resource);
+    const key = this.keys.of(identityKey, resource);
     const now = this.now();
     const entry = this.entries.get(key);
     if (entry && this.servable(entry, now)) {
@@ -178,7 +179,7 @@ export class TokenCache {
    * synchronous (NMI's warm path). Starts the background refresh when due, as `get` does. Undefined on a miss.
    */
   peek(identityKey: string, resource: string, fetcher: TokenFetcher): readonly Token[] | undefined {
-    const key = cacheKey(identityKey, resource);
+    const key = this.keys.of(identityKey, resource);
     const entry = this.entries.get(key);
     if (entry === undefined) return undefined;
     const now = this.now();
@@ -387,6 +388,28 @@ export class TokenCache {
 
 function cacheKey(identityKey: string, resource: string): string {
   return JSON.stringify([identityKey, resource]);
+}
+
+/** The entry keys of recent (identity, resource) pairs, so that a hit builds no string (bounded: cleared when full). */
+class CacheKeys {
+  private readonly byIdentity = new Map<string, Map<string, string>>();
+  private size = 0;
+
+  of(identityKey: string, resource: string): string {
+    let forIdentity = this.byIdentity.get(identityKey);
+    const known = forIdentity?.get(resource);
+    if (known !== undefined) return known;
+    if (this.size >= 16_384) {
+      this.byIdentity.clear();
+      this.size = 0;
+      forIdentity = undefined;
+    }
+    if (forIdentity === undefined) this.byIdentity.set(identityKey, (forIdentity = new Map()));
+    const key = cacheKey(identityKey, resource);
+    forIdentity.set(resource, key);
+    this.size++;
+    return key;
+  }
 }
 
 /** When a token fetched at `fetchedAtMs` and expiring at `expiresAtMs` is due for refresh. */

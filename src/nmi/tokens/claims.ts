@@ -2,10 +2,10 @@
 // claim (`appid` in v1 tokens, `azp` in v2), and the managed identity's resource ID (`xms_mirid`). Read only to decide
 // whether to refuse; the signature is not NMI's to check.
 
-import type { IssuedToken } from '../core/imds-body.js';
+import type { Token } from '../core/imds-body.js';
 import type { TokenIdentity } from '../core/node-path.js';
 
-export function tokenIdentityOf(token: Pick<IssuedToken, 'clientId' | 'accessToken'>): TokenIdentity {
+export function tokenIdentityOf(token: Pick<Token, 'clientId' | 'accessToken'>): TokenIdentity {
   const claims = jwtPayload(token.accessToken) ?? {};
   const clientId = nonEmpty(token.clientId) ?? nonEmpty(claims['appid']) ?? nonEmpty(claims['azp']);
   const resourceId = nonEmpty(claims['xms_mirid']);
@@ -13,7 +13,7 @@ export function tokenIdentityOf(token: Pick<IssuedToken, 'clientId' | 'accessTok
 }
 
 /** The object (principal) ID a token is for: its `oid` claim; undefined for a token that is not a readable JWT. */
-export function tokenObjectIdOf(token: Pick<IssuedToken, 'accessToken'>): string | undefined {
+export function tokenObjectIdOf(token: Pick<Token, 'accessToken'>): string | undefined {
   return nonEmpty(jwtPayload(token.accessToken)?.['oid']);
 }
 

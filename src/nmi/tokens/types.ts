@@ -27,19 +27,7 @@ export interface TokenRequestIdentity {
   readonly clientPassword?: SecretRef;
 }
 
-/** A token as NMI serves it (the handler renders the IMDS-shaped body from this). */
-export interface Token {
-  readonly accessToken: string;
-  /** Epoch seconds. */
-  readonly expiresOn: number;
-  /** Epoch seconds. */
-  readonly notBefore?: number;
-  readonly resource: string;
-  readonly tokenType: string;
-  /** Seconds, as the upstream reported it at acquisition time. */
-  readonly expiresIn?: number;
-  readonly clientId?: string;
-}
+export type { Token } from '../core/imds-body.js';
 
 /**
  * Why a token could not be had. NMI maps `upstream` (IMDS or AAD answered non-2xx) and `refused` to 403 and
