@@ -10,7 +10,7 @@ import type {
   PodView,
 } from '../crds/types.js';
 import { declaredIdentitiesOf, type DeclaredIdentities } from './core/node-path.js';
-import { BINDING_LABEL, type PodBinding } from './core/select.js';
+import { BINDING_LABEL, type PodBinding, type SelectInput } from './core/select.js';
 import { ChangeNotifier } from './notify.js';
 import type { IdentityState } from './ports.js';
 
@@ -19,9 +19,12 @@ type Named = { readonly namespace: string; readonly name: string };
 class NamespacedMap<T extends Named> {
   private readonly items = new Map<string, T>();
   private readonly byNamespace = new Map<string, Map<string, T>>();
+  /** inNamespace()'s arrays since the last change. */
+  private readonly lists = new Map<string, readonly T[]>();
 
   set(item: T): void {
     this.delete(item.namespace, item.name);
+    this.lists.delete(item.namespace);
     this.items.set(`${item.namespace}/${item.name}`, item);
     let ns = this.byNamespace.get(item.namespace);
     if (ns === undefined) this.byNamespace.set(item.namespace, (ns = new Map()));
@@ -29,6 +32,7 @@ class NamespacedMap<T extends Named> {
   }
 
   delete(namespace: string, name: string): boolean {
+    this.lists.delete(namespace);
     const existed = this.items.delete(`${namespace}/${name}`);
     this.byNamespace.get(namespace)?.delete(name);
     return existed;
@@ -38,8 +42,10 @@ class NamespacedMap<T extends Named> {
     return this.items.get(`${namespace}/${name}`);
   }
 
-  inNamespace(namespace: string): T[] {
-    return [...(this.byNamespace.get(namespace)?.values() ?? [])];
+  inNamespace(namespace: string): readonly T[] {
+    let list = this.lists.get(namespace);
+    if (list === undefined) this.lists.set(namespace, (list = [...(this.byNamespace.get(namespace)?.values() ?? [])]));
+    return list;
   }
 
   values(): IterableIterator<T> {
@@ -49,6 +55,7 @@ class NamespacedMap<T extends Named> {
   clear(): void {
     this.items.clear();
     this.byNamespace.clear();
+    this.lists.clear();
   }
 }
 
@@ -63,6 +70,13 @@ export class NmiIdentityState implements IdentityState {
   /** Informers whose first list the settled check still waits for (see markSynced). */
   private readonly unsynced = new Set<'assigned' | 'bindings' | 'identities'>(['assigned', 'bindings', 'identities']);
   private declared: DeclaredIdentities | undefined;
+  /** selectionFor()'s answers since the last change, by pod object (a changed pod is a new object). */
+  private selections = new WeakMap<PodView, Omit<SelectInput, 'pod' | 'request'>>();
+
+  private changed(): void {
+    this.selections = new WeakMap();
+    this.changes.notify();
+  }
 
   upsertAssigned(aai: AzureAssignedIdentity): void {
     this.removeAssignedIndex(aai.namespace, aai.name);
@@ -71,12 +85,12 @@ export class NmiIdentityState implements IdentityState {
     let forPod = this.assignedByPod.get(podKey);
     if (forPod === undefined) this.assignedByPod.set(podKey, (forPod = new Map()));
     forPod.set(`${aai.namespace}/${aai.name}`, aai);
-    this.changes.notify();
+    this.changed();
   }
 
   removeAssigned(namespace: string, name: string): void {
     this.removeAssignedIndex(namespace, name);
-    if (this.assigned.delete(namespace, name)) this.changes.notify();
+    if (this.assigned.delete(namespace, name)) this.changed();
   }
 
   upsertBinding(b: AzureIdentityBinding): void {
@@ -85,12 +99,12 @@ export class NmiIdentityState implements IdentityState {
     let forSelector = this.bindingsBySelector.get(b.selector);
     if (forSelector === undefined) this.bindingsBySelector.set(b.selector, (forSelector = new Map()));
     forSelector.set(`${b.namespace}/${b.name}`, b);
-    this.changes.notify();
+    this.changed();
   }
 
   removeBinding(namespace: string, name: string): void {
     this.removeBindingIndex(namespace, name);
-    if (this.bindings.delete(namespace, name)) this.changes.notify();
+    if (this.bindings.delete(namespace, name)) this.changed();
   }
 
   /**
@@ -99,19 +113,19 @@ export class NmiIdentityState implements IdentityState {
    */
   markSynced(kind: 'assigned' | 'bindings' | 'identities'): void {
     this.unsynced.delete(kind);
-    this.changes.notify();
+    this.changed();
   }
 
   upsertIdentity(i: AzureIdentity): void {
     this.identities.set(i);
     this.declared = undefined;
-    this.changes.notify();
+    this.changed();
   }
 
   removeIdentity(namespace: string, name: string): void {
     if (!this.identities.delete(namespace, name)) return;
     this.declared = undefined;
-    this.changes.notify();
+    this.changed();
   }
 
   /**
@@ -125,11 +139,11 @@ export class NmiIdentityState implements IdentityState {
 
   upsertException(e: AzurePodIdentityException): void {
     this.exceptions.set(e);
-    this.changes.notify();
+    this.changed();
   }
 
   removeException(namespace: string, name: string): void {
-    if (this.exceptions.delete(namespace, name)) this.changes.notify();
+    if (this.exceptions.delete(namespace, name)) this.changed();
   }
 
   /** Every AAI this NMI knows (for prefetch and explain). */
@@ -137,7 +151,13 @@ export class NmiIdentityState implements IdentityState {
     return [...this.assigned.values()];
   }
 
-  selectionFor(pod: PodView) {
+  selectionFor(pod: PodView): Omit<SelectInput, 'pod' | 'request'> {
+    let known = this.selections.get(pod);
+    if (known === undefined) this.selections.set(pod, (known = this.gather(pod)));
+    return known;
+  }
+
+  private gather(pod: PodView): Omit<SelectInput, 'pod' | 'request'> {
     const selector = pod.labels[BINDING_LABEL];
     const podBindings: PodBinding[] = [];
     for (const binding of selector === undefined ? [] : (this.bindingsBySelector.get(selector)?.values() ?? [])) {

@@ -16,6 +16,8 @@ export class PodIndex implements PodDirectory {
   private readonly byKey = new Map<string, PodView>();
   private readonly byIp = new Map<string, Set<string>>();
   private readonly changes = new ChangeNotifier();
+  /** lookup()'s answers since the last change: the hot path asks the same few IPs over and over. */
+  private readonly answers = new Map<string, CallerLookup>();
   private readonly lookupWaitMs: number;
   private readonly now: () => number;
 
@@ -25,6 +27,7 @@ export class PodIndex implements PodDirectory {
   }
 
   upsert(pod: PodView): void {
+    this.answers.clear();
     const key = `${pod.namespace}/${pod.name}`;
     this.removeKey(key);
     if (pod.nodeName !== this.options.nodeName) return;
@@ -38,11 +41,13 @@ export class PodIndex implements PodDirectory {
   }
 
   remove(namespace: string, name: string): void {
+    this.answers.clear();
     if (this.removeKey(`${namespace}/${name}`)) this.changes.notify();
   }
 
   /** Replaces everything (after a relist). */
   replaceAll(pods: readonly PodView[]): void {
+    this.answers.clear();
     this.byKey.clear();
     this.byIp.clear();
     for (const pod of pods) this.upsert(pod);
@@ -70,6 +75,15 @@ export class PodIndex implements PodDirectory {
 
   /** The decision at this instant, without waiting. */
   lookup(ip: string): CallerLookup {
+    const known = this.answers.get(ip);
+    if (known !== undefined) return known;
+    const found = this.decide(ip);
+    if (this.answers.size >= 4096) this.answers.clear();
+    this.answers.set(ip, found);
+    return found;
+  }
+
+  private decide(ip: string): CallerLookup {
     const claimants = [...(this.byIp.get(ip) ?? [])]
       .map((key) => this.byKey.get(key))
       .filter((pod): pod is PodView => pod !== undefined)

@@ -173,6 +173,9 @@ function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response
   const audit = deps.audit ?? NO_AUDIT;
   const bodies = new TokenBodies();
   const queries = new ParsedQueries();
+  // selectNow's memory, by pod object (a changed pod is a new object), valid while the identity state hands out the
+  // same input object for it, then by the parsed request object (ParsedQueries reuses it for the same query).
+  const selections = new WeakMap<PodView, { state: object; byRequest: Map<TokenRequest, Selection> }>();
   const lines = new LogLimiter(clock);
   // Token requests waiting for a fact, per caller IP.
   const waiting = new FairCaps<Admission>(() => ({
@@ -215,6 +218,7 @@ function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response
   function tokenRequest(req: Request, res: Response, started: number): Promise<void> | undefined {
     const ip = remoteIp(req);
     const facts: MutableFacts = { ip, metadataHeader: req.headers['metadata'] === 'true', parsed: queries.parse(queryOf(req)) };
+    prefill(facts);
     const verdict = decideNow(facts);
     if (verdict.kind === 'answer') {
       // A body still to come is parsed first (its errors close the connection before any answer): answer after it.
@@ -223,6 +227,39 @@ function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response
       return undefined;
     }
     return waitFor(req, res, ip, facts, verdict.need, started);
+  }
+
+  /**
+   * Reads up front the facts every well-formed request needs and that cost no wait and change nothing (the caller,
+   * its selection, the view's freshness), so that decide runs once or twice rather than once per fact. The token
+   * cache is read only when decide asks (a read counts a hit and may start a refresh).
+   */
+  function prefill(facts: MutableFacts): void {
+    if (!facts.parsed.ok || facts.ip === '' || deps.pods.lookup === undefined) return;
+    const lookup = deps.pods.lookup(facts.ip);
+    facts.caller = { lookup, waited: false };
+    if (lookup.kind !== 'pod') return;
+    facts.selection = { selection: selectNow(lookup.pod, facts.parsed.request), final: false };
+    if (deps.freshness === undefined || deps.freshness.isFresh(clock.now())) facts.live = 'fresh';
+  }
+
+  /**
+   * selectIdentity at this instant, remembered while nothing changes: the identity state hands out a new input object
+   * on every change, and an identity (or the node path) chosen for a request that names no object_id depends on
+   * nothing else (not on the time, not on the principal IDs learnt). Anything else is decided afresh each time.
+   */
+  function selectNow(pod: PodView, request: TokenRequest): Selection {
+    const state = deps.identities.selectionFor(pod);
+    let memo = selections.get(pod);
+    if (memo?.state !== state) selections.set(pod, (memo = { state, byRequest: new Map() }));
+    const remembered = memo.byRequest.get(request);
+    if (remembered !== undefined) return remembered;
+    const selection = selectIdentity({ pod, request, ...state, nowMs: clock.now(), principalIds: principals.known }, policy);
+    if (request.objectId === undefined && (selection.kind === 'identity' || selection.kind === 'node')) {
+      if (memo.byRequest.size >= 64) memo.byRequest.clear();
+      memo.byRequest.set(request, selection);
+    }
+    return selection;
   }
 
   /** decide, filling every fact that can be had without waiting, until it answers or needs a wait. */
@@ -243,7 +280,7 @@ function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response
       }
       case 'selection':
         if (facts.selection !== undefined) return false;
-        facts.selection = { selection: selectIdentity(inputFor(need.pod, need.request), policy), final: false };
+        facts.selection = { selection: selectNow(need.pod, need.request), final: false };
         return true;
       case 'live': {
         // A view the API server has not confirmed lately may name a deleted pod whose IP another pod now has.
@@ -328,14 +365,12 @@ function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response
         pod === undefined ? withRemote(logger, ip) : lazyChild(logger, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request?.resource }));
       lines.log(ip, sink, answer.log.fields, answer.log.msg, answer.log.level);
     }
-    send(res, answer, (tokens, resource) => {
-      if (answer.path === 'binding' && logger.isLevelEnabled('debug')) {
-        // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.
-        const id = answer.identity;
-        logger.debug({ pod: answer.pod?.name, namespace: answer.pod?.namespace, remote: ip, resource, identity: id && `${id.namespace}/${id.name}` }, 'token served');
-      }
-      return tokensBody(tokens, resource);
-    });
+    if (answer.status === 200 && answer.path === 'binding' && logger.isLevelEnabled('debug')) {
+      // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.
+      const id = answer.identity;
+      logger.debug({ pod: answer.pod?.name, namespace: answer.pod?.namespace, remote: ip, resource: answer.request?.resource, identity: id && `${id.namespace}/${id.name}` }, 'token served');
+    }
+    send(res, answer, tokensBody);
     const elapsedMs = clock.now() - started;
     const { pod, identity } = answer;
     // The warm path's hits are counted, not built into a record: no allocation per request when aggregating.

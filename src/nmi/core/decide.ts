@@ -136,13 +136,16 @@ export interface Answer {
 
 export type Verdict = { readonly kind: 'answer'; readonly answer: Answer } | { readonly kind: 'need'; readonly need: Need };
 
+const IDENTITY_NOT_FOUND_TEXT = JSON.stringify(IDENTITY_NOT_FOUND);
+const METADATA_HEADER_MISSING_TEXT = `${JSON.stringify(METADATA_HEADER_MISSING)}\n`;
+
 /** The original's Retry-After for `--set-retry-after-header`. */
 const RETRY_AFTER_SECONDS = '20';
 
 /** Decides what a token request gets from the facts at hand, or names the one fact still missing. */
 export function decideToken(facts: TokenFacts, policy: DecidePolicy): Verdict {
   if (policy.metadataHeaderRequired && !facts.metadataHeader) {
-    return answer({ status: 400, body: { kind: 'imds', json: `${JSON.stringify(METADATA_HEADER_MISSING)}\n` }, refusal: 'metadata-header-missing' });
+    return answer({ status: 400, body: { kind: 'imds', json: METADATA_HEADER_MISSING_TEXT }, refusal: 'metadata-header-missing' });
   }
   const { ip, parsed } = facts;
   if (ip === '') return answer(text(500, 'request remote address is empty', { refusal: 'unknown-caller' }));
@@ -162,7 +165,6 @@ export function decideToken(facts: TokenFacts, policy: DecidePolicy): Verdict {
     );
   }
   const pod = caller.lookup.pod;
-  const about = { request, pod };
 
   const decided = facts.selection;
   if (decided === undefined || (!decided.final && needsWait(decided.selection, request))) return need({ kind: 'selection', pod, request });
@@ -172,7 +174,8 @@ export function decideToken(facts: TokenFacts, policy: DecidePolicy): Verdict {
   if (again !== undefined && (again.kind !== 'pod' || again.pod.uid !== pod.uid)) {
     return answer(
       text(500, `pod at ${ip} changed while the request waited`, {
-        ...about,
+        request,
+        pod,
         refusal: 'caller-changed',
         log: warn({ reason: again.kind === 'pod' ? 'pod at this IP changed' : again.reason }, 'caller changed while waiting; denied'),
       }),
@@ -184,7 +187,8 @@ export function decideToken(facts: TokenFacts, policy: DecidePolicy): Verdict {
   if (live !== 'fresh' && live.kind !== 'confirmed') {
     return answer(
       text(503, "NMI's view of this node's pods is out of date and the caller could not be confirmed; retry later", {
-        ...about,
+        request,
+        pod,
         retryAfter: '1',
         refusal: 'stale-view',
         log: warn(
@@ -200,11 +204,12 @@ export function decideToken(facts: TokenFacts, policy: DecidePolicy): Verdict {
       return need({ kind: 'node', pod, request, via: selection.via, why: selection.reason });
     case 'unbound': {
       // Its own identities' tokens could not be read to match object_id: that is not "not found".
-      if (decided.learnFailure !== undefined) return answer(unreadablePrincipal(decided.learnFailure, about));
+      if (decided.learnFailure !== undefined) return answer(unreadablePrincipal(decided.learnFailure, { request, pod }));
       return answer({
         status: 400,
-        body: { kind: 'imds', json: JSON.stringify(IDENTITY_NOT_FOUND) },
-        ...about,
+        body: { kind: 'imds', json: IDENTITY_NOT_FOUND_TEXT },
+        request,
+        pod,
         refusal: 'unbound',
         log: warn({ reason: selection.reason }, 'no bound identity matches the request; answered as IMDS does'),
       });
@@ -214,17 +219,19 @@ export function decideToken(facts: TokenFacts, policy: DecidePolicy): Verdict {
       const refusal = selection.kind === 'pending' ? 'not-assigned' : 'no-identity';
       const log = warn({ reason: selection.reason }, 'no identity for the pod');
       // Both modes, as the original: in managed mode a binding may still be created.
-      if (policy.setRetryAfterHeader) return answer(text(503, selection.reason, { ...about, retryAfter: RETRY_AFTER_SECONDS, refusal, log }));
-      return answer(text(404, notFoundMessage(pod, selection), { ...about, refusal, log }));
+      if (policy.setRetryAfterHeader) return answer(text(503, selection.reason, { request, pod, retryAfter: RETRY_AFTER_SECONDS, refusal, log }));
+      return answer(text(404, notFoundMessage(pod, selection), { request, pod, refusal, log }));
     }
     case 'identity': {
       const identity = selection.identity;
-      const served = { ...about, identity, path: 'binding' as const };
       const denial = policy.namespacePolicies === undefined ? undefined : namespacePolicyDenial(policy.namespacePolicies, pod, identity);
       if (denial !== undefined) {
         return answer(
           text(denial.status, denial.body, {
-            ...served,
+            request,
+            pod,
+            identity,
+            path: 'binding',
             refusal: 'namespace-policy',
             log: warn({ identity: `${identity.namespace}/${identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied'),
           }),
@@ -232,20 +239,21 @@ export function decideToken(facts: TokenFacts, policy: DecidePolicy): Verdict {
       }
       const tokens = facts.tokens;
       if (tokens === undefined) return need({ kind: 'tokens', pod, identity, request });
-      if (tokens.kind === 'failed') {
-        const failure = tokens.failure;
-        if (failure.status === 429) return answer(throttled(failure, { ...served, cache: 'miss' }));
-        return answer(
-          text(failure.status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${failure.publicMessage}`, {
-            ...served,
-            cache: 'miss',
-            refusal: 'upstream-error',
-            log: warn({ err: failure.error, identity: `${identity.namespace}/${identity.name}`, status: failure.status }, 'token acquisition failed'),
-          }),
-        );
+      if (tokens.kind === 'tokens' && tokens.tokens.length > 0) {
+        // The warm path's answer: nothing else is built for it.
+        return answer({ status: 200, body: { kind: 'tokens', tokens: tokens.tokens, resource: request.resource }, request, pod, identity, path: 'binding', cache: tokens.cache });
       }
-      if (tokens.tokens.length === 0) return answer(text(503, 'no token was issued', { ...served, cache: tokens.cache, refusal: 'no-token' }));
-      return answer({ status: 200, body: { kind: 'tokens', tokens: tokens.tokens, resource: request.resource }, ...served, cache: tokens.cache });
+      const served = { request, pod, identity, path: 'binding' as const, cache: tokens.kind === 'tokens' ? tokens.cache : ('miss' as const) };
+      if (tokens.kind === 'tokens') return answer(text(503, 'no token was issued', { ...served, refusal: 'no-token' }));
+      const failure = tokens.failure;
+      if (failure.status === 429) return answer(throttled(failure, served));
+      return answer(
+        text(failure.status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${failure.publicMessage}`, {
+          ...served,
+          refusal: 'upstream-error',
+          log: warn({ err: failure.error, identity: `${identity.namespace}/${identity.name}`, status: failure.status }, 'token acquisition failed'),
+        }),
+      );
     }
   }
 }

@@ -21,12 +21,14 @@ const IDENTITY_PREFIX = /^\/metadata\/identity(\/|$)/;
 const INSTANCE_PREFIX = /^\/metadata\/instance(\/|$)/;
 const HOST_TOKEN_PREFIX = /^\/host\/token(\/|$)/;
 const MAX_DECODE_ROUNDS = 4;
+// The hot path's answer, made once.
+const TOKEN_ROUTE: Route = { kind: 'token' };
 
 /** Routes a raw request target (path without query, exactly as received on the wire). */
 export function routeRequest(rawPath: string, policy: RoutePolicy): Route {
   // The canonical token path has nothing to decode: answered first, it is the hot path.
   if (isCanonicalTokenPath(rawPath)) {
-    return { kind: 'token' };
+    return TOKEN_ROUTE;
   }
   if (!isOriginForm(rawPath)) {
     // Absolute-form, `//host/...`, `*` and the like: what they name is not ours to guess, nor to forward.
