@@ -12,6 +12,7 @@
 
 import type { Logger } from 'pino';
 import type { AzureIdentity, PodView } from '../crds/types.js';
+import { realClock } from '../common/clock.js';
 
 export type AuditMode = 'off' | 'aggregate' | 'all';
 
@@ -118,7 +119,7 @@ export const MAX_IMMEDIATE_REFUSALS_PER_CALLER = 64;
 export function createAuditTrail(opts: AuditTrailOptions): AuditTrail {
   if (opts.mode === 'off') return NO_AUDIT;
   const log = opts.logger;
-  const now = opts.now ?? Date.now;
+  const now = opts.now ?? realClock.now;
   const all = opts.mode === 'all';
 
   // Hits, keyed without building strings: pod uid -> identity object -> resource.

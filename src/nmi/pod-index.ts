@@ -4,6 +4,7 @@
 import type { PodView } from '../crds/types.js';
 import { ChangeNotifier } from './notify.js';
 import type { CallerLookup, PodDirectory } from './ports.js';
+import { realClock } from '../common/clock.js';
 
 export interface PodIndexOptions {
   readonly nodeName: string;
@@ -23,7 +24,7 @@ export class PodIndex implements PodDirectory {
 
   constructor(private readonly options: PodIndexOptions) {
     this.lookupWaitMs = options.lookupWaitMs ?? 1200;
-    this.now = options.nowMs ?? Date.now;
+    this.now = options.nowMs ?? realClock.now;
   }
 
   upsert(pod: PodView): void {

@@ -6,6 +6,7 @@ import { podViewFrom } from '../../crds/types.js';
 import { describeError, getJson, httpStatus } from '../../kube/index.js';
 import { compareLivePod } from '../core/live-caller.js';
 import type { LiveCallerCheck, PodViewFreshness } from '../ports.js';
+import { realClock } from '../../common/clock.js';
 
 export interface PodFreshnessOptions {
   readonly kubeConfig: KubeConfig;
@@ -23,7 +24,7 @@ export interface PodFreshnessOptions {
 export function podViewFreshness(opts: PodFreshnessOptions): PodViewFreshness {
   const timeoutMs = opts.timeoutMs ?? 2_000;
   const ttlMs = opts.confirmationTtlMs ?? 1_000;
-  const now = opts.nowMs ?? Date.now;
+  const now = opts.nowMs ?? realClock.now;
   // Concurrent checks of one caller share one GET, and a confirmation serves for ttlMs: a pod's burst must not become
   // a burst at an API server that is likely struggling already (its watch went silent).
   const inFlight = new Map<string, Promise<LiveCallerCheck>>();

@@ -21,6 +21,7 @@
 import type { Logger } from 'pino';
 import { PerCallerMissLimit, type MissLimitOptions } from './miss-limit.js';
 import { TokenError, type Token } from './types.js';
+import { realClock } from '../../common/clock.js';
 
 export type TokenFetcher = () => Promise<readonly Token[]>;
 
@@ -129,7 +130,7 @@ export class TokenCache {
     this.negativeTtlMs = Math.max(0, opts.negativeTtlMs ?? 2_000);
     this.refreshRetryMs = Math.max(0, opts.refreshRetryMs ?? 30_000);
     this.idleTtlMs = Math.max(1, opts.idleTtlMs ?? 60 * 60_000);
-    this.now = opts.now ?? Date.now;
+    this.now = opts.now ?? realClock.now;
     this.logger = opts.logger;
     this.maxConcurrentFetches = Math.max(1, opts.maxConcurrentFetches ?? 16);
     this.missLimit = opts.missLimit && opts.missLimit.ratePerSecond > 0 ? new PerCallerMissLimit(opts.missLimit) : undefined;

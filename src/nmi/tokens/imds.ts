@@ -1,6 +1,7 @@
 // Managed identity tokens from the node's IMDS, over plain HTTP (what the original's adal MSI client did, §3.5),
 // with a per-attempt timeout and a bounded retry budget the original lacked (it could add ~50 s).
 import { TokenError, type Token } from './types.js';
+import { realClock } from '../../common/clock.js';
 
 export interface ImdsClientOptions {
   /** Base URL of IMDS, e.g. `http://169.254.169.254`. No trailing path. */
@@ -41,7 +42,7 @@ export function createImdsClient(opts: ImdsClientOptions): ImdsClient {
   const maxDelayMs = opts.maxDelayMs ?? 16_000;
   const doFetch = opts.fetch ?? fetch;
   const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
-  const now = opts.now ?? Date.now;
+  const now = opts.now ?? realClock.now;
   const base = opts.endpoint.replace(/\/+$/, '');
 
   return {
@@ -109,7 +110,7 @@ export function isRetryableStatus(status: number): boolean {
 }
 
 /** Retry-After as seconds or an HTTP date; undefined when absent or unparsable. */
-export function parseRetryAfter(value: string | null, nowMs: number = Date.now()): number | undefined {
+export function parseRetryAfter(value: string | null, nowMs: number = realClock.now()): number | undefined {
   if (value === null || value.trim() === '') return undefined;
   const trimmed = value.trim();
   if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;

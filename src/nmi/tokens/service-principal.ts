@@ -15,6 +15,7 @@ import { adEndpointRefusal, allowedAuthoritySet } from '../../crds/credential-po
 import { pkcs12ToPem } from './pkcs12.js';
 import { readSecret, selectCertificate, selectClientSecret, type SecretReader } from './secrets.js';
 import { TokenError, type Token, type TokenRequestIdentity } from './types.js';
+import { realClock } from '../../common/clock.js';
 
 export const DEFAULT_AUTHORITY = 'https://login.microsoftonline.com/';
 
@@ -49,7 +50,7 @@ export interface ServicePrincipalTokenSource {
 export function createServicePrincipalTokenSource(opts: ServicePrincipalOptions): ServicePrincipalTokenSource {
   const timeoutMs = opts.timeoutMs ?? 20_000;
   const maxCredentials = Math.max(1, opts.maxCredentials ?? 1_000);
-  const now = opts.now ?? Date.now;
+  const now = opts.now ?? realClock.now;
   const allowedAuthorities = allowedAuthoritySet([
     ...KNOWN_CLOUD_AUTHORITIES,
     opts.defaultAuthority || DEFAULT_AUTHORITY,
