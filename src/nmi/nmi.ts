@@ -13,7 +13,7 @@ import {
 } from '../crds/normalize.js';
 import { collectionPath, nodeLabelSelector, Plurals } from '../crds/names.js';
 import { parseNamespacePolicy, type NamespacePolicies, type NamespacePolicy } from '../crds/namespace-policy.js';
-import { podViewFrom } from '../crds/types.js';
+import { podViewFrom, type PodView } from '../crds/types.js';
 import { Reflector, type KubeObject } from '../kube/index.js';
 import { podViewFreshness } from './adapters/pod-freshness.js';
 import { createImdsProxy } from './adapters/proxy.js';
@@ -138,7 +138,7 @@ export async function startNmi(config: NmiConfig, deps: NmiDeps): Promise<NmiHan
   const namespacePolicies = new Map<string, NamespacePolicy | undefined>();
   const reflectors = informers(config, tuning, kubeConfig, log, pods, identities, tokens, metrics, namespacePolicies);
   for (const r of reflectors) r.start();
-  const podReflector = reflectors[0] as Reflector; // informers() puts the pods' first
+  const podReflector = reflectors[0]; // informers() puts the pods' first
   const freshness = podViewFreshness({
     kubeConfig,
     node: config.node,
@@ -287,7 +287,7 @@ function informers(
   tokens: TokenProvider,
   metrics: ReturnType<typeof createNmiMetrics>,
   namespacePolicies: Map<string, NamespacePolicy | undefined>,
-): Reflector[] {
+): Informer[] {
   const common = {
     kubeConfig,
     log,
@@ -299,16 +299,19 @@ function informers(
   const warn = (kind: string, obj: KubeObject, problems: readonly string[]) => {
     if (problems.length > 0) log.warn({ kind, name: obj.metadata?.name, namespace: obj.metadata?.namespace, problems }, 'object ignored');
   };
-  const reflectors: Reflector[] = [
-    new Reflector({
+  const reflectors: Informer[] = [
+    // The pods are kept once, as views in PodIndex's store, filled here; the handlers only tell it something changed.
+    new Reflector<KubeObject, PodView>({
       ...common,
       path: '/api/v1/pods',
       name: 'pods',
       fieldSelector: `spec.nodeName=${config.node}`,
+      transform: (raw) => pods.viewOf(podViewFrom(raw)),
+      store: pods.store,
       handlers: {
-        onAdd: (o) => upsertPod(o),
-        onUpdate: (_o, n) => upsertPod(n),
-        onDelete: (o) => pods.remove(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
+        onAdd: () => pods.changed(),
+        onUpdate: () => pods.changed(),
+        onDelete: () => pods.changed(),
       },
     }),
     new Reflector({
@@ -400,10 +403,6 @@ function informers(
     namespacePolicies.set(name, policy);
   }
 
-  function upsertPod(obj: KubeObject) {
-    const pod = podViewFrom(obj);
-    if (pod !== null) pods.upsert(pod);
-  }
   function upsertException(obj: KubeObject) {
     const n = normalizeException(obj);
     warn('AzurePodIdentityException', obj, n.problems);
@@ -433,6 +432,9 @@ function informers(
     for (const resource of config.prefetchResources) void tokens.prefetch(tokenRequestIdentityFrom(identity), resource);
   }
 }
+
+/** What NMI does with each of its reflectors, whatever views they keep. */
+type Informer = Pick<Reflector, 'start' | 'stop' | 'synced' | 'lastHeardMs'>;
 
 function listen(server: Server, host: string, port: number): Promise<string> {
   return new Promise((resolve, reject) => {

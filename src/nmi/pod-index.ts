@@ -1,7 +1,9 @@
-// The node's pods by IP, fed by the pod informer (field selector spec.nodeName), answering "who is calling?".
+// The node's pods by IP, answering "who is calling?": a view over the pod reflector's store, which keeps each pod of
+// this node as its PodView (the transform at ingest) indexed by IP, so NMI holds every pod once.
 // Fail closed: an IP two live pods claim, or that a pod being deleted holds, names nobody.
 
 import type { PodView } from '../crds/types.js';
+import { keyOf, Store } from '../kube/store.js';
 import { ChangeNotifier } from './notify.js';
 import type { CallerLookup, PodDirectory } from './ports.js';
 import { realClock } from '../common/clock.js';
@@ -14,8 +16,8 @@ export interface PodIndexOptions {
 }
 
 export class PodIndex implements PodDirectory {
-  private readonly byKey = new Map<string, PodView>();
-  private readonly byIp = new Map<string, Set<string>>();
+  /** The one copy of this node's pods: the pod reflector fills it (transform: `viewOf`), upsert/remove in tests. */
+  readonly store = new Store<PodView>({ byIP: (pod) => pod.podIPs });
   private readonly changes = new ChangeNotifier();
   /** lookup()'s answers since the last change: the hot path asks the same few IPs over and over. */
   private readonly answers = new Map<string, CallerLookup>();
@@ -27,40 +29,43 @@ export class PodIndex implements PodDirectory {
     this.now = options.nowMs ?? realClock.now;
   }
 
-  upsert(pod: PodView): void {
+  /** The pod's view, if it is one of this node's (the reflector's transform: other nodes' pods are not kept). */
+  viewOf(pod: PodView | null): PodView | undefined {
+    return pod !== null && pod.nodeName === this.options.nodeName ? pod : undefined;
+  }
+
+  /** The store changed under us (a reflector event): answers given so far may be stale, and waiters may look again. */
+  changed(): void {
     this.answers.clear();
-    const key = `${pod.namespace}/${pod.name}`;
-    this.removeKey(key);
-    if (pod.nodeName !== this.options.nodeName) return;
-    this.byKey.set(key, pod);
-    for (const ip of pod.podIPs) {
-      let keys = this.byIp.get(ip);
-      if (keys === undefined) this.byIp.set(ip, (keys = new Set()));
-      keys.add(key);
-    }
     this.changes.notify();
   }
 
+  upsert(pod: PodView): void {
+    const key = keyOf(pod.namespace, pod.name);
+    if (this.viewOf(pod) === undefined) this.store.delete(key);
+    else this.store.set(key, pod, { uid: pod.uid, resourceVersion: pod.resourceVersion });
+    this.changed();
+  }
+
   remove(namespace: string, name: string): void {
-    this.answers.clear();
-    if (this.removeKey(`${namespace}/${name}`)) this.changes.notify();
+    if (this.store.delete(keyOf(namespace, name)) !== undefined) this.changed();
   }
 
   /** Replaces everything (after a relist). */
   replaceAll(pods: readonly PodView[]): void {
-    this.answers.clear();
-    this.byKey.clear();
-    this.byIp.clear();
-    for (const pod of pods) this.upsert(pod);
-    this.changes.notify();
+    this.store.clear();
+    for (const pod of pods) {
+      if (this.viewOf(pod) !== undefined) this.store.set(keyOf(pod.namespace, pod.name), pod, { uid: pod.uid, resourceVersion: pod.resourceVersion });
+    }
+    this.changed();
   }
 
   get size(): number {
-    return this.byKey.size;
+    return this.store.size;
   }
 
   findByName(namespace: string, name: string): PodView | undefined {
-    return this.byKey.get(`${namespace}/${name}`);
+    return this.store.get(keyOf(namespace, name));
   }
 
   async findByIp(ip: string, signal: AbortSignal): Promise<CallerLookup> {
@@ -85,9 +90,8 @@ export class PodIndex implements PodDirectory {
   }
 
   private decide(ip: string): CallerLookup {
-    const claimants = [...(this.byIp.get(ip) ?? [])]
-      .map((key) => this.byKey.get(key))
-      .filter((pod): pod is PodView => pod !== undefined)
+    const claimants = this.store
+      .byIndex('byIP', ip)
       // A finished pod keeps its IP in status after the IP went back to the pool; hostNetwork pods share the node's.
       .filter((pod) => !pod.hostNetwork && pod.phase !== 'Succeeded' && pod.phase !== 'Failed');
     if (claimants.length === 0) return { kind: 'unknown', reason: `failed to match pod IP ${ip} with a pod on this node` };
@@ -99,17 +103,5 @@ export class PodIndex implements PodDirectory {
       return { kind: 'unknown', reason: `pod ${names[0]} with IP ${ip} is in phase ${pod.phase || 'unknown'}` };
     }
     return { kind: 'pod', pod };
-  }
-
-  private removeKey(key: string): boolean {
-    const old = this.byKey.get(key);
-    if (old === undefined) return false;
-    this.byKey.delete(key);
-    for (const ip of old.podIPs) {
-      const keys = this.byIp.get(ip);
-      keys?.delete(key);
-      if (keys?.size === 0) this.byIp.delete(ip);
-    }
-    return true;
   }
 }
