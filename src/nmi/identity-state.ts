@@ -1,6 +1,8 @@
-// What NMI knows about identities, from its informers: AAIs on this node (standard mode), bindings (managed mode),
-// identities (both modes: managed mode selects from them, and no mode lets the node path serve one they declare) and
-// exceptions; indexed the way the token handler reads them, with change notification.
+// What NMI knows about identities: AAIs on this node (standard mode), bindings (managed mode, and whether an
+// assignment may still come), identities (both modes: managed mode selects from them, and no mode lets the node path
+// serve one they declare) and exceptions. A view over the reflectors' stores: each reflector keeps its objects once, as
+// the normalised CRD types (the transform at ingest), indexed the way the token handler reads them; this class reads
+// those stores, remembers what it derived until the next change, and tells waiters about changes.
 
 import type {
   AzureAssignedIdentity,
@@ -9,6 +11,7 @@ import type {
   AzurePodIdentityException,
   PodView,
 } from '../crds/types.js';
+import { keyOf, Store } from '../kube/store.js';
 import { declaredIdentitiesOf, type DeclaredIdentities } from './core/node-path.js';
 import { BINDING_LABEL, type PodBinding, type SelectInput } from './core/select.js';
 import { ChangeNotifier } from './notify.js';
@@ -16,95 +19,71 @@ import type { IdentityState } from './ports.js';
 
 type Named = { readonly namespace: string; readonly name: string };
 
-class NamespacedMap<T extends Named> {
-  private readonly items = new Map<string, T>();
-  private readonly byNamespace = new Map<string, Map<string, T>>();
-  /** inNamespace()'s arrays since the last change. */
-  private readonly lists = new Map<string, readonly T[]>();
-
-  set(item: T): void {
-    this.delete(item.namespace, item.name);
-    this.lists.delete(item.namespace);
-    this.items.set(`${item.namespace}/${item.name}`, item);
-    let ns = this.byNamespace.get(item.namespace);
-    if (ns === undefined) this.byNamespace.set(item.namespace, (ns = new Map()));
-    ns.set(item.name, item);
-  }
-
-  delete(namespace: string, name: string): boolean {
-    this.lists.delete(namespace);
-    const existed = this.items.delete(`${namespace}/${name}`);
-    this.byNamespace.get(namespace)?.delete(name);
-    return existed;
+/** One kind's store, read by namespace/name and by namespace. */
+export class NamespacedStore<T extends Named> {
+  readonly store: Store<T>;
+  constructor(indexers: Readonly<Record<string, (view: T) => readonly string[]>> = {}) {
+    this.store = new Store<T>({ byNamespace: (v) => [v.namespace], ...indexers });
   }
 
   get(namespace: string, name: string): T | undefined {
-    return this.items.get(`${namespace}/${name}`);
+    return this.store.get(keyOf(namespace, name));
+  }
+
+  set(item: T & { readonly uid?: string; readonly resourceVersion?: string }): void {
+    this.store.set(keyOf(item.namespace, item.name), item, { uid: item.uid, resourceVersion: item.resourceVersion });
+  }
+
+  delete(namespace: string, name: string): boolean {
+    return this.store.delete(keyOf(namespace, name)) !== undefined;
   }
 
   inNamespace(namespace: string): readonly T[] {
-    let list = this.lists.get(namespace);
-    if (list === undefined) this.lists.set(namespace, (list = [...(this.byNamespace.get(namespace)?.values() ?? [])]));
-    return list;
+    return this.store.byIndex('byNamespace', namespace);
   }
 
   values(): IterableIterator<T> {
-    return this.items.values();
-  }
-
-  clear(): void {
-    this.items.clear();
-    this.byNamespace.clear();
-    this.lists.clear();
+    return this.store.values();
   }
 }
 
+export type IdentityKind = 'assigned' | 'bindings' | 'identities' | 'exceptions';
+
 export class NmiIdentityState implements IdentityState {
-  private readonly assigned = new NamespacedMap<AzureAssignedIdentity>();
-  private readonly assignedByPod = new Map<string, Map<string, AzureAssignedIdentity>>();
-  readonly bindings = new NamespacedMap<AzureIdentityBinding>();
-  readonly identities = new NamespacedMap<AzureIdentity>();
-  readonly exceptions = new NamespacedMap<AzurePodIdentityException>();
+  readonly assigned = new NamespacedStore<AzureAssignedIdentity>({ byPod: (a) => [keyOf(a.podNamespace, a.pod)] });
+  readonly bindings = new NamespacedStore<AzureIdentityBinding>({ bySelector: (b) => [b.selector] });
+  readonly identities = new NamespacedStore<AzureIdentity>();
+  readonly exceptions = new NamespacedStore<AzurePodIdentityException>();
   private readonly changes = new ChangeNotifier();
-  private readonly bindingsBySelector = new Map<string, Map<string, AzureIdentityBinding>>();
   /** Informers whose first list the settled check still waits for (see markSynced). */
   private readonly unsynced = new Set<'assigned' | 'bindings' | 'identities'>(['assigned', 'bindings', 'identities']);
   private declared: DeclaredIdentities | undefined;
   /** selectionFor()'s answers since the last change, by pod object (a changed pod is a new object). */
   private selections = new WeakMap<PodView, Omit<SelectInput, 'pod' | 'request'>>();
 
-  private changed(): void {
+  /** A store changed (a reflector event, or an upsert here): what was derived is dropped, and waiters look again. */
+  changed(kind?: IdentityKind): void {
+    if (kind === undefined || kind === 'identities') this.declared = undefined;
     this.selections = new WeakMap();
     this.changes.notify();
   }
 
   upsertAssigned(aai: AzureAssignedIdentity): void {
-    this.removeAssignedIndex(aai.namespace, aai.name);
     this.assigned.set(aai);
-    const podKey = `${aai.podNamespace}/${aai.pod}`;
-    let forPod = this.assignedByPod.get(podKey);
-    if (forPod === undefined) this.assignedByPod.set(podKey, (forPod = new Map()));
-    forPod.set(`${aai.namespace}/${aai.name}`, aai);
-    this.changed();
+    this.changed('assigned');
   }
 
   removeAssigned(namespace: string, name: string): void {
-    this.removeAssignedIndex(namespace, name);
-    if (this.assigned.delete(namespace, name)) this.changed();
+    if (this.assigned.delete(namespace, name)) this.changed('assigned');
   }
 
   upsertBinding(b: AzureIdentityBinding): void {
-    this.removeBindingIndex(b.namespace, b.name);
     this.bindings.set(b);
-    let forSelector = this.bindingsBySelector.get(b.selector);
-    if (forSelector === undefined) this.bindingsBySelector.set(b.selector, (forSelector = new Map()));
-    forSelector.set(`${b.namespace}/${b.name}`, b);
-    this.changed();
+    this.changed('bindings');
   }
 
   removeBinding(namespace: string, name: string): void {
-    this.removeBindingIndex(namespace, name);
-    if (this.bindings.delete(namespace, name)) this.changed();
+    if (this.bindings.delete(namespace, name)) this.changed('bindings');
   }
 
   /**
@@ -113,19 +92,16 @@ export class NmiIdentityState implements IdentityState {
    */
   markSynced(kind: 'assigned' | 'bindings' | 'identities'): void {
     this.unsynced.delete(kind);
-    this.changed();
+    this.changed(kind);
   }
 
   upsertIdentity(i: AzureIdentity): void {
     this.identities.set(i);
-    this.declared = undefined;
-    this.changed();
+    this.changed('identities');
   }
 
   removeIdentity(namespace: string, name: string): void {
-    if (!this.identities.delete(namespace, name)) return;
-    this.declared = undefined;
-    this.changed();
+    if (this.identities.delete(namespace, name)) this.changed('identities');
   }
 
   /**
@@ -139,16 +115,16 @@ export class NmiIdentityState implements IdentityState {
 
   upsertException(e: AzurePodIdentityException): void {
     this.exceptions.set(e);
-    this.changed();
+    this.changed('exceptions');
   }
 
   removeException(namespace: string, name: string): void {
-    if (this.exceptions.delete(namespace, name)) this.changed();
+    if (this.exceptions.delete(namespace, name)) this.changed('exceptions');
   }
 
   /** Every AAI this NMI knows (for prefetch and explain). */
   allAssigned(): AzureAssignedIdentity[] {
-    return [...this.assigned.values()];
+    return this.assigned.store.list();
   }
 
   selectionFor(pod: PodView): Omit<SelectInput, 'pod' | 'request'> {
@@ -160,11 +136,11 @@ export class NmiIdentityState implements IdentityState {
   private gather(pod: PodView): Omit<SelectInput, 'pod' | 'request'> {
     const selector = pod.labels[BINDING_LABEL];
     const podBindings: PodBinding[] = [];
-    for (const binding of selector === undefined ? [] : (this.bindingsBySelector.get(selector)?.values() ?? [])) {
+    for (const binding of selector === undefined ? [] : this.bindings.store.byIndex('bySelector', selector)) {
       podBindings.push({ binding, identity: this.identities.get(binding.namespace, binding.azureIdentity) });
     }
     return {
-      assigned: [...(this.assignedByPod.get(`${pod.namespace}/${pod.name}`)?.values() ?? [])],
+      assigned: this.assigned.store.byIndex('byPod', keyOf(pod.namespace, pod.name)),
       exceptions: this.exceptions.inNamespace(pod.namespace),
       bindings: this.bindings.inNamespace(pod.namespace),
       identities: this.identities.inNamespace(pod.namespace),
@@ -175,22 +151,5 @@ export class NmiIdentityState implements IdentityState {
 
   waitForChange(timeoutMs: number, signal: AbortSignal): Promise<void> {
     return this.changes.wait(timeoutMs, signal);
-  }
-
-  private removeBindingIndex(namespace: string, name: string): void {
-    const old = this.bindings.get(namespace, name);
-    if (old === undefined) return;
-    const forSelector = this.bindingsBySelector.get(old.selector);
-    forSelector?.delete(`${namespace}/${name}`);
-    if (forSelector?.size === 0) this.bindingsBySelector.delete(old.selector);
-  }
-
-  private removeAssignedIndex(namespace: string, name: string): void {
-    const old = this.assigned.get(namespace, name);
-    if (old === undefined) return;
-    const podKey = `${old.podNamespace}/${old.pod}`;
-    const forPod = this.assignedByPod.get(podKey);
-    forPod?.delete(`${namespace}/${name}`);
-    if (forPod?.size === 0) this.assignedByPod.delete(podKey);
   }
 }

@@ -13,13 +13,13 @@ import {
 } from '../crds/normalize.js';
 import { collectionPath, nodeLabelSelector, Plurals } from '../crds/names.js';
 import { parseNamespacePolicy, type NamespacePolicies, type NamespacePolicy } from '../crds/namespace-policy.js';
-import { podViewFrom, type PodView } from '../crds/types.js';
+import { podViewFrom, type AzureAssignedIdentity, type PodView } from '../crds/types.js';
 import { Reflector, type KubeObject } from '../kube/index.js';
 import { podViewFreshness } from './adapters/pod-freshness.js';
 import { createImdsProxy } from './adapters/proxy.js';
 import { createAuditTrail, type AuditMode, type AuditTrail } from './audit.js';
 import { tokenIssuerFrom } from './adapters/token-issuer.js';
-import { NmiIdentityState } from './identity-state.js';
+import { NmiIdentityState, type IdentityKind } from './identity-state.js';
 import { CHAIN, createIptables, type InterceptTarget, type Iptables } from './iptables.js';
 import { createMetricsListener } from './metrics-endpoint.js';
 import { createNmiMetrics } from './metrics.js';
@@ -318,24 +318,24 @@ function informers(
       ...common,
       path: collectionPath(Plurals.AzurePodIdentityException),
       name: 'azurepodidentityexceptions',
-      handlers: {
-        onAdd: (o) => upsertException(o),
-        onUpdate: (_o, n) => upsertException(n),
-        onDelete: (o) => identities.removeException(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
-      },
+      transform: (raw) => normalized('AzurePodIdentityException', raw, normalizeException(raw)),
+      store: identities.exceptions.store,
+      handlers: changes('exceptions'),
     }),
   ];
   // Both modes: managed mode selects from AzureIdentities, and the node path never serves an identity one declares.
+  // No prefetch on an identity: every NMI would fetch every identity of the cluster, not only its pods'.
   const identityReflector = new Reflector({
     ...common,
     path: collectionPath(Plurals.AzureIdentity),
     name: 'azureidentities',
+    transform: (raw) => normalized('AzureIdentity', raw, normalizeAzureIdentity(raw)),
+    store: identities.identities.store,
     handlers: {
-      onAdd: (o) => upsertIdentity(o),
-      onUpdate: (_o, n) => upsertIdentity(n),
-      onDelete: (o) => {
-        identities.removeIdentity(o.metadata?.namespace ?? '', o.metadata?.name ?? '');
-        tokens.invalidateIdentity(o.metadata?.namespace ?? '', o.metadata?.name ?? '');
+      ...changes('identities'),
+      onDelete: (view) => {
+        identities.changed('identities');
+        tokens.invalidateIdentity(view.namespace, view.name);
       },
     },
   });
@@ -348,11 +348,9 @@ function informers(
     ...common,
     path: collectionPath(Plurals.AzureIdentityBinding),
     name: 'azureidentitybindings',
-    handlers: {
-      onAdd: (o) => upsertBinding(o),
-      onUpdate: (_o, n) => upsertBinding(n),
-      onDelete: (o) => identities.removeBinding(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
-    },
+    transform: (raw) => normalized('AzureIdentityBinding', raw, normalizeBinding(raw)),
+    store: identities.bindings.store,
+    handlers: changes('bindings'),
   });
   void bindingReflector.synced().then((ok) => {
     if (ok) identities.markSynced('bindings');
@@ -364,10 +362,12 @@ function informers(
       path: collectionPath(Plurals.AzureAssignedIdentity),
       name: 'azureassignedidentities',
       ...(config.enableScaleFeatures ? { labelSelector: nodeLabelSelector(config.node) } : {}),
+      transform: (raw) => normalized('AzureAssignedIdentity', raw, normalizeAssignedIdentity(raw)),
+      store: identities.assigned.store,
       handlers: {
-        onAdd: (o) => upsertAssigned(o),
-        onUpdate: (_o, n) => upsertAssigned(n),
-        onDelete: (o) => identities.removeAssigned(o.metadata?.namespace ?? '', o.metadata?.name ?? ''),
+        onAdd: (view) => assignedChanged(view),
+        onUpdate: (_old, view) => assignedChanged(view),
+        onDelete: () => identities.changed('assigned'),
       },
     });
     void assignedReflector.synced().then((ok) => {
@@ -403,29 +403,18 @@ function informers(
     namespacePolicies.set(name, policy);
   }
 
-  function upsertException(obj: KubeObject) {
-    const n = normalizeException(obj);
-    warn('AzurePodIdentityException', obj, n.problems);
-    if (n.value !== null) identities.upsertException(n.value);
+  /** A normalised object is the store's view; one that cannot be normalised is left out (logged once per change). */
+  function normalized<V>(kind: string, raw: KubeObject, n: { value: V | null; problems: readonly string[] }): V | undefined {
+    warn(kind, raw, n.problems);
+    return n.value ?? undefined;
   }
-  function upsertBinding(obj: KubeObject) {
-    const n = normalizeBinding(obj);
-    warn('AzureIdentityBinding', obj, n.problems);
-    if (n.value !== null) identities.upsertBinding(n.value);
+  function changes(kind: IdentityKind) {
+    const changed = () => identities.changed(kind);
+    return { onAdd: changed, onUpdate: changed, onDelete: changed };
   }
-  function upsertIdentity(obj: KubeObject) {
-    const n = normalizeAzureIdentity(obj);
-    warn('AzureIdentity', obj, n.problems);
-    if (n.value === null) return;
-    // No prefetch here: every NMI would fetch every identity of the cluster, not only its pods'.
-    identities.upsertIdentity(n.value);
-  }
-  function upsertAssigned(obj: KubeObject) {
-    const n = normalizeAssignedIdentity(obj);
-    warn('AzureAssignedIdentity', obj, n.problems);
-    if (n.value === null) return;
-    identities.upsertAssigned(n.value);
-    if ((n.value.state === 'Assigned' || n.value.state === '') && n.value.identityRef) prefetch(n.value.identityRef);
+  function assignedChanged(aai: AzureAssignedIdentity) {
+    identities.changed('assigned');
+    if ((aai.state === 'Assigned' || aai.state === '') && aai.identityRef) prefetch(aai.identityRef);
   }
   function prefetch(identity: NonNullable<ReturnType<typeof normalizeAzureIdentity>['value']>) {
     if (!config.prefetch || identity.type === null) return;
