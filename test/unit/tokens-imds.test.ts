@@ -83,9 +83,9 @@ describe('retry classification', () => {
     for (const s of [400, 401, 403, 409]) expect(isRetryableStatus(s)).toBe(false);
   });
   it('parses Retry-After as seconds or a date', () => {
-    expect(parseRetryAfter('3')).toBe(3000);
-    expect(parseRetryAfter(null)).toBeUndefined();
-    expect(parseRetryAfter('soon')).toBeUndefined();
+    expect(parseRetryAfter('3', 0)).toBe(3000);
+    expect(parseRetryAfter(null, 0)).toBeUndefined();
+    expect(parseRetryAfter('soon', 0)).toBeUndefined();
     expect(parseRetryAfter(new Date(10_000).toUTCString(), 4_000)).toBe(6000);
   });
 });

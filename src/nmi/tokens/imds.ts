@@ -2,6 +2,10 @@
 // with a per-attempt timeout and a bounded retry budget the original lacked (it could add ~50 s).
 import { TokenError, type Token } from './types.js';
 import { realClock } from '../../common/clock.js';
+import { retryAfterFromHeaders } from '../../common/retry-after.js';
+
+/** The one Retry-After parser, re-exported for the token sources' callers. */
+export { parseRetryAfter } from '../../common/retry-after.js';
 
 export interface ImdsClientOptions {
   /** Base URL of IMDS, e.g. `http://169.254.169.254`. No trailing path. */
@@ -41,7 +45,7 @@ export function createImdsClient(opts: ImdsClientOptions): ImdsClient {
   const baseDelayMs = opts.baseDelayMs ?? 1_000;
   const maxDelayMs = opts.maxDelayMs ?? 16_000;
   const doFetch = opts.fetch ?? fetch;
-  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const sleep = opts.sleep ?? ((ms: number) => realClock.sleep(ms));
   const now = opts.now ?? realClock.now;
   const base = opts.endpoint.replace(/\/+$/, '');
 
@@ -53,7 +57,7 @@ export function createImdsClient(opts: ImdsClientOptions): ImdsClient {
       for (let attempt = 1; attempt <= maxAttempts; attempt++) {
         const remaining = deadline - now();
         if (remaining <= 0) break;
-        const outcome = await attemptOnce(doFetch, url, Math.min(attemptTimeoutMs, remaining));
+        const outcome = await attemptOnce(doFetch, url, Math.min(attemptTimeoutMs, remaining), now);
         if (outcome.kind === 'ok') return parseImdsTokenBody(outcome.body, resource);
         lastError = outcome.error;
         if (!outcome.retryable || attempt === maxAttempts) break;
@@ -80,7 +84,7 @@ type AttemptOutcome =
   | { kind: 'ok'; body: string }
   | { kind: 'error'; error: TokenError; retryable: boolean; retryAfterMs?: number };
 
-async function attemptOnce(doFetch: typeof fetch, url: string, timeoutMs: number): Promise<AttemptOutcome> {
+async function attemptOnce(doFetch: typeof fetch, url: string, timeoutMs: number, now: () => number): Promise<AttemptOutcome> {
   const signal = AbortSignal.timeout(timeoutMs);
   try {
     const res = await doFetch(url, { headers: { Metadata: 'true' }, signal, redirect: 'manual' });
@@ -90,7 +94,7 @@ async function attemptOnce(doFetch: typeof fetch, url: string, timeoutMs: number
       status: res.status,
       body,
     });
-    const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
+    const retryAfterMs = retryAfterFromHeaders(res.headers, now());
     return {
       kind: 'error',
       error,
@@ -107,15 +111,6 @@ async function attemptOnce(doFetch: typeof fetch, url: string, timeoutMs: number
 /** The statuses the original's adal MSI client retried (§3.5). */
 export function isRetryableStatus(status: number): boolean {
   return status === 404 || status === 408 || status === 410 || status === 429 || (status >= 500 && status <= 599);
-}
-
-/** Retry-After as seconds or an HTTP date; undefined when absent or unparsable. */
-export function parseRetryAfter(value: string | null, nowMs: number = realClock.now()): number | undefined {
-  if (value === null || value.trim() === '') return undefined;
-  const trimmed = value.trim();
-  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
-  const at = Date.parse(trimmed);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - nowMs);
 }
 
 /**
