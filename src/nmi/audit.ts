@@ -12,6 +12,7 @@
 
 import type { Logger } from 'pino';
 import type { AzureIdentity, PodView } from '../crds/types.js';
+import type { RefusalKind } from './core/decide.js';
 import { realClock } from '../common/clock.js';
 
 export type AuditMode = 'off' | 'aggregate' | 'all';
@@ -19,27 +20,8 @@ export type AuditMode = 'off' | 'aggregate' | 'all';
 /** How a token was decided: through a binding (AzureAssignedIdentity or managed-mode binding), or the node's identity. */
 export type AuditPath = 'binding' | 'exception' | 'mic' | 'host-token';
 
-/** Why a token request got no token: one of NMI's refusals (docs/audit.md lists them with their statuses). */
-export type RefusalKind =
-  | 'bad-request'
-  | 'metadata-header-missing'
-  | 'unknown-caller'
-  | 'ambiguous-caller'
-  | 'caller-changed'
-  | 'pod-not-found'
-  | 'not-assigned'
-  | 'no-identity'
-  | 'unbound'
-  | 'namespace-policy'
-  | 'node-path-declared-identity'
-  | 'identities-not-listed'
-  | 'stale-view'
-  | 'too-many-waiting'
-  | 'miss-rate'
-  | 'upstream-error'
-  | 'no-token'
-  | 'client-gone'
-  | 'internal-error';
+/** Why a token request got no token: decided in core/decide.ts (docs/audit.md lists them with their statuses). */
+export type { RefusalKind } from './core/decide.js';
 
 export type CacheOutcome = 'hit' | 'miss';
 

@@ -20,10 +20,7 @@ export class LogLimiter {
   private readonly last = new Map<string, { atMs: number; suppressed: number }>();
   constructor(private readonly clock: Clock) {}
 
-  /**
-   * Writes `msg` to `sink` unless this caller had it written within the window; `sink` undefined: to `logger` with
-   * `remote: caller`.
-   */
+  /** Writes `msg` to `to` unless this caller had it written within the window; `remote`: adds `remote: caller`. */
   log(caller: string, to: LineSink | Logger, fields: Readonly<Record<string, unknown>>, msg: string, level: 'warn' | 'info' | 'debug' = 'warn', remote = false): void {
     const key = `${caller}\u0000${msg}`;
     const t = this.clock.now();
