@@ -240,6 +240,8 @@ class IdentityWorker {
   private readonly maxAttempts: number;
   private readonly maxThrottleWaitMs: number;
   private readonly relistAfterMs: number;
+  /** When a run fails in a way no delay was asked for, come back after the longest backoff. */
+  private readonly giveBackMs: number;
 
   constructor(
     private readonly key: string,
@@ -252,6 +254,7 @@ class IdentityWorker {
     this.maxAttempts = Math.max(1, opts.maxAttempts ?? 6);
     this.maxThrottleWaitMs = opts.maxThrottleWaitMs ?? 60_000;
     this.relistAfterMs = opts.relistAfterMs ?? 300_000;
+    this.giveBackMs = this.backoff.maxMs ?? DEFAULT_BACKOFF.maxMs ?? 30_000;
   }
 
   idle(): boolean {
@@ -305,10 +308,10 @@ class IdentityWorker {
     if (err instanceof RetryLater) return { kind: 'retry', key: this.key, reason: err.message, retryAfterMs: err.retryAfterMs };
     if (isAbortError(err) || this.signal.aborted) return { kind: 'cancelled', key: this.key };
     if (err instanceof Refused) {
-      return { kind: 'retry', key: this.key, reason: `ARM refused listing the credentials: ${err.message}`, retryAfterMs: this.backoff.maxMs };
+      return { kind: 'retry', key: this.key, reason: `ARM refused listing the credentials: ${err.message}`, retryAfterMs: this.giveBackMs };
     }
     const message = err instanceof Error ? err.message : String(err);
-    return { kind: 'retry', key: this.key, reason: message, retryAfterMs: this.backoff.maxMs };
+    return { kind: 'retry', key: this.key, reason: message, retryAfterMs: this.giveBackMs };
   }
 
   private async run(desired: DesiredIdentityCredentials): Promise<FederatedSyncOutcome> {
