@@ -1,6 +1,7 @@
 // spec.mode (issue 13): Attached by default, Federated only for a complete user-assigned identity.
 import { describe, expect, it } from 'vitest';
-import { normalizeAzureIdentity } from '../../src/crds/normalize.js';
+import { normalizeAssignedIdentity, normalizeAzureIdentity } from '../../src/crds/normalize.js';
+import { assignedIdentityWire } from '../../src/mic/adapters/kube-assigned.js';
 import { identityMode, type AzureIdentity } from '../../src/crds/types.js';
 import { validateAzureIdentity } from '../../src/crds/validate.js';
 
@@ -105,5 +106,24 @@ describe('spec.mode validation', () => {
     const reasons = validateAzureIdentity(view);
     expect(reasons[0]).toMatch(/^spec\.clientID is not a GUID/);
     expect(reasons[1]).toMatch(/^spec\.resourceID "\/subscriptions\/x" has too few segments/);
+  });
+});
+
+describe('the AzureAssignedIdentity copy MIC writes', () => {
+  const binding = { ...meta, labels: {}, annotations: {}, creationTimestamp: '', finalizers: [], deleting: false, azureIdentity: 'demo', selector: 's', weight: null };
+  const specFor = (view: AzureIdentity) => ({
+    key: 'ns1/p-ns1-demo', namespace: 'ns1', name: 'p-ns1-demo', identityRef: view, bindingRef: binding,
+    pod: 'p', podNamespace: 'ns1', nodeName: 'n1', labels: {}, finalizers: [], state: 'Created' as const,
+  });
+
+  it('keeps Federated, so the copy reads back as Federated', () => {
+    const wire = assignedIdentityWire(specFor(identity({ type: 0, resourceID: RID, clientID: CLIENT, mode: 'Federated' }).view), '1');
+    expect(wire.spec?.azureIdentityRef?.spec?.mode).toBe('Federated');
+    expect(normalizeAssignedIdentity(wire).value?.identityRef?.mode).toBe('Federated');
+  });
+
+  it('writes no mode for an Attached identity: the copy stays what the original wrote', () => {
+    const wire = assignedIdentityWire(specFor(identity({ type: 0, resourceID: RID, clientID: CLIENT }).view), '1');
+    expect(wire.spec?.azureIdentityRef?.spec).not.toHaveProperty('mode');
   });
 });
