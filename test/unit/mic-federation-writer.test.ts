@@ -384,3 +384,25 @@ describe('FederatedCredentialWriter', () => {
     expect(clock.pendingSleeps()).toBe(0);
   });
 });
+
+describe('FederatedCredentialWriter.reconcile', () => {
+  it('empties of its own credentials an identity nothing wants any more, then forgets it', async () => {
+    const { arm, clock, writer } = world();
+    const foreign: FederatedCredentialRecord = { name: 'user-made', issuer: 'https://x.example/', subject: 's', audiences: [FEDERATED_AUDIENCE] };
+    arm.addIdentity('id1', [foreign]);
+    arm.addIdentity('id2');
+    const a = cred('ns', 'a');
+    let outs = await settled(writer.reconcile([desired('id1', [a]), desired('id2', [a])]), clock);
+    expect(outs).not.toBe('pending');
+    expect(arm.names('id1')).toEqual([a.name, 'user-made'].sort());
+
+    // id1's AzureIdentity went back to Attached (or was deleted): only id2 is wanted now.
+    outs = await settled(writer.reconcile([desired('id2', [a])]), clock);
+    expect(outs === 'pending' ? [] : outs.map((o) => [o.key.split('/').at(-1), o.kind])).toEqual([['id2', 'synced'], ['id1', 'synced']]);
+    expect(arm.names('id1')).toEqual(['user-made']);
+
+    arm.calls.length = 0;
+    await settled(writer.reconcile([desired('id2', [a])]), clock);
+    expect(arm.calls).toEqual([]); // id1 forgotten, id2 unchanged and known
+  });
+});

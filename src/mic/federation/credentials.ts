@@ -177,13 +177,38 @@ const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 1_000, maxMs: 30_000 };
 
 export class FederatedCredentialWriter {
   private readonly workers = new Map<string, IdentityWorker>();
+  /** The last set asked for per identity: where it lives, so reconcile() can empty it once nothing wants it. */
+  private readonly lastDesired = new Map<string, DesiredIdentityCredentials>();
   private readonly stopping = new AbortController();
 
   constructor(private readonly opts: FederatedCredentialWriterOptions) {}
 
+  /**
+   * Syncs every identity of `desired` (all of MIC's federated identities), and removes our credentials from each
+   * identity this writer synced before that is missing from it (its AzureIdentity was deleted or switched back to
+   * Attached); such an identity is forgotten once that is done. Outcomes in the order synced: `desired`, then those.
+   * Identities seen only by an earlier MIC process are not known here.
+   */
+  async reconcile(desired: readonly DesiredIdentityCredentials[]): Promise<FederatedSyncOutcome[]> {
+    const wanted = new Set(desired.map((d) => d.key));
+    const stale = [...this.lastDesired.values()]
+      .filter((d) => !wanted.has(d.key))
+      .map((d) => ({ ...d, credentials: [], azureIdentities: [] }));
+    const outcomes = await Promise.all([...desired, ...stale].map((d) => this.sync(d)));
+    for (const o of outcomes) {
+      const done = o.kind === 'gone' || (o.kind === 'synced' && o.failed.length === 0);
+      if (!wanted.has(o.key) && done && this.lastDesired.get(o.key)?.credentials.length === 0) {
+        this.lastDesired.delete(o.key);
+        if (this.workers.get(o.key)?.busy() === false) this.workers.delete(o.key);
+      }
+    }
+    return outcomes;
+  }
+
   /** Makes the identity carry exactly `desired.credentials` of ours (and no other of ours). */
   sync(desired: DesiredIdentityCredentials): Promise<FederatedSyncOutcome> {
     if (this.stopping.signal.aborted) return Promise.resolve({ kind: 'cancelled', key: desired.key });
+    this.lastDesired.set(desired.key, desired);
     let worker = this.workers.get(desired.key);
     if (worker === undefined) {
       worker = new IdentityWorker(desired.key, this.opts, this.stopping.signal, () => {
@@ -255,6 +280,10 @@ class IdentityWorker {
     this.maxThrottleWaitMs = opts.maxThrottleWaitMs ?? 60_000;
     this.relistAfterMs = opts.relistAfterMs ?? 300_000;
     this.giveBackMs = this.backoff.maxMs ?? DEFAULT_BACKOFF.maxMs ?? 30_000;
+  }
+
+  busy(): boolean {
+    return this.running !== undefined || this.waiting !== undefined;
   }
 
   idle(): boolean {
