@@ -11,8 +11,8 @@ import {
   serviceAccountSubject,
 } from '../../src/crds/federation.js';
 import type { AzureIdentity, PodView } from '../../src/crds/types.js';
-import { desiredFederatedCredentials, federatedUses, type DesiredAssignment } from '../../src/mic/core/index.js';
-import { desiredFederatedCredentials as direct } from '../../src/mic/core/federation.js';
+import type { DesiredAssignment } from '../../src/mic/core/desired.js';
+import { desiredFederatedCredentials, federatedUses } from '../../src/mic/core/federation.js';
 import { identity, rid } from './mic-core.builders.js';
 
 const ISSUER = 'https://westeurope.oic.prod-aks.azure.com/tenant/uuid/';
@@ -92,10 +92,6 @@ const podView = (namespace: string, name: string, serviceAccountName: string): P
 });
 
 describe('desired federated credentials', () => {
-  it('is exported from the core index as well', () => {
-    expect(desiredFederatedCredentials).toBe(direct);
-  });
-
   it('wants one credential per (namespace, service account), shared by every pod of it', () => {
     const id = federated('team-a', 'fed', { resourceID: rid('fed') });
     const pods = new Map([
