@@ -61,7 +61,9 @@ export function federatedUses(
   const skipped: FederationSkip[] = [];
   for (const a of assignments) {
     if (identityMode(a.identity) !== 'Federated') continue;
-    const serviceAccount = podOf(a.podNamespace, a.pod)?.serviceAccountName ?? '';
+    const pod = podOf(a.podNamespace, a.pod);
+    if (pod === undefined) continue; // not in this snapshot: the next cycle sees it
+    const serviceAccount = pod.serviceAccountName ?? '';
     if (serviceAccount === '') {
       skipped.push({
         subject: { kind: 'Pod', namespace: a.podNamespace, name: a.pod },
