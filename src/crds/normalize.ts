@@ -16,6 +16,7 @@ import {
   type AzureIdentity,
   type AzureIdentityBinding,
   type AzurePodIdentityException,
+  type IdentityMode,
   type IdentityType,
   type Normalized,
   type ObjectView,
@@ -83,6 +84,8 @@ function readAzureIdentity(raw: unknown, r: Reader, at: string): AzureIdentity |
   const spec = r.object(specRaw, specPath);
   const typeAt = r.pick(spec, 'type', specPath);
   const { type, invalidType } = readIdentityType(typeAt.value, r, typeAt.path);
+  const modeAt = r.pick(spec, 'mode', specPath);
+  const { mode, invalidMode } = readIdentityMode(modeAt.value, r, modeAt.path);
   const value: AzureIdentity | null =
     meta === null
       ? null
@@ -98,6 +101,8 @@ function readAzureIdentity(raw: unknown, r: Reader, at: string): AzureIdentity |
           adEndpoint: r.string(spec, 'adEndpoint', specPath),
           adResourceID: r.string(spec, 'adResourceID', specPath),
           namespaced: isNamespacedBehavior(meta.annotations),
+          mode,
+          invalidMode,
         };
   return value;
 }
@@ -127,6 +132,24 @@ function readIdentityType(
   }
   if (n === 0 || n === 1 || n === 2) return { type: n, invalidType: '' };
   return { type: null, invalidType: describe(raw) };
+}
+
+const MODES: readonly IdentityMode[] = ['Attached', 'Federated'];
+
+/**
+ * Missing or empty mode means Attached (every identity the original knew). The schema's enum makes the API server
+ * refuse other spellings; one that differs only in case (stored before the enum) is read, with a problem, as
+ * numeric strings are for type. Anything else is null: the identity is unusable until it is fixed (fail closed).
+ */
+function readIdentityMode(raw: unknown, r: Reader, path: string): { mode: IdentityMode | null; invalidMode: string } {
+  if (raw === undefined) return { mode: 'Attached', invalidMode: '' };
+  if (raw === 'Attached' || raw === 'Federated') return { mode: raw, invalidMode: '' };
+  const folded = typeof raw === 'string' ? MODES.find((m) => m.toLowerCase() === raw.trim().toLowerCase()) : undefined;
+  if (folded !== undefined) {
+    r.problem(`${path} ${JSON.stringify(raw)} read as ${folded}`);
+    return { mode: folded, invalidMode: '' };
+  }
+  return { mode: null, invalidMode: describe(raw) };
 }
 
 function readSecretRef(spec: UnknownRecord, r: Reader, specPath: string): SecretRef | null {

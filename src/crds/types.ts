@@ -19,6 +19,15 @@ export const IdentityTypes = {
 } as const satisfies Record<string, IdentityType>;
 
 /**
+ * How pods get an AzureIdentity's tokens (spec.mode). `Attached` (the original's way, and the default when absent or
+ * empty): MIC attaches the identity to the node's VM/VMSS and NMI asks IMDS. `Federated`: no VM identity; MIC keeps a
+ * federated identity credential on the user-assigned identity and NMI exchanges the pod's service-account token.
+ */
+export type IdentityMode = 'Attached' | 'Federated';
+
+export const IdentityModes = { Attached: 'Attached', Federated: 'Federated' } as const satisfies Record<string, IdentityMode>;
+
+/**
  * AzureAssignedIdentity `status.status`. `''` is what MIC < 1.5 left (a status object without `status`), treated
  * as Assigned by MIC and NMI. An object with no status object at all normalises to 'Created' (see normalize.ts).
  */
@@ -59,6 +68,18 @@ export interface AzureIdentity extends ObjectView {
   readonly adResourceID: string;
   /** Annotation `aadpodidentity.k8s.io/Behavior: namespaced` (exact key and value). */
   readonly namespaced: boolean;
+  /**
+   * spec.mode; null when present but neither Attached nor Federated (see invalidMode). normalize.ts always sets it;
+   * views built by hand may leave it out, which means Attached. Read it through `identityMode()`.
+   */
+  readonly mode?: IdentityMode | null;
+  /** The offending spec.mode rendered as text when mode is null, else '' (or absent). */
+  readonly invalidMode?: string;
+}
+
+/** An identity's mode with the default applied: absent means Attached; null (an invalid spec.mode) stays null. */
+export function identityMode(id: AzureIdentity): IdentityMode | null {
+  return id.mode === undefined ? 'Attached' : id.mode;
 }
 
 export interface AzureIdentityBinding extends ObjectView {
@@ -165,6 +186,8 @@ export interface AzureIdentitySpecWire {
   auxiliaryTenantIDs?: string[] | null;
   adEndpoint?: string;
   adResourceID?: string;
+  /** Attached (default when absent) or Federated. */
+  mode?: IdentityMode;
   replicas?: number | null;
 }
 

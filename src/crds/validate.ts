@@ -1,9 +1,14 @@
 // Pure checks on normalised objects. Each returns the reasons the object cannot be used ([] = usable), worded
 // for a user reading `kubectl describe` events or MIC's log: which field, what is wrong, what is expected.
-import type { AzureIdentity, AzureIdentityBinding, AzurePodIdentityException } from './types.js';
+import { identityMode, type AzureIdentity, type AzureIdentityBinding, type AzurePodIdentityException } from './types.js';
 
 export function validateAzureIdentity(id: AzureIdentity): string[] {
   const reasons: string[] = [];
+  const mode = identityMode(id);
+  if (mode === null) {
+    reasons.push(`spec.mode must be Attached (the default) or Federated, got ${id.invalidMode || '(empty)'}`);
+  }
+  const federated = mode === 'Federated';
   switch (id.type) {
     case null:
       reasons.push(
@@ -12,14 +17,30 @@ export function validateAzureIdentity(id: AzureIdentity): string[] {
       );
       break;
     case 0: {
-      reasons.push(...checkClientID(id.clientID));
+      if (federated && id.clientID === '') {
+        reasons.push('spec.clientID is empty; a Federated identity is exchanged at Azure AD under its client ID');
+      } else {
+        reasons.push(...checkClientID(id.clientID));
+      }
       const parsed = parseUserAssignedIdentityID(id.resourceID);
-      if ('error' in parsed) reasons.push(`spec.resourceID ${parsed.error}`);
+      if ('error' in parsed) {
+        reasons.push(
+          federated && id.resourceID.trim() === ''
+            ? 'spec.resourceID is empty; a Federated identity needs its ARM ID, where MIC keeps its federated credentials'
+            : `spec.resourceID ${parsed.error}`,
+        );
+      }
       break;
     }
     case 1:
     case 2: {
       const what = id.type === 1 ? 'a service principal (type 1)' : 'a service principal with certificate (type 2)';
+      if (federated) {
+        reasons.push(
+          `spec.mode Federated needs a user-assigned managed identity (type 0), not ${what}: ` +
+            `remove spec.mode (or set it to Attached) to use the service principal's own credential`,
+        );
+      }
       reasons.push(...checkClientID(id.clientID));
       if (id.tenantID.trim() === '') reasons.push(`spec.tenantID is empty; ${what} needs its tenant`);
       if (id.clientPassword === null || id.clientPassword.name === '') {

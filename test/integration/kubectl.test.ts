@@ -66,9 +66,18 @@ describe.skipIf(skip)('kubectl against the API emulator', () => {
     expect(await kubectl('create', '-f', manifest)).toContain('azureidentity.aadpodidentity.k8s.io/demo-id created');
 
     const table = (await kubectl('get', 'azureidentities')).trim().split('\n');
-    expect(table[0]!.split(/\s+/)).toEqual(['NAME', 'TYPE', 'CLIENTID', 'AGE']);
+    // MODE is ours (issue 13): an identity without spec.mode is Attached, and kubectl leaves an unset CRD column blank.
+    expect(table[0]!.split(/\s+/)).toEqual(['NAME', 'TYPE', 'CLIENTID', 'MODE', 'AGE']);
     expect(table[1]!.split(/\s+/).slice(0, 3)).toEqual(['demo-id', '0', '11111111-2222-3333-4444-555555555555']);
+    const modeAt = table[0]!.indexOf('MODE');
+    expect(table[1]!.slice(modeAt, table[0]!.indexOf('AGE')).trim()).toBe('');
     expect(table[1]!.split(/\s+/)[3]).toMatch(/^\d+s$/);
+
+    await writeFile(manifest, IDENTITY('fed-id', '11111111-2222-3333-4444-666666666666') + '  mode: Federated\n');
+    await kubectl('create', '-f', manifest);
+    const fed = (await kubectl('get', 'azureidentity', 'fed-id')).trim().split('\n');
+    expect(fed[1]!.split(/\s+/).slice(0, 4)).toEqual(['fed-id', '0', '11111111-2222-3333-4444-666666666666', 'Federated']);
+    await kubectl('delete', 'azureidentity', 'fed-id');
 
     expect(await kubectl('delete', 'azureidentity', 'demo-id')).toContain('azureidentity.aadpodidentity.k8s.io "demo-id" deleted');
     const custom = world.kc.makeApiClient(k8s.CustomObjectsApi);

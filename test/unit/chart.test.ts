@@ -236,3 +236,23 @@ describe('chart: NMI audit trail (issue 14 item 5)', () => {
     expect(() => nmiArgs({ nmi: { auditLog: 'sampled' } })).toThrow();
   });
 });
+
+describe('chart: azureIdentities[].mode (issue 13)', () => {
+  const RID = '/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1';
+  const identities = (entry: Record<string, unknown>) => {
+    const { objects } = renderChart(CHART, { releaseName: 'pod-identity', namespace: 'identity', values: { azureIdentities: { id1: entry } } });
+    return objects.filter((o) => o['kind'] === 'AzureIdentity') as Array<{ spec: Record<string, unknown> }>;
+  };
+
+  it('renders no mode unless one is given, and passes Federated through', () => {
+    expect(identities({ type: 0, resourceID: RID, clientID: 'c' })[0]?.spec).not.toHaveProperty('mode');
+    expect(identities({ type: 0, resourceID: RID, clientID: 'c', mode: 'Federated' })[0]?.spec['mode']).toBe('Federated');
+  });
+
+  it('refuses Federated on a service principal, and the schema refuses an unknown mode', () => {
+    expect(() => identities({ type: 1, clientID: 'c', tenantID: 't', clientPassword: { name: 's' }, mode: 'Federated' })).toThrow(/needs type 0/);
+    const validate = validator();
+    expect(validate({ ...values, azureIdentities: { id1: { clientID: 'c', mode: 'Projected' } } })).toBe(false);
+    expect(validate({ ...values, azureIdentities: { id1: { clientID: 'c', mode: 'Federated' } } })).toBe(true);
+  });
+});

@@ -18,6 +18,7 @@ interface Schema {
   format?: string;
   'x-kubernetes-embedded-resource'?: boolean;
   'x-kubernetes-preserve-unknown-fields'?: boolean;
+  enum?: unknown[];
 }
 
 interface Crd {
@@ -104,12 +105,18 @@ describe('AzureIdentity CRD', () => {
   const crd = load('azureidentity.yaml');
   const root = crd.spec.versions[0]?.schema.openAPIV3Schema as Schema;
 
-  it('prints Type, ClientID and Age like the original', () => {
+  it('prints Type, ClientID and Age like the original, with our Mode column before Age', () => {
     expect(crd.spec.versions[0]?.additionalPrinterColumns).toEqual([
       { name: 'Type', type: 'string', jsonPath: '.spec.type' },
       { name: 'ClientID', type: 'string', jsonPath: '.spec.clientID' },
+      { name: 'Mode', type: 'string', description: 'Attached (empty) or Federated.', jsonPath: '.spec.mode' },
       { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
     ]);
+  });
+
+  it('declares spec.mode as the enum Attached | Federated, with no legacy spelling (the field is new)', () => {
+    expect(at(root, 'spec.mode')).toMatchObject({ type: 'string', enum: ['Attached', 'Federated'] });
+    expect(root.properties?.spec?.properties?.Mode).toBeUndefined();
   });
 
   it('declares the camelCase fields with the original types', () => {

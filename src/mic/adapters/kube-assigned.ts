@@ -261,6 +261,8 @@ function identityWire(id: AzureIdentity): AzureIdentityWire {
       ...(id.auxiliaryTenantIDs.length > 0 ? { auxiliaryTenantIDs: [...id.auxiliaryTenantIDs] } : {}),
       ...(id.adEndpoint !== '' ? { adEndpoint: id.adEndpoint } : {}),
       ...(id.adResourceID !== '' ? { adResourceID: id.adResourceID } : {}),
+      // Only Federated is written: an Attached copy stays byte-for-byte what the original wrote.
+      ...(id.mode === 'Federated' ? { mode: id.mode } : {}),
     },
   };
 }

@@ -150,7 +150,7 @@ const wire = new AsyncLocalStorage<WireRecord>();
 
 type PipelinePolicy = NonNullable<ClientSecretCredentialOptions['additionalPolicies']>[number]['policy'];
 
-const responseRecorder: PipelinePolicy = {
+export const responseRecorder: PipelinePolicy = {
   name: 'nmiTokenResponseRecorder',
   async sendRequest(request, next) {
     const record = wire.getStore();
@@ -168,7 +168,8 @@ const responseRecorder: PipelinePolicy = {
   },
 };
 
-async function acquire(credential: TokenCredential, scope: string, tenant: string, timeoutMs: number): Promise<AccessToken> {
+/** One getToken through a credential built with `responseRecorder`, classified into TokenErrors (upstream: AAD answered). */
+export async function acquire(credential: TokenCredential, scope: string, tenant: string, timeoutMs: number): Promise<AccessToken> {
   const record: WireRecord = {};
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
