@@ -380,7 +380,11 @@ class BenchWorld {
     if (this.#profileUrl === undefined) throw new Error('MIC did not log its profiling endpoint');
     const res = await fetch(`${this.#profileUrl}/debug/pprof/heap`);
     if (res.status !== 200) throw new Error(`heap snapshot: HTTP ${res.status}`);
-    const snap = (await res.json()) as { snapshot: { meta: { node_fields: string[] } }; nodes: number[] };
+    const text = await res.text();
+    // Diagnostics: keep the snapshot for a look in DevTools (or a script) when asked.
+    const keep = process.env['BENCH_MIC_HEAPSNAP_FILE'];
+    if (keep) await writeFile(keep, text);
+    const snap = JSON.parse(text) as { snapshot: { meta: { node_fields: string[] } }; nodes: number[] };
     const stride = snap.snapshot.meta.node_fields.length;
     const at = snap.snapshot.meta.node_fields.indexOf('self_size');
     let sum = 0;

@@ -18,6 +18,7 @@ import {
   setHeaderOptions,
   type SecurityAuthentication,
 } from '@kubernetes/client-node';
+import pLimit from 'p-limit';
 import { request, type Dispatcher } from 'undici';
 
 export interface KubeHttp {
@@ -25,40 +26,59 @@ export interface KubeHttp {
   send(method: 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'GET', path: string, body?: unknown, contentType?: string, signal?: AbortSignal): Promise<unknown>;
 }
 
-export function kubeHttp(kc: KubeConfig): KubeHttp {
+/**
+ * Requests in flight at once. The rate limiter bounds requests per second, not how many wait for an answer: with a
+ * burst of 2,000 and a slow API server, thousands of sockets, bodies and parsers were alive at once (client-go's
+ * HTTP/2 connection bounds this with the server's concurrent-stream limit). Waiting requests hold only a closure.
+ */
+const MAX_IN_FLIGHT = 32;
+
+export function kubeHttp(kc: KubeConfig, maxInFlight = MAX_IN_FLIGHT): KubeHttp {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error('kubeconfig has no current cluster');
   const base = cluster.server.replace(/\/+$/, '');
   const auth = sharedDispatcherAuth(kc);
+  const inFlight = pLimit(maxInFlight);
   return {
-    async send(method, path, body, contentType = 'application/json', signal) {
-      const url = base + path;
-      const ctx = new RequestContext(url, HttpMethod[method]);
-      await auth.applySecurityAuthentication(ctx);
-      const headers: Record<string, string> = { ...ctx.getHeaders(), accept: 'application/json' };
-      if (body !== undefined) headers['content-type'] = contentType;
-      const dispatcher = ctx.getDispatcher() as Dispatcher | undefined;
-      const res = await request(url, {
-        method,
-        headers,
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        ...(dispatcher !== undefined ? { dispatcher } : {}),
-        ...(signal !== undefined ? { signal } : {}),
-      });
-      const text = await res.body.text();
-      if (res.statusCode < 200 || res.statusCode > 299) {
-        const h: Record<string, string> = {};
-        for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') h[k] = v;
-        throw new ApiException<string>(res.statusCode, `HTTP-Code: ${res.statusCode}\n${method} ${path}\nBody: ${text}`, text, h);
-      }
-      if (text === '') return undefined;
-      try {
-        return JSON.parse(text) as unknown;
-      } catch (err) {
-        throw new Error(`${method} ${path}: the answer is not JSON`, { cause: err });
-      }
+    send(method, path, body, contentType = 'application/json', signal) {
+      return inFlight(() => sendNow(method, path, body, contentType, signal));
     },
   };
+
+  async function sendNow(
+    method: 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'GET',
+    path: string,
+    body: unknown,
+    contentType: string,
+    signal: AbortSignal | undefined,
+  ): Promise<unknown> {
+    signal?.throwIfAborted();
+    const url = base + path;
+    const ctx = new RequestContext(url, HttpMethod[method]);
+    await auth.applySecurityAuthentication(ctx);
+    const headers: Record<string, string> = { ...ctx.getHeaders(), accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = contentType;
+    const dispatcher = ctx.getDispatcher() as Dispatcher | undefined;
+    const res = await request(url, {
+      method,
+      headers,
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      ...(dispatcher !== undefined ? { dispatcher } : {}),
+      ...(signal !== undefined ? { signal } : {}),
+    });
+    const text = await res.body.text();
+    if (res.statusCode < 200 || res.statusCode > 299) {
+      const h: Record<string, string> = {};
+      for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') h[k] = v;
+      throw new ApiException<string>(res.statusCode, `HTTP-Code: ${res.statusCode}\n${method} ${path}\nBody: ${text}`, text, h);
+    }
+    if (text === '') return undefined;
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (err) {
+      throw new Error(`${method} ${path}: the answer is not JSON`, { cause: err });
+    }
+  }
 }
 
 /** A typed client-node API object that shares the same connection pool (for low-rate calls such as the Lease). */
