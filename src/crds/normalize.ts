@@ -205,7 +205,7 @@ class Reader {
   private readonly problems: string[] = [];
 
   result<T>(value: T | null): Normalized<T> {
-    return { value, legacyFields: [...this.legacy], problems: [...this.problems] };
+    return { value, legacyFields: this.legacy.length > 0 ? [...this.legacy] : NO_KEYS, problems: this.problems.length > 0 ? [...this.problems] : NO_KEYS };
   }
 
   problem(text: string): void {
@@ -219,10 +219,17 @@ class Reader {
    */
   pick(obj: UnknownRecord, key: string, parent: string): { value: unknown; path: string } {
     const exact = Object.hasOwn(obj, key) ? obj[key] : undefined;
-    const lower = key.toLowerCase();
-    const variants = Object.keys(obj)
-      .filter((k) => k !== key && k.toLowerCase() === lower && hasValue(obj[k]))
-      .sort();
+    // Runs for every field of every object a watch delivers: allocates nothing unless another spelling is present.
+    let variants: string[] = NO_KEYS;
+    let lower: string | undefined;
+    for (const k in obj) {
+      if (k === key || k.length !== key.length || !Object.hasOwn(obj, k)) continue;
+      lower ??= key.toLowerCase();
+      if (k.toLowerCase() !== lower || !hasValue(obj[k])) continue;
+      if (variants === NO_KEYS) variants = [];
+      variants.push(k);
+    }
+    if (variants.length > 1) variants.sort();
     if (hasValue(exact)) {
       for (const k of variants) {
         if (!sameValue(obj[k], exact)) this.problem(`${join(parent, k)} ignored: ${join(parent, key)} is set`);
@@ -292,7 +299,10 @@ class Reader {
       this.problem(`${path} must be a map of strings, got ${describe(raw)}`);
       return out;
     }
-    for (const [k, v] of Object.entries(raw)) {
+    const record = raw as UnknownRecord;
+    for (const k in record) {
+      if (!Object.hasOwn(record, k)) continue;
+      const v = record[k];
       if (typeof v === 'string') out[k] = v;
       else this.problem(`${path}.${k} must be a string, got ${describe(v)}`);
     }
@@ -308,6 +318,9 @@ class Reader {
 }
 
 /* ------------------------------------------------------------------------------------------- helpers */
+
+/** The shared empty list (never written to: variants are copied out before a push). */
+const NO_KEYS = Object.freeze([]) as unknown as string[];
 
 function hasValue(v: unknown): boolean {
   return v !== undefined && v !== null && v !== '';
