@@ -1,6 +1,7 @@
 // Deduplicating keyed work queue (client-go's workqueue semantics): a key waits at most once, is never processed by
 // two workers at once, and a key re-added while it is being processed is processed again afterwards.
 import { backoffDelay } from '../common/backoff.js';
+import { realClock, type Clock } from '../common/clock.js';
 import { silentLogger, type Logger } from '../common/log.js';
 
 export interface ProcessResult {
@@ -21,6 +22,8 @@ export interface WorkQueueOptions {
   readonly maxRetries?: number;
   readonly log?: Logger;
   readonly name?: string;
+  /** Time source of delayed adds (default: the real clock). */
+  readonly clock?: Clock;
 }
 
 export class WorkQueue {
@@ -30,7 +33,8 @@ export class WorkQueue {
   readonly #dirty = new Set<string>();
   readonly #processing = new Set<string>();
   readonly #failures = new Map<string, number>();
-  readonly #delayed = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  readonly #clock: Clock;
+  readonly #delayed = new Map<string, { at: number; cancel: AbortController }>();
   #waiters: Array<(key: string | undefined) => void> = [];
   #idleWaiters: Array<() => void> = [];
   #workers: Promise<void>[] = [];
@@ -39,6 +43,7 @@ export class WorkQueue {
 
   constructor(opts: WorkQueueOptions) {
     this.#opts = opts;
+    this.#clock = opts.clock ?? realClock;
     this.#log = (opts.log ?? silentLogger()).child({ component: 'workqueue', queue: opts.name ?? 'default' });
   }
 
@@ -65,15 +70,20 @@ export class WorkQueue {
       this.add(key);
       return;
     }
-    const at = Date.now() + ms;
+    const at = this.#clock.now() + ms;
     const existing = this.#delayed.get(key);
     if (existing && existing.at <= at) return;
-    if (existing) clearTimeout(existing.timer);
-    const timer = setTimeout(() => {
-      this.#delayed.delete(key);
-      this.add(key);
-    }, ms);
-    this.#delayed.set(key, { at, timer });
+    existing?.cancel.abort();
+    const cancel = new AbortController();
+    this.#delayed.set(key, { at, cancel });
+    this.#clock.sleep(ms, cancel.signal).then(
+      () => {
+        if (this.#delayed.get(key)?.cancel !== cancel) return;
+        this.#delayed.delete(key);
+        this.add(key);
+      },
+      () => undefined, // cancelled: replaced by an earlier time, or shut down
+    );
   }
 
   /** Queues `key` after a delay that doubles with each consecutive failure of that key. */
@@ -117,7 +127,7 @@ export class WorkQueue {
   async shutDown(opts: { drain?: boolean } = {}): Promise<void> {
     this.#shuttingDown = true;
     this.#draining = opts.drain ?? true;
-    for (const { timer } of this.#delayed.values()) clearTimeout(timer);
+    for (const { cancel } of this.#delayed.values()) cancel.abort();
     this.#delayed.clear();
     if (!this.#draining) {
       for (const key of this.#queue) this.#dirty.delete(key);

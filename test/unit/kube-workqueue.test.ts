@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { ManualClock } from '../../src/common/clock.js';
 import { WorkQueue } from '../../src/kube/workqueue.js';
 
 function deferred(): { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } {
@@ -157,6 +158,23 @@ describe('WorkQueue', () => {
     await vi.advanceTimersByTimeAsync(1000);
     expect(seen.map((t) => t - t0)).toEqual([200]);
     await q.shutDown();
+  });
+
+  it('takes delayed adds from its injected clock, and shutDown leaves no sleep behind', async () => {
+    const clock = new ManualClock(10_000);
+    const seen: number[] = [];
+    const q = new WorkQueue({ clock, process: async () => void seen.push(clock.now()) });
+    q.start();
+    q.addAfter('k', 500);
+    q.addAfter('k', 200);
+    expect(clock.pendingSleeps()).toBe(1); // the 500 ms one was cancelled
+    await clock.advance(199);
+    expect(seen).toEqual([]);
+    await clock.advance(1);
+    expect(seen).toEqual([10_200]);
+    q.addAfter('later', 1_000);
+    await q.shutDown();
+    expect(clock.pendingSleeps()).toBe(0);
   });
 
   it('requeues after the delay a handler asks for', async () => {
