@@ -399,7 +399,7 @@ class BenchWorld {
     const proc = spawn(process.execPath, [
       entry, `--node=${node}`, `--kubeconfig=${kubeconfig}`, '--nmi-port=0', '--http-probe-port=0', '--prometheus-port=0',
       '--probe-bind-address=127.0.0.1', '--metrics-bind-address=127.0.0.1', '--manage-iptables=false',
-      "--imds-endpoint=http://127.0.0.1:9", '--kubelet-config=/nonexistent', '--cni-conf-dir=', '--prefetch=false', '--log-format=json',
+      '--imds-endpoint=http://127.0.0.1:9', '--kubelet-config=/nonexistent', '--cni-conf-dir=', '--prefetch=false', '--log-format=json',
     ], { cwd: ROOT, env: { ...process.env, NODE_EXTRA_CA_CERTS: this.azure.caFile }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.#nmi = proc;
     const log = createWriteStream(join(tmpdir(), `bench-mic-nmi-${process.pid}.log`));
