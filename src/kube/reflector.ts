@@ -12,7 +12,7 @@
 //   r.store.get('ns/name'); r.store.byIndex('byIP', ip); r.store.list();
 import { Watch, type KubeConfig } from '@kubernetes/client-node';
 import { Backoff, type BackoffOptions } from '../common/backoff.js';
-import { realClock, type Clock } from '../common/clock.js';
+import { realClock, sleep, type Clock } from '../common/clock.js';
 import { describeError, httpStatus, isGone, retryAfterMs } from './errors.js';
 import { listPage, type ListOptions, type ListPage } from './list.js';
 import { silentLogger, type Logger } from '../common/log.js';
@@ -189,7 +189,7 @@ export class Reflector<T extends KubeObject = KubeObject, V = T> {
         this.#emit({ type: 'watchEnded', reason: outcome.kind, events: outcome.events });
         if (outcome.events === 0 && outcome.durationMs < minWatchMs) {
           // A server that accepts and at once closes must not make us spin.
-          if (!(await this.#sleep(backoff.next(), signal))) return;
+          if (!(await sleep(backoff.next(), signal, this.#clock))) return;
         } else {
           backoff.reset();
         }
@@ -212,7 +212,7 @@ export class Reflector<T extends KubeObject = KubeObject, V = T> {
         const delay = Math.max(backoff.next(), retryAfterMs(err) ?? 0);
         this.#log.warn({ phase, err: describeError(err), retryInMs: delay }, `${phase} failed, retrying`);
         this.#emit({ type: 'error', phase, error: err, retryInMs: delay });
-        if (!(await this.#sleep(delay, signal))) return;
+        if (!(await sleep(delay, signal, this.#clock))) return;
       }
     }
   }
@@ -318,15 +318,6 @@ export class Reflector<T extends KubeObject = KubeObject, V = T> {
     this.#notify('delete', () => this.#handlers.onDelete?.(view, key));
   }
 
-  /** Resolves `true` after `ms`, `false` as soon as `signal` aborts; never rejects. */
-  async #sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-    try {
-      await this.#clock.sleep(ms, signal);
-      return !signal.aborted;
-    } catch {
-      return false;
-    }
-  }
 
   #watchOnce(signal: AbortSignal): Promise<WatchOutcome> {
     const timeoutSeconds = this.#watchTimeoutSeconds();
