@@ -133,6 +133,11 @@ export class Store<V = KubeObject> {
     for (const [k, e] of this.#items) yield [k, e.view];
   }
 
+  /** Calls `fn` with every view and its key, in insertion order, allocating nothing per entry. */
+  forEach(fn: (view: V, key: string) => void): void {
+    for (const [key, e] of this.#items) fn(e.view, key);
+  }
+
   /** Views whose index function returned `value` for the index `name`. */
   byIndex(name: string, value: string): V[] {
     const keys = this.#index(name).get(value);

@@ -100,6 +100,9 @@ describe('Store of views', () => {
     expect(s.set('ns/a', { name: 'a', ip: '10.0.0.2' }, { uid: 'u2', resourceVersion: '7' }).kind).toBe('replaced');
     expect([...s.values()]).toEqual([{ name: 'a', ip: '10.0.0.2' }]);
     expect([...s.entries()].map(([k]) => k)).toEqual(['ns/a']);
+    const seen: string[] = [];
+    s.forEach((v, k) => seen.push(`${k}=${v.ip}`));
+    expect(seen).toEqual(['ns/a=10.0.0.2']);
     expect(s.delete('ns/a', 'u1')).toBeUndefined();
     expect(s.delete('ns/a', 'u2')).toEqual({ name: 'a', ip: '10.0.0.2' });
     expect(s.meta('ns/a')).toBeUndefined();
