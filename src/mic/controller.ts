@@ -1,16 +1,19 @@
 // MIC's controller: informers (our Reflector) on labelled pods, nodes, AzureIdentity, AzureIdentityBinding,
-// AzureAssignedIdentity (and Namespaces, with --namespace-identity-policy=enforce) keep normalised views in memory; events only enqueue the single `sync` key of a
-// deduplicating work queue; each cycle plans from memory (never relisting), hands ARM changes to the per-target
+// AzureAssignedIdentity (and Namespaces, with --namespace-identity-policy=enforce). Their stores are the one cache:
+// each keeps the normalised view MIC plans from (PodView, ResolvedNode, ...), made once at ingest, and nothing else.
+// Events only enqueue the single `sync` key of a deduplicating work queue; each cycle plans from memory (never relisting), hands ARM changes to the per-target
 // workers and queues the AAI keys with Kubernetes writes to make; the queue's workers run those keys, each with an
 // outcome (done, requeue after, or an error for the queue's rate-limited retry). A settled ARM change enqueues a cycle.
 // Informers run on every replica (fast failover); the queue, the timers and every write run only while leading.
 //
 // Our own writes are overlaid on the AAI cache until the watch shows them (same resourceVersion), so a cycle that
 // runs before the echo neither repeats a write nor undoes one. The echo of our own write does not enqueue a cycle.
+import { isDeepStrictEqual } from 'node:util';
 import type { KubeConfig } from '@kubernetes/client-node';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { collectionPath, Plurals, POD_LABEL, POD_LABEL_SELECTOR } from '../crds/names.js';
-import { parseNamespacePolicy, type NamespacePolicy } from '../crds/namespace-policy.js';
+import { parseNamespacePolicy, type NamespacePolicies, type NamespacePolicy } from '../crds/namespace-policy.js';
 import { normalizeAssignedIdentity, normalizeAzureIdentity, normalizeBinding } from '../crds/normalize.js';
 import {
   nodeViewFrom,
@@ -20,7 +23,7 @@ import {
   type AzureIdentityBinding,
   type PodView,
 } from '../crds/types.js';
-import { Reflector, WorkQueue, type KubeObject, type ReflectorEvent } from '../kube/index.js';
+import { Reflector, WorkQueue, type KubeObject, type ReflectorEvent, type ReflectorOptions, type Store } from '../kube/index.js';
 import { realClock, type Clock } from '../common/clock.js';
 import { assignedKey, type ClusterSnapshot, type ComputeTargetRef, type MicPolicy } from './core/snapshot.js';
 import { resolveNode, type ResolvedNode } from './adapters/targets.js';
@@ -58,6 +61,14 @@ interface Tracked<T> {
   readonly legacy: readonly string[];
 }
 
+/** What the start/stop/sync logic needs of a reflector, whatever its view type. */
+interface Informer {
+  start(): void;
+  stop(): Promise<void>;
+  synced(): Promise<boolean>;
+  readonly hasSynced: boolean;
+}
+
 interface OwnWrite {
   /** null: deleted by us (tombstone for `uid`). */
   readonly obj: AzureAssignedIdentity | null;
@@ -69,15 +80,21 @@ export class MicController {
   readonly #o: ControllerOptions;
   readonly #log: Logger;
   readonly #clock: Clock;
-  readonly #reflectors: Reflector[];
-  readonly #pods = new Map<string, PodView>();
-  readonly #nodes = new Map<string, ResolvedNode>();
-  readonly #identities = new Map<string, Tracked<AzureIdentity>>();
-  readonly #bindings = new Map<string, Tracked<AzureIdentityBinding>>();
-  readonly #assigned = new Map<string, AzureAssignedIdentity>();
-  /** Namespace → its parsed permitted-identities policy (undefined: no annotation); filled only under enforce. */
-  readonly #namespaces = new Map<string, NamespacePolicy | undefined>();
+  // The informers; their stores hold the views, keyed `namespace/name` (nodes and namespaces: `name`).
+  readonly #pods: Reflector<KubeObject, PodView>;
+  /** Indexed `byTarget` (the VM/VMSS key). */
+  readonly #nodes: Reflector<KubeObject, ResolvedNode>;
+  /** Indexed `legacy` (value 'yes': used legacy field names). */
+  readonly #identities: Reflector<KubeObject, Tracked<AzureIdentity>>;
+  readonly #bindings: Reflector<KubeObject, Tracked<AzureIdentityBinding>>;
+  readonly #assigned: Reflector<KubeObject, AzureAssignedIdentity>;
+  /** Namespaces with a permitted-identities annotation, by name (only under enforce); others are not kept. */
+  readonly #namespaces: Reflector<KubeObject, NamespacePolicy> | undefined;
+  readonly #reflectors: readonly Informer[];
+  /** Our own AAI writes the AAI store has not shown yet: an explicit, small input to the plan. */
   readonly #own = new Map<string, OwnWrite>();
+  readonly #refs = new EmbeddedRefs();
+
   readonly #executor: Executor;
   readonly #reconciler: Reconciler;
   #term: { queue: WorkQueue; signal: AbortSignal; timers: NodeJS.Timeout[] } | undefined;
@@ -116,8 +133,26 @@ export class MicController {
       policy: opts.policy,
       log: opts.log.child({ component: 'reconciler' }),
     });
-    this.#reflectors = this.#informers();
+    const common = {
+      kubeConfig: opts.kubeConfig,
+      log: this.#log,
+      clock: this.#clock,
+      ...(opts.watchTimeoutSeconds !== undefined ? { watchTimeoutSeconds: opts.watchTimeoutSeconds } : {}),
+      ...(opts.reflectorBackoff !== undefined ? { backoff: opts.reflectorBackoff } : {}),
+    };
+    this.#pods = new Reflector(this.#podInformer(common));
+    this.#nodes = new Reflector(this.#nodeInformer(common));
+    this.#identities = new Reflector(
+      this.#trackedInformer(common, collectionPath(Plurals.AzureIdentity), 'azureidentities', normalizeAzureIdentity),
+    );
+    this.#bindings = new Reflector(
+      this.#trackedInformer(common, collectionPath(Plurals.AzureIdentityBinding), 'azureidentitybindings', normalizeBinding),
+    );
+    this.#assigned = new Reflector(this.#assignedInformer(common));
+    this.#namespaces = opts.policy.namespaceIdentityPolicy === 'enforce' ? new Reflector(this.#namespaceInformer(common)) : undefined;
+    this.#reflectors = [this.#pods, this.#nodes, this.#identities, this.#bindings, this.#assigned, ...(this.#namespaces ? [this.#namespaces] : [])];
   }
+
 
   /** Starts the informers (on every replica). */
   start(): void {
@@ -143,7 +178,7 @@ export class MicController {
   assignedStateCounts(): Record<string, number> | undefined {
     if (!this.hasSynced) return undefined;
     const counts: Record<string, number> = {};
-    for (const a of this.#assigned.values()) counts[a.state] = (counts[a.state] ?? 0) + 1;
+    for (const a of this.#assigned.store.values()) counts[a.state] = (counts[a.state] ?? 0) + 1;
     return counts;
   }
 
@@ -172,7 +207,7 @@ export class MicController {
     signal.addEventListener('abort', () => this.#stopActing(queue, timers), { once: true });
     queue.start();
     queue.add(SYNC_KEY);
-    this.#log.info({ pods: this.#pods.size, nodes: this.#nodes.size, assigned: this.#assigned.size }, 'acting as leader');
+    this.#log.info({ pods: this.#pods.store.size, nodes: this.#nodes.store.size, assigned: this.#assigned.store.size }, 'acting as leader');
   }
 
   /** Waits until the queue is empty and no write or ARM call is running (tests and benchmarks). */
@@ -260,10 +295,11 @@ export class MicController {
   #view(): ClusterView {
     const now = this.#clock.now();
     const ttl = this.#o.ownWriteTtlMs ?? 30_000;
-    const assigned = new Map(this.#assigned);
+    const cache = this.#assigned.store;
+    const written = new Map<string, AzureAssignedIdentity>();
     const deleted = new Set<string>();
     for (const [key, w] of this.#own) {
-      const cached = this.#assigned.get(key);
+      const cached = cache.get(key);
       if (now - w.at > ttl) {
         this.#own.delete(key);
         continue;
@@ -273,33 +309,33 @@ export class MicController {
           this.#own.delete(key); // re-created since: the tombstone is stale
           continue;
         }
-        assigned.delete(key);
         deleted.add(key);
       } else if (cached !== undefined && cached.resourceVersion === w.obj.resourceVersion) {
         this.#own.delete(key);
       } else {
-        assigned.set(key, w.obj);
+        written.set(key, w.obj);
       }
     }
-    const nodes = this.#nodes;
-    const identities = this.#identities;
-    const bindings = this.#bindings;
-    const pods = this.#pods;
-    const namespacePolicies = this.#namespaces;
+    const assigned = new AssignedView(cache, written, deleted);
+    const nodes = this.#nodes.store;
+    const identities = this.#identities.store;
+    const bindings = this.#bindings.store;
+    const pods = this.#pods.store;
+    const namespacePolicies: NamespacePolicies = new Map(this.#namespaces?.store.entries() ?? []);
     return {
       snapshot: (): Omit<ClusterSnapshot, 'attachments'> => ({
-        pods: [...pods.values()],
-        nodes: [...nodes.values()].map((r) => r.node),
-        identities: [...identities.values()].map((t) => t.view),
-        bindings: [...bindings.values()].map((t) => t.view),
-        assigned: [...assigned.values()],
+        pods: pods.list(),
+        nodes: Array.from(nodes.values(), (r) => r.node),
+        identities: Array.from(identities.values(), (t) => t.view),
+        bindings: Array.from(bindings.values(), (t) => t.view),
+        assigned: assigned.list(),
         pending: { deleted },
         namespacePolicies,
       }),
       assignedByKey: assigned,
       *legacy() {
-        for (const t of identities.values()) if (t.legacy.length > 0) yield { object: t.view, kind: 'AzureIdentity' as const, fields: t.legacy };
-        for (const t of bindings.values()) if (t.legacy.length > 0) yield { object: t.view, kind: 'AzureIdentityBinding' as const, fields: t.legacy };
+        for (const t of identities.byIndex('legacy', 'yes')) yield { object: t.view, kind: 'AzureIdentity' as const, fields: t.legacy };
+        for (const t of bindings.byIndex('legacy', 'yes')) yield { object: t.view, kind: 'AzureIdentityBinding' as const, fields: t.legacy };
       },
       identity: (ns, name) => identities.get(`${ns}/${name}`)?.view,
       binding: (ns, name) => bindings.get(`${ns}/${name}`)?.view,
@@ -310,7 +346,7 @@ export class MicController {
   /** Every VM/VMSS a known node runs on, once. */
   #targets(): Map<string, ComputeTargetRef> {
     const out = new Map<string, ComputeTargetRef>();
-    for (const r of this.#nodes.values()) {
+    for (const r of this.#nodes.store.values()) {
       const t = r.node.target;
       if (t !== undefined && !out.has(t.key)) out.set(t.key, t);
     }
@@ -318,7 +354,7 @@ export class MicController {
   }
 
   #ownWrite(key: string, obj: AzureAssignedIdentity | null, uid: string): void {
-    const cached = this.#assigned.get(key);
+    const cached = this.#assigned.store.get(key);
     if (obj !== null && cached?.resourceVersion === obj.resourceVersion) {
       this.#own.delete(key); // the echo came first
       return;
@@ -327,83 +363,123 @@ export class MicController {
       this.#own.delete(key);
       return;
     }
-    this.#own.set(key, { obj, uid, at: this.#clock.now() });
+    this.#own.set(key, { obj: obj === null ? null : this.#refs.assigned(obj), uid, at: this.#clock.now() });
   }
 
   /* ----------------------------------------------------------------------------------- informers */
 
-  #informers(): Reflector[] {
-    const o = this.#o;
-    const common = {
-      kubeConfig: o.kubeConfig,
-      log: this.#log,
-      ...(o.watchTimeoutSeconds !== undefined ? { watchTimeoutSeconds: o.watchTimeoutSeconds } : {}),
-      ...(o.reflectorBackoff !== undefined ? { backoff: o.reflectorBackoff } : {}),
-    };
-    const key = (obj: KubeObject): string => `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
+  // Each informer's transform makes the view; its handlers only decide whether the change can matter and enqueue.
 
-    const pods = new Reflector({
+  #podInformer(common: InformerCommon): ReflectorOptions<KubeObject, PodView> {
+    return {
       ...common,
       path: '/api/v1/pods',
       name: 'pods',
       labelSelector: POD_LABEL_SELECTOR,
+      transform: (raw) => podViewFrom(raw) ?? undefined,
       handlers: {
-        onAdd: (obj) => this.#upsertPod(obj),
-        onUpdate: (_old, obj) => this.#upsertPod(obj),
-        onDelete: (obj) => {
-          if (this.#pods.delete(key(obj))) this.#enqueue();
+        onAdd: () => this.#enqueue(),
+        onUpdate: (old, pod) => {
+          // As the original, only changes that can change an assignment wake the controller.
+          if (
+            old.uid !== pod.uid ||
+            old.nodeName !== pod.nodeName ||
+            old.labels[POD_LABEL] !== pod.labels[POD_LABEL] ||
+            old.deleting !== pod.deleting ||
+            isFinished(old) !== isFinished(pod)
+          ) {
+            this.#enqueue();
+          }
         },
+        onDelete: () => this.#enqueue(),
       },
-    });
-    const nodes = new Reflector({
+    };
+  }
+
+  #nodeInformer(common: InformerCommon): ReflectorOptions<KubeObject, ResolvedNode> {
+    const warnIfUnusable = (r: ResolvedNode, old?: ResolvedNode): void => {
+      if (r.problem !== undefined && old?.node.providerID !== r.node.providerID) {
+        this.#log.warn({ node: r.node.name, providerID: r.node.providerID, problem: r.problem }, 'node has no usable Azure provider ID');
+      }
+    };
+    return {
       ...common,
       path: '/api/v1/nodes',
       name: 'nodes',
+      transform: (raw) => {
+        const view = nodeViewFrom(raw);
+        return view === null ? undefined : resolveNode(view);
+      },
+      indexers: { byTarget: (r) => (r.node.target ? [r.node.target.key] : []) },
       handlers: {
-        onAdd: (obj) => this.#upsertNode(obj),
-        onUpdate: (_old, obj) => this.#upsertNode(obj),
-        onDelete: (obj) => {
-          const name = obj.metadata?.name ?? '';
-          const gone = this.#nodes.get(name);
-          this.#nodes.delete(name);
-          const targetKey = gone?.node.target?.key;
-          if (targetKey !== undefined && ![...this.#nodes.values()].some((r) => r.node.target?.key === targetKey)) {
+        onAdd: (r) => {
+          warnIfUnusable(r);
+          this.#enqueue();
+        },
+        onUpdate: (old, r) => {
+          warnIfUnusable(r, old);
+          if (old.node.providerID !== r.node.providerID) this.#enqueue();
+        },
+        onDelete: (gone) => {
+          const targetKey = gone.node.target?.key;
+          if (targetKey !== undefined && this.#nodes.store.keysByIndex('byTarget', targetKey).length === 0) {
             this.#o.executor.arm.forget(targetKey);
           }
           this.#enqueue();
         },
       },
-    });
-    const identities = new Reflector({
+    };
+  }
+
+  #trackedInformer<V extends { namespace: string; name: string }>(
+    common: InformerCommon,
+    path: string,
+    name: string,
+    normalize: (obj: KubeObject) => { value: V | null; legacyFields: readonly string[]; problems: readonly string[] },
+  ): ReflectorOptions<KubeObject, Tracked<V>> {
+    return {
       ...common,
-      path: collectionPath(Plurals.AzureIdentity),
-      name: 'azureidentities',
-      handlers: {
-        onAdd: (obj) => this.#upsertTracked(this.#identities, normalizeAzureIdentity(obj), obj),
-        onUpdate: (_old, obj) => this.#upsertTracked(this.#identities, normalizeAzureIdentity(obj), obj),
-        onDelete: (obj) => {
-          this.#identities.delete(key(obj));
-          this.#enqueue();
-        },
+      path,
+      name,
+      transform: (raw) => {
+        const n = normalize(raw);
+        if (n.problems.length > 0) {
+          this.#log.debug({ kind: raw.kind, namespace: raw.metadata?.namespace, name: raw.metadata?.name, problems: n.problems }, 'normalised with problems');
+        }
+        return n.value === null ? undefined : { view: n.value, legacy: n.legacyFields };
       },
-    });
-    const bindings = new Reflector({
-      ...common,
-      path: collectionPath(Plurals.AzureIdentityBinding),
-      name: 'azureidentitybindings',
+      indexers: { legacy: (t) => (t.legacy.length > 0 ? ['yes'] : []) },
       handlers: {
-        onAdd: (obj) => this.#upsertTracked(this.#bindings, normalizeBinding(obj), obj),
-        onUpdate: (_old, obj) => this.#upsertTracked(this.#bindings, normalizeBinding(obj), obj),
-        onDelete: (obj) => {
-          this.#bindings.delete(key(obj));
-          this.#enqueue();
-        },
+        onAdd: () => this.#enqueue(),
+        onUpdate: () => this.#enqueue(),
+        onDelete: () => this.#enqueue(),
       },
-    });
-    const assigned = new Reflector({
+    };
+  }
+
+  #assignedInformer(common: InformerCommon): ReflectorOptions<KubeObject, AzureAssignedIdentity> {
+    // Our write's echo: we hold this very version already normalised, and there is nothing new to plan.
+    const ownEcho = (key: string, view: AzureAssignedIdentity): boolean => {
+      const own = this.#own.get(key)?.obj;
+      if (own === undefined || own === null || own !== view) return false;
+      this.#own.delete(key);
+      return true;
+    };
+    const changed = (key: string, view: AzureAssignedIdentity): void => {
+      if (ownEcho(key, view)) return;
+      this.#enqueue();
+    };
+    return {
       ...common,
       path: collectionPath(Plurals.AzureAssignedIdentity),
       name: 'azureassignedidentities',
+      transform: (raw) => {
+        const key = assignedKey(raw.metadata?.namespace ?? '', raw.metadata?.name ?? '');
+        const own = this.#own.get(key)?.obj;
+        if (own !== undefined && own !== null && own.resourceVersion === raw.metadata?.resourceVersion) return own;
+        const view = normalizeAssignedIdentity(raw).value;
+        return view === null ? undefined : this.#refs.assigned(view);
+      },
       onEvent: (e: ReflectorEvent) => {
         // After a relist the cache is at least as new as our earlier writes: stop overlaying them.
         if (e.type === 'listed') {
@@ -413,113 +489,160 @@ export class MicController {
         }
       },
       handlers: {
-        onAdd: (obj) => this.#upsertAssigned(obj),
-        onUpdate: (_old, obj) => this.#upsertAssigned(obj),
-        onDelete: (obj) => {
-          const k = assignedKey(obj.metadata?.namespace ?? '', obj.metadata?.name ?? '');
-          const cached = this.#assigned.get(k);
-          this.#assigned.delete(k);
-          const own = this.#own.get(k);
-          if (own !== undefined && own.obj === null && own.uid === (cached?.uid ?? obj.metadata?.uid)) {
-            this.#own.delete(k); // our delete's echo
+        onAdd: (view, key) => changed(key, view),
+        onUpdate: (_old, view, key) => changed(key, view),
+        onDelete: (view, key) => {
+          const own = this.#own.get(key);
+          if (own !== undefined && own.obj === null && own.uid === view.uid) {
+            this.#own.delete(key); // our delete's echo
             return;
           }
           this.#enqueue();
         },
       },
+    };
+  }
+
+  #namespaceInformer(common: InformerCommon): ReflectorOptions<KubeObject, NamespacePolicy> {
+    const warnIfInvalid = (name: string, policy: NamespacePolicy): void => {
+      if (policy.problems.length > 0) {
+        this.#log.warn({ namespace: name, problems: policy.problems }, 'invalid permitted-identities annotation: the namespace may use no identity');
+      }
+    };
+    return {
+      ...common,
+      path: '/api/v1/namespaces',
+      name: 'namespaces',
+      // A namespace without the annotation permits nothing, as a missing one: only annotated ones are kept.
+      transform: (raw) => parseNamespacePolicy(raw.metadata?.annotations ?? {}),
+      handlers: {
+        onAdd: (policy, name) => {
+          warnIfInvalid(name, policy);
+          this.#enqueue();
+        },
+        onUpdate: (old, policy, name) => {
+          // Only an annotation change can change an assignment.
+          if (JSON.stringify(old) === JSON.stringify(policy)) return;
+          warnIfInvalid(name, policy);
+          this.#enqueue();
+        },
+        onDelete: () => this.#enqueue(),
+      },
+    };
+  }
+}
+
+type InformerCommon = Pick<ReflectorOptions<KubeObject>, 'kubeConfig' | 'log' | 'clock' | 'watchTimeoutSeconds' | 'backoff'>;
+
+/**
+ * The AAI store with our own not-yet-seen writes laid over it (written: our version wins; deleted: absent), read
+ * through without copying the store into a new map for every cycle.
+ */
+class AssignedView implements ReadonlyMap<string, AzureAssignedIdentity> {
+  readonly #store: Store<AzureAssignedIdentity>;
+  readonly #written: ReadonlyMap<string, AzureAssignedIdentity>;
+  readonly #deleted: ReadonlySet<string>;
+
+  constructor(store: Store<AzureAssignedIdentity>, written: ReadonlyMap<string, AzureAssignedIdentity>, deleted: ReadonlySet<string>) {
+    this.#store = store;
+    this.#written = written;
+    this.#deleted = deleted;
+  }
+
+  get(key: string): AzureAssignedIdentity | undefined {
+    if (this.#deleted.has(key)) return undefined;
+    return this.#written.get(key) ?? this.#store.get(key);
+  }
+
+  has(key: string): boolean {
+    return this.get(key) !== undefined;
+  }
+
+  get size(): number {
+    let n = this.#store.size;
+    for (const key of this.#written.keys()) if (!this.#store.has(key)) n++;
+    for (const key of this.#deleted) if (this.#store.has(key) && !this.#written.has(key)) n--;
+    return n;
+  }
+
+  /** Every AAI as the plan should see it. */
+  list(): AzureAssignedIdentity[] {
+    const out: AzureAssignedIdentity[] = [];
+    this.forEach((a) => out.push(a));
+    return out;
+  }
+
+  forEach(fn: (value: AzureAssignedIdentity, key: string, map: ReadonlyMap<string, AzureAssignedIdentity>) => void): void {
+    this.#store.forEach((cached, key) => {
+      if (this.#deleted.has(key)) return;
+      fn(this.#written.get(key) ?? cached, key, this);
     });
-    const all = [pods, nodes, identities, bindings, assigned];
-    if (o.policy.namespaceIdentityPolicy === 'enforce') {
-      all.push(
-        new Reflector({
-          ...common,
-          path: '/api/v1/namespaces',
-          name: 'namespaces',
-          handlers: {
-            onAdd: (obj) => this.#upsertNamespace(obj),
-            onUpdate: (_old, obj) => this.#upsertNamespace(obj),
-            onDelete: (obj) => {
-              if (this.#namespaces.delete(obj.metadata?.name ?? '')) this.#enqueue();
-            },
-          },
-        }),
-      );
-    }
-    return all;
+    for (const [key, a] of this.#written) if (!this.#store.has(key)) fn(a, key, this);
   }
 
-  #upsertNamespace(obj: KubeObject): void {
-    const name = obj.metadata?.name ?? '';
-    if (name === '') return;
-    const policy = parseNamespacePolicy(obj.metadata?.annotations ?? {});
-    const old = this.#namespaces.get(name);
-    const known = this.#namespaces.has(name);
-    this.#namespaces.set(name, policy);
-    if (policy !== undefined && policy.problems.length > 0 && JSON.stringify(old) !== JSON.stringify(policy)) {
-      this.#log.warn({ namespace: name, problems: policy.problems }, 'invalid permitted-identities annotation: the namespace may use no identity');
-    }
-    // Only an annotation change can change an assignment.
-    if (!known || JSON.stringify(old) !== JSON.stringify(policy)) this.#enqueue();
+  *entries(): MapIterator<[string, AzureAssignedIdentity]> {
+    const all: Array<[string, AzureAssignedIdentity]> = [];
+    this.forEach((a, key) => all.push([key, a]));
+    yield* all;
   }
 
-  #upsertPod(obj: KubeObject): void {
-    const pod = podViewFrom(obj);
-    if (pod === null) return;
-    const k = `${pod.namespace}/${pod.name}`;
-    const old = this.#pods.get(k);
-    this.#pods.set(k, pod);
-    // As the original, only changes that can change an assignment wake the controller.
-    if (
-      old === undefined ||
-      old.uid !== pod.uid ||
-      old.nodeName !== pod.nodeName ||
-      old.labels[POD_LABEL] !== pod.labels[POD_LABEL] ||
-      old.deleting !== pod.deleting ||
-      isFinished(old) !== isFinished(pod)
-    ) {
-      this.#enqueue();
-    }
+  *keys(): MapIterator<string> {
+    for (const [key] of this.entries()) yield key;
   }
 
-  #upsertNode(obj: KubeObject): void {
-    const view = nodeViewFrom(obj);
-    if (view === null) return;
-    const old = this.#nodes.get(view.name);
-    const resolved = resolveNode(view);
-    this.#nodes.set(view.name, resolved);
-    if (resolved.problem !== undefined && old?.node.providerID !== view.providerID) {
-      this.#log.warn({ node: view.name, providerID: view.providerID, problem: resolved.problem }, 'node has no usable Azure provider ID');
-    }
-    if (old === undefined || old.node.providerID !== view.providerID) this.#enqueue();
+  *values(): MapIterator<AzureAssignedIdentity> {
+    yield* this.list();
   }
 
-  #upsertTracked<T extends { namespace: string; name: string }>(
-    map: Map<string, Tracked<T>>,
-    n: { value: T | null; legacyFields: readonly string[]; problems: readonly string[] },
-    obj: KubeObject,
-  ): void {
-    if (n.problems.length > 0) {
-      this.#log.debug({ kind: obj.kind, namespace: obj.metadata?.namespace, name: obj.metadata?.name, problems: n.problems }, 'normalised with problems');
-    }
-    if (n.value === null) return;
-    map.set(`${n.value.namespace}/${n.value.name}`, { view: n.value, legacy: n.legacyFields });
-    this.#enqueue();
+  [Symbol.iterator](): MapIterator<[string, AzureAssignedIdentity]> {
+    return this.entries();
   }
+}
 
-  #upsertAssigned(obj: KubeObject): void {
-    const k = assignedKey(obj.metadata?.namespace ?? '', obj.metadata?.name ?? '');
-    const ownObj = this.#own.get(k)?.obj;
-    if (ownObj !== undefined && ownObj !== null && ownObj.resourceVersion === obj.metadata?.resourceVersion) {
-      // Our write's echo: we hold this very version already normalised, and there is nothing new to plan.
-      this.#assigned.set(k, ownObj);
-      this.#own.delete(k);
-      return;
-    }
-    const n = normalizeAssignedIdentity(obj);
-    if (n.value === null) return;
-    this.#assigned.set(k, n.value);
-    this.#enqueue();
+/**
+ * Every AAI embeds a copy of its AzureIdentity and binding; the 10,000 AAIs of 500 identities need only 500 copies.
+ * A ref is shared when it is the same object version (key, uid, resourceVersion) and equal in every field.
+ */
+class EmbeddedRefs {
+  readonly #identities = new LRUCache<string, AzureIdentity>({ max: 4096 });
+  readonly #bindings = new LRUCache<string, AzureIdentityBinding>({ max: 4096 });
+
+  assigned(a: AzureAssignedIdentity): AzureAssignedIdentity {
+    const identityRef = canonical(this.#identities, a.identityRef);
+    const bindingRef = canonical(this.#bindings, a.bindingRef);
+    if (identityRef === a.identityRef && bindingRef === a.bindingRef) return a;
+    // Spelled out: `{ ...a, identityRef }` would give each copy a hidden class of its own.
+    return {
+      namespace: a.namespace,
+      name: a.name,
+      uid: a.uid,
+      resourceVersion: a.resourceVersion,
+      labels: a.labels,
+      annotations: a.annotations,
+      creationTimestamp: a.creationTimestamp,
+      finalizers: a.finalizers,
+      deleting: a.deleting,
+      identityRef,
+      bindingRef,
+      pod: a.pod,
+      podNamespace: a.podNamespace,
+      nodeName: a.nodeName,
+      state: a.state,
+      podUid: a.podUid,
+    };
   }
+}
+
+function canonical<T extends { namespace: string; name: string; uid: string; resourceVersion: string }>(
+  cache: LRUCache<string, T>,
+  ref: T | null,
+): T | null {
+  if (ref === null) return null;
+  const key = `${ref.namespace}/${ref.name}/${ref.uid}/${ref.resourceVersion}`;
+  const known = cache.get(key);
+  if (known !== undefined && (known === ref || isDeepStrictEqual(known, ref))) return known;
+  cache.set(key, ref);
+  return ref;
 }
 
 function isFinished(pod: PodView): boolean {
