@@ -75,6 +75,7 @@ async function main(): Promise<number> {
     ...(clusterIdentity ? { clusterIdentityClientId: clusterIdentity } : {}),
     cloudAuthority: cloud.environment.activeDirectoryEndpoint,
     armClient: arm.factory,
+    federatedCredentials: arm.federatedCredentials,
     // Re-read on change, as the original's fsnotify watcher did (credential rotation without a restart).
     ...(config.cloudconfig !== undefined && fileText !== undefined
       ? {

@@ -50,6 +50,10 @@ export interface MicConfig extends CommonSettings {
   readonly allowCrossNamespaceSecrets: boolean;
   /** Authority origins (https://host[:port]) an adEndpoint may name besides the known clouds' and MIC's own cloud's. */
   readonly allowedAdEndpoints: readonly string[];
+  /** --enable-federated-identities: AzureIdentities with spec.mode Federated get federated credentials, never a VM. */
+  readonly enableFederatedIdentities: boolean;
+  /** --service-account-issuer, byte for byte; empty: read from the API server's discovery document at start. */
+  readonly serviceAccountIssuer: string;
 }
 
 export type MicConfigResult =
@@ -230,6 +234,22 @@ export const MIC_FLAGS = {
     default: [],
     help: "AAD authorities (comma-separated https URLs) an AzureIdentity adEndpoint may name besides the known clouds' and the cloud config's; other identities are skipped with an event (set the same on NMI)",
   },
+  enableFederatedIdentities: {
+    kind: 'bool',
+    name: 'enable-federated-identities',
+    default: false,
+    help:
+      'Federate AzureIdentities with spec.mode Federated: MIC writes a federated identity credential per service account ' +
+      'their pods run as and never attaches them to a VM (off: such identities are skipped with an event, never attached)',
+  },
+  serviceAccountIssuer: {
+    kind: 'string',
+    name: 'service-account-issuer',
+    default: '',
+    help:
+      "The cluster's service-account issuer URL the federated credentials name, exactly as its tokens carry it " +
+      "(empty: read from the API server's /.well-known/openid-configuration at start)",
+  },
   ...klogCompatFlags(),
 } as const satisfies FlagDefs;
 
@@ -310,6 +330,8 @@ export function parseMicConfig(
     armPollIntervalMs: f.armPollInterval,
     allowCrossNamespaceSecrets: f.allowCrossNamespaceSecrets,
     allowedAdEndpoints,
+    enableFederatedIdentities: f.enableFederatedIdentities,
+    serviceAccountIssuer: f.serviceAccountIssuer,
   };
   return { ok: true, value: Object.freeze(config) };
 }

@@ -30,6 +30,7 @@ import { resolveNode, type ResolvedNode } from './adapters/targets.js';
 import { Executor, type ExecutorOptions } from './executor.js';
 import { Reconciler, type ClusterView } from './reconciler.js';
 import type { EventSink, MicMetrics } from './ports.js';
+import type { FederationRunner } from './federation/runner.js';
 
 export interface ControllerOptions {
   readonly kubeConfig: KubeConfig;
@@ -50,6 +51,8 @@ export interface ControllerOptions {
   /** Server-side watch timeout for the informers (tests use short ones). */
   readonly watchTimeoutSeconds?: number;
   readonly reflectorBackoff?: { readonly initialMs: number; readonly maxMs: number };
+  /** Federated mode's credential writer; absent: --enable-federated-identities is off. */
+  readonly federation?: FederationRunner;
 }
 
 export const SYNC_KEY = 'sync';
@@ -132,6 +135,7 @@ export class MicController {
       metrics: opts.metrics,
       policy: opts.policy,
       log: opts.log.child({ component: 'reconciler' }),
+      ...(opts.federation !== undefined ? { federation: opts.federation } : {}),
     });
     const common = {
       kubeConfig: opts.kubeConfig,
@@ -205,6 +209,8 @@ export class MicController {
       timers.push(setInterval(() => void this.#azureCheck(signal), this.#o.azureCheckIntervalMs));
     }
     signal.addEventListener('abort', () => this.#stopActing(queue, timers), { once: true });
+    // A credential known to exist now (or a Retry-After passed): plan again, as after an ARM settle.
+    this.#o.federation?.start(() => this.#enqueue());
     queue.start();
     queue.add(SYNC_KEY);
     this.#log.info({ pods: this.#pods.store.size, nodes: this.#nodes.store.size, assigned: this.#assigned.store.size }, 'acting as leader');
@@ -217,6 +223,7 @@ export class MicController {
       const queue = this.#term?.queue;
       await queue?.idle();
       await arm.idle();
+      await this.#o.federation?.idle();
       // A settled ARM change enqueues a cycle: idle only when both stayed quiet.
       if (queue === undefined || queue.shuttingDown || queue.length === 0) {
         await queue?.idle();
@@ -235,6 +242,7 @@ export class MicController {
     for (const t of timers) clearInterval(t);
     // No ARM call, hold or settle callback outlives leadership; the next term reads ARM afresh.
     this.#o.executor.arm.cancel();
+    this.#o.federation?.stop();
     this.#executor.forget();
     void queue.shutDown({ drain: false });
     if (this.#term?.queue === queue) this.#term = undefined;

@@ -18,6 +18,10 @@ import type { MicConfig } from './config.js';
 import { MicController } from './controller.js';
 import { createMicMetrics } from './metrics.js';
 import type { ArmPort } from './ports.js';
+import { discoverServiceAccountIssuer } from '../kube/issuer.js';
+import type { FederatedCredentialPort } from './federation/credentials.js';
+import { FederationRunner } from './federation/runner.js';
+import { realClock } from '../common/clock.js';
 
 /** Observer the ARM workers call after every ARM request (feeds the cloud-provider metrics). */
 export type ArmCallObserver = (operation: ArmOperation, durationMs: number, error?: unknown) => void;
@@ -33,6 +37,11 @@ export interface MicDeps {
   readonly cloudAuthority?: string;
   /** azure.json (`--cloudconfig`) to watch, so a rotated credential takes effect without a restart. */
   readonly cloudConfigFile?: CloudConfigFileDeps;
+  /**
+   * Federated identity credential writes (@azure/arm-msi, with the compute client's ARM credential, endpoint and CA:
+   * arm/wiring.ts federatedCredentialPort). Needed with --enable-federated-identities.
+   */
+  readonly federatedCredentials?: FederatedCredentialPort;
   /** Knobs for tests and benchmarks; production uses the defaults. */
   readonly tuning?: MicTuning;
 }
@@ -56,6 +65,8 @@ export interface MicTuning {
   readonly reflectorBackoff?: { readonly initialMs: number; readonly maxMs: number };
   readonly retryBaseMs?: number;
   readonly maxRetryDelayMs?: number;
+  /** Backoff of the federated credential writer (default 1 s doubling to 30 s). */
+  readonly federationBackoff?: { readonly initialMs: number; readonly maxMs: number };
 }
 
 export interface MicHandle {
@@ -121,6 +132,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
       ...(tuning.maxRetryDelayMs !== undefined ? { maxRetryDelayMs: tuning.maxRetryDelayMs } : {}),
     },
   );
+  const federation = await federationFor(config, deps, log);
   const immutable = new Set(config.immutableUserMsis.map((id) => id.toLowerCase()));
   if (deps.clusterIdentityClientId) immutable.add(deps.clusterIdentityClientId.toLowerCase());
 
@@ -142,7 +154,9 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
         ]),
       },
       namespaceIdentityPolicy: config.namespaceIdentityPolicy,
+      federation: { enabled: config.enableFederatedIdentities, issuer: federation?.issuer ?? '' },
     },
+    ...(federation !== undefined ? { federation } : {}),
     executor: {
       writer: kubeAssignedIdentityWriter(http, limiter, statusRoute),
       arm,
@@ -300,5 +314,35 @@ function close(server: Server): Promise<void> {
   return new Promise((resolve) => {
     server.close(() => resolve());
     server.closeAllConnections();
+  });
+}
+
+/**
+ * The federated credential writer, when --enable-federated-identities is on and the issuer is known (the flag's value
+ * byte for byte, else the API server's discovery document). With no issuer, MIC still runs: every Federated identity
+ * is skipped with an event naming --service-account-issuer (the core's FederationIssuerUnknown).
+ */
+async function federationFor(config: MicConfig, deps: MicDeps, log: Logger): Promise<FederationRunner | undefined> {
+  if (!config.enableFederatedIdentities) return undefined;
+  let issuer = config.serviceAccountIssuer;
+  if (issuer === '') {
+    try {
+      issuer = await discoverServiceAccountIssuer(deps.kubeConfig);
+      log.info({ issuer }, 'service-account issuer discovered from the API server');
+    } catch (err) {
+      log.error({ err }, 'federated identities are skipped: no service-account issuer; set --service-account-issuer');
+      return undefined;
+    }
+  }
+  if (deps.federatedCredentials === undefined) {
+    throw new Error('--enable-federated-identities needs a federated credential port (MicDeps.federatedCredentials)');
+  }
+  const backoff = deps.tuning?.federationBackoff;
+  return new FederationRunner({
+    port: deps.federatedCredentials,
+    clock: realClock,
+    issuer,
+    log: log.child({ component: 'federation' }),
+    ...(backoff !== undefined ? { writer: { backoff } } : {}),
   });
 }

@@ -8,11 +8,13 @@ import type { Logger } from 'pino';
 import { realClock, type Clock } from '../common/clock.js';
 import { API_VERSION, Kinds } from '../crds/names.js';
 import type { AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, PodView } from '../crds/types.js';
-import { computeDesired } from './core/desired.js';
+import { computeDesired, type DesiredState } from './core/desired.js';
+import { desiredFederatedCredentials, federatedUses } from './core/federation.js';
 import { isEmptyPlan, plan, type Plan } from './core/plan.js';
 import type { Skip } from './core/skip.js';
 import type { ClusterSnapshot, MicPolicy } from './core/snapshot.js';
 import type { ExecutionOutcome, Executor } from './executor.js';
+import type { FederationRunner } from './federation/runner.js';
 import { Reasons, type ArmPort, type EventSink, type EventSubject, type MicMetrics } from './ports.js';
 
 /** The cluster as the controller's caches see it right now, our own writes included. */
@@ -37,6 +39,8 @@ export interface ReconcilerOptions {
   readonly policy: MicPolicy;
   readonly log: Logger;
   readonly clock?: Clock;
+  /** Federated mode's credential writer (--enable-federated-identities with a known issuer); absent: off. */
+  readonly federation?: FederationRunner;
 }
 
 export interface CycleResult {
@@ -67,10 +71,16 @@ export class Reconciler {
     const base = view.snapshot();
     const targetOf = new Map<string, string>();
     for (const n of base.nodes) if (n.target !== undefined) targetOf.set(n.name, n.target.key);
-    const snapshot: ClusterSnapshot = { ...base, attachments: this.#o.arm.attachments(new Set(targetOf.values())) };
+    const federation = this.#o.federation;
+    const snapshot: ClusterSnapshot = {
+      ...base,
+      attachments: this.#o.arm.attachments(new Set(targetOf.values())),
+      ...(federation !== undefined ? { federation: federation.state() } : {}),
+    };
     const desired = computeDesired(snapshot, this.#o.policy);
+    if (federation !== undefined) this.#federate(federation, view, snapshot, desired);
     const p = plan(snapshot, desired, this.#o.policy);
-    this.#report(view, p.skipped);
+    this.#report(view, p.skipped, desired);
     this.#warnLegacy(view);
     const stats = this.#o.executor.apply(p, { signal, assigned: view.assignedByKey, targetOfNode: (n) => targetOf.get(n) ?? '' });
     const durationMs = this.#clock.now() - started;
@@ -100,9 +110,37 @@ export class Reconciler {
     return { plan: p, stats, durationMs };
   }
 
-  #report(view: ClusterView, skips: readonly Skip[]): void {
+  /** Hands the writer the credentials that this cycle's assignments (tenant rules applied) need, and only those. */
+  #federate(federation: FederationRunner, view: ClusterView, snapshot: ClusterSnapshot, desired: DesiredState): void {
+    const podOf = (namespace: string, name: string): PodView | undefined => {
+      const pod = view.pod(namespace, name);
+      // The API server defaults spec.serviceAccountName to `default`; a view without one means that.
+      return pod === undefined || (pod.serviceAccountName ?? '') !== '' ? pod : { ...pod, serviceAccountName: 'default' };
+    };
+    const { uses } = federatedUses(desired.assignments, podOf);
+    federation.want(desiredFederatedCredentials(federation.issuer, snapshot.identities, uses));
+  }
+
+  #report(view: ClusterView, skips: readonly Skip[], desired: DesiredState): void {
+    let byKey: Map<string, DesiredState['assignments'][number]> | undefined;
     for (const s of skips) {
       const { kind, namespace, name } = s.subject;
+      if (s.code === 'FederationDisabled' || s.code === 'FederationIssuerUnknown') {
+        const obj = view.identity(namespace, name);
+        if (obj !== undefined) this.#warnOnce(subjectOf('AzureIdentity', obj), s.code, `AzureIdentity ${namespace}/${name} is not assigned: ${s.reason}`);
+        continue;
+      }
+      if (s.code === 'FederatedCredentialLimit' || s.code === 'FederatedCredentialFailed') {
+        // The skip names the AAI; the events go where its users look: the identity and the pod.
+        byKey ??= new Map(desired.assignments.map((d) => [d.key, d]));
+        const d = byKey.get(`${namespace}/${name}`);
+        if (d === undefined) continue;
+        const message = `identity ${d.identity.namespace}/${d.identity.name} is not federated for pod ${d.podNamespace}/${d.pod}: ${s.reason}`;
+        this.#warnOnce(subjectOf('AzureIdentity', d.identity), s.code, message);
+        const pod = view.pod(d.podNamespace, d.pod);
+        if (pod !== undefined) this.#warnOnce(podSubject(pod), s.code, message);
+        continue;
+      }
       if (s.code === 'IdentityInvalid' || s.code === 'BindingInvalid') {
         const obj = s.code === 'IdentityInvalid' ? view.identity(namespace, name) : view.binding(namespace, name);
         if (obj === undefined) continue;

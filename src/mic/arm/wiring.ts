@@ -13,6 +13,7 @@ import type { ArmCallObserver } from '../mic.js';
 import type { ArmPort } from '../ports.js';
 import { createArmIdentityClient } from './client.js';
 import { computeIdentityPort, type ComputeIdentityPort } from './compute.js';
+import { msiFederatedCredentialPort, type FederatedCredentialPort } from '../federation/credentials.js';
 
 export interface ArmWiring {
   readonly config: MicConfig;
@@ -35,6 +36,11 @@ export interface ReloadableArmWiring extends ArmWiring {
 export interface ReloadableArm {
   /** What startMic takes as `armClient`. */
   readonly factory: ArmFactory;
+  /**
+   * Federated identity credential writes through @azure/arm-msi, with the same ARM credential, endpoint, audience
+   * and CA as the compute client (and swapped with it on reload).
+   */
+  readonly federatedCredentials: FederatedCredentialPort;
   /** The cloud config now in force. */
   current(): AzureCloudConfig;
   /** Makes `next` live for every later ARM call; returns the azure.json keys that changed (empty: nothing done). */
@@ -48,12 +54,23 @@ export function armClientFactory(w: ArmWiring): ArmFactory {
   return reloadableArm({ ...w, credentialFor: () => w.credential }).factory;
 }
 
+/** The federated credential port alone, for callers that build a fixed (non-reloading) ARM client. */
+export function federatedCredentialPort(w: ArmWiring): FederatedCredentialPort {
+  return msiFor(w, w.cloud, w.credential);
+}
+
 /** An ARM client whose cloud config (credential, subscription, resource group, endpoints) can be replaced live. */
 export function reloadableArm(w: ReloadableArmWiring): ReloadableArm {
   let cloud = w.cloud;
   // Cluster identities named by later azure.json versions: never detached either (the first one is in the fixed set).
   const laterClusterIdentities = new Set<string>();
   let compute = computeFor(w, cloud, w.credential);
+  let msi = msiFor(w, cloud, w.credential);
+  const federatedCredentials: FederatedCredentialPort = {
+    list: (id) => msi.list(id),
+    createOrUpdate: (id, c) => msi.createOrUpdate(id, c),
+    delete: (id, name) => msi.delete(id, name),
+  };
   const port: ComputeIdentityPort = {
     get: (target) => compute.get(target),
     patch: (target, patch) => compute.patch(target, patch),
@@ -73,13 +90,16 @@ export function reloadableArm(w: ReloadableArmWiring): ReloadableArm {
         ...(w.maxThrottleWaitMs !== undefined ? { maxThrottleWaitMs: w.maxThrottleWaitMs } : {}),
         onCall,
       }),
+    federatedCredentials,
     current: () => cloud,
     reload(next) {
       const changes = cloudConfigChanges(cloud, next);
       if (changes.length === 0) return changes;
       // Build first: if the credential cannot be made, the old config stays in force (the caller reports it).
-      const nextCompute = computeFor(w, next, w.credentialFor(next));
+      const nextCredential = w.credentialFor(next);
+      const nextCompute = computeFor(w, next, nextCredential);
       compute = nextCompute;
+      msi = msiFor(w, next, nextCredential);
       cloud = next;
       const cluster = clusterIdentityOf(next);
       if (cluster !== undefined) laterClusterIdentities.add(cluster.toLowerCase());
@@ -101,6 +121,15 @@ function computeFor(w: ArmWiring, cloud: AzureCloudConfig, credential: TokenCred
     endpoint: cloud.environment.resourceManagerEndpoint,
     scope: `${cloud.environment.resourceManagerAudience}/.default`,
     pollIntervalMs: w.config.armPollIntervalMs,
+    ...(w.caPem !== undefined ? { caPem: w.caPem } : {}),
+  });
+}
+
+function msiFor(w: ArmWiring, cloud: AzureCloudConfig, credential: TokenCredential): FederatedCredentialPort {
+  return msiFederatedCredentialPort({
+    credential,
+    endpoint: cloud.environment.resourceManagerEndpoint,
+    scope: `${cloud.environment.resourceManagerAudience}/.default`,
     ...(w.caPem !== undefined ? { caPem: w.caPem } : {}),
   });
 }

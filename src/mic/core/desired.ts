@@ -6,7 +6,7 @@ import {
   POD_LABEL,
 } from '../../crds/names.js';
 import { identityRefusal, type NamespacePolicies } from '../../crds/namespace-policy.js';
-import type { AzureIdentity, AzureIdentityBinding, PodView } from '../../crds/types.js';
+import { identityMode, type AzureIdentity, type AzureIdentityBinding, type PodView } from '../../crds/types.js';
 import { credentialRefusals, type CredentialPolicy } from '../../crds/credential-policy.js';
 import { validateAzureIdentity, validateBinding } from '../../crds/validate.js';
 import { cmp, compareSkips, skip, type Skip } from './skip.js';
@@ -38,12 +38,12 @@ type DesiredInput = Pick<ClusterSnapshot, 'pods' | 'identities' | 'bindings' | '
 
 export function computeDesired(
   snapshot: DesiredInput,
-  policy: Pick<MicPolicy, 'forceNamespaced' | 'credentials' | 'namespaceIdentityPolicy'>,
+  policy: Pick<MicPolicy, 'forceNamespaced' | 'credentials' | 'namespaceIdentityPolicy' | 'federation'>,
 ): DesiredState {
   const skipped: Skip[] = [];
   // undefined: the namespace policy is off and nothing is checked.
   const policies = policy.namespaceIdentityPolicy === 'enforce' ? (snapshot.namespacePolicies ?? new Map()) : undefined;
-  const identities = usableIdentities(snapshot.identities, policy.credentials, policies, skipped);
+  const identities = usableIdentities(snapshot.identities, policy.credentials, policies, policy.federation, skipped);
   const bindingsBySelector = indexBindings(snapshot.bindings, identities, skipped);
   const assignments: DesiredAssignment[] = [];
 
@@ -170,6 +170,7 @@ function usableIdentities(
   identities: readonly AzureIdentity[],
   credentials: CredentialPolicy,
   policies: NamespacePolicies | undefined,
+  federation: MicPolicy['federation'],
   skipped: Skip[],
 ): Map<string, AzureIdentity> {
   const out = new Map<string, AzureIdentity>();
@@ -194,9 +195,30 @@ function usableIdentities(
       skipped.push(skip('AzureIdentity', identity.namespace, identity.name, 'IdentityNotPermitted', refusal.reason));
       continue;
     }
+    const unfederated = federationRefusal(identity, federation);
+    if (unfederated !== undefined) {
+      skipped.push(unfederated);
+      continue;
+    }
     out.set(`${identity.namespace}/${identity.name}`, identity);
   }
   return out;
+}
+
+/** A Federated identity MIC cannot federate is skipped, never attached instead (that would give the VM its token). */
+function federationRefusal(identity: AzureIdentity, federation: MicPolicy['federation']): Skip | undefined {
+  if (identityMode(identity) !== 'Federated') return undefined;
+  if (federation?.enabled !== true) {
+    return skip('AzureIdentity', identity.namespace, identity.name, 'FederationDisabled',
+      'spec.mode is Federated and MIC runs without --enable-federated-identities: the identity is neither federated nor ' +
+        'attached to any VM (start MIC with --enable-federated-identities, or set spec.mode: Attached)');
+  }
+  if (federation.issuer === '') {
+    return skip('AzureIdentity', identity.namespace, identity.name, 'FederationIssuerUnknown',
+      "spec.mode is Federated and the cluster's service-account issuer is not known (the API server publishes none): " +
+        'set --service-account-issuer on MIC');
+  }
+  return undefined;
 }
 
 /** Bindings grouped by selector, each list sorted by binding namespace/name; unusable bindings become Skips. */

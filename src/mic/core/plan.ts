@@ -21,11 +21,14 @@
 //   Created again (the original re-assigned it, making NMI refuse tokens meanwhile).
 // - An AAI is tracked by `namespace/name`, not the original's name alone.
 import { ASSIGNED_IDENTITY_FINALIZER, NODE_NAME_LABEL, POD_UID_LABEL } from '../../crds/names.js';
-import type {
-  AssignedIdentityState,
-  AzureAssignedIdentity,
-  AzureIdentity,
-  AzureIdentityBinding,
+import { serviceAccountSubject } from '../../crds/federation.js';
+import {
+  identityMode,
+  type AssignedIdentityState,
+  type AzureAssignedIdentity,
+  type AzureIdentity,
+  type AzureIdentityBinding,
+  type PodView,
 } from '../../crds/types.js';
 import type { DesiredAssignment, DesiredState } from './desired.js';
 import { cmp, compareSkips, skip, type Skip } from './skip.js';
@@ -34,6 +37,7 @@ import {
   canonicalResourceId,
   type ClusterSnapshot,
   type ComputeTargetRef,
+  federationKey,
   type MicPolicy,
   type SnapshotNode,
 } from './snapshot.js';
@@ -146,6 +150,8 @@ class Planner {
   private readonly adds = new Map<string, Set<string>>();
   private readonly removes = new Map<string, Set<string>>();
   private readonly nodesWithoutTarget = new Set<string>();
+  /** Pods by `namespace/name`, built on the first federated assignment only. */
+  private pods: Map<string, PodView> | undefined;
   /** raw resource ID → canonical; thousands of AAIs share a few hundred IDs. */
   private readonly canonical = new Map<string, string>();
 
@@ -192,7 +198,7 @@ class Planner {
       }
       live.push(d);
       this.wanted.add(d.key);
-      if (d.identity.type === 0 && node.target !== undefined) {
+      if (isAttachedType0(d.identity) && node.target !== undefined) {
         addTo(this.inUse, node.target.key, this.canon(d.identity.resourceID));
       }
     }
@@ -210,7 +216,7 @@ class Planner {
     if (existing === undefined) {
       if (this.snapshot.pending.created?.has(d.key) === true) {
         // Created by us, not seen yet: do not create again; make sure ARM gets it (an idempotent add).
-        if (d.identity.type === 0 && target !== undefined && this.isAttached(target, d.identity) !== true) {
+        if (isAttachedType0(d.identity) && target !== undefined && this.isAttached(target, d.identity) !== true) {
           this.addId(target, d.identity);
         }
         return;
@@ -226,7 +232,7 @@ class Planner {
     if (matches(existing, d)) {
       if (existing.state === 'Assigned' || existing.state === '') {
         // The §2.6 reconcile: ARM lost an identity we had confirmed; put it back, keep the AAI Assigned.
-        if (d.identity.type === 0 && target !== undefined && this.isAttached(target, d.identity) === false) {
+        if (isAttachedType0(d.identity) && target !== undefined && this.isAttached(target, d.identity) === false) {
           this.addId(target, d.identity);
         }
         return;
@@ -320,6 +326,10 @@ class Planner {
         this.statuses.push({ ...status, afterTarget: undefined });
         return;
       case 0:
+        if (identityMode(d.identity) === 'Federated') {
+          this.confirmFederated(d, status);
+          return;
+        }
         if (target === undefined) {
           this.nodesWithoutTarget.add(d.nodeName);
           return;
@@ -341,13 +351,46 @@ class Planner {
   }
 
   /**
+   * A Federated identity needs no VM: Assigned as soon as the credential for the pod's service account is known to
+   * exist (FederationState, filled from the writer's outcomes), else it stays Created with a skip saying why.
+   */
+  private confirmFederated(d: DesiredAssignment, status: Omit<StatusUpdate, 'afterTarget'>): void {
+    const subject = this.subjectOf(d);
+    const key = federationKey(d.identity.resourceID);
+    const federation = this.snapshot.federation;
+    if (subject !== undefined && federation?.ready.get(key)?.has(subject) === true) {
+      this.statuses.push({ ...status, afterTarget: undefined });
+      return;
+    }
+    const refused = subject === undefined ? undefined : federation?.refused.get(key)?.get(subject);
+    this.skipped.push(
+      refused !== undefined
+        ? skip('AzureAssignedIdentity', d.namespace, d.name, refused.code, `pod ${d.podNamespace}/${d.pod}: ${refused.reason}`)
+        : skip('AzureAssignedIdentity', d.namespace, d.name, 'FederatedCredentialPending',
+          `waiting for the federated credential of identity ${d.identity.namespace}/${d.identity.name} for ` +
+            `${subject ?? `pod ${d.podNamespace}/${d.pod}'s service account`}`),
+    );
+  }
+
+  /** The service-account subject a pod's federated token carries (the API server defaults the account to `default`). */
+  private subjectOf(d: DesiredAssignment): string | undefined {
+    if (this.pods === undefined) {
+      this.pods = new Map(this.snapshot.pods.map((p) => [`${p.namespace}/${p.name}`, p]));
+    }
+    const pod = this.pods.get(`${d.podNamespace}/${d.pod}`);
+    if (pod === undefined) return undefined;
+    return serviceAccountSubject(d.podNamespace, pod.serviceAccountName || 'default');
+  }
+
+  /**
    * Schedules removal of an AAI's identity from its node's target when it is ours to remove: user-assigned,
    * not needed there by any desired assignment (any pod, any node of the same VMSS), not immutable, and not
    * known to be absent already. Returns the target key the AAI's own write must wait for, if any.
    */
   private planRemoval(aai: AzureAssignedIdentity): string | undefined {
     const identity = aai.identityRef;
-    if (identity === null || identity.type !== 0) return undefined;
+    // A Federated identity was never attached by us: nothing to remove from the VM.
+    if (identity === null || !isAttachedType0(identity)) return undefined;
     const target = this.targetOfNode(aai.nodeName);
     if (target === undefined) return undefined;
     const id = this.canon(identity.resourceID);
@@ -361,7 +404,16 @@ class Planner {
   private sameFootprint(existing: AzureAssignedIdentity, d: DesiredAssignment, target: ComputeTargetRef | undefined): boolean {
     const before = existing.identityRef;
     if (before === null || before.type !== d.identity.type) return false;
+    if (identityMode(before) !== identityMode(d.identity)) return false;
     if (d.identity.type !== 0) return true;
+    if (identityMode(d.identity) === 'Federated') {
+      const subject = this.subjectOf(d);
+      return (
+        this.canon(before.resourceID) === this.canon(d.identity.resourceID) &&
+        subject !== undefined &&
+        this.snapshot.federation?.ready.get(federationKey(d.identity.resourceID))?.has(subject) === true
+      );
+    }
     const beforeTarget = this.targetOfNode(existing.nodeName);
     return (
       target !== undefined &&
@@ -438,6 +490,11 @@ function spec(d: DesiredAssignment, state: 'Created' | 'Assigned'): AssignedSpec
     finalizers: [ASSIGNED_IDENTITY_FINALIZER],
     state,
   };
+}
+
+/** A user-assigned identity MIC attaches to VMs: type 0 in Attached mode (a Federated one never touches a VM). */
+function isAttachedType0(identity: AzureIdentity): boolean {
+  return identity.type === 0 && identityMode(identity) !== 'Federated';
 }
 
 function addTo(map: Map<string, Set<string>>, key: string, value: string): void {

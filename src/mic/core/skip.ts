@@ -30,7 +30,17 @@ export type SkipCode =
   | 'NameConflict'
   | 'NodeNotFound'
   | 'NodeWithoutTarget'
-  | 'PreviousStillDeleting';
+  | 'PreviousStillDeleting'
+  /** A Federated identity while MIC runs without --enable-federated-identities: neither attached nor federated. */
+  | 'FederationDisabled'
+  /** A Federated identity while no service-account issuer is known (--service-account-issuer, or discovery failed). */
+  | 'FederationIssuerUnknown'
+  /** The federated credential for the pod's service account is not known to exist yet: the AAI stays Created. */
+  | 'FederatedCredentialPending'
+  /** The identity already carries Azure's 20 federated credentials: none for this service account, AAI stays Created. */
+  | 'FederatedCredentialLimit'
+  /** The federated credential could not be written (Azure refused it, or the identity is gone): AAI stays Created. */
+  | 'FederatedCredentialFailed';
 
 export interface Skip {
   readonly subject: SubjectRef;

@@ -31,6 +31,29 @@ export interface ClusterSnapshot {
    * `MicPolicy.namespaceIdentityPolicy` is 'enforce'; a namespace missing here permits nothing then.
    */
   readonly namespacePolicies?: NamespacePolicies;
+  /**
+   * What the federated credential writer knows Azure holds, the way `attachments` says what ARM holds on VMs.
+   * Absent: nothing is known, and no Federated AAI becomes Assigned.
+   */
+  readonly federation?: FederationState;
+}
+
+/** Federated credentials known per user-assigned identity, keyed by lower-case resource ID (see federationKey). */
+export interface FederationState {
+  /** Subjects (`system:serviceaccount:<ns>:<sa>`) whose credential is known to exist, per identity. */
+  readonly ready: ReadonlyMap<string, ReadonlySet<string>>;
+  /** Subjects the writer could not give a credential, per identity, with the code and the sentence to show. */
+  readonly refused: ReadonlyMap<string, ReadonlyMap<string, FederationRefusal>>;
+}
+
+export interface FederationRefusal {
+  readonly code: 'FederatedCredentialLimit' | 'FederatedCredentialFailed';
+  readonly reason: string;
+}
+
+/** The key of a user-assigned identity in FederationState: its resource ID, lower-case (as desiredFederatedCredentials). */
+export function federationKey(resourceID: string): string {
+  return resourceID.toLowerCase();
 }
 
 /** A node plus the VM/VMSS that carries its identities, resolved by the shell from `spec.providerID`. */
@@ -85,6 +108,11 @@ export interface MicPolicy {
   readonly credentials: CredentialPolicy;
   /** --namespace-identity-policy: 'enforce' assigns only identities the namespaces' annotations permit. Default 'off'. */
   readonly namespaceIdentityPolicy?: 'off' | 'enforce';
+  /**
+   * Federated mode (--enable-federated-identities, --service-account-issuer). Absent or not enabled: an identity with
+   * spec.mode Federated is skipped (never attached instead); enabled with an empty issuer: skipped too.
+   */
+  readonly federation?: { readonly enabled: boolean; readonly issuer: string };
 }
 
 /** The key under which AAIs are tracked: `namespace/name` (namespaced AAIs make the name alone ambiguous). */
