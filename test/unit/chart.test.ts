@@ -256,3 +256,34 @@ describe('chart: azureIdentities[].mode (issue 13)', () => {
     expect(validate({ ...values, azureIdentities: { id1: { clientID: 'c', mode: 'Federated' } } })).toBe(true);
   });
 });
+
+describe('chart: federation values, MIC part (issue 13)', () => {
+  const micArgs = (values: Record<string, unknown>) => {
+    const { objects } = renderChart(CHART, { releaseName: 'pod-identity', namespace: 'identity', values });
+    const dep = objects.find((o) => o['kind'] === 'Deployment') as { spec: { template: { spec: { containers: Array<{ name: string; args: string[] }> } } } };
+    return dep.spec.template.spec.containers.find((c) => c.name === 'mic')?.args ?? [];
+  };
+
+  it('passes MIC no federation flag by default (federation.enabled: false)', () => {
+    expect(values['federation']).toEqual({ enabled: false, serviceAccountIssuer: '' });
+    expect(micArgs({}).filter((a) => a.includes('federated') || a.includes('issuer'))).toEqual([]);
+  });
+
+  it('federation.enabled passes --enable-federated-identities, and the issuer only when set', () => {
+    expect(micArgs({ federation: { enabled: true } })).toContain('--enable-federated-identities');
+    expect(micArgs({ federation: { enabled: true } }).some((a) => a.startsWith('--service-account-issuer'))).toBe(false);
+    expect(micArgs({ federation: { enabled: true, serviceAccountIssuer: 'https://oidc.example/abc/' } })).toContain(
+      '--service-account-issuer=https://oidc.example/abc/',
+    );
+    expect(MIC_FLAGS.enableFederatedIdentities.name).toBe('enable-federated-identities');
+    expect(MIC_FLAGS.serviceAccountIssuer.name).toBe('service-account-issuer');
+  });
+
+  it('the schema refuses a non-boolean enabled, an unknown key and a non-https issuer', () => {
+    const validate = validator();
+    expect(validate({ ...values, federation: { enabled: true, serviceAccountIssuer: 'https://oidc.example/x' } })).toBe(true);
+    expect(validate({ ...values, federation: { enabled: 'yes' } })).toBe(false);
+    expect(validate({ ...values, federation: { enabled: true, issuer: 'https://x' } })).toBe(false);
+    expect(validate({ ...values, federation: { enabled: true, serviceAccountIssuer: 'http://oidc.example' } })).toBe(false);
+  });
+});
