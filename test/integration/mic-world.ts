@@ -15,10 +15,11 @@ import { normalizeAssignedIdentity } from '../../src/crds/normalize.js';
 import type { AzureAssignedIdentity } from '../../src/crds/types.js';
 import { readFileSync } from 'node:fs';
 import { parseCloudConfig, type AzureCloudConfig } from '../../src/azure/cloud-config.js';
-import { armClientFactory, reloadableArm } from '../../src/mic/arm/wiring.js';
+import { armClientFactory, federatedCredentialPort, reloadableArm } from '../../src/mic/arm/wiring.js';
 import { parseMicConfig } from '../../src/mic/config.js';
 import { startMic, type MicHandle } from '../../src/mic/mic.js';
 import { CRD_DIR, startTestApiServer, type TestApiServer } from '../helpers/apiserver.js';
+import type { ApiServerOptions } from '../../src/sandbox/apiserver/index.js';
 import { servicePrincipalCloudConfig, startTestAzure, type TestAzure } from '../helpers/azure.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -71,8 +72,8 @@ export interface MicWorld {
 const silent = pino({ level: process.env['MIC_TEST_LOG'] ?? 'silent' });
 
 /** `crdDir`: the CRDs the API emulator starts with (default: ours, config/crd). */
-export async function startMicWorld(opts: { crdDir?: string } = {}): Promise<MicWorld> {
-  const api = await startTestApiServer({ crdDir: opts.crdDir ?? CRD_DIR });
+export async function startMicWorld(opts: { crdDir?: string; api?: ApiServerOptions } = {}): Promise<MicWorld> {
+  const api = await startTestApiServer({ ...opts.api, crdDir: opts.crdDir ?? CRD_DIR });
   const az = await startTestAzure();
   const rg = az.resourceGroup;
   const e = az.emulator;
@@ -144,8 +145,15 @@ export async function startMicWorld(opts: { crdDir?: string } = {}): Promise<Mic
         logger: silent.child({ instance: config.leaderElection.instance }),
         cloudAuthority: cloud.environment.activeDirectoryEndpoint,
         armClient,
+        federatedCredentials: federatedCredentialPort({ config, cloud, credential, logger: silent, caPem: e.caPem }),
         ...cloudConfigFile,
-        tuning: { watchTimeoutSeconds: 20, reflectorBackoff: { initialMs: 50, maxMs: 500 }, retryBaseMs: 100, maxRetryDelayMs: 1000 },
+        tuning: {
+          watchTimeoutSeconds: 20,
+          reflectorBackoff: { initialMs: 50, maxMs: 500 },
+          retryBaseMs: 100,
+          maxRetryDelayMs: 1000,
+          federationBackoff: { initialMs: 50, maxMs: 400 },
+        },
       });
       mics.push(mic);
       return mic;
