@@ -20,6 +20,7 @@ export interface CliIo {
 const usage = (prog: string) =>
   `usage: ${prog} [--kubeconfig PATH] [--context NAME] [-n NAMESPACE] [--cloudconfig azure.json [--arm-endpoint URL]] [--sandbox DIR] [--forceNamespaced] ` +
   '[--allow-cross-namespace-secrets] [--allowed-ad-endpoints URL,...] [--namespace-identity-policy off|enforce] ' +
+  '[--enable-federated-identities [--service-account-issuer URL]] ' +
   '[--MICNamespace NS] [--mic-service-account NAME] [--client-id ID | --msi-res-id ID | --object-id ID] [--json] <namespace>/<pod> | <pod>\n' +
   '  (give the same --forceNamespaced, --allow-cross-namespace-secrets, --allowed-ad-endpoints, --namespace-identity-policy, --MICNamespace and\n' +
   '   --mic-service-account as MIC and NMI run with;\n' +
@@ -43,6 +44,8 @@ export async function explainCli(args: readonly string[], io: CliIo, prog = 'npm
         'allow-cross-namespace-secrets': { type: 'boolean', default: false },
         'allowed-ad-endpoints': { type: 'string' },
         'namespace-identity-policy': { type: 'string', default: 'off' },
+        'enable-federated-identities': { type: 'boolean', default: false },
+        'service-account-issuer': { type: 'string', default: '' },
         MICNamespace: { type: 'string', default: NMI_FLAGS.micNamespace.default },
         'mic-service-account': { type: 'string', default: NMI_FLAGS.micServiceAccount.default },
         'client-id': { type: 'string' },
@@ -104,6 +107,7 @@ export async function explainCli(args: readonly string[], io: CliIo, prog = 'npm
       forceNamespaced: values.forceNamespaced === true,
       credentials,
       namespaceIdentityPolicy: policyMode,
+      federation: { enabled: values['enable-federated-identities'] === true, issuer: str('service-account-issuer') ?? '' },
       ...(arm ? { arm } : {}),
     });
     const report = explain({

@@ -10,7 +10,7 @@ import type { NamespacePolicies } from '../crds/namespace-policy.js';
 import { computeDesired, type DesiredAssignment, type DesiredState } from '../mic/core/desired.js';
 import { plan, type Plan } from '../mic/core/plan.js';
 import type { Skip } from '../mic/core/skip.js';
-import type { ClusterSnapshot, MicPolicy, SnapshotNode, TargetAttachment } from '../mic/core/snapshot.js';
+import type { ClusterSnapshot, FederationState, MicPolicy, SnapshotNode, TargetAttachment } from '../mic/core/snapshot.js';
 import { namespacePolicyDenial } from '../nmi/core/namespace-policy.js';
 import { declaredIdentitiesOf, NODE_PATH_REMEDY, nodeRequestRefusal } from '../nmi/core/node-path.js';
 import { matchingException, principalKey, selectIdentity, type PodBinding } from '../nmi/core/select.js';
@@ -49,6 +49,11 @@ export interface ExplainInput {
    * `--allowed-ad-endpoints`, the known clouds' authorities); without it, only the defaults' cross-namespace rule.
    */
   readonly credentials?: CredentialPolicy;
+  /**
+   * MIC's --enable-federated-identities and its service-account issuer, with the federated credentials Azure holds for
+   * the pod's identities when ARM was asked; absent: federation off (a Federated identity is skipped, as MIC does).
+   */
+  readonly federation?: { readonly enabled: boolean; readonly issuer: string; readonly credentials?: FederationState };
   /** Objects that could not be read (legacy or malformed), with their problems. */
   readonly ignored: readonly { readonly kind: string; readonly name: string; readonly problems: readonly string[] }[];
 }
@@ -201,6 +206,7 @@ function micPolicy(input: ExplainInput): MicPolicy {
     immutableResourceIds: new Set(),
     credentials: input.credentials ?? unjudgedAuthorities(input.identities),
     namespaceIdentityPolicy: input.namespacePolicy?.mode ?? 'off',
+    ...(input.federation !== undefined ? { federation: { enabled: input.federation.enabled, issuer: input.federation.issuer } } : {}),
   };
 }
 
@@ -236,6 +242,7 @@ function clusterSnapshot(input: ExplainInput, bindings: readonly AzureIdentityBi
     attachments,
     pending: { created: new Set(), deleted: new Set() },
     ...(input.namespacePolicy?.mode === 'enforce' ? { namespacePolicies: input.namespacePolicy.policies } : {}),
+    ...(input.federation?.credentials !== undefined ? { federation: input.federation.credentials } : {}),
   };
 }
 
@@ -291,6 +298,10 @@ function bindingVerdict(
         break;
       case 'IdentityNotPermitted':
         reasons.push(`IdentityNotPermitted: ${s.reason}`);
+        break;
+      case 'FederationDisabled':
+      case 'FederationIssuerUnknown':
+        reasons.push(`AzureIdentity ${name} is skipped by MIC (${s.code}): ${s.reason}`);
         break;
       case 'NamespaceMismatch':
         matched = false;

@@ -22,7 +22,11 @@ import {
 } from '../crds/index.js';
 import type { AzureIdentity } from '../crds/types.js';
 import { resolveNode } from '../mic/adapters/targets.js';
-import type { SnapshotNode } from '../mic/core/snapshot.js';
+import { federationKey, type FederationRefusal, type FederationState, type SnapshotNode } from '../mic/core/snapshot.js';
+import { FEDERATED_AUDIENCE, MAX_FEDERATED_CREDENTIALS, serviceAccountSubject } from '../crds/federation.js';
+import { identityMode } from '../crds/types.js';
+import { discoverServiceAccountIssuer } from '../kube/issuer.js';
+import { msiFederatedCredentialPort } from '../mic/federation/credentials.js';
 import type { ArmView, AzureIdentityFacts, ExplainInput } from './analyze.js';
 
 export interface ArmAccess {
@@ -41,7 +45,14 @@ export async function gatherExplainInput(
   kubeConfig: KubeConfig,
   namespace: string,
   podName: string,
-  opts: { forceNamespaced: boolean; namespaceIdentityPolicy?: 'off' | 'enforce'; arm?: ArmAccess; credentials?: CredentialPolicy },
+  opts: {
+    forceNamespaced: boolean;
+    namespaceIdentityPolicy?: 'off' | 'enforce';
+    arm?: ArmAccess;
+    credentials?: CredentialPolicy;
+    /** MIC's --enable-federated-identities and --service-account-issuer ('' : discovered, as MIC does). */
+    federation?: { enabled: boolean; issuer: string };
+  },
 ): Promise<ExplainInput> {
   const core = kubeConfig.makeApiClient(CoreV1Api);
   const custom = kubeConfig.makeApiClient(CustomObjectsApi);
@@ -90,6 +101,7 @@ export async function gatherExplainInput(
     (i) => i.type === 0 && bindings.some((b) => b.selector === label && b.namespace === i.namespace && b.azureIdentity === i.name),
   );
   const azureIdentities = opts.arm === undefined ? undefined : await azureIdentityFacts(named, arm, opts.arm);
+  const federation = opts.federation?.enabled === true ? await federationOf(kubeConfig, opts.federation.issuer, pod, named, opts.arm) : undefined;
   return {
     pod,
     bindings,
@@ -102,8 +114,47 @@ export async function gatherExplainInput(
     arm: arm.view,
     ...(node !== undefined ? { node } : {}),
     ...(azureIdentities !== undefined ? { azureIdentities } : {}),
+    ...(federation !== undefined ? { federation } : {}),
     ignored,
   };
+}
+
+/**
+ * MIC's federation settings and, with ARM access, what Azure holds for the pod's Federated identities: the same
+ * FederationState MIC's writer reports (a credential for the pod's service account, or Azure's limit reached without one).
+ */
+async function federationOf(
+  kubeConfig: KubeConfig,
+  flagIssuer: string,
+  pod: { namespace: string; serviceAccountName?: string },
+  identities: readonly AzureIdentity[],
+  access: ArmAccess | undefined,
+): Promise<NonNullable<ExplainInput['federation']>> {
+  let issuer = flagIssuer;
+  if (issuer === '') issuer = await discoverServiceAccountIssuer(kubeConfig).catch(() => '');
+  if (issuer === '' || access === undefined) return { enabled: true, issuer };
+  const port = msiFederatedCredentialPort({ credential: access.credential, endpoint: access.endpoint, ...(access.caPem ? { caPem: access.caPem } : {}) });
+  const subject = serviceAccountSubject(pod.namespace, pod.serviceAccountName || 'default');
+  const ready = new Map<string, ReadonlySet<string>>();
+  const refused = new Map<string, ReadonlyMap<string, FederationRefusal>>();
+  for (const identity of identities.filter((i) => identityMode(i) === 'Federated')) {
+    const key = federationKey(identity.resourceID);
+    try {
+      const id = parseUserAssignedIdentityId(identity.resourceID);
+      const records = await port.list({ subscriptionID: id.subscriptionId, resourceGroup: id.resourceGroup, name: id.name });
+      const subjects = records.filter((r) => r.issuer === issuer && r.audiences.includes(FEDERATED_AUDIENCE)).map((r) => r.subject);
+      ready.set(key, new Set(subjects));
+      if (!subjects.includes(subject) && records.length >= MAX_FEDERATED_CREDENTIALS) {
+        refused.set(key, new Map([[subject, {
+          code: 'FederatedCredentialLimit',
+          reason: `identity ${id.name} already has ${records.length} federated identity credentials (Azure's limit is ${MAX_FEDERATED_CREDENTIALS}); none for ${subject}`,
+        }]]));
+      }
+    } catch {
+      // Unreadable: nothing known, so MIC's core says it waits for the credential.
+    }
+  }
+  return { enabled: true, issuer, credentials: { ready, refused } };
 }
 
 /** From the node's identity map when it has the identity, else from MSI (one GET per identity). */

@@ -5,6 +5,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { serviceAccountSubject } from '../../src/crds/federation.js';
 import { PERMITTED_IDENTITIES_ANNOTATION } from '../../src/crds/namespace-policy.js';
+import { explain } from '../../src/explain/analyze.js';
+import { gatherExplainInput } from '../../src/explain/gather.js';
+import { renderExplain } from '../../src/explain/render.js';
 import { eventually, NODES, startMicWorld, type MicWorld } from './mic-world.js';
 
 const FED = ['--enable-federated-identities'];
@@ -26,6 +29,17 @@ afterEach(async () => {
 const vmPatches = () => w.az.emulator.requestLog().filter((r) => r.operation === 'vm_patch' || r.operation === 'vmss_patch');
 const credentials = (id: string) => w.az.emulator.listFederatedCredentials(id).map((f) => `${f.subject} ${f.issuer}`).sort();
 const states = async () => (await w.assigned()).map((a) => `${a.podNamespace}/${a.pod}:${a.identityRef?.name ?? '?'}:${a.state}`).sort();
+
+/** `explain` as a cluster admin runs it, with MIC's flags and ARM access. */
+async function explainText(ns: string, name: string, federation: { enabled: boolean; issuer: string }): Promise<string> {
+  const e = w.az.emulator;
+  const input = await gatherExplainInput(w.api.kc, ns, name, {
+    forceNamespaced: false,
+    federation,
+    arm: { credential: w.az.credential, endpoint: e.url, caPem: e.caPem },
+  });
+  return renderExplain(explain(input));
+}
 
 async function namespace(name: string, annotations?: Record<string, string>): Promise<void> {
   await w.core.createNamespace({ body: { metadata: { name, ...(annotations ? { annotations } : {}) } } });
@@ -116,6 +130,10 @@ describe('MIC federated mode (issue 13 item 4)', () => {
       }
     });
     expect(w.az.emulator.listFederatedCredentials(m.id)).toHaveLength(20);
+    // explain, from MIC's own core and what Azure holds, says why the second pod waits; the first is fine.
+    const text = await explainText('team-a', 'second-0', { enabled: true, issuer: '' });
+    expect(text).toMatch(/waiting: FederatedCredentialLimit: .*20 federated identity credentials/);
+    expect(await explainText('team-a', 'first-0', { enabled: true, issuer: '' })).not.toContain('FederatedCredential');
     // Stays Created, cycle after cycle.
     await new Promise((r) => setTimeout(r, 500));
     expect(await states()).toEqual(['team-a/first-0:fed:Assigned', 'team-a/second-0:fed:Created']);
@@ -159,6 +177,7 @@ describe('MIC federated mode (issue 13 item 4)', () => {
     });
     expect(w.vmssIds()).not.toContain(m.id.toLowerCase());
     expect(credentials(m.id)).toEqual([]);
+    expect(await explainText('team-a', 'fed-0', { enabled: false, issuer: '' })).toContain('--enable-federated-identities');
   });
 
   it('enforce: a namespace policy that refuses the identity refuses it federated too (no credential, no AAI)', async () => {
