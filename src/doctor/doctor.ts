@@ -11,6 +11,7 @@ import { Agent, fetch, type Dispatcher } from 'undici';
 import type { AzureCloudConfig } from '../azure/cloud-config.js';
 import { parseProviderId, parseUserAssignedIdentityId, type ComputeTarget } from '../azure/resource-id.js';
 import { GROUP, Plurals, VERSION, normalizeAzureIdentity, normalizeBinding, type AzureIdentity } from '../crds/index.js';
+import { identityMode } from '../crds/types.js';
 import { parseEndpointsRecord, parseTime, LEADER_ANNOTATION } from '../kube/resourcelock.js';
 import { actionAllowed, parsePermissions, type PermissionEntry } from './permissions.js';
 import { realClock } from '../common/clock.js';
@@ -58,6 +59,8 @@ export interface DoctorOptions {
 /** User-assigned identities per request (and what MIC chunks to), reference/operations.md §1.7. */
 export const IDENTITY_LIMIT = 150;
 export const ASSIGN_ACTION = 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action';
+/** What MIC does under a Federated identity (Managed Identity Contributor has it; Operator does not). */
+export const FIC_WRITE_ACTION = 'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write';
 const CRD_PLURALS = [Plurals.AzureIdentity, Plurals.AzureIdentityBinding, Plurals.AzureAssignedIdentity, Plurals.AzurePodIdentityException];
 
 export async function runDoctor(kubeConfig: KubeConfig, opts: DoctorOptions = {}): Promise<DoctorReport> {
@@ -347,12 +350,17 @@ async function identityChecks(kubeConfig: KubeConfig, core: CoreV1Api, opts: Doc
     } else {
       results.push(pass('identity', `${label}: ${id.name} exists, clientID matches`));
     }
-    results.push(await roleCheck('role', permissions, identity.resourceID, ASSIGN_ACTION, 'Managed Identity Operator', `${label} (${id.name})`, assignee));
+    results.push(
+      identityMode(identity) === 'Federated'
+        ? await roleCheck('role', permissions, identity.resourceID, FIC_WRITE_ACTION, 'Managed Identity Contributor', `${label} (${id.name}, Federated)`, assignee)
+        : await roleCheck('role', permissions, identity.resourceID, ASSIGN_ACTION, 'Managed Identity Operator', `${label} (${id.name})`, assignee),
+    );
   }
 
   // Per VM/VMSS: what is on it now plus what the bound identities would add.
   const compute = new Map<string, ComputeManagementClient>();
-  const wanted = new Set(inUse.map((i) => i.resourceID.trim().toLowerCase()));
+  // A Federated identity is never put on a VM/VMSS.
+  const wanted = new Set(inUse.filter((i) => identityMode(i) !== 'Federated').map((i) => i.resourceID.trim().toLowerCase()));
   for (const t of targets.values()) {
     let client = compute.get(t.subscriptionId);
     if (!client) {

@@ -113,6 +113,31 @@ describe('doctor on the loopback sandbox', () => {
     }
   }, 90_000);
 
+  it('checks a Federated identity for the credential write (Managed Identity Contributor), not for Managed Identity Operator', async () => {
+    t.sandbox.azure.createResourceGroup('fed-identities');
+    const fed = t.sandbox.azure.createUserAssignedIdentity('fed-identities', 'fed-id');
+    await t.createIdentity('default', 'fed-id', { type: 0, resourceID: fed.id, clientID: fed.clientId, mode: 'Federated' });
+    await t.createBinding('default', 'fed-id-binding', 'fed-id', 'fed-id');
+    try {
+      // Operator lets MIC attach it, which federation never does: not enough to write its credentials.
+      t.sandbox.azure.grantRole(principal().objectId, 'Managed Identity Operator', fed.id);
+      const r = await doctor();
+      expect(r.code, r.stdout).toBe(1);
+      expect(r.stdout).toContain(
+        '✗ AzureIdentity default/fed-id (fed-id, Federated): the cluster principal may not Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write',
+      );
+      expect(r.stdout).toContain(`az role assignment create --assignee ${principal().clientId} --role "Managed Identity Contributor" --scope ${fed.id}`);
+
+      t.sandbox.azure.grantRole(principal().objectId, 'Managed Identity Contributor', fed.id);
+      const after = await doctor();
+      expect(after.code, after.stdout).toBe(0);
+      expect(after.stdout).toContain('✓ AzureIdentity default/fed-id (fed-id, Federated): the cluster principal may Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write');
+    } finally {
+      await t.deleteCustom('default', 'azureidentitybindings', 'fed-id-binding');
+      await t.deleteCustom('default', 'azureidentities', 'fed-id');
+    }
+  }, 90_000);
+
   it('fails when Virtual Machine Contributor on the node resource group is withheld and prints the az command', async () => {
     expect(t.sandbox.azure.revokeRole(principal().objectId, 'Virtual Machine Contributor', group())).toBeGreaterThan(0);
     try {
