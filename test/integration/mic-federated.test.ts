@@ -2,6 +2,7 @@
 // credential per service account its bound pods run as (issuer discovered from the API emulator, subject
 // system:serviceaccount:<ns>:<sa>), its AAI becomes Assigned once the credential exists, and no VM or VMSS is ever
 // PATCHed for it. The 21st service account, the flag off and a namespace-policy refusal all leave it unfederated.
+import * as k8s from '@kubernetes/client-node';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { serviceAccountSubject } from '../../src/crds/federation.js';
 import { PERMITTED_IDENTITIES_ANNOTATION } from '../../src/crds/namespace-policy.js';
@@ -204,6 +205,52 @@ describe('MIC federated mode (issue 13 item 4)', () => {
     expect(vmPatches()).toEqual([]);
   });
 
+  it('switching an attached identity to Federated detaches it from the VMSS and federates it; switching back attaches it and removes the credential', async () => {
+    await namespace('team-a');
+    await serviceAccount('team-a', 'web');
+    const m = await identity('id', 'team-a', 'app', 'Attached');
+    await pod('web-0', 'team-a', 'app', 'web');
+    await w.startMic({ flags: FED });
+    await eventually(async () => expect(await states()).toEqual(['team-a/web-0:id:Assigned']));
+    expect(w.vmssIds()).toEqual([m.id.toLowerCase()]);
+
+    const setMode = (mode: string) =>
+      w.custom.patchNamespacedCustomObject(
+        { group: 'aadpodidentity.k8s.io', version: 'v1', plural: 'azureidentities', namespace: 'team-a', name: 'id', body: { spec: { mode } } },
+        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+      );
+    await setMode('Federated');
+    await eventually(() => expect(w.vmssIds()).toEqual([]));
+    await eventually(() => expect(credentials(m.id)).toEqual([`${serviceAccountSubject('team-a', 'web')} ${issuer}`]));
+    await eventually(async () => {
+      const [a] = await w.assigned();
+      expect(a?.state).toBe('Assigned');
+      expect(a?.identityRef?.mode).toBe('Federated');
+    });
+
+    await setMode('Attached');
+    await eventually(() => expect(w.vmssIds()).toEqual([m.id.toLowerCase()]));
+    await eventually(() => expect(credentials(m.id)).toEqual([]));
+    await eventually(async () => {
+      const [a] = await w.assigned();
+      expect(a?.state).toBe('Assigned');
+      expect(a?.identityRef?.mode ?? 'Attached').toBe('Attached');
+    });
+  });
+
+  it('a throttled credential PUT (429, Retry-After) is retried, and the AAI becomes Assigned after it', async () => {
+    await namespace('team-a');
+    const m = await identity('fed', 'team-a', 'app');
+    await pod('web-0', 'team-a', 'app');
+    w.az.emulator.injectFault({ operation: 'fic_put', status: 429, retryAfter: 1, count: 1 });
+    await w.startMic({ flags: FED });
+    await eventually(async () => expect(await states()).toEqual(['team-a/web-0:fed:Assigned']));
+    const puts = w.az.emulator.requestLog().filter((r) => r.operation === 'fic_put').map((r) => r.status);
+    expect(puts[0]).toBe(429);
+    expect(puts.slice(1).every((s) => s < 300)).toBe(true);
+    expect(credentials(m.id)).toHaveLength(1);
+  });
+
   it('an explicit --service-account-issuer is written byte for byte', async () => {
     await namespace('team-a');
     const m = await identity('fed', 'team-a', 'app');
@@ -213,5 +260,30 @@ describe('MIC federated mode (issue 13 item 4)', () => {
     await eventually(async () => expect(await states()).toEqual(['team-a/web-0:fed:Assigned']));
     expect(credentials(m.id)).toEqual([`${serviceAccountSubject('team-a', 'default')} ${explicit}`]);
     expect(vmPatches()).toEqual([]);
+  });
+});
+
+describe('MIC federated mode without a discoverable issuer', () => {
+  it('skips Federated identities with an event naming --service-account-issuer: no AAI, no attachment, no credential', async () => {
+    // Plain http: the API emulator, as a real API server, publishes no issuer discovery then.
+    const plain = await startMicWorld();
+    try {
+      await plain.core.createNamespace({ body: { metadata: { name: 'team-a' } } });
+      const f = plain.msi('fed');
+      await plain.createIdentity('fed', { type: 0, resourceID: f.id, clientID: f.clientId, mode: 'Federated' }, { namespace: 'team-a' });
+      await plain.createBinding('fed-binding', { azureIdentity: 'fed', selector: 'app' }, 'team-a');
+      await plain.createPod('web-0', NODES.vmss0, 'app', 'team-a');
+      await plain.startMic({ flags: FED });
+      await eventually(async () => {
+        const events = (await plain.events('FederationIssuerUnknown')).filter((e) => e.kind === 'AzureIdentity' && e.name === 'fed');
+        expect(events).toHaveLength(1);
+        expect(events[0]?.message).toContain('--service-account-issuer');
+      });
+      expect(await plain.assigned()).toEqual([]);
+      expect(plain.vmssIds()).toEqual([]);
+      expect(plain.az.emulator.listFederatedCredentials(f.id)).toEqual([]);
+    } finally {
+      await plain.stop();
+    }
   });
 });
