@@ -10,6 +10,8 @@ import { CHAIN, createIptables } from '../src/nmi/iptables.js';
 import { detectKubenet, KUBENET_REFUSAL } from '../src/nmi/kubenet.js';
 import { bearerTokenFileProblem } from '../src/nmi/metrics-endpoint.js';
 import { startNmi, type KubenetStatus } from '../src/nmi/nmi.js';
+import { readFileSync } from 'node:fs';
+import { parseAzureJson, rawFromEnv, resolveCloudEnvironment } from '../src/azure/cloud-config.js';
 
 const VERSION = '0.1.0';
 const STOP_DEADLINE_MS = 20_000;
@@ -117,7 +119,17 @@ async function main(): Promise<number> {
 
   const userAgent = `aad-pod-identity/NMI/${VERSION}${config.customUserAgent ? ` ${config.customUserAgent}` : ''}`;
   const kubeConfig = loadKubeConfig({ ...(config.kubeconfig ? { kubeconfigPath: config.kubeconfig } : {}), userAgent });
-  const nmi = await startNmi(config, { kubeConfig, logger, auditLogger, kubenet });
+  let federation: { tenantId: string; authorityHost: string } | undefined;
+  if (config.enableFederatedIdentities) {
+    try {
+      federation = federationCloud(config.cloudconfig);
+    } catch (error) {
+      logger.fatal({ err: error, cloudconfig: config.cloudconfig }, '--enable-federated-identities: the tenant and cloud cannot be read (give --cloudconfig=/etc/kubernetes/azure.json, or env TENANT_ID and CLOUD)');
+      stdout.flushSync();
+      return 1;
+    }
+  }
+  const nmi = await startNmi(config, { kubeConfig, logger, auditLogger, kubenet, ...(federation !== undefined ? { federation } : {}) });
   process.stdout.write(`${JSON.stringify({ ready: true, url: nmi.url, probe: nmi.probeUrl, metrics: nmi.metricsUrl })}\n`);
 
   return new Promise<number>((resolve) => {
@@ -150,6 +162,18 @@ async function main(): Promise<number> {
     };
     onStopSignals(stop, (signal) => logger.info({ signal }, 'already stopping; finishing the cleanup first'));
   });
+}
+
+/**
+ * The tenant and the Azure AD authority of federated exchanges: azure.json's tenantId and cloud (or env TENANT_ID and
+ * CLOUD), AZURE_AUTHORITY_HOST overriding the cloud's authority as for MIC. Nothing else in the file is kept.
+ */
+function federationCloud(path: string | undefined): { tenantId: string; authorityHost: string } {
+  const raw = path !== undefined ? parseAzureJson(readFileSync(path, 'utf8'), path) : rawFromEnv(process.env);
+  if (raw.tenantId === '') throw new Error(`${path ?? 'environment'}: tenantId (env TENANT_ID) is required for federated identities`);
+  const envFile = process.env['AZURE_ENVIRONMENT_FILEPATH'];
+  const authority = process.env['AZURE_AUTHORITY_HOST'] || resolveCloudEnvironment(raw.cloud, envFile ? readFileSync(envFile, 'utf8') : undefined).activeDirectoryEndpoint;
+  return { tenantId: raw.tenantId, authorityHost: authority };
 }
 
 main().then(

@@ -86,6 +86,13 @@ export interface NmiConfig extends CommonSettings {
   readonly auditFlushIntervalMs: number;
   /** Audit records go to this file (JSON lines, appended); '' writes them to stdout with the logs, marked `audit: true`. */
   readonly auditLogFile: string;
+  /**
+   * `--enable-federated-identities`: a Federated AzureIdentity's tokens come from exchanging the calling pod's own
+   * service-account token at Azure AD (needs create on serviceaccounts/token); off: such a pod gets 403.
+   */
+  readonly enableFederatedIdentities: boolean;
+  /** azure.json NMI reads the tenant and cloud (Azure AD authority) from for federated identities; undefined: env. */
+  readonly cloudconfig: string | undefined;
 }
 
 export type NmiConfigResult =
@@ -364,6 +371,18 @@ export const NMI_FLAGS = {
     default: '',
     help: "File audit records are appended to as JSON lines (created with its directory); empty: stdout, as JSON lines with 'audit': true beside the logs",
   },
+  enableFederatedIdentities: {
+    kind: 'bool',
+    name: 'enable-federated-identities',
+    default: false,
+    help: "Serve AzureIdentities with spec.mode Federated: exchange a short-lived token of the calling pod's own service account (TokenRequest bound to the pod; NMI needs create on serviceaccounts/token) at Azure AD, tenant and authority from --cloudconfig; off: such pods get 403 and the log names this flag",
+  },
+  cloudconfig: {
+    kind: 'string',
+    name: 'cloudconfig',
+    default: '',
+    help: 'With --enable-federated-identities: azure.json NMI reads tenantId and cloud from (the Azure AD authority; AZURE_AUTHORITY_HOST overrides it); empty: env TENANT_ID and CLOUD. Nothing else in it is used',
+  },
   ...klogCompatFlags(),
 } as const satisfies FlagDefs;
 
@@ -461,6 +480,8 @@ export function parseNmiConfig(
     auditLog: f.auditLog === 'off' ? 'off' : f.auditLog === 'all' ? 'all' : 'aggregate',
     auditFlushIntervalMs: f.auditFlushInterval,
     auditLogFile: f.auditLogFile,
+    enableFederatedIdentities: f.enableFederatedIdentities,
+    cloudconfig: f.cloudconfig === '' ? undefined : f.cloudconfig,
   };
   return { ok: true, value: Object.freeze(config) };
 }

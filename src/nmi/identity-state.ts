@@ -146,8 +146,12 @@ export class NmiIdentityState implements IdentityState {
       identities: this.identities.inNamespace(pod.namespace),
       podBindings,
       viewComplete: this.unsynced.size === 0,
+      liveIdentity: this.liveIdentity,
     };
   }
+
+  /** The AzureIdentity namespace/name as the reflector holds it now. */
+  readonly liveIdentity = (namespace: string, name: string): AzureIdentity | undefined => this.identities.get(namespace, name);
 
   waitForChange(timeoutMs: number, signal: AbortSignal): Promise<void> {
     return this.changes.wait(timeoutMs, signal);

@@ -20,18 +20,22 @@ export class LogLimiter {
   private readonly last = new Map<string, { atMs: number; suppressed: number }>();
   constructor(private readonly clock: Clock) {}
 
-  /** Writes `msg` to `to` unless this caller had it written within the window; `remote`: adds `remote: caller`. */
-  log(caller: string, to: LineSink | Logger, fields: Readonly<Record<string, unknown>>, msg: string, level: 'warn' | 'info' | 'debug' = 'warn', remote = false): void {
+  /**
+   * Writes `msg` to `to` unless this caller had it written within the window; `remote`: adds `remote: caller`.
+   * True when written (what else is limited with the line, e.g. an event, follows it).
+   */
+  log(caller: string, to: LineSink | Logger, fields: Readonly<Record<string, unknown>>, msg: string, level: 'warn' | 'info' | 'debug' = 'warn', remote = false): boolean {
     const key = `${caller}\u0000${msg}`;
     const t = this.clock.now();
     const seen = this.last.get(key);
     if (seen !== undefined && t - seen.atMs < WINDOW_MS) {
       seen.suppressed++;
-      return;
+      return false;
     }
     if (this.last.size >= MAX_KEYS) this.last.clear();
     this.last.set(key, { atMs: t, suppressed: 0 });
     const extra = { ...(remote ? { remote: caller } : {}), ...fields, ...(seen && seen.suppressed > 0 ? { notLogged: seen.suppressed } : {}) };
     to[level](extra, msg);
+    return true;
   }
 }

@@ -28,7 +28,18 @@ import { createNmiServer } from './server.js';
 import type { NmiConfig } from './config.js';
 import { realClock, type Clock } from '../common/clock.js';
 import { removeStartupTaint, type StartupTaintOutcome } from './startup-taint.js';
-import { countingSecretReader, createTokenProvider, kubeSecretReader, tokenRequestIdentityFrom, type TokenProvider } from './tokens/index.js';
+import {
+  countingSecretReader,
+  createFederatedTokenSource,
+  createTokenProvider,
+  kubeServiceAccountTokenPort,
+  kubeSecretReader,
+  tokenRequestIdentityFrom,
+  type TokenProvider,
+} from './tokens/index.js';
+import { identityMode, type AzureIdentity } from '../crds/types.js';
+import { EventRecorder } from '../kube/events.js';
+import type { PodEvents } from './ports.js';
 
 /** What NMI needs besides its flags: the cluster, where its lines go, and knobs for tests. */
 export interface NmiDeps {
@@ -40,6 +51,12 @@ export interface NmiDeps {
   readonly kubenet?: KubenetStatus;
   /** Extra CA for service-principal authorities (the emulator's); real clouds need none. */
   readonly authorityCaPem?: string;
+  /**
+   * Federated identities (`--enable-federated-identities`): the cluster's tenant and Azure AD authority, from NMI's
+   * cloud config (azure.json), never from an AzureIdentity (a tenant naming the authority could collect the pods'
+   * service-account tokens). Required when the flag is on.
+   */
+  readonly federation?: { readonly tenantId: string; readonly authorityHost: string };
   readonly clock?: Clock;
   /** Knobs for tests and benchmarks; production uses the defaults. */
   readonly tuning?: NmiTuning;
@@ -100,6 +117,21 @@ export async function startNmi(config: NmiConfig, deps: NmiDeps): Promise<NmiHan
   const pods = new PodIndex({ nodeName: config.node });
   const identities = new NmiIdentityState();
   const core = kubeConfig.makeApiClient(CoreV1Api);
+  if (config.enableFederatedIdentities && (deps.federation === undefined || deps.federation.tenantId === '')) {
+    throw new Error('--enable-federated-identities needs the tenant: give --cloudconfig (azure.json with tenantId) or env TENANT_ID');
+  }
+  const federated =
+    config.enableFederatedIdentities && deps.federation !== undefined
+      ? createFederatedTokenSource({
+          // Only for pods NMI's own pod index places at the caller's IP on this node (the server's caller check).
+          serviceAccountTokens: kubeServiceAccountTokenPort(core),
+          tenantId: deps.federation.tenantId,
+          authorityHost: deps.federation.authorityHost,
+          ...(deps.authorityCaPem ? { caPem: deps.authorityCaPem } : {}),
+          clock,
+          logger: log,
+        })
+      : undefined;
   const tokens = createTokenProvider({
     imds: { endpoint: config.imdsEndpoint, ...(tuning.imdsTimeoutMs ? { attemptTimeoutMs: tuning.imdsTimeoutMs } : {}) },
     secrets: countingSecretReader(kubeSecretReader(core), () => metrics.countKubeError('get_secret')),
@@ -118,8 +150,15 @@ export async function startNmi(config: NmiConfig, deps: NmiDeps): Promise<NmiHan
     // client ID the tenant wrote, and the token must be for the client ID the AzureIdentity declares.
     verifyManagedIdentity: config.namespaceIdentityPolicy === 'enforce',
     onUpstream: (operation, seconds, failed) => metrics.observeUpstream(operation, seconds, failed),
+    ...(federated !== undefined ? { federated } : {}),
     logger: log,
   });
+  // Events only for federated refusals (the pod's owner reads why its token was refused on its pod).
+  const recorder = federated !== undefined ? new EventRecorder({ client: core, component: 'aad-pod-identity-nmi', host: config.node, log, now: () => clock.now() }) : undefined;
+  const podEvents: PodEvents | undefined =
+    recorder === undefined
+      ? undefined
+      : { warning: (pod, reason, message) => void recorder.warning({ apiVersion: 'v1', kind: 'Pod', name: pod.name, namespace: pod.namespace, uid: pod.uid }, reason, message) };
   metrics.setTokenCacheStats(() => tokens.stats());
 
   // The startup taint comes off only once active(): rules in place and caches synced (onReady runs at both).
@@ -182,6 +221,7 @@ export async function startNmi(config: NmiConfig, deps: NmiDeps): Promise<NmiHan
   });
   const server = createNmiServer(
     { config, pods, identities, tokens: tokenIssuerFrom(tokens), logger: log, metrics, namespacePolicies, freshness, audit, clock,
+      ...(podEvents !== undefined ? { podEvents } : {}),
       proxy: createImdsProxy({ imdsEndpoint: config.imdsEndpoint, logger: log }) },
     { perCaller: config.maxConnectionsPerPod, total: config.maxConnections },
   );
@@ -245,7 +285,7 @@ export async function startNmi(config: NmiConfig, deps: NmiDeps): Promise<NmiHan
   const metricsServer = createServer(createMetricsListener({ metrics, bearerTokenFile: config.metricsBearerTokenFile || undefined, logger: log, now: () => clock.now() }));
   const metricsUrl = await listen(metricsServer, (config.metricsBindAddress || '0.0.0.0'), config.prometheusPort);
   tokens.start(Math.min(30_000, Math.max(1_000, config.tokenRefreshBeforeMs / 4)));
-  log.info({ url, probeUrl, metricsUrl, mode: config.operationMode }, 'NMI started');
+  log.info({ url, probeUrl, metricsUrl, mode: config.operationMode, federatedIdentities: federated !== undefined }, 'NMI started');
 
   return {
     url,
@@ -416,8 +456,12 @@ function informers(
     identities.changed('assigned');
     if ((aai.state === 'Assigned' || aai.state === '') && aai.identityRef) prefetch(aai.identityRef);
   }
-  function prefetch(identity: NonNullable<ReturnType<typeof normalizeAzureIdentity>['value']>) {
+  function prefetch(identity: AzureIdentity) {
     if (!config.prefetch || identity.type === null) return;
+    // A Federated identity's token is a pod's service account's, fetched when the pod asks; never from IMDS. The live
+    // AzureIdentity says (the AAI's copy may have lost spec.mode to pruning).
+    const live = identities.identities.get(identity.namespace, identity.name);
+    if (identities.declaredIdentities() === undefined || identityMode(live ?? identity) !== 'Attached') return;
     for (const resource of config.prefetchResources) void tokens.prefetch(tokenRequestIdentityFrom(identity), resource);
   }
 }

@@ -34,6 +34,8 @@ export interface IdentityState {
   selectionFor(pod: PodView): Omit<SelectInput, 'pod' | 'request'>;
   /** What AzureIdentities declare, for the node path; undefined until NMI has listed them (then refuse: 503). */
   declaredIdentities(): DeclaredIdentities | undefined;
+  /** The AzureIdentity as NMI watches it now (its spec.mode decides the token source); absent: unknown. */
+  liveIdentity?(namespace: string, name: string): AzureIdentity | undefined;
   /** Resolves when anything identity-related changes (AAI, binding, identity, exception), or after `timeoutMs`. */
   waitForChange(timeoutMs: number, signal: AbortSignal): Promise<void>;
 }
@@ -43,7 +45,7 @@ export interface TokenIssuer {
    * Throws a TokenError-like error whose HTTP status `statusForError` can map. `caller` (the pod's uid) pays for a
    * cache miss it starts (per-pod miss limit).
    */
-  tokensFor(identity: AzureIdentity, resource: string, requestedClientId: string | undefined, caller?: string): Promise<readonly Token[]>;
+  tokensFor(identity: AzureIdentity, resource: string, requestedClientId: string | undefined, caller?: string, federatedFor?: PodView): Promise<readonly Token[]>;
   /**
    * The node's own identity (exception or MIC pod): by client ID, by resource ID, or IMDS's default. `vet` runs on a
    * freshly fetched token before it is cached: an error it returns is thrown instead, and nothing is cached.
@@ -58,8 +60,9 @@ export interface TokenIssuer {
   /** Forget cached node-identity tokens (a token the node path may no longer serve). */
   forgetNodeTokens?(): void;
   /** Tokens that can be served right now from a cache, without waiting; undefined when a fetch would be needed. */
-  cachedTokensFor?(identity: AzureIdentity, resource: string): readonly Token[] | undefined;
+  cachedTokensFor?(identity: AzureIdentity, resource: string, federatedFor?: PodView): readonly Token[] | undefined;
   /**
+   * (`tokensFor`/`cachedTokensFor` with `federatedFor`: a Federated identity's token for that pod's service account.)
    * 403 when the upstream token endpoint or NMI's credential policy refused, 429 when the caller is over its miss
    * limit, 503 when it could not be reached.
    */
@@ -73,6 +76,11 @@ export interface TokenIssuer {
   messageForError?(error: unknown): string;
   /** Seconds for Retry-After when the error is a throttling one. */
   retryAfterSeconds?(error: unknown): number | undefined;
+}
+
+/** Warning events on a pod (federated refusals); never throws. */
+export interface PodEvents {
+  warning(pod: PodView, reason: string, message: string): void;
 }
 
 export interface NodeIdentityRequest {

@@ -11,7 +11,9 @@ import type { NamespacePolicies } from '../crds/namespace-policy.js';
 import type { AzureIdentity, PodView } from '../crds/types.js';
 import {
   decideToken,
+  FEDERATION_REFUSED_MESSAGE,
   notFoundMessage,
+  tokenRoute,
   throttled,
   unreadablePrincipal,
   type Answer,
@@ -26,7 +28,7 @@ import { NODE_PATH_REMEDY, nodeRequestRefusal, nodeTokenRefusal, type NodeRefusa
 import { routeRequest, type Route } from './core/routes.js';
 import { principalKey, selectIdentity, servableIdentities, type Selection, type SelectPolicy } from './core/select.js';
 import { parseTokenRequest, type ParsedTokenRequest, type TokenRequest } from './core/token-request.js';
-import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, PodViewFreshness, TokenIssuer } from './ports.js';
+import type { IdentityState, MetadataProxy, NmiMetrics, NodeIdentityRequest, PodDirectory, PodEvents, PodViewFreshness, TokenIssuer } from './ports.js';
 import { tokenIdentityOf, tokenObjectIdOf } from './tokens/claims.js';
 import { GENERIC_FAILURE_MESSAGE } from './tokens/types.js';
 import { FairCaps } from './fair-caps.js';
@@ -52,6 +54,8 @@ export interface NmiServerConfig {
   readonly maxWaitingRequestsPerPod?: number;
   /** `--max-waiting-requests`: waiting in all (default 2048); at the cap the busiest pod makes room for others. */
   readonly maxWaitingRequests?: number;
+  /** `--enable-federated-identities`: serve Federated identities by federating the pod's service account (else 403). */
+  readonly enableFederatedIdentities?: boolean;
 }
 
 export interface NmiServerDeps {
@@ -69,6 +73,8 @@ export interface NmiServerDeps {
   readonly namespacePolicies?: NamespacePolicies;
   /** Where each token served and each refusal is recorded (default: nowhere). */
   readonly audit?: AuditTrail;
+  /** Warning events on pods (a federated token refused), limited with the log line they go with. */
+  readonly podEvents?: PodEvents;
 }
 
 /** TCP connections one caller IP and all callers may keep open (connection-limit.ts). */
@@ -165,6 +171,14 @@ function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response
     },
     namespacePolicies: enforced ? (deps.namespacePolicies ?? noPolicies) : undefined,
     ...(deps.freshness !== undefined ? { maxStalenessMs: deps.freshness.maxStalenessMs } : {}),
+    get federatedIdentities() {
+      return config.enableFederatedIdentities === true;
+    },
+  };
+  /** The token source of one of the pod's identities (object_id matching, /host/token), as decide routes it. */
+  const routeOf = (identity: AzureIdentity) => {
+    const live = deps.identities.liveIdentity?.(identity.namespace, identity.name);
+    return tokenRoute({ identity, ...(live !== undefined ? { live } : {}) }, decidePolicy);
   };
   /** Under enforce, why this pod may not have this identity's token (undefined when off or permitted). */
   const policyDenial = (pod: PodView, identity: AzureIdentity) =>
@@ -289,7 +303,7 @@ function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response
         return true;
       }
       case 'tokens': {
-        const cached = deps.tokens.cachedTokensFor?.(need.identity, need.request.resource);
+        const cached = deps.tokens.cachedTokensFor?.(need.identity, need.request.resource, need.source === 'federated' ? need.pod : undefined);
         if (cached === undefined || cached.length === 0) return false;
         facts.tokens = { kind: 'tokens', tokens: cached, cache: 'hit' };
         return true;
@@ -345,7 +359,9 @@ function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response
       }
       case 'tokens': {
         try {
-          const tokens = await deps.tokens.tokensFor(need.identity, need.request.resource, need.request.clientId, need.pod.uid);
+          // Federated: the pod is the one NMI's index places at the caller's IP on this node (decide checked it).
+          const federatedFor = need.source === 'federated' ? need.pod : undefined;
+          const tokens = await deps.tokens.tokensFor(need.identity, need.request.resource, need.request.clientId, need.pod.uid, federatedFor);
           facts.tokens = { kind: 'tokens', tokens, cache: 'miss' };
         } catch (error) {
           facts.tokens = { kind: 'failed', failure: failureOf(error) };
@@ -363,7 +379,8 @@ function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response
       const { pod, request } = answer;
       const sink: LineSink =
         pod === undefined ? withRemote(logger, ip) : lazyChild(logger, () => ({ pod: pod.name, namespace: pod.namespace, remote: ip, resource: request?.resource }));
-      lines.log(ip, sink, answer.log.fields, answer.log.msg, answer.log.level);
+      const written = lines.log(ip, sink, answer.log.fields, answer.log.msg, answer.log.level);
+      if (written && answer.event !== undefined && pod !== undefined) deps.podEvents?.warning(pod, answer.event.reason, answer.event.message);
     }
     if (answer.status === 200 && answer.path === 'binding' && logger.isLevelEnabled('debug')) {
       // A success line per request at info cost more than the rest of a cached answer (bench/nmi.ts): debug only.
@@ -586,12 +603,22 @@ function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response
         log: warnLine({ identity: `${identity.namespace}/${identity.name}`, reason: denial.reason }, 'identity not permitted by the namespace policy; denied'),
       });
     }
+    const route = tokenRoute(selection, decidePolicy);
+    if (route.kind === 'refused') {
+      return text(route.status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${FEDERATION_REFUSED_MESSAGE}`, {
+        ...about,
+        identity,
+        refusal: route.refusal,
+        log: warnLine({ identity: `${identity.namespace}/${identity.name}`, reason: route.reason }, route.msg),
+      });
+    }
+    const federatedFor = route.source === 'federated' ? pod : undefined;
     // Miss: no token was cached when the request came (it was fetched upstream, or the request joined that fetch).
-    const cache = deps.tokens.cachedTokensFor?.(identity, request.resource) !== undefined ? 'hit' : 'miss';
+    const cache = deps.tokens.cachedTokensFor?.(route.identity, request.resource, federatedFor) !== undefined ? 'hit' : 'miss';
     const served = { ...about, identity, cache } as const;
     let tokens: readonly Token[];
     try {
-      tokens = await deps.tokens.tokensFor(identity, request.resource, request.clientId, pod.uid);
+      tokens = await deps.tokens.tokensFor(route.identity, request.resource, request.clientId, pod.uid, federatedFor);
     } catch (error) {
       const failure = failureOf(error);
       if (failure.status === 429) return throttled(failure, served);
@@ -661,10 +688,12 @@ function createRequestHandler(deps: NmiServerDeps): (req: Request, res: Response
     for (const identity of servableIdentities({ pod, ...deps.identities.selectionFor(pod) }, policy)) {
       const key = principalKey(identity);
       if (principals.known.has(key) || policyDenial(pod, identity) !== undefined) continue;
+      const route = routeOf(identity);
+      if (route.kind === 'refused') continue;
       try {
         // The pod pays for the fetch it starts, as for any miss: else object_id with ever new resources IMDS refuses
         // (nothing learnt, nothing cached) would be an IMDS call each, past --pod-token-miss-rate.
-        const tokens = await deps.tokens.tokensFor(identity, resource, undefined, pod.uid);
+        const tokens = await deps.tokens.tokensFor(route.identity, resource, undefined, pod.uid, route.source === 'federated' ? pod : undefined);
         const oid = tokens[0] === undefined ? undefined : tokenObjectIdOf(tokens[0]);
         if (oid !== undefined) principals.set(key, oid.toLowerCase());
       } catch (error) {

@@ -1,6 +1,7 @@
 // Connects the handlers' TokenIssuer port to the token provider (cache, IMDS, service principals).
 
-import type { AzureIdentity } from '../../crds/types.js';
+import type { AzureIdentity, PodView } from '../../crds/types.js';
+import type { FederatedPod } from '../tokens/federated.js';
 import type { TokenIssuer } from '../ports.js';
 import {
   tokenErrorHttpStatus,
@@ -21,15 +22,16 @@ export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
     return form;
   };
   return {
-    async tokensFor(identity, resource, requestedClientId, caller) {
+    async tokensFor(identity, resource, requestedClientId, caller, federatedFor) {
       return provider.getTokens(formOf(identity), resource, {
         ...(requestedClientId !== undefined ? { requestedClientId } : {}),
         ...(caller !== undefined ? { caller } : {}),
+        ...(federatedFor !== undefined ? { federatedPod: federatedPodOf(federatedFor) } : {}),
       });
     },
-    cachedTokensFor(identity, resource) {
+    cachedTokensFor(identity, resource, federatedFor) {
       if (identity.type === null) return undefined;
-      return provider.peekTokens(formOf(identity), resource);
+      return provider.peekTokens(formOf(identity), resource, federatedFor === undefined ? undefined : federatedPodOf(federatedFor));
     },
     async nodeToken(resource, identity, vet, caller) {
       return provider.getNodeToken(resource, identity, {
@@ -45,4 +47,9 @@ export function tokenIssuerFrom(provider: TokenProvider): TokenIssuer {
     messageForError: tokenErrorPublicMessage,
     retryAfterSeconds: tokenErrorRetryAfterSeconds,
   };
+}
+
+/** The pod as the federated token source needs it: the pod NMI's index placed at the caller's IP, on this node. */
+function federatedPodOf(pod: PodView): FederatedPod {
+  return { namespace: pod.namespace, name: pod.name, uid: pod.uid, serviceAccountName: pod.serviceAccountName ?? '' };
 }

@@ -6,7 +6,7 @@
 
 import { namespacePolicyDenial } from './namespace-policy.js';
 import type { NamespacePolicies } from '../../crds/namespace-policy.js';
-import type { AzureIdentity, PodView } from '../../crds/types.js';
+import { identityMode, type AzureIdentity, type PodView } from '../../crds/types.js';
 import { IDENTITY_NOT_FOUND, METADATA_HEADER_MISSING, type Token } from './imds-body.js';
 import type { Selection } from './select.js';
 import type { ParsedTokenRequest, TokenRequest } from './token-request.js';
@@ -35,6 +35,9 @@ export type RefusalKind =
   | 'no-identity'
   | 'unbound'
   | 'namespace-policy'
+  | 'federation-disabled'
+  | 'invalid-mode'
+  | 'identity-changing'
   | 'node-path-declared-identity'
   | 'identities-not-listed'
   | 'stale-view'
@@ -63,7 +66,12 @@ export interface DecidePolicy {
   readonly namespacePolicies: NamespacePolicies | undefined;
   /** `--pod-view-max-staleness` in ms, for the stale-view log line. */
   readonly maxStalenessMs?: number;
+  /** `--enable-federated-identities`: a Federated identity's tokens come from federating the pod's service account. */
+  readonly federatedIdentities?: boolean;
 }
+
+/** Where an identity's tokens come from: IMDS (or AAD for a service principal), or federation of the pod's service account. */
+export type TokenSource = 'attached' | 'federated';
 
 /** What is known about one token request. Absent optional facts are not known yet. */
 export interface TokenFacts {
@@ -100,8 +108,11 @@ export type Need =
   | { readonly kind: 'selection'; readonly pod: PodView; readonly request: TokenRequest }
   /** The pod view is stale: ask the API server whether the pod is live. */
   | { readonly kind: 'live'; readonly pod: PodView }
-  /** The identity's token is not cached: fetch it (charged to the pod). */
-  | { readonly kind: 'tokens'; readonly pod: PodView; readonly identity: AzureIdentity; readonly request: TokenRequest }
+  /**
+   * The identity's token is not cached: fetch it (charged to the pod), from `source`; a federated token is the pod's
+   * service account's (cached per identity, service account and resource).
+   */
+  | { readonly kind: 'tokens'; readonly pod: PodView; readonly identity: AzureIdentity; readonly request: TokenRequest; readonly source: TokenSource }
   /** The node path (exception, MIC): the shell serves the node's own identity, with its own checks. */
   | { readonly kind: 'node'; readonly pod: PodView; readonly request: TokenRequest; readonly via: 'exception' | 'mic'; readonly why: string };
 
@@ -132,12 +143,18 @@ export interface Answer {
   readonly cache?: 'hit' | 'miss';
   readonly refusal?: RefusalKind;
   readonly log?: LogLine;
+  /** A Warning event for the pod (federated refusals), written when the log line is (same limiter). */
+  readonly event?: { readonly reason: string; readonly message: string };
 }
 
 export type Verdict = { readonly kind: 'answer'; readonly answer: Answer } | { readonly kind: 'need'; readonly need: Need };
 
 const IDENTITY_NOT_FOUND_TEXT = JSON.stringify(IDENTITY_NOT_FOUND);
 const METADATA_HEADER_MISSING_TEXT = `${JSON.stringify(METADATA_HEADER_MISSING)}\n`;
+
+/** What a pod is told when a Federated identity cannot be served here; the reason (the flag) is in NMI's log. */
+export const FEDERATION_REFUSED_MESSAGE = 'token acquisition failed; the NMI log on this node says why';
+export const FEDERATION_FLAG = '--enable-federated-identities';
 
 /** The original's Retry-After for `--set-retry-after-header`. */
 const RETRY_AFTER_SECONDS = '20';
@@ -237,25 +254,100 @@ export function decideToken(facts: TokenFacts, policy: DecidePolicy): Verdict {
           }),
         );
       }
+      const route = tokenRoute(selection, policy);
+      if (route.kind === 'refused') {
+        return answer(
+          text(route.status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${FEDERATION_REFUSED_MESSAGE}`, {
+            request,
+            pod,
+            identity,
+            path: 'binding',
+            refusal: route.refusal,
+            ...(route.retryAfter !== undefined ? { retryAfter: route.retryAfter } : {}),
+            log: warn({ identity: `${identity.namespace}/${identity.name}`, reason: route.reason }, route.msg),
+          }),
+        );
+      }
+      const served = { request, pod, identity: route.identity, path: 'binding' as const };
       const tokens = facts.tokens;
-      if (tokens === undefined) return need({ kind: 'tokens', pod, identity, request });
+      if (tokens === undefined) return need({ kind: 'tokens', pod, identity: route.identity, request, source: route.source });
       if (tokens.kind === 'tokens' && tokens.tokens.length > 0) {
         // The warm path's answer: nothing else is built for it.
-        return answer({ status: 200, body: { kind: 'tokens', tokens: tokens.tokens, resource: request.resource }, request, pod, identity, path: 'binding', cache: tokens.cache });
+        return answer({ status: 200, body: { kind: 'tokens', tokens: tokens.tokens, resource: request.resource }, ...served, cache: tokens.cache });
       }
-      const served = { request, pod, identity, path: 'binding' as const, cache: tokens.kind === 'tokens' ? tokens.cache : ('miss' as const) };
-      if (tokens.kind === 'tokens') return answer(text(503, 'no token was issued', { ...served, refusal: 'no-token' }));
+      const missed = { ...served, cache: tokens.kind === 'tokens' ? tokens.cache : ('miss' as const) };
+      if (tokens.kind === 'tokens') return answer(text(503, 'no token was issued', { ...missed, refusal: 'no-token' }));
       const failure = tokens.failure;
-      if (failure.status === 429) return answer(throttled(failure, served));
+      if (failure.status === 429) return answer(throttled(failure, missed));
+      const name = `${identity.namespace}/${identity.name}`;
+      const message = `failed to get a token for identity ${name}: ${failure.publicMessage}`;
       return answer(
-        text(failure.status, `failed to get a token for identity ${identity.namespace}/${identity.name}: ${failure.publicMessage}`, {
-          ...served,
+        text(failure.status, message, {
+          ...missed,
           refusal: 'upstream-error',
-          log: warn({ err: failure.error, identity: `${identity.namespace}/${identity.name}`, status: failure.status }, 'token acquisition failed'),
+          log: warn({ err: failure.error, identity: name, status: failure.status, ...(route.source === 'federated' ? { source: 'federated' } : {}) }, 'token acquisition failed'),
+          // The pod's owner reads why on the pod: Azure AD refused its service account's token for this identity.
+          ...(route.source === 'federated' ? { event: { reason: 'FederatedTokenFailed', message } } : {}),
         }),
       );
     }
   }
+}
+
+export type TokenRoute =
+  | { readonly kind: 'source'; readonly source: TokenSource; readonly identity: AzureIdentity }
+  | {
+      readonly kind: 'refused';
+      readonly status: 403 | 503;
+      readonly refusal: RefusalKind;
+      readonly reason: string;
+      readonly msg: string;
+      readonly retryAfter?: string;
+    };
+
+/**
+ * Where a selected identity's tokens come from. The live AzureIdentity's spec.mode decides (the AAI's copy may have
+ * lost `mode` to pruning); a Federated identity is never served from the node's IMDS: without the flag it is refused.
+ * Used by every path that fetches a pod's identity's token (decide, object_id matching, /host/token).
+ */
+export function tokenRoute(selection: { readonly identity: AzureIdentity; readonly live?: AzureIdentity }, policy: Pick<DecidePolicy, 'federatedIdentities'>): TokenRoute {
+  const copy = selection.identity;
+  const live = selection.live;
+  const mode = identityMode(live ?? copy);
+  if (mode === null) {
+    return {
+      kind: 'refused',
+      status: 403,
+      refusal: 'invalid-mode',
+      reason: `spec.mode ${JSON.stringify((live ?? copy).invalidMode ?? '')} is neither Attached nor Federated`,
+      msg: 'identity has an invalid spec.mode; denied (fix spec.mode on the AzureIdentity)',
+    };
+  }
+  if (mode === 'Federated') {
+    if (policy.federatedIdentities !== true) {
+      return {
+        kind: 'refused',
+        status: 403,
+        refusal: 'federation-disabled',
+        reason: `the identity is Federated and this NMI runs without ${FEDERATION_FLAG}`,
+        msg: `federated identity refused: start NMI with ${FEDERATION_FLAG} (the chart's federation.enabled) to serve it; never served from the node's IMDS`,
+      };
+    }
+    const identity = live ?? copy;
+    // The AAI was written for another client ID than the identity now has: MIC has not caught up yet.
+    if (live !== undefined && live.clientID.toLowerCase() !== copy.clientID.toLowerCase()) {
+      return {
+        kind: 'refused',
+        status: 503,
+        refusal: 'identity-changing',
+        retryAfter: '1',
+        reason: "the AzureIdentity's clientID differs from the one its AzureAssignedIdentity was written for",
+        msg: 'federated identity is being changed; retry shortly',
+      };
+    }
+    return { kind: 'source', source: 'federated', identity };
+  }
+  return { kind: 'source', source: 'attached', identity: copy };
 }
 
 /** A selection that can still change with waiting: pending, or an object_id not matched to the pod's identities yet. */

@@ -14,8 +14,12 @@ import type { TokenRequest } from './token-request.js';
 export const BINDING_LABEL = 'aadpodidbinding';
 
 export type Selection =
-  /** Use this identity; `assigned` names the AAI it came from in standard mode. */
-  | { readonly kind: 'identity'; readonly identity: AzureIdentity; readonly assigned?: AzureAssignedIdentity }
+  /**
+   * Use this identity; `assigned` names the AAI it came from in standard mode. `live`: the AzureIdentity itself as NMI
+   * watches it (standard mode; undefined when NMI does not see it). Its spec.mode decides the token source: the AAI's
+   * copy loses `mode` where the original's AAI schema is still installed (the API server prunes it).
+   */
+  | { readonly kind: 'identity'; readonly identity: AzureIdentity; readonly assigned?: AzureAssignedIdentity; readonly live?: AzureIdentity }
   /** Serve the node's own identity (exception or MIC pod), with the client ID the pod asked for, if any. */
   | { readonly kind: 'node'; readonly via: 'exception' | 'mic'; readonly clientId?: string; readonly reason: string }
   /** Nothing usable yet; `created` says a matching AAI exists but is not Assigned yet. */
@@ -66,6 +70,8 @@ export interface SelectInput {
   readonly principalIds?: ReadonlyMap<string, string>;
   /** Epoch ms of the decision (pod age); absent: pod age never settles a request. */
   readonly nowMs?: number;
+  /** The AzureIdentity namespace/name as NMI watches it now (any namespace); absent: not known. */
+  readonly liveIdentity?: (namespace: string, name: string) => AzureIdentity | undefined;
 }
 
 /** Decides for one request at one instant. Exceptions first, then the mode's identity lookup. */
@@ -121,7 +127,9 @@ function selectStandard(input: SelectInput, policy: SelectPolicy): Selection {
 
   const usable = mine.find((a) => a.state === 'Assigned' || a.state === '');
   if (usable !== undefined) {
-    return { kind: 'identity', identity: usable.identityRef as AzureIdentity, assigned: usable };
+    const identity = usable.identityRef as AzureIdentity;
+    const live = input.liveIdentity?.(identity.namespace, identity.name);
+    return { kind: 'identity', identity, assigned: usable, ...(live !== undefined ? { live } : {}) };
   }
   const created = mine.some((a) => a.state === 'Created');
   if (!created && standardSettled(input, policy, all)) {

@@ -8,6 +8,7 @@ import {
   type ServicePrincipalTokenSource,
 } from './service-principal.js';
 import type { SecretReader } from './secrets.js';
+import { federatedCacheKey, type FederatedPod, type FederatedTokenSource } from './federated.js';
 import { nodeIdentityCacheKey, TokenError, type Token, type TokenRequestIdentity } from './types.js';
 
 export interface TokenProviderOptions {
@@ -23,6 +24,8 @@ export interface TokenProviderOptions {
   readonly verifyManagedIdentity?: boolean;
   /** Called after every call to IMDS or AAD (cache misses and refreshes; never for a hit), for the original's metrics. */
   readonly onUpstream?: UpstreamObserver;
+  /** Federated identities' tokens (`--enable-federated-identities`); absent: a federated request is refused. */
+  readonly federated?: FederatedTokenSource;
   readonly logger?: Logger;
 }
 
@@ -42,13 +45,18 @@ export interface GetTokensOptions {
   readonly requestedClientId?: string;
   /** Who asks (a pod's uid): a cache miss it starts is charged to its per-pod miss limit. */
   readonly caller?: string;
+  /**
+   * A Federated identity: the calling pod (on this node, as NMI's pod index places it), whose service account's
+   * token is exchanged; cached per (identity, service account, resource).
+   */
+  readonly federatedPod?: FederatedPod;
 }
 
 export interface TokenProvider {
   /** One token, or for a multi-tenant service principal the primary then one per auxiliary tenant. */
   getTokens(identity: TokenRequestIdentity, resource: string, opts?: GetTokensOptions): Promise<readonly Token[]>;
   /** The tokens `getTokens` would answer from the cache right now, or undefined (never waits, never fetches). */
-  peekTokens(identity: TokenRequestIdentity, resource: string): readonly Token[] | undefined;
+  peekTokens(identity: TokenRequestIdentity, resource: string, federatedPod?: FederatedPod): readonly Token[] | undefined;
   /**
    * The node's own identity (exception path): a user-assigned identity by client id or resource id, or IMDS's default
    * (the system-assigned identity, or the only user-assigned one). `vet` runs on a fetched token before it is cached:
@@ -102,6 +110,15 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
       },
     );
   };
+  const federated = opts.federated;
+  // The pod's service-account token is minted afresh inside each fetch (never kept): a refresh mints a new one for
+  // the pod that last started the fetch, which runs as the same service account as every pod sharing the entry.
+  const federatedFetcher = (identity: TokenRequestIdentity, resource: string, pod: FederatedPod) => () => {
+    if (federated === undefined) {
+      return Promise.reject(new TokenError('refused', 'federated identities are not enabled on this NMI (--enable-federated-identities)'));
+    }
+    return timed('adal_token', async () => [await federated.getToken(identity, resource, pod)]);
+  };
   const fetcherFor = (identity: TokenRequestIdentity, resource: string) => () =>
     timed(identity.type === 0 ? 'adal_token_msi_userassignedid' : 'adal_token', () =>
       verify && identity.type === 0 ? verifiedManagedIdentityToken(imds, identity, resource) : fetchTokens(imds, sp, identity, resource),
@@ -114,9 +131,12 @@ export function createTokenProvider(opts: TokenProviderOptions): TokenProvider {
         // The original logged this and still used the identity's client id; the pod gets the identity it was matched to.
         log?.warn({ identity: identity.cacheKey }, 'requested client id differs from the identity; using the identity');
       }
+      const pod = getOpts.federatedPod;
+      if (pod !== undefined) return cache.get(federatedCacheKey(identity.cacheKey, pod), resource, federatedFetcher(identity, resource, pod), getOpts.caller);
       return cache.get(identity.cacheKey, resource, fetcherFor(identity, resource), getOpts.caller);
     },
-    peekTokens(identity, resource) {
+    peekTokens(identity, resource, pod) {
+      if (pod !== undefined) return cache.peek(federatedCacheKey(identity.cacheKey, pod), resource, federatedFetcher(identity, resource, pod));
       return cache.peek(identity.cacheKey, resource, fetcherFor(identity, resource));
     },
     async getNodeToken(resource, identity = {}, nodeOpts = {}) {
@@ -203,6 +223,8 @@ export { countingSecretReader, kubeSecretReader, selectClientSecret, selectCerti
 export type { SecretReader, SecretApi } from './secrets.js';
 export { pkcs12ToPem } from './pkcs12.js';
 export { tokenRequestIdentityFrom } from './identity.js';
+export { createFederatedTokenSource, federatedCacheKey, kubeServiceAccountTokenPort } from './federated.js';
+export type { FederatedPod, FederatedTokenSource, ServiceAccountTokenPort } from './federated.js';
 export {
   TokenError,
   tokenErrorHttpStatus,
