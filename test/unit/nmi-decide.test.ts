@@ -4,7 +4,7 @@
 // answer: same status, same bytes, same refusal, same log line. Only the cache outcome (hit or miss) may differ.
 
 import { describe, expect, it } from 'vitest';
-import { decideToken, type Answer, type CallerLookup, type DecidePolicy, type LiveCallerCheck, type TokenFacts, type UpstreamFailure } from '../../src/nmi/core/decide.js';
+import { decideToken, type TokenSource, type Answer, type CallerLookup, type DecidePolicy, type LiveCallerCheck, type TokenFacts, type UpstreamFailure } from '../../src/nmi/core/decide.js';
 import type { Token } from '../../src/nmi/core/imds-body.js';
 import type { Selection } from '../../src/nmi/core/select.js';
 import { parseTokenRequest } from '../../src/nmi/core/token-request.js';
@@ -36,6 +36,14 @@ const failure = (status: 403 | 429 | 503): UpstreamFailure => ({ status, publicM
 
 const asPod = (p: PodView): CallerLookup => ({ kind: 'pod', pod: p });
 const use: Selection = { kind: 'identity', identity };
+// Federated: the AAI's copy lost spec.mode to pruning (reads Attached); the live AzureIdentity says Federated.
+const federatedLive: AzureIdentity = { ...identity, mode: 'Federated', invalidMode: '' };
+const fed: Selection = { kind: 'identity', identity, live: federatedLive };
+const fedCopyOnly: Selection = { kind: 'identity', identity: federatedLive };
+const switchedBack: Selection = { kind: 'identity', identity: federatedLive, live: { ...identity, mode: 'Attached' } };
+const fedChanging: Selection = { kind: 'identity', identity, live: { ...federatedLive, clientID: '22222222-2222-2222-2222-222222222222' } };
+const invalidMode: Selection = { kind: 'identity', identity, live: { ...identity, mode: null, invalidMode: 'Bogus' } };
+const fedOn: Partial<DecidePolicy> = { federatedIdentities: true };
 const pending: Selection = { kind: 'pending', created: true, reason: 'identity for pod apps/web is not yet Assigned' };
 
 /** The world one request meets: what each fact turns out to be. */
@@ -54,6 +62,10 @@ interface Case {
   readonly live?: 'fresh' | LiveCallerCheck;
   readonly tokens?: { readonly kind: 'tokens'; readonly tokens: readonly Token[] } | { readonly kind: 'failed'; readonly failure: UpstreamFailure };
   readonly policy?: Partial<DecidePolicy>;
+  /** The token source decide must ask the fetch from (default attached), when it asks for one. */
+  readonly source?: TokenSource;
+  /** The refusal the answer must carry. */
+  readonly refusal?: string;
   /** What the answer must be (status), so that a case cannot pass by both orders failing the same odd way. */
   readonly status: number | 'node';
 }
@@ -101,6 +113,19 @@ const cases: readonly Case[] = [
   { name: 'a stale view the API server confirms', live: { kind: 'confirmed' }, status: 200 },
   { name: 'a stale view refuted, for a pod with nothing assigned', live: { kind: 'refuted', reason: 'deleted' }, selection: pending, status: 503 },
   { name: 'an excepted pod (the node path)', selection: { kind: 'node', via: 'exception', reason: 'exception' }, status: 'node' },
+  // Federated identities: the same checks first, then the federated source; never IMDS.
+  { name: 'a Federated identity (live mode, AAI copy pruned)', selection: fed, policy: fedOn, source: 'federated', status: 200 },
+  { name: 'a Federated identity NMI sees only through the AAI copy', selection: fedCopyOnly, policy: fedOn, source: 'federated', status: 200 },
+  { name: 'a Federated identity assigned after a wait', selection: pending, settled: fed, policy: fedOn, source: 'federated', status: 200 },
+  { name: 'an identity switched back to Attached (AAI copy still Federated)', selection: switchedBack, policy: fedOn, source: 'attached', status: 200 },
+  { name: 'a Federated identity without --enable-federated-identities', selection: fed, refusal: 'federation-disabled', status: 403 },
+  { name: 'a Federated identity the namespace policy does not permit', selection: fed, policy: { ...fedOn, namespacePolicies: denyAll }, refusal: 'namespace-policy', status: 403 },
+  { name: 'a Federated identity and a stale view refuted', selection: fed, policy: fedOn, live: { kind: 'refuted', reason: 'deleted' }, refusal: 'stale-view', status: 503 },
+  { name: 'a Federated identity from an unknown caller', selection: fed, policy: fedOn, lookup: { kind: 'unknown', reason: 'no pod' }, status: 500 },
+  { name: 'a Federated identity Azure AD refuses', selection: fed, policy: fedOn, source: 'federated', tokens: { kind: 'failed', failure: failure(403) }, refusal: 'upstream-error', status: 403 },
+  { name: 'a Federated identity still propagating', selection: fed, policy: fedOn, source: 'federated', tokens: { kind: 'failed', failure: failure(503) }, status: 503 },
+  { name: 'a Federated identity whose clientID changed under its AAI', selection: fedChanging, policy: fedOn, refusal: 'identity-changing', status: 503 },
+  { name: 'an identity with an invalid spec.mode', selection: invalidMode, policy: fedOn, refusal: 'invalid-mode', status: 403 },
 ];
 
 const basePolicy: DecidePolicy = { metadataHeaderRequired: true, setRetryAfterHeader: false, namespacePolicies: undefined, maxStalenessMs: 120_000 };
@@ -140,6 +165,7 @@ function run(c: Case, warm: boolean): Answer | 'node' {
         facts.live = c.live ?? 'fresh';
         break;
       case 'tokens':
+        if (need.source !== (c.source ?? 'attached')) throw new Error(`asked the ${need.source} source`);
         facts.tokens = fetched;
         break;
       case 'node':
@@ -162,6 +188,40 @@ describe('decideToken', () => {
     const cold = run(c, false);
     expect(comparable(warm)).toEqual(comparable(cold));
     expect(warm === 'node' ? 'node' : warm.status).toBe(c.status);
+    if (c.refusal !== undefined) expect(warm !== 'node' && warm.refusal).toBe(c.refusal);
+  });
+
+  it('asks the federated source for a Federated identity, with the live identity, and never the attached one', () => {
+    const facts: TokenFacts = {
+      ip: '127.0.1.5', metadataHeader: true, parsed: parseTokenRequest('resource=r'),
+      caller: { lookup: asPod(web), waited: false }, selection: { selection: fed, final: false }, live: 'fresh',
+    };
+    expect(decideToken(facts, { ...basePolicy, federatedIdentities: true })).toMatchObject({
+      kind: 'need', need: { kind: 'tokens', source: 'federated', identity: federatedLive, pod: web },
+    });
+  });
+
+  it('refuses a Federated identity without the flag with the generic text, the log naming the flag', () => {
+    const facts: TokenFacts = {
+      ip: '127.0.1.5', metadataHeader: true, parsed: parseTokenRequest('resource=r'),
+      caller: { lookup: asPod(web), waited: false }, selection: { selection: fed, final: false }, live: 'fresh',
+      // Even a token in the cache (fetched before the flag was turned off) is not served.
+      tokens: { kind: 'tokens', tokens: [token], cache: 'hit' },
+    };
+    const verdict = decideToken(facts, basePolicy);
+    expect(verdict.kind).toBe('answer');
+    const a = (verdict as { answer: Answer }).answer;
+    expect(a.status).toBe(403);
+    expect(a.body).toEqual({ kind: 'text', message: 'failed to get a token for identity apps/web-id: token acquisition failed; the NMI log on this node says why' });
+    expect(a.log?.msg).toContain('--enable-federated-identities');
+  });
+
+  it('puts a Warning event on the pod when Azure AD refuses a federated token, and not for attached failures', () => {
+    const base = { ip: '127.0.1.5', metadataHeader: true, parsed: parseTokenRequest('resource=r'), caller: { lookup: asPod(web), waited: false }, live: 'fresh' as const, tokens: { kind: 'failed' as const, failure: failure(403) } };
+    const f = decideToken({ ...base, selection: { selection: fed, final: false } }, { ...basePolicy, federatedIdentities: true });
+    expect(f).toMatchObject({ kind: 'answer', answer: { status: 403, event: { reason: 'FederatedTokenFailed' } } });
+    const a = decideToken({ ...base, selection: { selection: use, final: false } }, { ...basePolicy, federatedIdentities: true });
+    expect((a as { answer: Answer }).answer.event).toBeUndefined();
   });
 
   it('answers a warm request from the facts at hand, without asking for anything', () => {
