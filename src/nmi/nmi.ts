@@ -56,7 +56,15 @@ export interface NmiDeps {
    * cloud config (azure.json), never from an AzureIdentity (a tenant naming the authority could collect the pods'
    * service-account tokens). Required when the flag is on.
    */
-  readonly federation?: { readonly tenantId: string; readonly authorityHost: string };
+  readonly federation?: {
+    readonly tenantId: string;
+    readonly authorityHost: string;
+    /** Longest one request waits in-call for a new credential to propagate (default 10 s); tests shorten it. */
+    readonly maxPropagationWaitMs?: number;
+    readonly propagationRetryMs?: number;
+    /** How long after the first "no matching record" it still counts as propagation (default 5 min). */
+    readonly propagationWindowMs?: number;
+  };
   readonly clock?: Clock;
   /** Knobs for tests and benchmarks; production uses the defaults. */
   readonly tuning?: NmiTuning;
@@ -128,6 +136,9 @@ export async function startNmi(config: NmiConfig, deps: NmiDeps): Promise<NmiHan
           tenantId: deps.federation.tenantId,
           authorityHost: deps.federation.authorityHost,
           ...(deps.authorityCaPem ? { caPem: deps.authorityCaPem } : {}),
+          ...(deps.federation.maxPropagationWaitMs !== undefined ? { maxPropagationWaitMs: deps.federation.maxPropagationWaitMs } : {}),
+          ...(deps.federation.propagationRetryMs !== undefined ? { propagationRetryMs: deps.federation.propagationRetryMs } : {}),
+          ...(deps.federation.propagationWindowMs !== undefined ? { propagationWindowMs: deps.federation.propagationWindowMs } : {}),
           clock,
           logger: log,
         })

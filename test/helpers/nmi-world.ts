@@ -8,10 +8,14 @@
  * Callers reach NMI from their pod IP with `call()`/`agentFor()`: an undici Agent whose sockets bind `localAddress`.
  */
 import { randomUUID } from 'node:crypto';
+import { createServer as createHttpServer, type IncomingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import * as k8s from '@kubernetes/client-node';
 import pino, { type Logger } from 'pino';
 import { Agent } from 'undici';
 import { assignedIdentityName, GROUP, Plurals, VERSION } from '../../src/crds/names.js';
+import { FEDERATED_AUDIENCE, federatedCredentialName, serviceAccountSubject } from '../../src/crds/federation.js';
 import type { AssignedIdentityState } from '../../src/crds/types.js';
 import { parseNmiConfig, type NmiConfig } from '../../src/nmi/config.js';
 import { startNmi, type NmiHandle } from '../../src/nmi/nmi.js';
@@ -30,6 +34,12 @@ export interface NmiWorldOptions {
   readonly systemAssigned?: boolean;
   /** Start NMI in this process (default true); false leaves `nmi` undefined (bench starts it in a child). */
   readonly startNmi?: boolean;
+  /**
+   * Federated mode: the API server on TLS with its issuer trusted by the Azure emulator's Azure AD, NMI given the
+   * emulator's tenant and authority and (unless `enabled: false`) --enable-federated-identities, and NMI's API
+   * traffic through a recorder of the TokenRequests it makes (`tokenRequests`).
+   */
+  readonly federation?: { readonly enabled?: boolean; readonly maxPropagationWaitMs?: number; readonly propagationRetryMs?: number; readonly propagationWindowMs?: number };
   /** Overrides of NMI's flags (mode, waits, blocking, cache), and where its audit records go. */
   readonly nmi?: Partial<NmiConfig> & { readonly auditLogger?: Logger };
   readonly logger?: Logger;
@@ -45,6 +55,17 @@ export interface WorldIdentity {
   readonly principalId: string;
   readonly resourceId: string;
   readonly uami?: UserAssignedIdentity;
+}
+
+/** A TokenRequest NMI made, as the API server answered it. */
+export interface RecordedTokenRequest {
+  readonly namespace: string;
+  readonly serviceAccount: string;
+  readonly status: number;
+  /** The body NMI sent. */
+  readonly request: Record<string, unknown>;
+  /** status.token of the answer ('' when refused). */
+  readonly token: string;
 }
 
 export interface WorldPod {
@@ -78,6 +99,13 @@ export interface NmiWorld {
   managedIdentity(name: string, opts?: { namespace?: string; attach?: boolean; declare?: boolean }): Promise<WorldIdentity>;
   /** A service principal (type 1) registered in the emulator's AAD, its secret in a Secret, and its AzureIdentity. */
   servicePrincipalIdentity(name: string, opts?: { namespace?: string }): Promise<WorldIdentity>;
+  /**
+   * A user-assigned identity attached to no VM, a federated credential on it for each of `serviceAccounts` (in its
+   * namespace; the cluster's issuer byte for byte), and its AzureIdentity with spec.mode Federated.
+   */
+  federatedIdentity(name: string, opts: { namespace?: string; serviceAccounts: readonly string[] }): Promise<WorldIdentity>;
+  /** Every TokenRequest NMI made (federation worlds only). */
+  readonly tokenRequests: RecordedTokenRequest[];
   binding(name: string, identity: WorldIdentity, selector: string): Promise<Record<string, unknown>>;
   exception(name: string, namespace: string, podLabels: Record<string, string>): Promise<void>;
   /** Creates a pod on this node, then gives it `ip` and phase Running through /status; waits until NMI sees it. */
@@ -109,10 +137,20 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
     for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
   };
   try {
-    const api = await startTestApiServer({ crdDir: CRD_DIR });
+    const federation = opts.federation;
+    const api = await startTestApiServer({ crdDir: CRD_DIR, ...(federation ? { tls: true } : {}) });
     cleanups.push(() => api.stop());
     const azure = await startTestAzure();
     cleanups.push(() => azure.stop());
+    const tokenRequests: RecordedTokenRequest[] = [];
+    let nmiKubeConfig = api.kc;
+    if (federation) {
+      // Azure AD must trust the cluster's issuer certificate, as it trusts a public one in Azure.
+      azure.emulator.trustIssuerCa(api.server.caPem ?? '');
+      const recorder = await recordingKubeProxy(api, tokenRequests);
+      cleanups.push(recorder.stop);
+      nmiKubeConfig = recorder.kc;
+    }
     const rg = azure.resourceGroup;
     const computeKind = opts.compute ?? 'vm';
     const computeName = computeKind === 'vm' ? NODE : 'pool';
@@ -133,8 +171,29 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
       // The emulator's AAD stands in for a cloud authority: allowed as an admin would with --allowed-ad-endpoints.
       const allowedAdEndpoints = [azure.emulator.url, ...(opts.nmi?.allowedAdEndpoints ?? [])];
       const { auditLogger, ...flags } = opts.nmi ?? {};
-      const config = { ...nmiConfig(imds.url), ...flags, allowedAdEndpoints };
-      nmi = await startNmi(config, { kubeConfig: kc, logger, ...nmiTestDeps(azure.emulator.caPem), ...(auditLogger ? { auditLogger } : {}) });
+      const config = {
+        ...nmiConfig(imds.url),
+        ...(federation ? { enableFederatedIdentities: federation.enabled ?? true } : {}),
+        ...flags,
+        allowedAdEndpoints,
+      };
+      nmi = await startNmi(config, {
+        kubeConfig: nmiKubeConfig,
+        logger,
+        ...nmiTestDeps(azure.emulator.caPem),
+        ...(auditLogger ? { auditLogger } : {}),
+        ...(federation
+          ? {
+              federation: {
+                tenantId: azure.emulator.tenantId,
+                authorityHost: azure.emulator.url,
+                ...(federation.maxPropagationWaitMs !== undefined ? { maxPropagationWaitMs: federation.maxPropagationWaitMs } : {}),
+                ...(federation.propagationRetryMs !== undefined ? { propagationRetryMs: federation.propagationRetryMs } : {}),
+                ...(federation.propagationWindowMs !== undefined ? { propagationWindowMs: federation.propagationWindowMs } : {}),
+              },
+            }
+          : {}),
+      });
       cleanups.push(() => (nmi as NmiHandle).stop());
       await waitUntil(() => (nmi as NmiHandle).active(), 'NMI caches synced', 10_000);
     }
@@ -154,6 +213,27 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
       kc,
       core,
       custom,
+      tokenRequests,
+
+      async federatedIdentity(name, o) {
+        const namespace = o.namespace ?? 'default';
+        const uami = azure.emulator.createUserAssignedIdentity(rg, `${name}-${randomUUID().slice(0, 8)}`);
+        const issuer = api.server.serviceAccountIssuer.issuer;
+        for (const sa of o.serviceAccounts) {
+          const subject = serviceAccountSubject(namespace, sa);
+          azure.emulator.putFederatedCredential(uami.id, federatedCredentialName(issuer, subject), { issuer, subject, audiences: [FEDERATED_AUDIENCE] });
+        }
+        await ensureNamespace(core, namespace);
+        const spec = { type: 0, resourceID: uami.id, clientID: uami.clientId, mode: 'Federated' };
+        const cr = await createCustom(custom, namespace, Plurals.AzureIdentity, {
+          apiVersion: `${GROUP}/${VERSION}`,
+          kind: 'AzureIdentity',
+          metadata: { name, namespace },
+          spec,
+        });
+        await world.until((n) => n.identities.identities.get(namespace, name) !== undefined, `identity ${name}`);
+        return { cr, name, namespace, clientId: uami.clientId, principalId: uami.principalId, resourceId: uami.id, uami };
+      },
 
       async managedIdentity(name, o = {}) {
         const namespace = o.namespace ?? 'default';
@@ -228,6 +308,7 @@ export async function startNmiWorld(opts: NmiWorldOptions = {}): Promise<NmiWorl
       async pod(name, ip, o = {}) {
         const namespace = o.namespace ?? 'default';
         await ensureNamespace(core, namespace);
+        if (o.serviceAccountName !== undefined && o.serviceAccountName !== 'default') await ensureServiceAccount(core, namespace, o.serviceAccountName);
         const created = await core.createNamespacedPod({
           namespace,
           body: {
@@ -376,6 +457,77 @@ async function ensureNamespace(core: k8s.CoreV1Api, name: string): Promise<void>
   } catch (error) {
     if ((error as { code?: number }).code !== 409) throw error;
   }
+}
+
+async function ensureServiceAccount(core: k8s.CoreV1Api, namespace: string, name: string): Promise<void> {
+  try {
+    await core.createNamespacedServiceAccount({ namespace, body: { metadata: { name } } });
+  } catch (error) {
+    if ((error as { code?: number }).code !== 409) throw error;
+  }
+}
+
+/**
+ * NMI's API traffic through a plain-HTTP recorder in front of the (TLS) API server: every request is forwarded as
+ * is; a TokenRequest's request body and answer are recorded on the way.
+ */
+async function recordingKubeProxy(api: TestApiServer, log: RecordedTokenRequest[]): Promise<{ kc: k8s.KubeConfig; stop: () => Promise<void> }> {
+  const target = new URL(api.server.url);
+  const tokenPath = /^\/api\/v1\/namespaces\/([^/]+)\/serviceaccounts\/([^/]+)\/token$/;
+  const server = createHttpServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const headers: IncomingHttpHeaders = { ...req.headers, host: target.host };
+      const up = httpsRequest(
+        { hostname: target.hostname, port: target.port, path: req.url, method: req.method, headers, ca: api.server.caPem },
+        (upRes) => {
+          const m = tokenPath.exec((req.url ?? '').split('?')[0] ?? '');
+          if (req.method === 'POST' && m) {
+            const out: Buffer[] = [];
+            upRes.on('data', (c: Buffer) => out.push(c));
+            upRes.on('end', () => {
+              const text = Buffer.concat(out).toString('utf8');
+              let token = '';
+              try {
+                token = (JSON.parse(text) as { status?: { token?: string } }).status?.token ?? '';
+              } catch {
+                // not JSON: recorded without a token
+              }
+              log.push({ namespace: decodeURIComponent(m[1] ?? ''), serviceAccount: decodeURIComponent(m[2] ?? ''), status: upRes.statusCode ?? 0, request: JSON.parse(body.toString('utf8') || '{}') as Record<string, unknown>, token });
+              res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+              res.end(text);
+            });
+            return;
+          }
+          res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+          upRes.pipe(res);
+        },
+      );
+      up.on('error', () => res.destroy());
+      res.on('close', () => up.destroy());
+      up.end(body);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  const kc = new k8s.KubeConfig();
+  const user = api.kc.getCurrentUser();
+  kc.loadFromOptions({
+    clusters: [{ name: 'recorded', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
+    users: user ? [user] : [],
+    contexts: [{ name: 'recorded', cluster: 'recorded', user: user?.name ?? '' }],
+    currentContext: 'recorded',
+  });
+  return {
+    kc,
+    stop: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  };
 }
 
 async function createCustom(api: k8s.CustomObjectsApi, namespace: string, plural: string, body: object): Promise<Record<string, unknown>> {
