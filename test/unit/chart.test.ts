@@ -287,3 +287,47 @@ describe('chart: federation values, MIC part (issue 13)', () => {
     expect(validate({ ...values, federation: { enabled: true, serviceAccountIssuer: 'http://oidc.example' } })).toBe(false);
   });
 });
+
+describe('chart: NMI in federated mode (issue 13 item 6)', () => {
+  const render = (values: Record<string, unknown>) => renderChart(CHART, { releaseName: 'pod-identity', namespace: 'identity', values }).objects;
+  type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
+  const nmiRules = (objects: Record<string, unknown>[]) =>
+    ((objects.find((o) => o['kind'] === 'ClusterRole' && (o['metadata'] as { name: string }).name === 'aad-pod-identity-nmi') as { rules: Rule[] } | undefined)?.rules ?? []);
+  const nmiContainer = (objects: Record<string, unknown>[]) => {
+    const ds = objects.find((o) => o['kind'] === 'DaemonSet') as { spec: { template: { spec: { containers: Array<Record<string, unknown> & { name: string; args: string[] }>; volumes: Array<{ name: string; hostPath?: { path: string } }> } } } };
+    return { container: ds.spec.template.spec.containers.find((c) => c.name === 'nmi'), volumes: ds.spec.template.spec.volumes };
+  };
+  const mintsTokens = (rules: Rule[]) => rules.some((r) => r.resources.includes('serviceaccounts/token') && r.verbs.includes('create'));
+
+  it('gives NMI neither TokenRequest nor the flag unless federation.enabled', () => {
+    expect(values['federation']).toMatchObject({ enabled: false });
+    const objects = render({});
+    expect(nmiRules(objects).length).toBeGreaterThan(0);
+    expect(mintsTokens(nmiRules(objects))).toBe(false);
+    const { container, volumes } = nmiContainer(objects);
+    expect(container?.args.filter((a) => a.startsWith('--enable-federated') || a.startsWith('--cloudconfig'))).toEqual([]);
+    expect(volumes.some((v) => v.name === 'k8s-azure-file')).toBe(false);
+  });
+
+  it('with federation.enabled: create on serviceaccounts/token and events, the flag, and azure.json mounted read-only for the tenant', () => {
+    const objects = render({ federation: { enabled: true } });
+    const rules = nmiRules(objects);
+    expect(mintsTokens(rules)).toBe(true);
+    expect(rules.find((r) => r.resources.includes('serviceaccounts/token'))).toEqual({ apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'] });
+    expect(rules.some((r) => r.resources.includes('events') && r.verbs.includes('create'))).toBe(true);
+    const { container, volumes } = nmiContainer(objects);
+    expect(container?.args).toEqual(expect.arrayContaining(['--enable-federated-identities', '--cloudconfig=/etc/kubernetes/azure.json']));
+    expect(container?.['volumeMounts']).toEqual(expect.arrayContaining([{ name: 'k8s-azure-file', mountPath: '/etc/kubernetes/azure.json', readOnly: true }]));
+    expect(volumes).toEqual(expect.arrayContaining([{ name: 'k8s-azure-file', hostPath: { path: '/etc/kubernetes/azure.json', type: 'File' } }]));
+  });
+
+  it('with an admin secret: only the tenant and cloud reach NMI, never the client secret', () => {
+    const objects = render({ federation: { enabled: true }, adminsecret: { cloud: 'AzurePublicCloud', subscriptionID: 's', resourceGroup: 'rg', vmType: 'vmss', tenantID: 't', clientID: 'c', clientSecret: 'x', useMSI: 'false', userAssignedMSIClientID: '' } });
+    const { container, volumes } = nmiContainer(objects);
+    expect(container?.args).toContain('--enable-federated-identities');
+    expect(container?.args.some((a) => a.startsWith('--cloudconfig'))).toBe(false);
+    const env = (container?.['env'] as Array<{ name: string; valueFrom?: { secretKeyRef?: { key: string } } }>).filter((e) => e.valueFrom?.secretKeyRef);
+    expect(env.map((e) => [e.name, e.valueFrom?.secretKeyRef?.key])).toEqual([['CLOUD', 'Cloud'], ['TENANT_ID', 'TenantID']]);
+    expect(volumes.some((v) => v.name === 'k8s-azure-file')).toBe(false);
+  });
+});
