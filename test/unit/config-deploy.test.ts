@@ -204,3 +204,23 @@ describe('nmi-uninstall-iptables.yaml', () => {
     expect(idle?.['securityContext'].runAsNonRoot).toBe(true);
   });
 });
+
+describe('nmi-federation-rbac.yaml (issue 13 item 6)', () => {
+  it('grants NMI create on serviceaccounts/token (and events) only in the opt-in file, bound to the NMI service account', () => {
+    const all = docs('nmi-federation-rbac.yaml');
+    expect(one(all, 'ClusterRole', 'aad-pod-id-nmi-federation')['rules']).toEqual([
+      { apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'] },
+      { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
+    ]);
+    const binding = one(all, 'ClusterRoleBinding', 'aad-pod-id-nmi-federation');
+    expect(binding['roleRef']).toMatchObject({ kind: 'ClusterRole', name: 'aad-pod-id-nmi-federation' });
+    for (const file of ['deployment-rbac.yaml', 'managed-mode-deployment.yaml']) {
+      const base = docs(file);
+      const sa = one(base, 'ServiceAccount', 'aad-pod-id-nmi-service-account')['metadata'];
+      expect(binding['subjects']).toEqual([{ kind: 'ServiceAccount', name: sa.name, namespace: sa.namespace }]);
+      // The default manifests never let NMI mint service-account tokens.
+      const rules = base.filter((d) => d['kind'] === 'ClusterRole' || d['kind'] === 'Role').flatMap((d) => (d['rules'] ?? []) as Array<{ resources: string[] }>);
+      expect(rules.some((r) => r.resources.includes('serviceaccounts/token')), file).toBe(false);
+    }
+  });
+});
