@@ -271,7 +271,8 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
         {
           name: `nmi-${nodeName}`,
           argv: [...nmiArgv(nodeName), ...extraArgs],
-          env: childEnv({ NODE_NAME: nodeName }),
+          // Tenant and authority for --enable-federated-identities (read only with that flag), as azure.json would give them.
+          env: childEnv({ NODE_NAME: nodeName, TENANT_ID: azure.tenantId, CLOUD: 'AzurePublicCloud', AZURE_AUTHORITY_HOST: azure.url }),
           cwd: opts.repoRoot,
           logFile: join(logsDir, `nmi-${nodeName}.log`),
           isReadyLine: (line) => parseReadyLine(line) !== null,
