@@ -1,8 +1,8 @@
 // MIC's composition root: kube clients behind one write rate limiter, the AAI writer, events, metrics, the
 // controller, leader election (Endpoints + Lease), and the probe and metrics servers. startMic() is used in-process by tests,
 // the sandbox and cmd/mic.ts alike; it never reads the environment.
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:http';
+import { closeServer, listen, metricsListener, probeListener } from '../common/http.js';
 import { CoordinationV1Api, CoreV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -196,38 +196,8 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
     onNewLeader: (holder) => log.info({ leader: holder }, 'leader observed'),
   });
 
-  const probe = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (path === '/healthz') {
-      // Always 200, as the original: the body tells the leader from the standby.
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end(mic.acting ? 'Active' : 'Not Active');
-      return;
-    }
-    if (path === '/readyz') {
-      const ready = mic.hasSynced;
-      res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' });
-      res.end(ready ? 'ready' : 'caches not synced');
-      return;
-    }
-    res.writeHead(404).end();
-  });
-  const metricsServer = createServer((req, res) => {
-    if ((req.url ?? '/').split('?')[0] !== '/metrics') {
-      res.writeHead(404).end();
-      return;
-    }
-    metrics.registry.metrics().then(
-      (text) => {
-        res.writeHead(200, { 'content-type': metrics.registry.contentType });
-        res.end(text);
-      },
-      (err: unknown) => {
-        log.warn({ err }, 'metrics collection failed');
-        res.writeHead(500).end();
-      },
-    );
-  });
+  const probe = createServer(probeListener({ active: () => mic.acting, ready: () => mic.hasSynced, notReadyText: 'caches not synced' }));
+  const metricsServer = createServer(metricsListener(metrics.registry, log));
 
   const cloudWatch = deps.cloudConfigFile ? watchCloudConfig(deps.cloudConfigFile, config, recorder, metrics, log, immutable) : undefined;
 
@@ -252,7 +222,7 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
         cloudWatch?.close();
         await leader.stop();
         await mic.stop();
-        await Promise.all([close(probe), close(metricsServer)]);
+        await Promise.all([closeServer(probe), closeServer(metricsServer)]);
         log.info('MIC stopped');
       })();
       return stopped;
@@ -295,27 +265,6 @@ function watchCloudConfig(
   });
 }
 
-async function listen(server: Server, host: string, port: number): Promise<string> {
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    const onListening = (): void => {
-      server.off('error', reject);
-      resolve();
-    };
-    if (host === '') server.listen(port, onListening);
-    else server.listen(port, host, onListening);
-  });
-  const addr = server.address() as AddressInfo;
-  const h = host === '' ? '127.0.0.1' : addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  return `http://${h}:${addr.port}`;
-}
-
-function close(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
-}
 
 /**
  * The federated credential writer, when --enable-federated-identities is on and the issuer is known (the flag's value

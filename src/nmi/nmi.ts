@@ -1,8 +1,7 @@
 // NMI's composition root: informers feed the pod index and identity state, the token server answers pods, the
 // iptables loop keeps interception in place, and probes/metrics report. start() / stop(); cmd/nmi.ts owns the process.
 
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import {
@@ -27,6 +26,7 @@ import { PodIndex } from './pod-index.js';
 import { createNmiServer } from './server.js';
 import type { NmiConfig } from './config.js';
 import { realClock, type Clock } from '../common/clock.js';
+import { closeServer, listen, probeListener } from '../common/http.js';
 import { removeStartupTaint, type StartupTaintOutcome } from './startup-taint.js';
 import {
   countingSecretReader,
@@ -272,26 +272,15 @@ export async function startNmi(config: NmiConfig, deps: NmiDeps): Promise<NmiHan
     return rulesCheck.state;
   };
 
-  const probe = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (path === '/status') {
-      void rulesState().then((rules) => {
-        const body: NmiStatus = { rules, synced, kubenet: deps.kubenet ?? 'unknown' };
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(body));
-      });
-      return;
-    }
-    if (path === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      return res.end(active() ? 'Active' : 'Not Active');
-    }
-    if (path === '/readyz') {
-      res.writeHead(active() ? 200 : 503, { 'content-type': 'text/plain' });
-      return res.end(active() ? 'ready' : 'not ready');
-    }
-    res.writeHead(404).end();
-  });
+  const statusRoute = (_req: IncomingMessage, res: ServerResponse): void => {
+    void rulesState().then((rules) => {
+      const body: NmiStatus = { rules, synced, kubenet: deps.kubenet ?? 'unknown' };
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    });
+  };
+  // /readyz follows `active` (rules in place and caches synced), as before.
+  const probe = createServer(probeListener({ active, ready: active, notReadyText: 'not ready', routes: { '/status': statusRoute } }));
   const probeUrl = await listen(probe, (config.probeBindAddress || '0.0.0.0'), config.httpProbePort);
   const metricsServer = createServer(createMetricsListener({ metrics, bearerTokenFile: config.metricsBearerTokenFile || undefined, logger: log, now: () => clock.now() }));
   const metricsUrl = await listen(metricsServer, (config.metricsBindAddress || '0.0.0.0'), config.prometheusPort);
@@ -320,7 +309,7 @@ export async function startNmi(config: NmiConfig, deps: NmiDeps): Promise<NmiHan
       if (iptables !== undefined) log.info({ chain: CHAIN }, 'iptables rules kept: metadata connections are refused until NMI is back');
       tokens.stop();
       await Promise.all(reflectors.map((r) => r.stop()));
-      await Promise.all([close(server), close(probe), close(metricsServer)]);
+      await Promise.all([closeServer(server), closeServer(probe), closeServer(metricsServer)]);
       // After the last request was answered: what was counted since the last flush is written, not lost.
       audit.stop();
       log.info('NMI stopped');
@@ -480,20 +469,3 @@ function informers(
 /** What NMI does with each of its reflectors, whatever views they keep. */
 type Informer = Pick<Reflector, 'start' | 'stop' | 'synced' | 'lastHeardMs'>;
 
-function listen(server: Server, host: string, port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      const address = server.address() as AddressInfo;
-      resolve(`http://${address.address}:${address.port}`);
-    });
-  });
-}
-
-function close(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
-}
