@@ -11,7 +11,7 @@ import { errorMessage } from '../src/common/errors.js';
 import { createLogger } from '../src/common/log.js';
 import { startProfileServer } from '../src/common/profile.js';
 import { onStopSignals, stopWithin } from '../src/common/signals.js';
-import { loadKubeConfig } from '../src/kube/index.js';
+import { loadKubeAccess } from '../src/kube/index.js';
 import { reloadableArm } from '../src/mic/arm/wiring.js';
 import { micUsage, parseMicConfig, type MicConfig } from '../src/mic/config.js';
 import { startMic } from '../src/mic/mic.js';
@@ -58,7 +58,8 @@ async function main(): Promise<number> {
 
   const userAgent = `aad-pod-identity/MIC/${VERSION}${config.customUserAgent ? ` ${config.customUserAgent}` : ''}`;
   // No --kubeconfig: KUBECONFIG, ~/.kube/config, then the pod's service account (client-node's default order), as NMI.
-  const kubeConfig = loadKubeConfig({ ...(config.kubeconfig ? { kubeconfigPath: config.kubeconfig } : {}), userAgent });
+  // Our own loader, not client-node's KubeConfig, which would load its whole generated API (~26 MB of live heap).
+  const kubeConfig = loadKubeAccess({ ...(config.kubeconfig ? { kubeconfigPath: config.kubeconfig } : {}), userAgent, env: process.env });
   const clusterIdentity = cloud.auth.kind === 'managedIdentity' ? cloud.auth.userAssignedIdentityId : undefined;
   const arm = reloadableArm({
     config,

@@ -4,7 +4,7 @@
 import { createLogger, fileDestination, stdoutDestination } from '../src/common/log.js';
 import { startProfileServer } from '../src/common/profile.js';
 import { onStopSignals, stopWithin } from '../src/common/signals.js';
-import { loadKubeConfig } from '../src/kube/index.js';
+import { loadKubeConfig } from '../src/kube/kubeconfig.js';
 import { parseNmiConfig, nmiUsage } from '../src/nmi/config.js';
 import { CHAIN, createIptables } from '../src/nmi/iptables.js';
 import { detectKubenet, KUBENET_REFUSAL } from '../src/nmi/kubenet.js';

@@ -1,5 +1,5 @@
 // Classify the errors that client-node and undici throw, once, so callers never string-match messages.
-import { ApiException } from '@kubernetes/client-node';
+import { ApiException } from '@kubernetes/client-node/dist/gen/apis/exception.js';
 import { realClock } from '../common/clock.js';
 import { isAbortError, isNetworkError } from '../common/errors.js';
 import { retryAfterFromHeaders } from '../common/retry-after.js';

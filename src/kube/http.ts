@@ -1,4 +1,4 @@
-// HTTP to the API server: MIC's hot path reuses one connection pool per KubeConfig (kubeHttp, pooledApiClient),
+// HTTP to the API server: MIC's hot path reuses one connection pool per KubeConfig (kubeHttp),
 // and patchOptions picks the patch type for client-node's typed calls.
 //
 // Why not the typed client-node APIs for AAI writes and events: client-node 2.0.1 builds a new undici Agent for
@@ -6,18 +6,12 @@
 // new connection (and TLS handshake), and its fetch/ObjectSerializer path costs ~1.5 ms of CPU per request. At
 // thousands of writes that was most of MIC's CPU. Here authentication still comes from the KubeConfig on every
 // request (tokens may rotate); only the first Agent is kept, and requests go through undici.request.
-import {
-  ApiException,
-  createConfiguration,
-  HttpMethod,
-  PatchStrategy,
-  RequestContext,
-  ServerConfiguration,
-  type ApiType,
-  type KubeConfig,
-  setHeaderOptions,
-  type SecurityAuthentication,
-} from '@kubernetes/client-node';
+// Deep imports: client-node's index loads its whole generated API (see access.ts).
+import { ApiException } from '@kubernetes/client-node/dist/gen/apis/exception.js';
+import { HttpMethod, RequestContext } from '@kubernetes/client-node/dist/gen/http/http.js';
+import { setHeaderOptions } from '@kubernetes/client-node/dist/middleware.js';
+import { PatchStrategy } from '@kubernetes/client-node/dist/patch.js';
+import type { KubeAccess } from './access.js';
 import pLimit from 'p-limit';
 import { request, type Dispatcher } from 'undici';
 
@@ -33,7 +27,7 @@ export interface KubeHttp {
  */
 const MAX_IN_FLIGHT = 32;
 
-export function kubeHttp(kc: KubeConfig, maxInFlight = MAX_IN_FLIGHT): KubeHttp {
+export function kubeHttp(kc: KubeAccess, maxInFlight = MAX_IN_FLIGHT): KubeHttp {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error('kubeconfig has no current cluster');
   const base = cluster.server.replace(/\/+$/, '');
@@ -81,27 +75,16 @@ export function kubeHttp(kc: KubeConfig, maxInFlight = MAX_IN_FLIGHT): KubeHttp 
   }
 }
 
-/** A typed client-node API object that shares the same connection pool (for low-rate calls such as the Lease). */
-export function pooledApiClient<T extends ApiType>(kc: KubeConfig, api: new (config: ReturnType<typeof createConfiguration>) => T): T {
-  const cluster = kc.getCurrentCluster();
-  if (!cluster) throw new Error('kubeconfig has no current cluster');
-  return new api(
-    createConfiguration({
-      baseServer: new ServerConfiguration(cluster.server, {}),
-      authMethods: { default: sharedDispatcherAuth(kc) },
-    }),
-  );
-}
+type Auth = Pick<KubeAccess, 'applySecurityAuthentication'>;
 
-const shared = new WeakMap<KubeConfig, SecurityAuthentication>();
+const shared = new WeakMap<KubeAccess, Auth>();
 
 /** The KubeConfig's authentication, with the dispatcher of its first request reused for every later one. */
-function sharedDispatcherAuth(kc: KubeConfig): SecurityAuthentication {
+function sharedDispatcherAuth(kc: KubeAccess): Auth {
   const existing = shared.get(kc);
   if (existing) return existing;
   let dispatcher: ReturnType<RequestContext['getDispatcher']>;
-  const auth: SecurityAuthentication = {
-    getName: () => 'kubeconfig with a shared connection pool',
+  const auth: Auth = {
     async applySecurityAuthentication(ctx: RequestContext): Promise<void> {
       await kc.applySecurityAuthentication(ctx);
       const fresh = ctx.getDispatcher();

@@ -1,7 +1,8 @@
 // Kubernetes plumbing shared by MIC and NMI.
 export * from './errors.js';
 export * from './ratelimit.js';
-export { loadKubeConfig, serverUrl, type LoadKubeConfigOptions } from './kubeconfig.js';
+// loadKubeConfig (client-node's KubeConfig, with its whole generated API) is imported from './kubeconfig.js' directly.
+export { loadKubeAccess, type KubeAccess, type LoadKubeAccessOptions } from './access.js';
 export * from './store.js';
 export * from './list.js';
 export * from './reflector.js';

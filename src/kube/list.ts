@@ -1,6 +1,8 @@
 // Raw LIST through client-node's auth and TLS setup: the response stays plain JSON (typed list calls would turn
 // timestamps into Dates and rename fields), so listed objects look exactly like watched ones.
-import { ApiException, HttpMethod, RequestContext, type KubeConfig } from '@kubernetes/client-node';
+import { ApiException } from '@kubernetes/client-node/dist/gen/apis/exception.js';
+import { HttpMethod, RequestContext } from '@kubernetes/client-node/dist/gen/http/http.js';
+import type { KubeAccess } from './access.js';
 import { fetch } from 'undici';
 import type { KubeObject } from './store.js';
 
@@ -23,7 +25,7 @@ export interface ListPage<T> {
 }
 
 /** Lists one page of the collection at `path` (e.g. `/api/v1/pods`). Non-2xx answers throw `ApiException`. */
-export async function listPage<T extends KubeObject>(kc: KubeConfig, path: string, opts: ListOptions = {}): Promise<ListPage<T>> {
+export async function listPage<T extends KubeObject>(kc: KubeAccess, path: string, opts: ListOptions = {}): Promise<ListPage<T>> {
   const body = await getJson(kc, path, {
     labelSelector: opts.labelSelector,
     fieldSelector: opts.fieldSelector,
@@ -35,7 +37,7 @@ export async function listPage<T extends KubeObject>(kc: KubeConfig, path: strin
 }
 
 /** Lists every page and returns all items with the resourceVersion of the last page. */
-export async function listAll<T extends KubeObject>(kc: KubeConfig, path: string, opts: ListOptions = {}): Promise<ListPage<T>> {
+export async function listAll<T extends KubeObject>(kc: KubeAccess, path: string, opts: ListOptions = {}): Promise<ListPage<T>> {
   const items: T[] = [];
   let cont: string | undefined;
   for (;;) {
@@ -48,7 +50,7 @@ export async function listAll<T extends KubeObject>(kc: KubeConfig, path: string
 
 /** GET `path` with query parameters through the KubeConfig's authentication; returns the parsed JSON body. */
 export async function getJson(
-  kc: KubeConfig,
+  kc: KubeAccess,
   path: string,
   query: Readonly<Record<string, string | number | boolean | undefined>> = {},
   signal?: AbortSignal,

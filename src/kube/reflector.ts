@@ -10,7 +10,10 @@
 //   const r = new Reflector({ kubeConfig, path: '/api/v1/pods', transform: (raw) => podViewFrom(raw) ?? undefined,
 //                             indexers: { byIP: (v) => [v.podIP] }, handlers: { onAdd: (view, key) => enqueue(key) } });
 //   r.store.get('ns/name'); r.store.byIndex('byIP', ip); r.store.list();
-import { Watch, type KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+// Deep import: client-node's index loads its whole generated API (see access.ts).
+import { Watch } from '@kubernetes/client-node/dist/watch.js';
+import type { KubeAccess } from './access.js';
 import { Backoff, type BackoffOptions } from '../common/backoff.js';
 import { realClock, sleep, type Clock } from '../common/clock.js';
 import { describeError, httpStatus, isGone, retryAfterMs } from './errors.js';
@@ -35,7 +38,7 @@ export type ReflectorEvent =
   | { readonly type: 'error'; readonly phase: 'list' | 'watch'; readonly error: unknown; readonly retryInMs: number };
 
 export interface ReflectorOptions<T extends KubeObject, V = T> {
-  readonly kubeConfig: KubeConfig;
+  readonly kubeConfig: KubeAccess;
   /** Collection path without query, e.g. `/api/v1/pods` or `/apis/aadpodidentity.k8s.io/v1/azureidentities`. */
   readonly path: string;
   /** Name for logs (default: the path). */
@@ -321,7 +324,8 @@ export class Reflector<T extends KubeObject = KubeObject, V = T> {
 
   #watchOnce(signal: AbortSignal): Promise<WatchOutcome> {
     const timeoutSeconds = this.#watchTimeoutSeconds();
-    const watch = new Watch(this.#opts.kubeConfig);
+    // Watch reads only getCurrentCluster() and applySecurityAuthentication(), which every KubeAccess has.
+    const watch = new Watch(this.#opts.kubeConfig as KubeConfig);
     // requestTimeoutMs is private in client-node's typings; it is the inactivity timeout we need to lower.
     (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs =
       this.#opts.inactivityTimeoutMs ?? (timeoutSeconds + 30) * 1000;

@@ -3,8 +3,10 @@
 // annotation `control-plane.alpha.kubernetes.io/leader`), which is what the original MIC (client-go 0.23,
 // EndpointsResourceLock) uses. Each lock remembers the object it last read, so that an update is optimistic on that
 // resourceVersion (409 if anyone wrote in between).
-import { V1MicroTime, type V1Endpoints, type V1Lease } from '@kubernetes/client-node';
+import type { V1Endpoints, V1Lease } from '@kubernetes/client-node';
+import { V1MicroTime } from '@kubernetes/client-node/dist/types.js';
 import { isNotFound } from './errors.js';
+import type { KubeHttp } from './http.js';
 
 /** client-go's LeaderElectionRecord, with times in epoch milliseconds (undefined = unset). */
 export interface LeaderElectionRecord {
@@ -234,4 +236,26 @@ export function parseTime(v: unknown): number | undefined {
     return Number.isNaN(t) ? undefined : t;
   }
   return undefined;
+}
+
+/** The Lease calls over raw HTTP (no typed client: client-node's typed APIs load its whole generated API). */
+export function leaseClient(http: KubeHttp): LeaseClient {
+  const path = (ns: string, name?: string): string =>
+    `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(ns)}/leases${name !== undefined ? `/${encodeURIComponent(name)}` : ''}`;
+  return {
+    readNamespacedLease: async (p) => (await http.send('GET', path(p.namespace, p.name))) as V1Lease,
+    createNamespacedLease: async (p) => (await http.send('POST', path(p.namespace), p.body)) as V1Lease,
+    replaceNamespacedLease: async (p) => (await http.send('PUT', path(p.namespace, p.name), p.body)) as V1Lease,
+  };
+}
+
+/** The Endpoints calls over raw HTTP. */
+export function endpointsClient(http: KubeHttp): EndpointsClient {
+  const path = (ns: string, name?: string): string =>
+    `/api/v1/namespaces/${encodeURIComponent(ns)}/endpoints${name !== undefined ? `/${encodeURIComponent(name)}` : ''}`;
+  return {
+    readNamespacedEndpoints: async (p) => (await http.send('GET', path(p.namespace, p.name))) as V1Endpoints,
+    createNamespacedEndpoints: async (p) => (await http.send('POST', path(p.namespace), p.body)) as V1Endpoints,
+    replaceNamespacedEndpoints: async (p) => (await http.send('PUT', path(p.namespace, p.name), p.body)) as V1Endpoints,
+  };
 }

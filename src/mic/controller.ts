@@ -9,7 +9,7 @@
 // Our own writes are overlaid on the AAI cache until the watch shows them (same resourceVersion), so a cycle that
 // runs before the echo neither repeats a write nor undoes one. The echo of our own write does not enqueue a cycle.
 import { isDeepStrictEqual } from 'node:util';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeAccess } from '../kube/access.js';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { collectionPath, Plurals, POD_LABEL, POD_LABEL_SELECTOR } from '../crds/names.js';
@@ -33,7 +33,7 @@ import type { EventSink, MicMetrics } from './ports.js';
 import type { FederationRunner } from './federation/runner.js';
 
 export interface ControllerOptions {
-  readonly kubeConfig: KubeConfig;
+  readonly kubeConfig: KubeAccess;
   readonly log: Logger;
   readonly metrics: MicMetrics;
   readonly events: EventSink;

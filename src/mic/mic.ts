@@ -3,16 +3,18 @@
 // the sandbox and cmd/mic.ts alike; it never reads the environment.
 import { createServer } from 'node:http';
 import { closeServer, listen, metricsListener, probeListener } from '../common/http.js';
-import { CoordinationV1Api, CoreV1Api, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
+import type { CoreV1Event } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { watchConfigFile, type ConfigFileWatch } from '../azure/cloud-config-watch.js';
 import { KNOWN_CLOUD_AUTHORITIES, type AzureCloudConfig } from '../azure/cloud-config.js';
 import { allowedAuthoritySet } from '../crds/credential-policy.js';
 import { EventRecorder, LeaderElector, RateLimiter, type EventClient } from '../kube/index.js';
+import type { KubeAccess } from '../kube/access.js';
+import { endpointsClient, leaseClient } from '../kube/resourcelock.js';
 import { kubeEventSink } from './adapters/events.js';
 import { AssignedStatusRoute, kubeAssignedIdentityWriter } from './adapters/kube-assigned.js';
-import { kubeHttp, pooledApiClient } from '../kube/http.js';
+import { kubeHttp } from '../kube/http.js';
 import type { ArmOperation } from './arm/batch.js';
 import type { MicConfig } from './config.js';
 import { MicController } from './controller.js';
@@ -27,7 +29,8 @@ import { realClock } from '../common/clock.js';
 export type ArmCallObserver = (operation: ArmOperation, durationMs: number, error?: unknown) => void;
 
 export interface MicDeps {
-  readonly kubeConfig: KubeConfig;
+  /** A kubeconfig (loadKubeAccess, or client-node's KubeConfig). */
+  readonly kubeConfig: KubeAccess;
   readonly logger: Logger;
   /** Builds the ARM workers (arm/wiring.ts in production), wiring `onCall` and the hold backoff into them. */
   readonly armClient: (onCall: ArmCallObserver, holds?: { readonly retryBaseMs?: number; readonly maxRetryDelayMs?: number }) => ArmPort;
@@ -174,10 +177,12 @@ export async function startMic(config: MicConfig, deps: MicDeps): Promise<MicHan
   metrics.setAssignedStates(() => mic.assignedStateCounts());
 
   const le = config.leaderElection;
+  const leaderHttp = kubeHttp(kc, 4);
   const leader = new LeaderElector({
-    client: pooledApiClient(kc, CoordinationV1Api),
+    // Its own few request slots: a renewal never queues behind thousands of AAI writes.
+    client: leaseClient(leaderHttp),
     // The original MIC locks with an Endpoints object of the same name: hold it too, so the two never act at once.
-    ...(le.resourceLock === 'endpointsleases' ? { endpoints: pooledApiClient(kc, CoreV1Api) } : {}),
+    ...(le.resourceLock === 'endpointsleases' ? { endpoints: endpointsClient(leaderHttp) } : {}),
     namespace: le.namespace,
     name: le.name,
     identity: le.instance,
