@@ -41,6 +41,18 @@ export interface EventRecorderOptions {
   readonly maxEntries?: number;
   readonly log?: Logger;
   readonly now?: () => number;
+  /** Event writes in flight at once (default 4): the rest wait as plain records, not as chains of promises. */
+  readonly maxConcurrentWrites?: number;
+}
+
+/** An event waiting to be written: data only, so thousands queued cost little (and little survives to old space). */
+interface Pending {
+  readonly key: string;
+  readonly ref: InvolvedObject;
+  readonly type: EventType;
+  readonly reason: string;
+  readonly message: string;
+  readonly done: () => void;
 }
 
 interface Seen {
@@ -55,8 +67,10 @@ export class EventRecorder {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #seen = new Map<string, Seen>();
-  // One write at a time per aggregation key, so concurrent repeats count up instead of racing to create.
-  readonly #chains = new Map<string, Promise<void>>();
+  /** Waiting events, oldest first. */
+  readonly #queue: Pending[] = [];
+  /** Aggregation keys being written: one write at a time per key, so repeats count up instead of racing to create. */
+  readonly #writing = new Set<string>();
   #seq = 0;
 
   constructor(opts: EventRecorderOptions) {
@@ -83,13 +97,27 @@ export class EventRecorder {
       return Promise.resolve();
     }
     const key = [ref.kind, ref.namespace ?? '', ref.name, ref.uid ?? '', type, reason, message].join('\u0000');
-    const previous = this.#chains.get(key) ?? Promise.resolve();
-    const next = previous.then(() => this.#write(key, ref, type, reason, message));
-    this.#chains.set(key, next);
-    void next.finally(() => {
-      if (this.#chains.get(key) === next) this.#chains.delete(key);
+    return new Promise<void>((done) => {
+      this.#queue.push({ key, ref, type, reason, message, done });
+      this.#pump();
     });
-    return next;
+  }
+
+  /** Starts waiting writes, oldest first, up to the limit, skipping keys whose earlier event is still being written. */
+  #pump(): void {
+    const max = Math.max(1, this.#o.maxConcurrentWrites ?? 4);
+    while (this.#writing.size < max && this.#queue.length > 0) {
+      let i = 0;
+      while (i < this.#queue.length && this.#writing.has(this.#queue[i]!.key)) i++;
+      if (i === this.#queue.length) return;
+      const e = i === 0 ? this.#queue.shift()! : this.#queue.splice(i, 1)[0]!;
+      this.#writing.add(e.key);
+      void this.#write(e.key, e.ref, e.type, e.reason, e.message).finally(() => {
+        this.#writing.delete(e.key);
+        e.done();
+        this.#pump();
+      });
+    }
   }
 
   async #write(key: string, ref: InvolvedObject, type: EventType, reason: string, message: string): Promise<void> {
