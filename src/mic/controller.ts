@@ -199,7 +199,7 @@ export class MicController {
       log: this.#log,
       process: (item) => (item === SYNC_KEY ? this.#cycle(signal) : this.#runKey(item.slice(AAI_ITEM.length), signal)),
       // One cycle at a time (the queue never runs a key twice at once) beside the writes of as many AAIs.
-      workers: 1 + (this.#o.executor.maxConcurrentWrites ?? 64),
+      workers: 1 + (this.#o.executor.maxConcurrentWrites ?? 24),
       baseDelayMs: 100,
       maxDelayMs: 30_000,
     });

@@ -26,7 +26,7 @@ export interface ExecutorOptions {
   readonly log: Logger;
   /** Concurrent Kubernetes writes per VM/VMSS (--createDeleteBatch). */
   readonly createDeleteBatch: number;
-  /** Concurrent Kubernetes writes in all (default 64): bounds memory when hundreds of targets have work at once. */
+  /** Concurrent Kubernetes writes in all (default 24, as many AAI keys at once): bounds memory when hundreds of targets have work at once; more only queue in the HTTP pool (32) and live long enough to reach old space. */
   readonly maxConcurrentWrites?: number;
   /** Every object our writes produced; null when the object is gone (uid of what was deleted). */
   readonly onWritten: (key: string, obj: AzureAssignedIdentity | null, deletedUid: string) => void;
@@ -110,7 +110,7 @@ export class Executor {
     this.#o = opts;
     this.#log = opts.log;
     this.#clock = opts.clock ?? realClock;
-    this.#allWrites = pLimit(Math.max(1, opts.maxConcurrentWrites ?? 64));
+    this.#allWrites = pLimit(Math.max(1, opts.maxConcurrentWrites ?? 24));
   }
 
   apply(plan: Plan, ctx: ExecutionContext): ExecutionOutcome {
