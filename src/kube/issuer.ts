@@ -1,7 +1,8 @@
 // The cluster's service-account issuer, as its tokens carry it in `iss`: federated credentials must name it byte for
 // byte (a trailing slash matters), so it is read from the API server's own discovery document, never retyped.
-import { WellKnownApi, type KubeConfig } from '@kubernetes/client-node';
 import { errorMessage } from '../common/errors.js';
+import type { KubeAccess } from './access.js';
+import { getJson } from './list.js';
 
 export class IssuerDiscoveryError extends Error {
   override readonly name = 'IssuerDiscoveryError';
@@ -12,10 +13,11 @@ export class IssuerDiscoveryError extends Error {
  * issuer is an https URL (and callers need `system:service-account-issuer-discovery`, bound to every service account
  * by default); otherwise this throws an IssuerDiscoveryError saying the issuer must be configured explicitly.
  */
-export async function discoverServiceAccountIssuer(kc: KubeConfig): Promise<string> {
+export async function discoverServiceAccountIssuer(kc: KubeAccess): Promise<string> {
   let text: unknown;
   try {
-    text = await kc.makeApiClient(WellKnownApi).getServiceAccountIssuerOpenIDConfiguration();
+    // A raw GET (client-node's WellKnownApi would load its whole generated API into MIC).
+    text = await getJson(kc, '/.well-known/openid-configuration');
   } catch (cause) {
     const code = typeof cause === 'object' && cause !== null ? (cause as { code?: unknown }).code : undefined;
     const why =
