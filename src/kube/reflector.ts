@@ -1,4 +1,4 @@
-// List+watch loop on our watch request (watch.ts, client-node's Watch contract), replacing its ListWatch (which never asks for bookmarks, stops
+// List+watch loop on client-node's low-level Watch, replacing its ListWatch (which never asks for bookmarks, stops
 // for good on any error but 410, keys by name only and turns throwing handlers into unhandled rejections).
 //
 // States: list (paged) -> watch from the list's resourceVersion -> on clean close or client timeout re-watch from the
@@ -10,8 +10,10 @@
 //   const r = new Reflector({ kubeConfig, path: '/api/v1/pods', transform: (raw) => podViewFrom(raw) ?? undefined,
 //                             indexers: { byIP: (v) => [v.podIP] }, handlers: { onAdd: (view, key) => enqueue(key) } });
 //   r.store.get('ns/name'); r.store.byIndex('byIP', ip); r.store.list();
+import type { KubeConfig } from '@kubernetes/client-node';
+// Deep import: client-node's index loads its whole generated API (see access.ts).
+import { Watch } from '@kubernetes/client-node/dist/watch.js';
 import type { KubeAccess } from './access.js';
-import { KubeWatch } from './watch.js';
 import { Backoff, type BackoffOptions } from '../common/backoff.js';
 import { realClock, sleep, type Clock } from '../common/clock.js';
 import { describeError, httpStatus, isGone, retryAfterMs } from './errors.js';
@@ -322,8 +324,11 @@ export class Reflector<T extends KubeObject = KubeObject, V = T> {
 
   #watchOnce(signal: AbortSignal): Promise<WatchOutcome> {
     const timeoutSeconds = this.#watchTimeoutSeconds();
-    const watch = new KubeWatch(this.#opts.kubeConfig);
-    watch.requestTimeoutMs = this.#opts.inactivityTimeoutMs ?? (timeoutSeconds + 30) * 1000;
+    // Watch reads only getCurrentCluster() and applySecurityAuthentication(), which every KubeAccess has.
+    const watch = new Watch(this.#opts.kubeConfig as KubeConfig);
+    // requestTimeoutMs is private in client-node's typings; it is the inactivity timeout we need to lower.
+    (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs =
+      this.#opts.inactivityTimeoutMs ?? (timeoutSeconds + 30) * 1000;
     const started = this.#clock.now();
     const rv = this.#resourceVersion;
     this.#emit({ type: 'watching', resourceVersion: rv, timeoutSeconds });
