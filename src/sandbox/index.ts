@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { startApiServer, type ApiServerHandle } from './apiserver/index.js';
 import { startAzureEmulator, type AzureEmulator, type ImdsListener, type UserAssignedIdentity } from './cloud/index.js';
+import type { EmulatorOperation } from './cloud/index.js';
 import { createKubelet, type Kubelet, type KubeletNode } from './kubelet.js';
 import { createLoopbackNetwork } from './network/loopback.js';
 import { createNetnsNetwork } from './network/netns.js';
@@ -52,6 +53,14 @@ export interface SandboxOptions {
   readonly nmi?: { readonly args?: readonly string[] };
   /** Node path used to run children (default `node` on the PATH). */
   readonly nodeBinary?: string;
+  /**
+   * Federated mode on (default off): MIC and NMI get `--enable-federated-identities` (before the extra flags, so a
+   * test can still turn it off), and MIC's principal gets Managed Identity Contributor on the resource group, as
+   * docs/federated.md tells an admin to grant.
+   */
+  readonly federation?: boolean;
+  /** Azure emulator latency per operation from the start (e.g. `{ vmss_patch: 2000, fic_put: 1000 }`). */
+  readonly azureLatencyMs?: Readonly<Partial<Record<EmulatorOperation, number>>>;
 }
 
 export interface SandboxNode {
@@ -159,7 +168,13 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
     cleanups.push(() => api.stop());
     await api.writeKubeconfig(kubeconfig);
 
-    const azure = await startAzureEmulator({ host, caFile: join(stateDir, 'azure-ca.pem'), lro: 'async', logger: log.child({ component: 'azure' }) });
+    const azure = await startAzureEmulator({
+      host,
+      caFile: join(stateDir, 'azure-ca.pem'),
+      lro: 'async',
+      logger: log.child({ component: 'azure' }),
+      ...(opts.azureLatencyMs ? { latencyMs: opts.azureLatencyMs } : {}),
+    });
     cleanups.push(() => azure.stop());
     await writeFile(caFile, `${azure.caPem.trim()}\n${(api.caPem ?? '').trim()}\n`, { mode: 0o644 });
     // Azure AD reads the cluster's service-account issuer discovery over HTTPS, as it reads AKS's public issuer.
@@ -176,6 +191,9 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
     const groupId = `/subscriptions/${azure.subscriptionId}/resourceGroups/${resourceGroup}`;
     azure.grantRole(micSp.objectId, 'Virtual Machine Contributor', groupId);
     azure.grantRole(micSp.objectId, 'Managed Identity Operator', groupId);
+    // Federated credential writes need Contributor: Operator only reads them (docs/federated.md).
+    if (opts.federation) azure.grantRole(micSp.objectId, 'Managed Identity Contributor', groupId);
+    const federationArgs = opts.federation ? ['--enable-federated-identities'] : [];
     await writeFile(
       azureJson,
       JSON.stringify(
@@ -264,7 +282,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
               '--prometheus-port=0',
               '--metrics-bind-address=127.0.0.1',
             ];
-      return [...prefix, node, '--import', 'tsx', join(opts.repoRoot, 'cmd', 'nmi.ts'), ...common, ...modeArgs, ...(opts.nmi?.args ?? [])];
+      return [...prefix, node, '--import', 'tsx', join(opts.repoRoot, 'cmd', 'nmi.ts'), ...common, ...modeArgs, ...federationArgs, ...(opts.nmi?.args ?? [])];
     };
     const startNmiFor = async (nodeName: string, extraArgs: readonly string[] = []): Promise<ManagedProcess> => {
       const p = await startProcess(
@@ -313,6 +331,7 @@ export async function startSandbox(opts: SandboxOptions): Promise<Sandbox> {
       '--prometheus-port=0',
       '--metrics-bind-address=127.0.0.1',
       '--log-format=json',
+      ...federationArgs,
       ...(typeof opts.mic?.args === 'function' ? opts.mic.args(identities) : (opts.mic?.args ?? [])),
     ];
     const startMic = async (index: number): Promise<ManagedProcess> => {

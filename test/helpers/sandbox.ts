@@ -12,6 +12,8 @@ import { startSandbox, type Sandbox, type SandboxOptions } from '../../src/sandb
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const POD_TOKEN_SCRIPT = join(REPO_ROOT, 'examples', 'pod-token.mjs');
+/** The same pod program with Debian's Python Azure SDK (python3-azure), run by /usr/bin/python3. */
+export const POD_TOKEN_PYTHON_SCRIPT = join(REPO_ROOT, 'examples', 'pod-token.py');
 const GROUP = 'aadpodidentity.k8s.io';
 const VERSION = 'v1';
 
@@ -33,6 +35,16 @@ export interface TokenResult {
   readonly status?: number;
 }
 
+export interface PodTokenOptions {
+  readonly clientId?: string;
+  readonly resourceId?: string;
+  readonly maxRetries?: number;
+  readonly timeoutMs?: number;
+  readonly scope?: string;
+  /** The pod program's SDK: @azure/identity (default) or Debian's Python azure.identity. */
+  readonly client?: 'node' | 'python';
+}
+
 export interface TestSandbox {
   readonly sandbox: Sandbox;
   readonly kc: k8s.KubeConfig;
@@ -46,10 +58,11 @@ export interface TestSandbox {
   getCustom(ns: string, plural: string, name: string): Promise<Record<string, unknown> | undefined>;
   listCustom(ns: string, plural: string): Promise<Array<Record<string, unknown>>>;
   /** Creates a pod (with the binding label when given) and waits until the kubelet reports it Running. */
-  startPod(ns: string, name: string, label?: string, opts?: { nodeName?: string; labels?: Record<string, string> }): Promise<void>;
+  startPod(ns: string, name: string, label?: string, opts?: { nodeName?: string; labels?: Record<string, string>; serviceAccountName?: string }): Promise<void>;
+  createServiceAccount(ns: string, name: string): Promise<void>;
   deletePod(ns: string, name: string): Promise<void>;
   /** Runs the @azure/identity pod program in the pod and parses its line. */
-  podToken(ns: string, name: string, opts?: { clientId?: string; resourceId?: string; maxRetries?: number; timeoutMs?: number; scope?: string }): Promise<TokenResult>;
+  podToken(ns: string, name: string, opts?: PodTokenOptions): Promise<TokenResult>;
   /** Every AzureAssignedIdentity in the cluster. */
   listAllAssigned(): Promise<Array<Record<string, unknown>>>;
   /** AAIs for a pod (all namespaces), by spec.pod and spec.podNamespace. */
@@ -128,16 +141,23 @@ export async function startTestSandbox(
         namespace: ns,
         body: {
           metadata: { name, namespace: ns, labels },
-          spec: { ...(o.nodeName ? { nodeName: o.nodeName } : {}), containers: [{ name: 'app', image: 'sandbox/pod-token' }] },
+          spec: {
+            ...(o.nodeName ? { nodeName: o.nodeName } : {}),
+            ...(o.serviceAccountName ? { serviceAccountName: o.serviceAccountName } : {}),
+            containers: [{ name: 'app', image: 'sandbox/pod-token' }],
+          },
         },
       });
       await sandbox.kubelet.waitForPod(`${ns}/${name}`, 30_000);
+    },
+    async createServiceAccount(ns, name) {
+      await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name, namespace: ns } } });
     },
     async deletePod(ns, name) {
       await core.deleteNamespacedPod({ namespace: ns, name });
     },
     async podToken(ns, name, o = {}) {
-      const argv = ['node', POD_TOKEN_SCRIPT, '--timeout-ms', String(o.timeoutMs ?? 30_000)];
+      const argv = [...(o.client === 'python' ? ['/usr/bin/python3', POD_TOKEN_PYTHON_SCRIPT] : ['node', POD_TOKEN_SCRIPT]), '--timeout-ms', String(o.timeoutMs ?? 30_000)];
       if (o.scope) argv.push('--scope', o.scope);
       if (o.clientId) argv.push('--client-id', o.clientId);
       if (o.resourceId) argv.push('--resource-id', o.resourceId);
