@@ -1,4 +1,4 @@
-// `npm run bench -- <name> [args...]`: runs bench/<name>.ts (its exported `main(args)`), e.g. `mic` or `nmi`.
+// `npm run bench -- <name> [args...]`: runs bench/<name>.ts (its exported `main(args)`), e.g. `mic`, `nmi` or `federation`.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -11,7 +11,7 @@ const NAME = /^[a-z][a-z0-9-]*$/;
 async function run(): Promise<number> {
   const [name, ...args] = process.argv.slice(2);
   if (name === undefined || !NAME.test(name) || name === 'index') {
-    process.stderr.write('usage: npm run bench -- <mic|nmi> [args...]\n');
+    process.stderr.write('usage: npm run bench -- <mic|nmi|federation> [args...]\n');
     return 2;
   }
   const file = fileURLToPath(new URL(`./${name}.ts`, import.meta.url));
