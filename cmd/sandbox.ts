@@ -74,6 +74,8 @@ async function main(argv: readonly string[]): Promise<number> {
       network,
       // The demo shows the original's behaviour at human speed but does not wait minutes for a resync.
       mic: { replicas: 2, args: ['--leader-election-duration=5s'] },
+      // Federated identities are served (spec.mode Federated; identities left Attached behave as without it).
+      federation: true,
     });
   } catch (error) {
     process.stderr.write(`sandbox: ${describe(error)}\n`);

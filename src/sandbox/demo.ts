@@ -3,7 +3,9 @@
 // program (unmodified @azure/identity) gets a token → the AzureAssignedIdentity and the VMSS identity list → the
 // pod is deleted → the identity is released → an identity whose resource group the cluster principal holds no role on
 // fails with LinkedAuthorizationFailed → an admin grants Managed Identity Operator (a real PUT roleAssignments) → it
-// is attached and the pod gets its token. Resolves true only if every step did what it said.
+// is attached and the pod gets its token → the first identity is switched to Federated (spec.mode): a new pod gets
+// its token through the federated credential MIC wrote, and no VM or VMSS is PATCHed. Resolves true only if every
+// step did what it said.
 
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -181,6 +183,45 @@ export async function runDemo(sandbox: Sandbox, opts: DemoOptions): Promise<bool
     teamToken?.ok === true && teamToken.claims?.appid === team.clientId,
     `default/team-app got a token for team-identity (appid ${team.clientId})`,
     `default/team-app got no token for team-identity: ${teamToken?.message ?? teamRun.stderr.trim().slice(0, 300)}`,
+  );
+
+  say('9. Federated mode: switch demo-identity to spec.mode Federated, one identity at a time (docs/federated.md)');
+  say('   kubectl patch azureidentity demo-identity --type merge -p \'{"spec":{"mode":"Federated"}}\'');
+  sandbox.azure.clearRequestLog();
+  await custom.patchNamespacedCustomObject(
+    { group: GROUP, version: 'v1', namespace: 'default', plural: 'azureidentities', name: 'demo-identity', body: { spec: { mode: 'Federated' } } },
+    k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+  );
+  const fedPod = (await manifest('pod.yaml')) as k8s.V1Pod;
+  fedPod.metadata = { ...fedPod.metadata, name: 'demo-fed-app' };
+  await core.createNamespacedPod({ namespace: 'default', body: fedPod });
+  await sandbox.kubelet.waitForPod('default/demo-fed-app', timeoutMs);
+  const fedAssigned = await waitFor(async () => ((await aaisFor('demo-fed-app'))[0]?.state === 'Assigned' ? true : undefined), timeoutMs);
+  check(fedAssigned === true, 'pod default/demo-fed-app (service account default) has an Assigned AzureAssignedIdentity', 'the federated AzureAssignedIdentity never became Assigned');
+  const credentials = sandbox.azure.listFederatedCredentials(identity.id);
+  for (const c of credentials) say(`   federated credential ${c.name}: issuer ${c.issuer}, subject ${c.subject}, audiences ${c.audiences.join(',')}`);
+  check(
+    credentials.some((c) => c.subject === 'system:serviceaccount:default:default' && c.issuer === sandbox.endpoints.serviceAccountIssuer.issuer),
+    `MIC wrote ${identity.name} a federated credential for system:serviceaccount:default:default`,
+    `${identity.name} has no federated credential for the pod's service account`,
+  );
+  const fedRun = await sandbox.execInPod('default/demo-fed-app', ['node', join(opts.repoRoot, 'examples', 'pod-token.mjs'), '--timeout-ms', String(timeoutMs)], {
+    timeoutMs: timeoutMs + 10_000,
+  });
+  const fedToken = parseLine(fedRun.stdout);
+  check(
+    fedToken?.ok === true && fedToken.claims?.appid === identity.clientId && fedToken.claims.xms_mirid?.toLowerCase() === identity.id.toLowerCase(),
+    `the same unmodified program got ${identity.name}'s token (appid ${fedToken?.claims?.appid}), by federating the pod's service account at Azure AD`,
+    `default/demo-fed-app got no token for ${identity.name}: ${fedToken?.message ?? fedRun.stderr.trim().slice(0, 300)}`,
+  );
+  const armLog = sandbox.azure.requestLog();
+  const patches = armLog.filter((e) => e.operation === 'vm_patch' || e.operation === 'vmss_patch');
+  const puts = armLog.filter((e) => e.operation === 'fic_put');
+  say(`   Azure since the switch: ${puts.length} federated credential PUT(s), ${patches.length} VM/VMSS PATCH(es), ${armLog.filter((e) => e.operation === 'imds_token').length} IMDS token call(s)`);
+  check(
+    patches.length === 0 && !computeIdentities().includes(identity.id.toLowerCase()),
+    `no VM or VMSS was PATCHed and ${identity.name} is attached to nothing`,
+    `${patches.length} VM/VMSS PATCH(es) for a federated identity`,
   );
 
   say('');
