@@ -295,6 +295,7 @@ export class MicController {
     } catch (err) {
       this.#log.warn({ err }, 'periodic ARM identity check failed');
     }
+    this.#o.federation?.resync();
     if (!signal.aborted) this.#enqueue();
   }
 

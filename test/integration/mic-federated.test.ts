@@ -85,6 +85,22 @@ describe('MIC federated mode (issue 13 item 4)', () => {
     expect(w.vmssIds()).toEqual([]);
   });
 
+  it('writes again a credential of ours deleted behind its back (the periodic Azure check lists credentials afresh)', async () => {
+    await namespace('team-a');
+    await serviceAccount('team-a', 'web');
+    const m = await identity('fed', 'team-a', 'web-app');
+    await pod('web-0', 'team-a', 'web-app', 'web');
+    await w.startMic({ flags: [...FED, '--identity-assignment-reconcile-interval=300ms'] });
+    await eventually(async () => expect(await states()).toEqual(['team-a/web-0:fed:Assigned']));
+    const [fic] = w.az.emulator.listFederatedCredentials(m.id);
+    expect(w.az.emulator.deleteFederatedCredential(m.id, fic?.name ?? '')).toBe(true);
+    expect(credentials(m.id)).toEqual([]);
+
+    await eventually(() => expect(credentials(m.id)).toEqual([`${serviceAccountSubject('team-a', 'web')} ${issuer}`]));
+    expect(w.az.emulator.listFederatedCredentials(m.id)[0]?.name).toBe(fic?.name);
+    expect(vmPatches()).toEqual([]);
+  });
+
   it('two service accounts of one namespace get two credentials; the last pod of one going removes its credential', async () => {
     await namespace('team-a');
     await serviceAccount('team-a', 'web');

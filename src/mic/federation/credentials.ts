@@ -224,6 +224,11 @@ export class FederatedCredentialWriter {
     this.workers.get(key)?.invalidate();
   }
 
+  /** Forget what is known of every identity's credentials: the next reconcile lists each one from ARM again. */
+  invalidateAll(): void {
+    for (const worker of this.workers.values()) worker.invalidate();
+  }
+
   /** Cancels every wait; runs end with `cancelled` after their current ARM call. Later syncs are cancelled at once. */
   stop(): void {
     this.stopping.abort(new DOMException('federated credential writer stopped', 'AbortError'));

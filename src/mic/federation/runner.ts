@@ -93,6 +93,17 @@ export class FederationRunner {
     if (this.#running === undefined) this.#running = this.#drain();
   }
 
+  /**
+   * The periodic Azure check (--identity-assignment-reconcile-interval): what ARM holds is listed again, so a
+   * credential of ours deleted behind MIC's back is written again by the next cycle (level-triggered, as the
+   * VM/VMSS check re-attaches what ARM lost).
+   */
+  resync(): void {
+    if (this.#writer === undefined) return;
+    this.#writer.invalidateAll();
+    this.#lastFingerprint = '';
+  }
+
   /** Resolves once no run is under way (tests, idle()). */
   async idle(): Promise<void> {
     while (this.#running !== undefined) await this.#running;
