@@ -10,7 +10,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { shouldSkipNetns } from '../helpers/netns.js';
 import { eventually, hostNetworkState, REPO_ROOT, startTestSandbox, type TestSandbox } from '../helpers/sandbox.js';
 
@@ -190,7 +190,11 @@ describe.skipIf(skip)('federated mode on the netns sandbox', () => {
     await assigned('app');
     await eventually(() => subjects(id!).length === 1, 30_000, 'the credential');
     const [fic] = t.sandbox.azure.listFederatedCredentials(id!.id);
-    // Deleted behind MIC's back before the pod ever asked (nothing cached): Azure AD has no matching record.
+    // Deleted behind MIC's back before the pod ever asked (nothing cached): Azure AD has no matching record. MIC's
+    // periodic Azure check writes it again (level-triggered); a propagation delay as real Azure AD has keeps Azure AD
+    // refusing it for this test's length whenever that check happens to run.
+    t.sandbox.azure.setFederationPropagation(10 * 60_000);
+    onTestFinished(() => t.sandbox.azure.setFederationPropagation(0));
     expect(t.sandbox.azure.deleteFederatedCredential(id!.id, fic!.name)).toBe(true);
     // On the wire, as any IMDS client sees it: the status and text attachment mode gives for a failed token.
     const started = Date.now();
