@@ -19,8 +19,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import { pino } from 'pino';
-import { Agent } from 'undici';
 import { decodeToken } from '../src/sandbox/cloud/index.js';
+import { load, medianRun, once, percentile, type LoadResult } from './lib/http-load.js';
 import { startSandbox, type Sandbox } from '../src/sandbox/index.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -37,13 +37,6 @@ interface Options {
   readonly durationMs: number;
   readonly rounds: number;
   readonly clients: number;
-}
-
-interface LoadResult {
-  readonly rps: number;
-  readonly p50: number;
-  readonly p99: number;
-  readonly errors: number;
 }
 
 export async function main(args: readonly string[]): Promise<void> {
@@ -101,7 +94,7 @@ export async function main(args: readonly string[]): Promise<void> {
       });
       const attached = await s.kubelet.waitForPod(`${ns}/${pod}`, 30_000);
       for (;;) {
-        const reply = await once(nmiUrl, attached.ip, `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(RESOURCE)}`);
+        const reply = await once(nmiUrl, attached.ip, `${TOKEN_PATH}?api-version=2018-02-01&resource=${encodeURIComponent(RESOURCE)}`, 60_000);
         if (reply.status === 200 && decodeToken((JSON.parse(reply.body) as { access_token: string }).access_token).appid === id.clientId) break;
         if (performance.now() - started > 60_000) throw new Error(`${mode} sample ${i}: no token after 60 s (${reply.status} ${reply.body.slice(0, 200)})`);
         // Only a propagating credential (503) or an AAI not yet Assigned after NMI's own wait gets here.
@@ -183,58 +176,7 @@ async function untilLeader(kc: k8s.KubeConfig): Promise<void> {
   }
 }
 
-async function once(origin: string, fromIp: string, path: string): Promise<{ status: number; body: string }> {
-  const agent = new Agent({ localAddress: fromIp });
-  try {
-    const res = await agent.request({ origin, path, method: 'GET', headers: { Metadata: 'true' }, headersTimeout: 60_000, bodyTimeout: 60_000 });
-    return { status: res.statusCode, body: await res.body.text() };
-  } finally {
-    await agent.close();
-  }
-}
-
-/** Closed loop: `clients` callers each send the next request as soon as the last answered, for `durationMs`. */
-async function load(origin: string, fromIp: string, path: string, clients: number, durationMs: number): Promise<LoadResult> {
-  const agent = new Agent({ localAddress: fromIp, connections: clients, pipelining: 1, keepAliveTimeout: 30_000 });
-  const headers = { Metadata: 'true' };
-  const run = async (until: number, record: number[] | undefined) => {
-    let errors = 0;
-    await Promise.all(
-      Array.from({ length: clients }, async () => {
-        while (performance.now() < until) {
-          const started = performance.now();
-          const res = await agent.request({ origin, path, method: 'GET', headers });
-          await res.body.dump();
-          if (res.statusCode !== 200) errors++;
-          record?.push(performance.now() - started);
-        }
-      }),
-    );
-    return errors;
-  };
-  try {
-    await run(performance.now() + Math.min(1000, durationMs / 3), undefined); // warm-up: connections, JIT
-    const latencies: number[] = [];
-    const started = performance.now();
-    const errors = await run(started + durationMs, latencies);
-    const elapsed = performance.now() - started;
-    latencies.sort((a, b) => a - b);
-    return { rps: (latencies.length / elapsed) * 1000, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), errors };
-  } finally {
-    await agent.close();
-  }
-}
-
-function medianRun(runs: readonly LoadResult[]): LoadResult {
-  return [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)]!;
-}
-
 function stats(values: readonly number[]): { p50: number; p99: number; min: number; max: number } {
   const sorted = [...values].sort((a, b) => a - b);
   return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), min: sorted[0] ?? NaN, max: sorted[sorted.length - 1] ?? NaN };
-}
-
-function percentile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
 }

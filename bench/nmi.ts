@@ -25,6 +25,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Agent } from 'undici';
 import { decodeToken } from '../src/sandbox/cloud/index.js';
+import { load, medianRun, once, percentile, type LoadResult } from './lib/http-load.js';
 import { FAST_WAITS, startNmiWorld, TOKEN_PATH, VAULT, type NmiWorld, type WorldIdentity, type WorldPod } from '../test/helpers/nmi-world.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -41,15 +42,6 @@ interface Options {
   readonly floodRequests: number;
   /** `--only=wrk`: only the wrk rows; `--only=serve`: set up and wait. */
   readonly only: 'wrk' | 'serve' | undefined;
-}
-
-interface LoadResult {
-  readonly clients: number;
-  readonly requests: number;
-  readonly rps: number;
-  readonly p50: number;
-  readonly p99: number;
-  readonly errors: number;
 }
 
 export async function main(args: readonly string[]): Promise<void> {
@@ -340,16 +332,6 @@ async function startBareServer(): Promise<{ child: ChildProcess; url: string; se
 
 /* ---------------------------------------------------------------------------------------------- load */
 
-async function once(origin: string, fromIp: string, path: string): Promise<{ status: number; body: string }> {
-  const agent = new Agent({ localAddress: fromIp });
-  try {
-    const res = await agent.request({ origin, path, method: 'GET', headers: { Metadata: 'true' } });
-    return { status: res.statusCode, body: await res.body.text() };
-  } finally {
-    await agent.close();
-  }
-}
-
 async function untilServed(origin: string, fromIp: string, identity: WorldIdentity): Promise<void> {
   const deadline = Date.now() + 20_000;
   for (;;) {
@@ -357,45 +339,6 @@ async function untilServed(origin: string, fromIp: string, identity: WorldIdenti
     if (reply.status === 200 && decodeToken((JSON.parse(reply.body) as { access_token: string }).access_token).appid === identity.clientId) return;
     if (Date.now() > deadline) throw new Error(`NMI never served the bench pod: ${reply.status} ${reply.body}`);
     await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** Closed loop: `clients` callers each send the next request as soon as the last answered, for `durationMs`. */
-async function load(origin: string, fromIp: string, path: string, clients: number, durationMs: number): Promise<LoadResult> {
-  const agent = new Agent({ localAddress: fromIp, connections: clients, pipelining: 1, keepAliveTimeout: 30_000 });
-  const headers = { Metadata: 'true' };
-  const run = async (until: number, record: number[] | undefined) => {
-    let errors = 0;
-    await Promise.all(
-      Array.from({ length: clients }, async () => {
-        while (performance.now() < until) {
-          const started = performance.now();
-          const res = await agent.request({ origin, path, method: 'GET', headers });
-          await res.body.dump();
-          if (res.statusCode !== 200) errors++;
-          record?.push(performance.now() - started);
-        }
-      }),
-    );
-    return errors;
-  };
-  try {
-    await run(performance.now() + Math.min(1000, durationMs / 3), undefined); // warm-up: connections, JIT
-    const latencies: number[] = [];
-    const started = performance.now();
-    const errors = await run(started + durationMs, latencies);
-    const elapsed = performance.now() - started;
-    latencies.sort((a, b) => a - b);
-    return {
-      clients,
-      requests: latencies.length,
-      rps: (latencies.length / elapsed) * 1000,
-      p50: percentile(latencies, 0.5),
-      p99: percentile(latencies, 0.99),
-      errors,
-    };
-  } finally {
-    await agent.close();
   }
 }
 
@@ -629,16 +572,6 @@ function printFlood(f: FloodResult | Error): void {
 }
 
 /** The round with the median throughput (its own latencies), so one disturbed round does not decide the figures. */
-function medianRun(runs: readonly LoadResult[]): LoadResult {
-  const sorted = [...runs].sort((a, b) => a.rps - b.rps);
-  return sorted[Math.floor(sorted.length / 2)] as LoadResult;
-}
-
-function percentile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
-}
-
 /* ---------------------------------------------------------------------------------------------- report */
 
 function printReport(
