@@ -236,14 +236,23 @@ class Reader {
    * `path` is where the value was found, with the key actually used (e.g. `spec.ClientPassword`).
    */
   pick(obj: UnknownRecord, key: string, parent: string): { value: unknown; path: string } {
+    const value = this.find(obj, key, parent);
+    return { value, path: join(parent, this.found) };
+  }
+
+  /** The key `find` last used (for a path, built only when a message or a nested read needs one). */
+  private found = '';
+
+  /**
+   * `pick` without the path: runs for every field of every object a watch delivers, so it allocates nothing unless
+   * another spelling of the key is present; the key it used is left in `found`.
+   */
+  private find(obj: UnknownRecord, key: string, parent: string): unknown {
     const exact = Object.hasOwn(obj, key) ? obj[key] : undefined;
-    // Runs for every field of every object a watch delivers: allocates nothing unless another spelling is present.
     let variants: string[] = NO_KEYS;
-    let lower: string | undefined;
     for (const k in obj) {
       if (k === key || k.length !== key.length || !Object.hasOwn(obj, k)) continue;
-      lower ??= key.toLowerCase();
-      if (k.toLowerCase() !== lower || !hasValue(obj[k])) continue;
+      if (!equalIgnoringCase(k, key) || !hasValue(obj[k])) continue;
       if (variants === NO_KEYS) variants = [];
       variants.push(k);
     }
@@ -252,12 +261,17 @@ class Reader {
       for (const k of variants) {
         if (!sameValue(obj[k], exact)) this.problem(`${join(parent, k)} ignored: ${join(parent, key)} is set`);
       }
-      return { value: exact, path: join(parent, key) };
+      this.found = key;
+      return exact;
     }
     const first = variants[0];
-    if (first === undefined) return { value: exact === null || exact === '' ? undefined : exact, path: join(parent, key) };
+    if (first === undefined) {
+      this.found = key;
+      return exact === null || exact === '' ? undefined : exact;
+    }
     this.legacy.push(join(parent, first));
-    return { value: obj[first], path: join(parent, first) };
+    this.found = first;
+    return obj[first];
   }
 
   /** The value as a record; reports anything else that is present. */
@@ -269,13 +283,13 @@ class Reader {
   }
 
   string(obj: UnknownRecord, key: string, parent: string): string {
-    const { value, path } = this.pick(obj, key, parent);
-    return this.asString(value, path);
+    const value = this.find(obj, key, parent);
+    return this.asString(value, parent, this.found);
   }
 
   /** For metadata: Kubernetes itself is case-sensitive there, so no folding. */
   exactString(obj: UnknownRecord, key: string, parent: string): string {
-    return this.asString(obj[key], join(parent, key));
+    return this.asString(obj[key], parent, key);
   }
 
   integer(obj: UnknownRecord, key: string, parent: string): number | null {
@@ -307,7 +321,8 @@ class Reader {
   }
 
   exactStringMap(obj: UnknownRecord, key: string, parent: string): Readonly<Record<string, string>> {
-    return this.toStringMap(obj[key], join(parent, key));
+    const raw = obj[key];
+    return raw === undefined || raw === null ? {} : this.toStringMap(raw, join(parent, key));
   }
 
   private toStringMap(raw: unknown, path: string): Readonly<Record<string, string>> {
@@ -327,10 +342,10 @@ class Reader {
     return out;
   }
 
-  private asString(raw: unknown, path: string): string {
+  private asString(raw: unknown, parent: string, key: string): string {
     if (raw === undefined || raw === null) return '';
     if (typeof raw === 'string') return raw;
-    this.problem(`${path} must be a string, got ${describe(raw)}`);
+    this.problem(`${join(parent, key)} must be a string, got ${describe(raw)}`);
     return '';
   }
 }
@@ -346,6 +361,21 @@ function hasValue(v: unknown): boolean {
 
 function sameValue(a: unknown, b: unknown): boolean {
   return a === b || JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** `a.toLowerCase() === b.toLowerCase()`, without allocating when both are ASCII (every key in practice). */
+export function equalIgnoringCase(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x > 0x7f || y > 0x7f) return a.toLowerCase() === b.toLowerCase();
+    if (x >= 0x41 && x <= 0x5a) x += 0x20;
+    if (y >= 0x41 && y <= 0x5a) y += 0x20;
+    if (x !== y) return /[^\x00-\x7f]/.test(a) || /[^\x00-\x7f]/.test(b) ? a.toLowerCase() === b.toLowerCase() : false;
+  }
+  return true;
 }
 
 function join(parent: string, key: string): string {

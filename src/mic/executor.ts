@@ -114,6 +114,7 @@ export class Executor {
   }
 
   apply(plan: Plan, ctx: ExecutionContext): ExecutionOutcome {
+    for (const [k, slot] of this.#writeSlots) if (slot.activeCount === 0 && slot.pendingCount === 0) this.#writeSlots.delete(k);
     const armCalls = ctx.signal.aborted ? 0 : this.#o.arm.reconcile(plan.targetOps);
     const work = new Map<string, KeyWork>();
     const at = (key: string): KeyWork => {
@@ -420,12 +421,8 @@ export class Executor {
     const slotKey = ctx.targetOfNode(nodeName) || `node/${nodeName}`;
     let slot = this.#writeSlots.get(slotKey);
     if (slot === undefined) this.#writeSlots.set(slotKey, (slot = pLimit(Math.max(1, this.#o.createDeleteBatch))));
-    const perTarget = slot;
-    try {
-      return await perTarget(() => this.#allWrites(() => (ctx.signal.aborted ? Promise.reject(new TaskStop(0)) : fn())));
-    } finally {
-      if (perTarget.activeCount === 0 && perTarget.pendingCount === 0) this.#writeSlots.delete(slotKey);
-    }
+    // Kept while idle (a limiter per write was most of a write's garbage); apply() drops the idle ones.
+    return slot(() => this.#allWrites(() => (ctx.signal.aborted ? Promise.reject(new TaskStop(0)) : fn())));
   }
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  equalIgnoringCase,
   normalizeAssignedIdentity,
   normalizeAzureIdentity,
   normalizeBinding,
@@ -307,5 +308,29 @@ describe('normalizeAssignedIdentity', () => {
         'spec.azureBindingRef is missing or has no metadata.name',
       ]),
     );
+  });
+});
+
+describe('equalIgnoringCase (the legacy-key fold, allocation-free for ASCII)', () => {
+  it('agrees with comparing toLowerCase() on random keys, ASCII or not', () => {
+    const alphabet = ['a', 'A', 'z', 'Z', 'k', 'K', '\u212a', 'i', 'I', '\u0130', 's', 'S', '\u017f', '\u00df', '_', '0', '@', '['];
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648), seed % n);
+    const word = (len: number) => Array.from({ length: len }, () => alphabet[rand(alphabet.length)]).join('');
+    let agreedTrue = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const len = 1 + rand(6);
+      const a = word(len);
+      // Half the time b is a case variant of a, so equal pairs are common.
+      const b = rand(2) === 0 ? [...a].map((c) => (rand(2) === 0 ? c.toUpperCase() : c.toLowerCase())).join('') : word(len);
+      if (a.length !== b.length) continue;
+      const expected = a.toLowerCase() === b.toLowerCase();
+      expect(equalIgnoringCase(a, b), `${JSON.stringify(a)} ~ ${JSON.stringify(b)}`).toBe(expected);
+      if (expected) agreedTrue++;
+    }
+    expect(agreedTrue).toBeGreaterThan(1000);
+    expect(equalIgnoringCase('ClientID', 'clientid')).toBe(true);
+    expect(equalIgnoringCase('clientId', 'clientIE')).toBe(false);
+    expect(equalIgnoringCase('[', '{')).toBe(false); // 0x5b and 0x7b differ by 0x20 but are not letters
   });
 });
