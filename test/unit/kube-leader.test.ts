@@ -1,4 +1,5 @@
 import { ApiException, type V1Lease } from '@kubernetes/client-node';
+import { getMaxListeners } from 'node:events';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LeaderElector, parseTime, type LeaseClient } from '../../src/kube/leader.js';
 
@@ -69,6 +70,34 @@ describe('LeaderElector rules', () => {
     await a.stop();
     expect(log).toEqual(['a started', 'a stopped']);
     expect(leases.lease?.spec?.holderIdentity).toBe('');
+  });
+
+  it('lets the leadership signal carry the listeners of every write at once without a leak warning', async () => {
+    vi.useFakeTimers();
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => void warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      let signal: AbortSignal | undefined;
+      const a = new LeaderElector({
+        client: new MemoryLeases(), namespace: 'kube-system', name: 'mic', identity: 'a',
+        onStartedLeading: (s) => void (signal = s), onStoppedLeading: () => {},
+      });
+      a.start();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(signal).toBeDefined();
+      expect(getMaxListeners(signal!)).toBe(512);
+      // As MIC does while leading: 24 writes and 32 requests listening at once.
+      for (let i = 0; i < 56; i++) signal!.addEventListener('abort', () => {});
+      await a.stop();
+      expect(signal!.aborted).toBe(true);
+      await vi.advanceTimersByTimeAsync(0);
+      vi.useRealTimers();
+      await new Promise((r) => setImmediate(r));
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 
   it('does not take a lease that is still valid, and takes it (counting a transition) once expired', async () => {
