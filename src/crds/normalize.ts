@@ -316,20 +316,20 @@ class Reader {
   }
 
   stringMap(obj: UnknownRecord, key: string, parent: string): Readonly<Record<string, string>> {
-    const { value, path } = this.pick(obj, key, parent);
-    return this.toStringMap(value, path);
+    const value = this.find(obj, key, parent);
+    return this.toStringMap(value, parent, this.found);
   }
 
   exactStringMap(obj: UnknownRecord, key: string, parent: string): Readonly<Record<string, string>> {
-    const raw = obj[key];
-    return raw === undefined || raw === null ? {} : this.toStringMap(raw, join(parent, key));
+    return this.toStringMap(obj[key], parent, key);
   }
 
-  private toStringMap(raw: unknown, path: string): Readonly<Record<string, string>> {
+  /** The path (`parent.key`) is built only for a problem, as in asString. */
+  private toStringMap(raw: unknown, parent: string, key: string): Readonly<Record<string, string>> {
     const out: Record<string, string> = {};
     if (raw === undefined || raw === null) return out;
     if (typeof raw !== 'object' || Array.isArray(raw)) {
-      this.problem(`${path} must be a map of strings, got ${describe(raw)}`);
+      this.problem(`${join(parent, key)} must be a map of strings, got ${describe(raw)}`);
       return out;
     }
     const record = raw as UnknownRecord;
@@ -337,7 +337,7 @@ class Reader {
       if (!Object.hasOwn(record, k)) continue;
       const v = record[k];
       if (typeof v === 'string') out[k] = v;
-      else this.problem(`${path}.${k} must be a string, got ${describe(v)}`);
+      else this.problem(`${join(parent, key)}.${k} must be a string, got ${describe(v)}`);
     }
     return out;
   }
