@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
-import { createMemoryCgroup, type MemoryCgroup } from './lib/memcg.js';
+import { createMemoryCgroup, inCgroup, type MemoryCgroup } from './lib/memcg.js';
 import { collectionPath, Plurals } from '../src/crds/names.js';
 import { normalizeAssignedIdentity } from '../src/crds/normalize.js';
 import { Reflector, type KubeObject } from '../src/kube/index.js';
@@ -152,10 +152,7 @@ async function vmssRun(opts: Options, rows: Row[], notes: string[]): Promise<voi
 async function vmRun(opts: Options, rows: Row[], notes: string[]): Promise<void> {
   const w = await BenchWorld.start();
   try {
-    const nodes = await w.computeAndNodes(Array.from({ length: 200 }, (_, i) => ({ kind: 'vm' as const, name: `vm-${i}`, nodes: 1 })));
-    const ids = await w.identities(opts.identities, 'id');
-    const pods = await w.pods(opts.pods, nodes, ids, 'p');
-    const cold = await w.startMicAndConverge(opts, pods.length);
+    const { nodes, ids, pods, cold } = await convergeVms(w, opts);
     rows.push({ what: `converge from cold, 200 VMs, ${ids.length} identities, ${pods.length} pods`, value: `${fmtS(cold.fromStartMs)} (${fmtS(cold.fromReadyMs)} after MIC ready)`, target: '<= 10 s' });
     rows.push({ what: 'ARM PATCH count (VM run) / minimum', value: `${w.patchCount()} / ${w.minimumPatches(pods)}`, target: '= minimum' });
     notes.push(`VM run: ${cold.kubeWrites} Kubernetes writes by MIC while converging (${cold.writeDetail}); MIC peak RSS ${fmtMb(cold.peakRssKb)}; MIC CPU time ${fmtS(cold.micCpuMs)} (start-up included); emulator process busy ${pctOf(cold.emulatorCpu)} of one core meanwhile; load average at start ${cold.load.toFixed(1)} on ${cpus().length} cores.`);
@@ -182,6 +179,15 @@ async function vmRun(opts: Options, rows: Row[], notes: string[]): Promise<void>
   }
 }
 
+/** The VM world of runs 4 and 5 (200 VMs, the identities and pods), and MIC's cold convergence on it. */
+async function convergeVms(w: BenchWorld, opts: Options) {
+  const nodes = await w.computeAndNodes(Array.from({ length: 200 }, (_, i) => ({ kind: 'vm' as const, name: `vm-${i}`, nodes: 1 })));
+  const ids = await w.identities(opts.identities, 'id');
+  const pods = await w.pods(opts.pods, nodes, ids, 'p');
+  const cold = await w.startMicAndConverge(opts, pods.length);
+  return { nodes, ids, pods, cold };
+}
+
 /** Run 4 once more, MIC in a memory cgroup limited as the chart limits its container. */
 async function cgroupRun(opts: Options, rows: Row[], notes: string[]): Promise<void> {
   const limit = `${opts.micMemoryLimitMib} MiB`;
@@ -192,10 +198,7 @@ async function cgroupRun(opts: Options, rows: Row[], notes: string[]): Promise<v
   }
   const w = await BenchWorld.start(cg);
   try {
-    const nodes = await w.computeAndNodes(Array.from({ length: 200 }, (_, i) => ({ kind: 'vm' as const, name: `vm-${i}`, nodes: 1 })));
-    const ids = await w.identities(opts.identities, 'id');
-    const pods = await w.pods(opts.pods, nodes, ids, 'p');
-    const cold = await w.startMicAndConverge(opts, pods.length);
+    const { nodes, ids, pods, cold } = await convergeVms(w, opts);
     rows.push({ what: `converge from cold, 200 VMs, ${pods.length} pods, MIC in a ${limit} memory cgroup`, value: `${fmtS(cold.fromStartMs)} (${fmtS(cold.fromReadyMs)} after MIC ready)`, target: '<= 10 s' });
     const more = opts.rssPods - pods.length;
     if (more > 0) await w.pods(more, nodes, ids, 'q');
@@ -212,7 +215,7 @@ async function cgroupRun(opts: Options, rows: Row[], notes: string[]): Promise<v
 /** V8's heap size limit of a node started here (in the cgroup when given). */
 async function heapLimitMb(cg?: MemoryCgroup): Promise<string> {
   const args = ['-e', 'process.stdout.write(String(require("node:v8").getHeapStatistics().heap_size_limit))'];
-  const { command, args: argv } = cg ? cg.wrap(process.execPath, args) : { command: process.execPath, args };
+  const { command, args: argv } = inCgroup(cg, process.execPath, args);
   const out = await new Promise<string>((resolve, reject) => {
     const p = spawn(command, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
@@ -524,7 +527,7 @@ class BenchWorld {
     // Kept after the run for a look at what MIC did.
     const logPath = join(tmpdir(), `bench-mic-${process.pid}-${BenchWorld.#runs++}.log`);
     const log = createWriteStream(logPath);
-    const { command, args: argv } = this.cgroup ? this.cgroup.wrap(process.execPath, args) : { command: process.execPath, args };
+    const { command, args: argv } = inCgroup(this.cgroup, process.execPath, args);
     const proc = spawn(command, argv, {
       cwd: ROOT,
       env: {

@@ -60,3 +60,8 @@ export async function createMemoryCgroup(name: string, limitBytes: number): Prom
     },
   };
 }
+
+/** `command args` as spawn() takes them, run in `cg` when one is given. */
+export function inCgroup(cg: MemoryCgroup | undefined, command: string, args: readonly string[]): { command: string; args: string[] } {
+  return cg ? cg.wrap(command, args) : { command, args: [...args] };
+}
